@@ -1,0 +1,323 @@
+"""The Prometheus half: backfill a real Prometheus with the trace as kube-state-metrics would
+have exposed it, and answer the quota questions the peer's way and a careful operator's way.
+
+The peer is 2i2c-org/jupyterhub-usage-quotas, ``src/jupyterhub_usage_quotas/manager.py``:
+
+* ``write_promql``: the configured metric (their docs and examples use
+  ``kube_pod_container_resource_requests{resource='memory'}``) gets
+  ``namespace='<hub_namespace>', node!='', pod=~'jupyter-<safe_slug(user)>.*'`` spliced into
+  its braces, then ``[<window>d:]`` appended — a raw subquery at the default resolution
+  (the global evaluation interval, 1m).
+* ``get_usage``: one ``/api/v1/query`` (``client.py`` ``PrometheusClient.query``, aiohttp),
+  flatten every series' ``values``, multiply each by ``prometheus_scrape_interval`` (60) /
+  3600; ``aggregate_usage`` sums them (bytes-hours; memory limits are compared in bytes,
+  ``UNIT_SUFFIXES["G"] = 1024**3``).
+* ``metrics.py`` ``MetricsExporter.update_usage_quota_metrics``: the all-users numbers are
+  one ``get_usage`` per user, in sequence.
+
+The peer selects users by pod-name regex; ``_group_on_annotation`` (the
+``kube_pod_annotations`` join on ``namespace, pod``) exists there but ``get_usage`` does not
+use it. The careful operator below joins on the annotation instead and sums server-side.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.trace import EVAL_AT_MS, GIB, WINDOW_MS, Pod, ScrapeModel
+
+REQUESTS = "kube_pod_container_resource_requests"
+ANNOTATIONS = "kube_pod_annotations"
+USER_LABEL = "annotation_hub_jupyter_org_username"
+# kube-state-metrics' resource/unit labels for what we charge
+KSM_RESOURCE = {
+    "memory": ("memory", "byte"),
+    "cpu": ("cpu", "core"),
+    "gpu": ("nvidia_com_gpu", "integer"),
+}
+SECONDS_TO_HOURS = 60**2  # the peer's self.seconds_to_hours
+
+
+def _ts(ms: int) -> str:
+    return f"{ms // 1000}.{ms % 1000:03d}"  # OpenMetrics timestamps are seconds
+
+
+def write_openmetrics(pods: list[Pod], model: ScrapeModel, path: Path, eval_at_ms: int) -> int:
+    """Stream every sample a 60 s scrape of kube-state-metrics would have stored; return count.
+
+    Families are written one after the other (OpenMetrics wants a family's samples together)
+    and each series in time order (the TSDB appender rejects out-of-order samples).
+    promtool does not read gzip, so this is plain text, written pod by pod.
+    """
+    n_samples = 0
+    with path.open("w", buffering=4 * 1024 * 1024) as out:
+        out.write(f"# HELP {REQUESTS} The number of requested request resource by a container.\n")
+        out.write(f"# TYPE {REQUESTS} gauge\n")
+        for pod in pods:
+            scrapes = [_ts(t) for t in model.pod_scrapes_ms(pod, eval_at_ms)]
+            if not scrapes:
+                continue
+            base = (
+                f'{REQUESTS}{{namespace="{pod.namespace}",pod="{pod.pod_name}",uid="{pod.pod_uid}",'
+                f'container="notebook",node="{pod.node}",'
+            )
+            values = {
+                "memory": str(pod.memory_bytes),
+                "cpu": str(pod.cpu_millicores / 1000),
+                "gpu": str(pod.gpu_count),
+            }
+            for ours, (resource, unit) in KSM_RESOURCE.items():
+                if ours == "gpu" and pod.gpu_count == 0:
+                    continue  # KSM only exposes resources the container actually requests
+                head = f'{base}resource="{resource}",unit="{unit}"}} {values[ours]} '
+                out.write("".join(f"{head}{ts}\n" for ts in scrapes))
+                n_samples += len(scrapes)
+        out.write(f"# HELP {ANNOTATIONS} Kubernetes annotations converted to Prometheus labels.\n")
+        out.write(f"# TYPE {ANNOTATIONS} gauge\n")
+        for pod in pods:
+            scrapes = [_ts(t) for t in model.pod_scrapes_ms(pod, eval_at_ms)]
+            head = (
+                f'{ANNOTATIONS}{{namespace="{pod.namespace}",pod="{pod.pod_name}",'
+                f'uid="{pod.pod_uid}",{USER_LABEL}="{pod.username}"}} 1 '
+            )
+            out.write("".join(f"{head}{ts}\n" for ts in scrapes))
+            n_samples += len(scrapes)
+        out.write("# EOF\n")
+    return n_samples
+
+
+def ensure_prometheus() -> None:
+    """Install Debian's prometheus (2.42) if missing; never start its service."""
+    if shutil.which("prometheus") and shutil.which("promtool"):
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(
+            "prometheus is not installed and we are not root: apt-get install prometheus"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    # policy-rc.d would be the Debian way to stop the service starting; without systemd the
+    # postinst cannot start it anyway.
+    subprocess.run(["apt-get", "install", "-y", "-qq", "prometheus"], check=True, env=env)
+
+
+def backfill(openmetrics_path: Path, data_dir: Path) -> float:
+    """promtool blocks from the file; 744h blocks make it seconds instead of minutes."""
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            "promtool", "tsdb", "create-blocks-from", "openmetrics",
+            "--max-block-duration=744h", "--quiet",
+            str(openmetrics_path), str(data_dir),
+        ],
+        check=True,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrometheusServer:
+    """Our own Prometheus process on a loopback port and a private data dir, no scrape targets."""
+
+    def __init__(self, data_dir: Path, workdir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "prometheus.yml"
+        # 1m evaluation interval = the default subquery resolution the peer's [30d:] uses.
+        self.config_path.write_text("global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n")
+        self.log_path = workdir / "prometheus.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_seconds: float = 120) -> None:
+        args = [
+            "prometheus",
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.data_dir}",
+            # Above the 35-day trace, or the backfilled blocks are deleted at start-up.
+            "--storage.tsdb.retention.time=60d",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            # A live server writes a staleness marker when a pod's series vanishes from a
+            # scrape, so a sample is visible only until the next scrape. Backfilled blocks
+            # carry no markers; a lookback of one scrape interval gives the same visibility
+            # (the default 5m would stretch every pod by up to 5 minutes).
+            "--query.lookback-delta=1m",
+            "--query.max-samples=1000000000",
+            "--query.timeout=30m",
+        ]
+        log = self.log_path.open("w")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"prometheus not ready after {timeout_seconds}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class PromQueries:
+    """The three Prometheus-side methods, sharing one aiohttp session (as the peer's client)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        eval_at_ms: int = EVAL_AT_MS,
+        window_ms: int = WINDOW_MS,
+        scrape_interval_seconds: int = 60,
+        namespace: str = "hub",
+    ) -> None:
+        self.query_url = f"{url}/api/v1/query"
+        # The peer queries "now"; our data is historical, so every query pins time=eval_at.
+        self.time = _ts(eval_at_ms)
+        self.window_days = window_ms // 86_400_000
+        self.scrape_interval_seconds = scrape_interval_seconds
+        self.namespace = namespace
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> PromQueries:
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.session is not None
+        await self.session.close()
+
+    async def query(self, promql: str) -> dict:
+        assert self.session is not None
+        params = {"query": promql, "time": self.time}
+        async with self.session.get(self.query_url, params=params) as response:
+            response.raise_for_status()
+            data = await response.json()
+        if data.get("status") != "success":
+            raise RuntimeError(f"prometheus: {data}")
+        return data
+
+    # --- the peer: manager.py write_promql + get_usage + aggregate_usage -----------------
+
+    def peer_promql(self, username: str, resource: str = "memory") -> str:
+        ksm_resource, _unit = KSM_RESOURCE[resource]
+        # their configured metric, with their label splice (re.sub on the first "{...}")
+        metric = f"{REQUESTS}{{resource='{ksm_resource}'}}"
+        metric = metric.replace(
+            "}", f", namespace='{self.namespace}', node!='', pod=~'jupyter-{username}.*'}}", 1
+        )
+        return f"{metric}[{self.window_days}d:]"
+
+    async def peer_user_usage(
+        self, username: str, resource: str = "memory"
+    ) -> tuple[float, set[str]]:
+        """Resource-hours (memory in GiB-hours) the peer computes, and the pod uids it saw."""
+        response = await self.query(self.peer_promql(username, resource))
+        series = response["data"]["result"]
+        # get_usage: flatten all series' values; value × scrape interval / 3600 each
+        data = [d for s in series for d in s["values"]]
+        per_sample = [float(d[1]) * self.scrape_interval_seconds / SECONDS_TO_HOURS for d in data]
+        used = sum(per_sample)  # aggregate_usage
+        if resource == "memory":
+            used /= GIB  # the peer compares bytes-hours against limit × 1024**3
+        return used, {s["metric"].get("uid", "") for s in series}
+
+    async def peer_report(self, usernames: list[str]) -> dict[str, float]:
+        """metrics.py: one get_usage per user, one after the other."""
+        return {u: (await self.peer_user_usage(u))[0] for u in usernames}
+
+    # --- a careful operator: exact username via the annotation, summed server-side --------
+
+    def _joined(self, requests_selector: str, annotation_selector: str, by: str) -> str:
+        step = f"{self.scrape_interval_seconds}s"
+        # Sum each pod's samples first, then attach the username by uid: joining inside the
+        # subquery would evaluate the join at all 43,200 steps. The annotation range is one
+        # step longer than the window so a pod whose only counted sample is the window's first
+        # step still finds its annotation.
+        annotations_range = f"{self.window_days * 1440 + 1}m"
+        return (
+            f"sum by ({by}) ("
+            f"sum_over_time({REQUESTS}{{{requests_selector}}}[{self.window_days}d:{step}])"
+            f" * on (namespace, pod, uid) group_left({USER_LABEL})"
+            f" max by (namespace, pod, uid, {USER_LABEL}) "
+            f"(max_over_time({ANNOTATIONS}{{{annotation_selector}}}[{annotations_range}]))"
+            f") * {self.scrape_interval_seconds} / 3600"
+        )
+
+    def careful_user_promql(self, username: str) -> str:
+        # KubeSpawner names pods jupyter-<user> or jupyter-<user>--<server>; the regex narrows
+        # the series to read, the annotation join makes the username exact.
+        return self._joined(
+            f"namespace='{self.namespace}', pod=~'jupyter-{username}(--.+)?'",
+            f"namespace='{self.namespace}', {USER_LABEL}='{username}'",
+            "resource",
+        )
+
+    def careful_report_promql(self) -> str:
+        return self._joined(
+            f"namespace='{self.namespace}'",
+            f"namespace='{self.namespace}', {USER_LABEL}!=''",
+            f"{USER_LABEL}, resource",
+        )
+
+    @staticmethod
+    def _hours(resource_label: str, value: float) -> tuple[str, float]:
+        ours = {"memory": "memory", "cpu": "cpu", "nvidia_com_gpu": "gpu"}[resource_label]
+        return ours, value / GIB if ours == "memory" else value
+
+    async def careful_user_usage(self, username: str) -> dict[str, float]:
+        response = await self.query(self.careful_user_promql(username))
+        out = {"memory": 0.0, "cpu": 0.0, "gpu": 0.0}
+        for s in response["data"]["result"]:
+            ours, hours = self._hours(s["metric"]["resource"], float(s["value"][1]))
+            out[ours] = hours
+        return out
+
+    async def careful_report(self) -> dict[str, dict[str, float]]:
+        response = await self.query(self.careful_report_promql())
+        out: dict[str, dict[str, float]] = defaultdict(
+            lambda: {"memory": 0.0, "cpu": 0.0, "gpu": 0.0}
+        )
+        for s in response["data"]["result"]:
+            ours, hours = self._hours(s["metric"]["resource"], float(s["value"][1]))
+            out[s["metric"][USER_LABEL]][ours] = hours
+        return dict(out)
+
+    async def careful_seen_uids(self) -> set[str]:
+        """Untimed diagnostic: which pods the careful method's subquery has any sample of."""
+        step = f"{self.scrape_interval_seconds}s"
+        response = await self.query(
+            f"group by (uid) (count_over_time({REQUESTS}{{resource='memory'}}"
+            f"[{self.window_days}d:{step}]))"
+        )
+        return {s["metric"]["uid"] for s in response["data"]["result"]}
+
+
+def prometheus_version() -> str:
+    first = subprocess.run(["prometheus", "--version"], capture_output=True, text=True).stdout
+    return first.splitlines()[0] if first else "unknown"
