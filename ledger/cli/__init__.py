@@ -1,0 +1,79 @@
+"""``quota-ledger``: the command line. Other tools script against it, so keep it stable.
+
+Exit status: 0 success (``check``: allowed), 1 ``check`` denied, 2 a usage, configuration or
+database error (with a message that says what to do).
+
+Each sub-command lives in its own module exposing ``add_parser(subparsers, common)`` and an
+``async def run(args) -> int``. Modules are imported lazily by name so ``ledger`` never
+imports Kubernetes code: ``collect`` is ``collector.command``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+
+from ledger import __version__
+from ledger.cli.common import CommandError, common_parser
+
+COMMANDS: dict[str, str] = {
+    "migrate": "ledger.cli.admin_commands",
+    "import": "ledger.cli.admin_commands",
+    "db": "ledger.cli.admin_commands",
+    "check": "ledger.cli.query_commands",
+    "usage": "ledger.cli.query_commands",
+    "report": "ledger.cli.query_commands",
+    "decisions": "ledger.cli.query_commands",
+    "collect": "collector.command",
+    "enforce": "ledger.hub.enforce_command",
+    "serve": "ledger.web.command",
+    "demo": "ledger.demo.command",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quota-ledger",
+        description="Compute-usage quotas for JupyterHub, measured exactly from a PostgreSQL ledger.",
+    )
+    parser.add_argument("--version", action="version", version=f"quota-ledger {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = common_parser()
+    registered: set[str] = set()
+    for name, module_name in COMMANDS.items():
+        if name in registered:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that part is not installed in this build
+            raise
+        registered.update(module.add_parser(subparsers, common))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(args.run(args))
+    except CommandError as exc:
+        print(f"quota-ledger {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

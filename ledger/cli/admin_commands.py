@@ -1,0 +1,94 @@
+"""``migrate``, ``import`` and ``db``: commands that change or manage the database."""
+
+from __future__ import annotations
+
+import sys
+
+from sqlalchemy.exc import IntegrityError
+
+from ledger import db, embedded
+from ledger.cli.common import CommandError, add_format, engine_of, print_json
+
+
+def add_parser(subparsers, common) -> list[str]:
+    p = subparsers.add_parser(
+        "migrate", parents=[common], help="create or upgrade the ledger schema (idempotent)"
+    )
+    p.add_argument("--revision", default="head", help="target alembic revision (default: head)")
+    p.set_defaults(run=run_migrate)
+
+    p = subparsers.add_parser(
+        "import",
+        parents=[common],
+        help="import segments from JSON Lines or CSV (all or nothing, idempotent)",
+        description="Columns: username, started_at, ended_at (empty = running), cpu, memory, "
+        "gpu, and optionally servername, pod_uid, namespace, pod_name.",
+    )
+    p.add_argument("file", help="a .jsonl/.csv file, or - for standard input")
+    p.add_argument("--input-format", choices=["jsonl", "csv"], help="default: by file extension")
+    add_format(p, ["table", "json"])
+    p.set_defaults(run=run_import)
+
+    p = subparsers.add_parser("db", parents=[common], help="the embedded PostgreSQL: url, stop")
+    p.add_argument("action", choices=["url", "stop"])
+    p.set_defaults(run=run_db)
+    return ["migrate", "import", "db"]
+
+
+async def run_migrate(args) -> int:
+    try:
+        url = db.resolve_url(args.db)
+    except Exception as exc:  # noqa: BLE001
+        raise CommandError(f"cannot start the embedded PostgreSQL: {exc}") from exc
+    try:
+        await db.migrate(url, args.revision)
+    except Exception as exc:  # noqa: BLE001 - alembic wraps driver errors many ways
+        raise CommandError(f"migration failed on {db.redact(url)}: {exc}") from exc
+    print(f"schema is at {args.revision} ({db.head_revision()}) on {db.redact(url)}")
+    return 0
+
+
+async def run_import(args) -> int:
+    from ledger.importer import ImportError_, read_rows, write_rows
+
+    try:
+        if args.file == "-":
+            rows, source = read_rows("-", args.input_format, stream=sys.stdin)
+        else:
+            rows, source = read_rows(args.file, args.input_format)
+    except ImportError_ as exc:
+        raise CommandError(str(exc)) from None
+    async with engine_of(args) as engine:
+        try:
+            result = await write_rows(engine, rows)
+        except IntegrityError as exc:
+            raise CommandError(
+                f"{source}: nothing was imported: a row conflicts with the ledger "
+                f"(an open segment for the same pod_uid with another start?): "
+                f"{str(exc.orig).splitlines()[0]}"
+            ) from None
+    if args.format == "json":
+        print_json(
+            {
+                "source": source,
+                "rows": result.rows,
+                "inserted": result.inserted,
+                "closed": result.closed,
+                "unchanged": result.unchanged,
+            }
+        )
+    else:
+        print(
+            f"{source}: {result.rows} rows, {result.inserted} new segments, "
+            f"{result.closed} open segments closed, {result.unchanged} already recorded"
+        )
+    return 0
+
+
+async def run_db(args) -> int:
+    if args.action == "url":
+        print(db.redact(db.resolve_url(args.db)))
+        return 0
+    stopped = embedded.stop()
+    print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+    return 0

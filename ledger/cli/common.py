@@ -1,0 +1,132 @@
+"""What every sub-command shares: options, the database, the policy, ``--at``, output."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger import db
+from ledger.times import TimeError, parse_at, utcnow
+
+CONFIG_ENV = "QUOTA_LEDGER_CONFIG"
+
+
+class CommandError(Exception):
+    """A usage, configuration or database error: printed, exit status 2."""
+
+
+def common_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        metavar="URL",
+        help=f"PostgreSQL URL (default: ${db.DB_URL_ENV}, else the embedded PostgreSQL "
+        "in $QUOTA_LEDGER_HOME)",
+    )
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"quota policy YAML (default: ${CONFIG_ENV})",
+    )
+    common.add_argument(
+        "--log-level", default=os.environ.get("QUOTA_LEDGER_LOG_LEVEL", "warning"),
+        choices=["debug", "info", "warning", "error"], help="log verbosity (default: warning)",
+    )  # fmt: skip
+    return common
+
+
+def add_at(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--at",
+        metavar="TIME",
+        help="evaluate at this time, ISO 8601 with a time zone (default: now)",
+    )
+
+
+def add_format(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
+    parser.add_argument("--format", choices=list(choices), default=choices[0], help="output format")
+
+
+def at_of(args) -> datetime:
+    if not getattr(args, "at", None):
+        return utcnow()
+    try:
+        return parse_at(args.at)
+    except TimeError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def policy_of(args, *, required: bool = True):
+    from ledger.policy import PolicyError, load_policy, parse_policy
+
+    path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
+    if not path:
+        if required:
+            raise CommandError(
+                f"no quota policy: pass --config FILE or set ${CONFIG_ENV} "
+                "(see examples/policy.yaml)"
+            )
+        return parse_policy("{}", source="<no policy: everything unlimited>")
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        raise CommandError(f"invalid policy:\n{exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def engine_of(args, *, check_schema: bool = True) -> AsyncIterator[AsyncEngine]:
+    """The database engine; refuses a schema that is behind unless ``check_schema=False``."""
+    try:
+        url = db.resolve_url(getattr(args, "db", None))
+    except Exception as exc:  # noqa: BLE001 - the embedded server can fail in many ways
+        raise CommandError(f"cannot start the embedded PostgreSQL: {exc}") from exc
+    engine = db.create_engine(url)
+    try:
+        if check_schema:
+            try:
+                await db.check_schema(engine)
+            except db.DatabaseError as exc:
+                raise CommandError(str(exc)) from None
+            except (OSError, DBAPIError) as exc:
+                raise CommandError(
+                    f"cannot reach the database at {db.redact(url)}: {_short(exc)}"
+                ) from None
+        try:
+            yield engine
+        except (OSError, DBAPIError) as exc:
+            raise CommandError(f"database error at {db.redact(url)}: {_short(exc)}") from None
+        except SQLAlchemyError as exc:
+            raise CommandError(f"database error: {_short(exc)}") from None
+    finally:
+        await engine.dispose()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def print_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_csv(header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    writer = csv.writer(sys.stdout)
+    writer.writerow(header)
+    writer.writerows(rows)
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False)

@@ -1,0 +1,44 @@
+"""Parsing and printing the times people give on the command line and read in reports.
+
+``--at`` takes ISO 8601 with an explicit time zone (``2026-11-01T12:00:00Z``,
+``2026-11-01 13:00+01:00``): a quota decision at a time without a zone is ambiguous, so it
+is refused rather than guessed. ``now`` is the only place the CLI reads the clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class TimeError(ValueError):
+    pass
+
+
+def utcnow() -> datetime:
+    """The clock, read at the edges only (CLI, hub hook, enforcer, web handlers)."""
+    return datetime.now(UTC)
+
+
+def parse_at(text: str, *, what: str = "--at") -> datetime:
+    """ISO 8601 with a time zone → aware datetime in UTC. ``now`` means the current time."""
+    if text.strip().lower() == "now":
+        return utcnow()
+    raw = text.strip()
+    if raw.endswith(("z", "Z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise TimeError(
+            f"{what}: {text!r} is not an ISO 8601 time; write e.g. 2026-11-01T12:00:00Z "
+            "or 2026-11-01T13:00:00+01:00"
+        ) from None
+    if parsed.tzinfo is None:
+        raise TimeError(
+            f"{what}: {text!r} has no time zone; add one, e.g. {text}Z for UTC or {text}+01:00"
+        )
+    return parsed.astimezone(UTC)
+
+
+def iso(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")

