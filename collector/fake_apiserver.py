@@ -138,6 +138,11 @@ class FakeApiServer:
         self._unreachable_mode = mode
         self._unreachable_until = time.monotonic() + seconds
         self.drop_streams()
+        if mode == "reset" and self._runner is not None and self._runner.server is not None:
+            # Kill idle keep-alive connections too, or pooled clients would not notice.
+            for connection in self._runner.server.connections:
+                if connection.transport is not None:
+                    connection.transport.abort()
 
     def set_delay(self, seconds: float) -> None:
         """Delay every response (before headers) by `seconds`."""

@@ -206,10 +206,12 @@ async def _stream(
         for event_type, obj in pending:
             limit = server.drop_after_events_count
             if limit is not None and sent_events >= limit:
-                return _abort(request, response)
+                return await _abort(request, response)
             await _send(response, event_type, with_kind(obj))
             sent_events += 1
             progress_rv = max(progress_rv, int(obj["metadata"]["resourceVersion"]))
+            if limit is not None and sent_events >= limit:
+                return await _abort(request, response)
         now = loop.time()
         if now >= deadline:
             if bookmarks:  # the real server sends a last bookmark just before timing out
@@ -226,7 +228,7 @@ async def _stream(
             pending = []
             continue
         if item == DROP:
-            return _abort(request, response)
+            return await _abort(request, response)
         if item == CLOSE:
             await response.write_eof()
             return response
@@ -246,8 +248,14 @@ async def _bookmark(
     await _send(response, "BOOKMARK", obj)
 
 
-def _abort(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-    # Reset the TCP connection without the terminating chunk: a broken stream, not an end.
-    if request.transport is not None:
-        request.transport.abort()
+async def _abort(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Reset the TCP connection without the terminating chunk: a broken stream, not an end.
+    Events already written are flushed first (abort() would discard the send buffer)."""
+    transport = request.transport
+    if transport is not None:
+        for _ in range(100):
+            if transport.get_write_buffer_size() == 0:
+                break
+            await asyncio.sleep(0.01)
+        transport.abort()
     return response

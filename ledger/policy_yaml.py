@@ -82,8 +82,8 @@ class Issues:
         self.errors.append(PolicyIssue(self.file, line, key, message))
 
     def raise_if_any(self) -> None:
-        if self.errors:
-            raise PolicyError(self.errors)
+        if self.errors:  # in file order: the way an admin fixes them
+            raise PolicyError(sorted(self.errors, key=lambda issue: issue.line or 0))
 
 
 @dataclass

@@ -35,8 +35,13 @@ def add_parser(subparsers, common) -> list[str]:
         help="may USER start a server of this size? exit 0 allowed, 1 denied, 2 error",
     )
     p.add_argument("user")
-    p.add_argument("--group", action="append", default=None, metavar="G",
-                   help="a group the user is in (repeat; default: groups the hub last reported)")
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="G",
+        help="a group the user is in (repeat; default: groups the hub last reported)",
+    )
     p.add_argument("--cpu", metavar="Q", help="CPU of the requested server, e.g. 2 or 500m")
     p.add_argument("--memory", metavar="Q", help="memory of the requested server, e.g. 4Gi")
     p.add_argument("--gpu", metavar="N", help="GPUs of the requested server")
@@ -46,7 +51,9 @@ def add_parser(subparsers, common) -> list[str]:
     add_format(p, ["table", "json"])
     p.set_defaults(run=run_check)
 
-    p = subparsers.add_parser("usage", parents=[common], help="USER's usage, limits and running servers")
+    p = subparsers.add_parser(
+        "usage", parents=[common], help="USER's usage, limits and running servers"
+    )
     p.add_argument("user")
     p.add_argument("--group", action="append", default=None, metavar="G")
     add_at(p)
@@ -56,14 +63,19 @@ def add_parser(subparsers, common) -> list[str]:
     p = subparsers.add_parser(
         "report", parents=[common], help="every user with usage in the window, limits, percent used"
     )
-    p.add_argument("--groups-file", metavar="FILE",
-                   help="JSON or YAML mapping username -> [groups] (default: groups the hub reported)")
+    p.add_argument(
+        "--groups-file",
+        metavar="FILE",
+        help="JSON or YAML mapping username -> [groups] (default: groups the hub reported)",
+    )
     p.add_argument("--sort", choices=["percent", "user"], default="percent")
     add_at(p)
     add_format(p, ["table", "csv", "json"])
     p.set_defaults(run=run_report)
 
-    p = subparsers.add_parser("decisions", parents=[common], help="the decision log (denials first)")
+    p = subparsers.add_parser(
+        "decisions", parents=[common], help="the decision log (denials first)"
+    )
     p.add_argument("--user", help="only this user")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--all", action="store_true", help="allowed decisions too, not only denials")
@@ -147,6 +159,7 @@ def _print_decision(decision) -> None:
             )
         out.print(table)
     for c in decision.caps.values():
+
         def shown(v: int, name: str = c.resource) -> str:
             return str(v) if name == "servers" else format_amount(name, v)
 
@@ -260,7 +273,9 @@ async def run_report(args) -> int:
             if r.limit_hours is not None:
                 cell += f" / {r.limit_hours.normalize():f} ({r.percent_used:.0f}%)"
             cells.append(cell)
-        table.add_row(_plain(line.username), _plain(", ".join(line.groups)), str(line.running_servers), *cells)
+        table.add_row(
+            _plain(line.username), _plain(", ".join(line.groups)), str(line.running_servers), *cells
+        )
     out = console()
     out.print(table)
     out.print(f"{len(lines)} users with usage in the window")
@@ -268,25 +283,20 @@ async def run_report(args) -> int:
 
 
 async def run_decisions(args) -> int:
-    from sqlalchemy import text
+    from sqlalchemy import select
 
-    clauses = [] if args.all else ["outcome <> 'allowed'"]
-    params: dict = {"limit": args.limit}
+    from ledger.models import Decision
+
+    query = select(
+        Decision.decided_at, Decision.username, Decision.servername, Decision.source,
+        Decision.outcome, Decision.reason, Decision.message, Decision.retry_at,
+    ).order_by(Decision.decided_at.desc()).limit(args.limit)  # fmt: skip
+    if not args.all:
+        query = query.where(Decision.outcome != "allowed")
     if args.user:
-        clauses.append("username = :user")
-        params["user"] = args.user
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        query = query.where(Decision.username == args.user)
     async with engine_of(args) as engine, engine.connect() as conn:
-        # the WHERE clause is built from constant fragments; values are bound
-        query = (
-            "SELECT decided_at, username, servername, source, outcome, reason, message, "
-            "retry_at FROM decisions " + where + " ORDER BY decided_at DESC LIMIT :limit"
-        )
-        result = await conn.execute(
-            text(query),
-            params,
-        )
-        rows = [dict(r._mapping) for r in result]
+        rows = [dict(r._mapping) for r in await conn.execute(query)]
     if args.format == "json":
         print_json(rows)
         return 0
