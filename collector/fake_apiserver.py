@@ -156,10 +156,11 @@ class FakeApiServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(middlewares=[self._faults_middleware])
-        app.router.add_get("/version", self._version)
-        app.router.add_get("/api", self._api_versions)
-        app.router.add_get("/api/v1", self._api_resources)
-        app.router.add_get("/apis", self._api_groups)
+        for suffix in ("", "/"):  # the client asks for both "/api/v1" and "/api/v1/"
+            app.router.add_get("/version" + suffix, self._version)
+            app.router.add_get("/api" + suffix, self._api_versions)
+            app.router.add_get("/api/v1" + suffix, self._api_resources)
+            app.router.add_get("/apis" + suffix, self._api_groups)
         app.router.add_get("/api/v1/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}", self._pod)
@@ -205,11 +206,30 @@ class FakeApiServer:
             return error_response(
                 503, "ServiceUnavailable", "the server is currently unable to handle the request"
             )
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return error_response(
+                404, "NotFound", "the server could not find the requested resource"
+            )
+        except web.HTTPMethodNotAllowed:
+            # Read-only fake: writes go through the Python store API.
+            return error_response(405, "MethodNotAllowed", f"{request.method} is not supported")
 
     async def _version(self, request: web.Request) -> web.Response:
+        # Every field is required by the client's VersionInfo model.
         return web.json_response(
-            {"major": "1", "minor": "34", "gitVersion": "v1.34.0-fake", "platform": "linux/amd64"}
+            {
+                "major": "1",
+                "minor": "34",
+                "gitVersion": "v1.34.0-fake",
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.24.0",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
         )
 
     async def _api_versions(self, request: web.Request) -> web.Response:
