@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -164,7 +163,8 @@ class FakeApiServer:
         app.router.add_get("/api/v1/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{namespace}/pods/{name}", self._pod)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        # handler_cancellation: a client that goes away ends its watch handler at once.
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         handler = self._runner.server
 
@@ -324,7 +324,20 @@ async def _serve(args: argparse.Namespace) -> None:
         users = [f"user{i}" for i in range(args.users)]
         simulation = asyncio.create_task(
             run_random_lifecycles(
-                server, users, seed=args.seed, namespace=args.namespace, speed=args.speed
+                server,
+                users,
+                seed=args.seed,
+                namespace=args.namespace,
+                speed=args.speed,
+                duration_seconds=args.duration_seconds,
+                step_seconds=args.step_seconds,
+            )
+        )
+        # Report the simulation's end (or crash) at once instead of at shutdown.
+        simulation.add_done_callback(
+            lambda task: (
+                task.cancelled()
+                or print(f"simulation ended: {task.exception() or task.result()}", flush=True)
             )
         )
     await stop.wait()
@@ -345,7 +358,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bookmark-interval-seconds", type=float, default=60.0)
     parser.add_argument("--users", type=int, default=0, help="simulate this many hub users")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--speed", type=float, default=math.inf, help="simulated s per real s")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="simulated seconds per real second (inf: no pause)"
+    )
+    parser.add_argument(
+        "--duration-seconds",
+        type=float,
+        default=None,
+        help="simulated time to run (default: forever)",
+    )
+    parser.add_argument("--step-seconds", type=float, default=60.0, help="how often users act")
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

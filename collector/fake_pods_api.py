@@ -55,7 +55,10 @@ def list_pods(store: PodStore, query: Any, matches: Matcher) -> web.Response:
     """A (possibly paginated) PodList, consistent at one resourceVersion across pages.
     https://kubernetes.io/docs/reference/using-api/api-concepts/#retrieving-large-results-sets-in-chunks
     """
-    limit = int(query.get("limit") or 0)
+    try:
+        limit = max(0, int(query.get("limit") or 0))
+    except ValueError:
+        return error_response(400, "BadRequest", f"invalid limit: {query.get('limit')!r}")
     requested_rv = query.get("resourceVersion") or ""
     start_after = ""
     try:

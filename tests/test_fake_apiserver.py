@@ -481,3 +481,14 @@ async def test_random_lifecycles_are_reproducible():
             outcomes.append((counts, fake.resource_version, [p["status"] for p in fake.pods()]))
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0]["spawn"] > 0 and outcomes[0][0]["stop"] > 0
+
+
+async def test_closing_the_client_ends_the_server_side_stream(server, api):
+    server.create_pod(bare_pod("a"))
+    events = await collect(api.list_pod_for_all_namespaces, timeout_seconds=60, stop_after=1)
+    assert names(events) == [("ADDED", "a")]
+    for _ in range(50):
+        if server.open_watch_streams == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert server.open_watch_streams == 0
