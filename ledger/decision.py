@@ -346,9 +346,11 @@ def describe(decision: Decision) -> str:
     if decision.allowed:
         parts = []
         for b in decision.budgets.values():
+            if b.limit_hours == 0 and b.used_hours == 0:
+                continue  # "0 of 0 GPU-hours" says nothing: that resource is not offered
+            used_number = format_hours(b.resource, b.used_hours).split(" ")[0]
             parts.append(
-                f"{format_hours(b.resource, b.used_hours)} of "
-                f"{format_hours(b.resource, b.limit_hours)} used in the last "
+                f"{used_number} of {format_hours(b.resource, b.limit_hours)} used in the last "
                 f"{_window_text(b.window_seconds)}"
             )
         text = "Quota: " + "; ".join(parts) + "." if parts else "No quota limits apply."

@@ -1,0 +1,115 @@
+"""The CLI contract other tools script against: formats, units, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledger.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY = ROOT / "examples" / "policy.yaml"
+ROWS = [
+    # bob: 16 GiB for 4 h = 64 GiB-hours, over regular's 60
+    {"username": "bob", "started_at": "2026-10-20T00:00:00Z", "ended_at": "2026-10-20T04:00:00Z",
+     "cpu": "2", "memory": "16Gi"},
+    # sam: 4 GiB for 5 h = 20 GiB-hours
+    {"username": "sam", "started_at": "2026-10-25T10:00:00Z", "ended_at": "2026-10-25T15:00:00Z",
+     "cpu": "1", "memory": "4Gi"},
+]  # fmt: skip
+AT = "2026-11-01T00:00:00Z"
+
+
+@pytest.fixture
+def loaded(fresh_db_url, tmp_path):
+    path = tmp_path / "usage.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    assert main(["import", str(path), "--db", fresh_db_url]) == 0
+    return fresh_db_url
+
+
+def run_json(capsys, *argv):
+    code = main([*argv, "--format", "json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_check_exit_codes_and_json(loaded, capsys):
+    args = ["--db", loaded, "--config", str(POLICY), "--at", AT]
+    code, out = run_json(capsys, "check", "sam", "--group", "regular", "--memory", "4Gi", *args)
+    assert code == 0 and out["allowed"] is True and out["retry_at"] is None
+    assert out["resources"]["memory"]["used"] == 20.0
+    assert out["resources"]["memory"]["limit"] == 60.0
+    assert out["resources"]["memory"]["remaining"] == 40.0
+    code, out = run_json(capsys, "check", "bob", "--group", "regular", "--memory", "4Gi", *args)
+    assert code == 1 and out["allowed"] is False and out["retry_at"].startswith("2026-11-19")
+    code = main(["check", "bob", "--memory", "4 GB", *args])
+    assert code == 2 and "4Gi" in capsys.readouterr().err
+
+
+def test_usage_and_report_json(loaded, capsys, tmp_path):
+    args = ["--db", loaded, "--config", str(POLICY), "--at", AT]
+    code, out = run_json(capsys, "usage", "sam", *args)
+    assert code == 0 and out["resources"]["memory"]["used"] == 20.0
+    assert out["resources"]["cpu"]["used"] == 5.0
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("bob: [power]\nsam: regular\n")
+    code, out = run_json(capsys, "report", "--groups-file", str(groups), *args)
+    assert code == 0
+    by_user = {u["username"]: u for u in out}
+    assert by_user["bob"]["resources"]["memory"]["used"] == 64.0
+    assert by_user["bob"]["resources"]["memory"]["limit"] == 240.0
+    assert by_user["sam"]["resources"]["memory"]["percent_used"] == pytest.approx(33.33)
+    assert main(["report", "--format", "csv", *args]) == 0
+    csv_out = capsys.readouterr().out.splitlines()
+    assert csv_out[0].startswith("username,groups,running_servers,cpu_used_CPU-hours")
+    assert len(csv_out) == 3
+
+
+def test_bad_at_and_bad_config_exit_2(loaded, capsys, tmp_path):
+    assert main(["usage", "sam", "--db", loaded, "--at", "2026-11-01T00:00:00"]) == 2
+    assert "no time zone" in capsys.readouterr().err
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("groups:\n  regular: {memory: 60 GiB}\n")
+    assert main(["check", "sam", "--db", loaded, "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2" in err and "GiB-hours" in err
+    assert main(["check", "sam", "--db", loaded]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_schema_behind_is_refused(empty_db_url, capsys):
+    assert main(["usage", "sam", "--db", empty_db_url]) == 2
+    assert "quota-ledger migrate" in capsys.readouterr().err
+    assert main(["migrate", "--db", empty_db_url]) == 0
+    assert main(["usage", "sam", "--db", empty_db_url]) == 0
+
+
+def test_unreachable_database_exit_2(capsys, tmp_path):
+    url = f"postgresql+asyncpg://nobody:secret@/x?host={tmp_path}&port=1"
+    assert main(["usage", "sam", "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the database" in err and "secret" not in err
+
+
+def test_import_bad_file_exit_2_and_nothing_written(loaded, capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("username,started_at,memory\ncarol,2026-10-01T00:00:00Z,4Gi\n,2026-10-01T00:00:00Z,x\n")
+    assert main(["import", str(bad), "--db", loaded]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3" in err and "nothing was imported" in err
+    code, out = run_json(capsys, "report", "--db", loaded, "--at", AT)
+    assert "carol" not in {u["username"] for u in out}
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).parent / "quota-ledger"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ})  # fmt: skip
+    assert result.returncode == 0
+    for command in ("migrate", "import", "check", "usage", "report"):
+        assert command in result.stdout
