@@ -1,0 +1,732 @@
+"""The Helm chart (charts/quota-ledger), its z2jh snippet, dashboard and Dockerfile.
+
+No helm binary is needed: `helm-python-sdk` (import `helm_python`) wraps the real Helm v4 Go
+SDK and lints/renders offline, enforcing values.schema.json exactly like `helm install`;
+`kubernetes-validate` checks every rendered object against the Kubernetes OpenAPI schemas in
+strict mode (unknown fields are errors). Nothing is installed or downloaded at test time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python")
+kv = pytest.importorskip("kubernetes_validate")
+jsonschema = pytest.importorskip("jsonschema")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "quota-ledger"
+VALUES_DIR = Path(__file__).resolve().parent / "chart_values"
+VALUE_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml") if not p.name.endswith(".schema.yaml"))
+RELEASE, NAMESPACE = "quota-ledger", "jhub"
+# the oldest Kubernetes the chart claims (Chart.yaml kubeVersion >=1.27) and the newest schemas
+K8S_VERSIONS = ["1.27", kv.utils.latest_version()]
+OWN_COMPONENTS = {"collector", "enforcer", "web", "migrate"}
+# Schema nodes allowed to accept arbitrary keys: Kubernetes-native pass-through objects and
+# the policy, whose syntax the application itself validates strictly.
+FREE_FORM = {
+    "global",
+    "policy",
+    "policy.groups.*",
+    "policy.users.*",
+    "postgresql.affinity",
+    "collector.affinity",
+    "enforcer.affinity",
+    "web.affinity",
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def chart():
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def load_values(name: str) -> dict:
+    return yaml.safe_load((VALUES_DIR / name).read_text()) or {}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# A fixed password makes renders deterministic (otherwise generated once per install and
+# read back with `lookup` on upgrades, which offline rendering cannot do).
+FIXED = {"postgresql": {"password": "fixed-test-password"}}
+
+
+def render_raw(chart, values: dict | None = None, **kw) -> dict[str, str]:
+    kw.setdefault("name", RELEASE)
+    kw.setdefault("namespace", NAMESPACE)
+    kw.setdefault("is_install", True)
+    return chart.render(values or {}, **kw)
+
+
+def render(chart, values: dict | None = None, **kw) -> list[dict]:
+    docs = []
+    for path, text in render_raw(chart, values, **kw).items():
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def find(docs, kind, name=None) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs, kind, name) -> dict:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind}/{name}, got {[d['metadata']['name'] for d in find(docs, kind)]}"
+    return found[0]
+
+
+def pod_specs(docs) -> dict[str, dict]:
+    """kind/name -> pod template spec of every workload."""
+    out = {}
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+            out[f"{d['kind']}/{d['metadata']['name']}"] = d["spec"]["template"]
+    return out
+
+
+def component(doc) -> str:
+    return doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component", "")
+
+
+def env_of(container) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+# ---------------------------------------------------------------------------- lint, render, validate
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUE_FILES])
+def test_lint_is_clean(values_file):
+    values = load_values(values_file) if values_file else None
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"] and not problems, report
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUE_FILES])
+def test_every_rendered_object_is_valid_kubernetes(chart, values_file):
+    values = load_values(values_file) if values_file else {}
+    docs = render(chart, values)
+    assert len(docs) >= 5
+    for version in K8S_VERSIONS:
+        for doc in docs:
+            try:
+                kv.validate(doc, version, strict=True)
+            except kv.utils.ValidationError as exc:
+                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for k8s {version}: {exc.message} at {list(exc.absolute_path)}")
+    # upgrades render the same objects
+    assert [(d["kind"], d["metadata"]["name"]) for d in render(chart, values, is_install=False, is_upgrade=True)] == [
+        (d["kind"], d["metadata"]["name"]) for d in docs
+    ]
+
+
+def test_default_install_objects(chart):
+    docs = render(chart)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {
+        ("Deployment", "quota-ledger-collector"),
+        ("Deployment", "quota-ledger-enforcer"),
+        ("Deployment", "quota-ledger-web"),
+        ("Service", "quota-ledger-web"),
+        ("Service", "quota-ledger-collector"),
+        ("ServiceAccount", "quota-ledger-collector"),
+        ("ClusterRole", "jhub-quota-ledger-collector"),
+        ("ClusterRoleBinding", "jhub-quota-ledger-collector"),
+        ("ConfigMap", "quota-ledger-config"),
+        ("Secret", "quota-ledger-db"),
+        ("Job", "quota-ledger-migrate"),
+        ("StatefulSet", "quota-ledger-postgresql"),
+        ("Service", "quota-ledger-postgresql"),
+    } <= names
+    assert not find(docs, "NetworkPolicy"), "NetworkPolicies are opt-in"
+    assert not find(docs, "ConfigMap", "quota-ledger-grafana-dashboard"), "dashboard is opt-in"
+    for doc in docs:
+        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_release_name_containing_chart_name_is_not_repeated(chart):
+    docs = render(chart, name="jhub-quota-ledger")
+    assert one(docs, "Deployment", "jhub-quota-ledger-collector")
+
+
+# ---------------------------------------------------------------------------- values schema
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"colector": {}}, "colector"),
+        ({"collector": {"setings": {"namespaces": []}}}, "setings"),
+        ({"collector": {"settings": {"label_selectr": "x"}}}, "label_selectr"),
+        ({"collector": {"settings": {"charge_basis": "request"}}}, "charge_basis"),
+        ({"collector": {"settings": {"retention": "forever"}}}, "retention"),
+        ({"postgresql": {"persistance": {"enabled": False}}}, "persistance"),
+        ({"enforcer": {"intervall": 30}}, "intervall"),
+        ({"web": {"apiToken": {"existingSecretkey": "x"}}}, "existingSecretkey"),
+        ({"containerSecurityContext": {"readOnlyRootFileSystem": True}}, "readOnlyRootFileSystem"),
+        ({"collector": {"resources": {"request": {"cpu": "1"}}}}, "request"),
+        ({"networkPolicy": {"enable": True}}, "enable"),
+    ],
+)
+def test_values_schema_rejects_typos(chart, values, needle):
+    with pytest.raises(helm.HelmValuesError) as err:
+        render_raw(chart, values)
+    assert needle in str(err.value)
+
+
+def _walk_schema(node: dict, path: str):
+    yield path, node
+    for key, child in node.get("properties", {}).items():
+        yield from _walk_schema(child, f"{path}.{key}" if path else key)
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk_schema(node["additionalProperties"], f"{path}.*")
+    if isinstance(node.get("items"), dict):
+        yield from _walk_schema(node["items"], f"{path}[]")
+
+
+def test_values_schema_is_closed_and_described():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert schema["additionalProperties"] is False
+    for path, node in _walk_schema(schema, ""):
+        if path:
+            assert node.get("description"), f"{path}: no description"
+        types = node.get("type")
+        if types == "object" or (isinstance(types, list) and "object" in types):
+            if path.endswith("[]"):
+                continue  # list items that are Kubernetes-native objects (EnvVar, peers, ...)
+            assert "additionalProperties" in node, f"{path}: additionalProperties not set"
+            if node["additionalProperties"] is True:
+                assert path in FREE_FORM, f"{path}: open object not in the FREE_FORM allowlist"
+
+
+def test_default_values_satisfy_schema_and_every_key_is_documented(chart):
+    chart.validate_schema(chart.values)
+    # values.yaml comments every key: each key line is preceded by a comment line
+    # (directly, or through a group heading for nested maps).
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for n, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z_][\w-]*):", line)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        prev = next((p for p in reversed(lines[:n]) if p.strip()), "")
+        parent_line = next(
+            (p for p in reversed(lines[:n]) if p.strip() and not p.lstrip().startswith("#") and len(p) - len(p.lstrip()) < indent),
+            "",
+        )
+        is_leaf_in_documented_parent = parent_line.rstrip().endswith(":") and indent > 0
+        if not prev.lstrip().startswith("#") and not is_leaf_in_documented_parent:
+            undocumented.append(line.strip())
+    assert not undocumented, undocumented
+
+
+# ---------------------------------------------------------------------------- RBAC
+
+
+READ_PODS = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+def test_rbac_all_namespaces_is_a_read_only_clusterrole(chart):
+    docs = render(chart)
+    (role,) = find(docs, "ClusterRole")
+    assert role["rules"] == READ_PODS
+    assert not find(docs, "Role")
+    (binding,) = find(docs, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "quota-ledger-collector", "namespace": NAMESPACE}]
+    collector = one(docs, "Deployment", "quota-ledger-collector")["spec"]["template"]["spec"]
+    assert collector["serviceAccountName"] == "quota-ledger-collector"
+
+
+def test_rbac_listed_namespaces_get_one_role_each(chart):
+    docs = render(chart, load_values("namespaced.yaml"))
+    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    roles = find(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["jhub", "jhub-staging"]
+    for role in roles:
+        assert role["rules"] == READ_PODS
+    for binding in find(docs, "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "quota-ledger-collector", "namespace": NAMESPACE}]
+    settings = yaml.safe_load(one(docs, "ConfigMap", "quota-ledger-config")["data"]["collector.yaml"])
+    assert settings["namespaces"] == ["jhub", "jhub-staging"]
+    assert settings["workloads"][0]["username_label"] == "gateway.dask.org/user"
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUE_FILES])
+def test_no_rbac_grants_anything_but_reading_pods(chart, values_file):
+    docs = render(chart, load_values(values_file) if values_file else {})
+    for role in find(docs, "Role") + find(docs, "ClusterRole"):
+        assert role["rules"] == READ_PODS
+    # only the collector may talk to the Kubernetes API
+    for key, template in pod_specs(docs).items():
+        if "collector" not in key:
+            assert template["spec"]["automountServiceAccountToken"] is False, key
+
+
+# ---------------------------------------------------------------------------- pods: probes, security, resources
+
+
+def test_collector_probes_and_single_writer_rollout(chart):
+    docs = render(chart)
+    dep = one(docs, "Deployment", "quota-ledger-collector")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    pod = spec["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    (c,) = pod["containers"]
+    assert c["args"] == ["collect", "--settings", "/etc/quota-ledger/collector.yaml", "--http-port", "8000"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    env = env_of(c)
+    assert env["QUOTA_LEDGER_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "quota-ledger-db", "key": "url"}
+    assert env["QUOTA_LEDGER_CONFIG"]["value"] == "/etc/quota-ledger/policy.yaml"
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
+    assert mount["mountPath"] == "/etc/quota-ledger" and "subPath" not in mount, "subPath mounts never update"
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8000"
+
+
+@pytest.mark.parametrize(("base_url", "prefix"), [("/", "/services/quota/"), ("/jupyter/", "/jupyter/services/quota/")])
+def test_web_service_env_and_probes(chart, base_url, prefix):
+    docs = render(chart, {"web": {"baseUrl": base_url, "host": "https://hub.example.org"}})
+    (c,) = one(docs, "Deployment", "quota-ledger-web")["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["serve", "--port", "8080"]
+    env = {k: v.get("value") for k, v in env_of(c).items()}
+    assert env["JUPYTERHUB_API_URL"] == "http://hub:8081/hub/api"
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == prefix
+    assert env["JUPYTERHUB_SERVICE_URL"] == "http://0.0.0.0:8080"
+    assert env["JUPYTERHUB_CLIENT_ID"] == "service-quota"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == prefix + "oauth_callback"
+    assert env["JUPYTERHUB_BASE_URL"] == base_url
+    assert env["JUPYTERHUB_HOST"] == "https://hub.example.org"
+    assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hub", "key": "hub.services.quota.apiToken"}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": prefix + "healthz", "port": "http"}
+    svc = one(docs, "Service", "quota-ledger-web")
+    assert svc["spec"]["ports"][0]["port"] == 8080
+
+
+def test_enforcer_args_and_token(chart):
+    docs = render(chart)
+    (c,) = one(docs, "Deployment", "quota-ledger-enforcer")["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["enforce", "--hub-url", "http://hub:8081/hub/api", "--interval", "60"]
+    assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "hub",
+        "key": "hub.services.quota-enforcer.apiToken",
+    }
+    docs = render(chart, {"enforcer": {"dryRun": True, "interval": 300, "apiToken": {"value": "tok"}}})
+    (c,) = one(docs, "Deployment", "quota-ledger-enforcer")["spec"]["template"]["spec"]["containers"]
+    assert c["args"][-3:] == ["--interval", "300", "--dry-run"]
+    assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "quota-ledger-hub-tokens", "key": "enforcer-token"}
+    secret = one(docs, "Secret", "quota-ledger-hub-tokens")
+    assert set(secret["data"]) == {"enforcer-token"}
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUE_FILES])
+def test_pods_are_non_root_read_only_and_bounded(chart, values_file):
+    docs = render(chart, load_values(values_file) if values_file else {})
+    for key, template in pod_specs(docs).items():
+        spec = template["spec"]
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True, key
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}, key
+        own = "postgresql" not in key
+        assert psc["runAsUser"] == (10001 if own else 999), key
+        emptydirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True, (key, c["name"])
+            assert sc["readOnlyRootFilesystem"] is True, (key, c["name"])
+            assert sc["allowPrivilegeEscalation"] is False, (key, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"], (key, c["name"])
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, (key, c["name"])
+            assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"], (key, c["name"])
+            if c in spec["containers"]:
+                tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+                assert tmp and tmp[0]["name"] in emptydirs, f"{key}/{c['name']}: /tmp must be an emptyDir"
+
+
+def test_bundled_database_waits_and_persists(chart):
+    docs = render(chart, FIXED)
+    sts = one(docs, "StatefulSet", "quota-ledger-postgresql")
+    assert sts["spec"]["replicas"] == 1
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    (pg,) = sts["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "pg_isready" in " ".join(pg[probe]["exec"]["command"])
+    assert env_of(pg)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "quota-ledger-db", "key": "password"}
+    secret = one(docs, "Secret", "quota-ledger-db")
+    from base64 import b64decode
+
+    url = b64decode(secret["data"]["url"]).decode()
+    assert url == "postgresql+asyncpg://quota_ledger:fixed-test-password@quota-ledger-postgresql.jhub.svc:5432/quota_ledger"
+    assert b64decode(secret["data"]["password"]).decode() == "fixed-test-password"
+    # every ledger client waits for the bundled database before starting
+    for key, template in pod_specs(docs).items():
+        if "postgresql" in key:
+            continue
+        (init,) = template["spec"]["initContainers"]
+        assert init["name"] == "wait-for-db"
+        assert init["command"][-2:] == ["quota-ledger-postgresql", "5432"]
+        compile(init["command"][2], "wait-for-db", "exec")  # the inline Python is valid
+
+
+def test_generated_password_is_consistent_within_a_render(chart):
+    from base64 import b64decode
+
+    secret = one(render(chart), "Secret", "quota-ledger-db")
+    password = b64decode(secret["data"]["password"]).decode()
+    assert len(password) == 32
+    assert f":{password}@" in b64decode(secret["data"]["url"]).decode()
+
+
+def test_external_database_modes(chart):
+    docs = render(chart, load_values("external-db.yaml"))
+    assert not find(docs, "StatefulSet") and not find(docs, "Secret", "quota-ledger-db")
+    for key, template in pod_specs(docs).items():
+        assert "initContainers" not in template["spec"], key
+        for c in template["spec"]["containers"]:
+            ref = env_of(c)["QUOTA_LEDGER_DB_URL"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "quota-ledger-database", "key": "DATABASE_URL"}
+    docs = render(chart, load_values("external-db-url.yaml"))
+    from base64 import b64decode
+
+    secret = one(docs, "Secret", "quota-ledger-db")
+    assert b64decode(secret["data"]["url"]).decode() == "postgresql+asyncpg://ledger:s3cret@db.example.org:5432/ledger"
+    assert set(secret["data"]) == {"url"}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"database": {"url": "postgresql+asyncpg://x@y/z"}},  # bundled on AND external URL
+        {"database": {"existingSecret": "s"}},
+        {"postgresql": {"enabled": False}},  # no database at all
+    ],
+)
+def test_contradictory_database_settings_fail_with_a_message(chart, values):
+    with pytest.raises(helm.HelmError, match="database"):
+        render_raw(chart, values)
+
+
+# ---------------------------------------------------------------------------- migrations hook
+
+
+@pytest.mark.parametrize(
+    ("values_file", "phases"),
+    [
+        (None, "post-install,pre-upgrade"),  # bundled: the DB and its Secret exist only after install
+        ("external-db-url.yaml", "post-install,pre-upgrade"),  # chart-owned Secret
+        ("external-db.yaml", "pre-install,pre-upgrade"),  # Secret exists before the release
+    ],
+)
+def test_migration_job_is_a_hook(chart, values_file, phases):
+    docs = render(chart, load_values(values_file) if values_file else {})
+    job = one(docs, "Job", "quota-ledger-migrate")
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == phases
+    assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    assert ann["helm.sh/hook-weight"] == "0"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["args"] == ["migrate"]
+    assert ("initContainers" in pod) == (values_file is None)
+
+
+# ---------------------------------------------------------------------------- rollouts on config change
+
+
+def _templates(docs) -> dict[str, dict]:
+    return {k: v for k, v in pod_specs(docs).items()}
+
+
+def test_collector_settings_change_rolls_the_collector_only(chart):
+    before = render(chart, FIXED)
+    after = render(chart, deep_merge(FIXED, {"collector": {"settings": {"relist_interval": "2m"}}}))
+    a = _templates(before)
+    b = _templates(after)
+    key = "Deployment/quota-ledger-collector"
+    assert a[key]["metadata"]["annotations"]["checksum/config"] != b[key]["metadata"]["annotations"]["checksum/config"]
+    for other in a.keys() - {key}:
+        assert a[other] == b[other], f"{other} restarted by a collector setting"
+
+
+def test_policy_change_restarts_nothing_but_updates_the_configmap(chart):
+    before = render(chart, FIXED)
+    after = render(chart, deep_merge(FIXED, {"policy": {"groups": {"regular": {"memory": "90 GiB-hours"}}}}))
+    assert _templates(before) == _templates(after), "policy is hot-reloaded: no pod template may change"
+    old = yaml.safe_load(one(before, "ConfigMap", "quota-ledger-config")["data"]["policy.yaml"])
+    new = yaml.safe_load(one(after, "ConfigMap", "quota-ledger-config")["data"]["policy.yaml"])
+    assert old["groups"]["regular"]["memory"] == "60 GiB-hours"
+    assert new["groups"]["regular"]["memory"] == "90 GiB-hours"
+
+
+def test_database_change_rolls_every_ledger_client(chart):
+    base = load_values("external-db-url.yaml")
+    before = _templates(render(chart, base))
+    after = _templates(render(chart, deep_merge(base, {"database": {"url": "postgresql+asyncpg://l:p@new-db:5432/l"}})))
+    for key in ("Deployment/quota-ledger-collector", "Deployment/quota-ledger-enforcer", "Deployment/quota-ledger-web"):
+        assert before[key]["metadata"]["annotations"]["checksum/db"] != after[key]["metadata"]["annotations"]["checksum/db"], key
+
+
+def test_rendering_is_deterministic(chart):
+    assert render_raw(chart, FIXED) == render_raw(chart, FIXED)
+
+
+# ---------------------------------------------------------------------------- network policies
+
+
+def _peers(rules):
+    return [peer for rule in rules for peer in rule.get("to", rule.get("from", []))]
+
+
+def test_network_policies(chart):
+    docs = render(chart, load_values("networkpolicies.yaml"))
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+    assert set(policies) == {f"quota-ledger-{c}" for c in ("collector", "migrate", "enforcer", "web", "postgresql")}
+    for spec in policies.values():
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+    # every workload is selected by a policy
+    for doc in find(docs, "Deployment") + find(docs, "StatefulSet") + find(docs, "Job"):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert any(all(labels.get(k) == v for k, v in p["podSelector"]["matchLabels"].items()) for p in policies.values())
+
+    collector = policies["quota-ledger-collector"]
+    cidrs = {p["ipBlock"]["cidr"] for p in _peers(collector["egress"]) if "ipBlock" in p}
+    assert cidrs == {"10.96.0.1/32", "172.20.0.10/32"}
+    db_peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "quota-ledger", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "postgresql"}}}
+    assert db_peer in _peers(collector["egress"])
+    assert collector["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+
+    hub_ns = {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}}
+    # the release namespace is the hub's namespace here, so no namespaceSelector is needed
+    assert all("namespaceSelector" not in p for p in _peers(policies["quota-ledger-web"]["ingress"]))
+    docs_other_ns = render(chart, load_values("networkpolicies.yaml"), namespace="quota")
+    web = {p["metadata"]["name"]: p["spec"] for p in find(docs_other_ns, "NetworkPolicy")}["quota-ledger-web"]
+    ingress_peers = _peers(web["ingress"])
+    assert {"podSelector": {"matchLabels": {"component": "proxy"}}, "namespaceSelector": hub_ns} in ingress_peers
+    assert {"podSelector": {"matchLabels": {"component": "hub"}}, "namespaceSelector": hub_ns} in ingress_peers
+    assert web["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
+    enforcer = {p["metadata"]["name"]: p["spec"] for p in find(docs_other_ns, "NetworkPolicy")}["quota-ledger-enforcer"]
+    hub_rule = next(r for r in enforcer["egress"] if r.get("ports") == [{"protocol": "TCP", "port": 8081}])
+    assert hub_rule["to"] == [{"podSelector": {"matchLabels": {"component": "hub"}}, "namespaceSelector": hub_ns}]
+    assert enforcer["ingress"] == []
+
+    database = policies["quota-ledger-postgresql"]
+    assert database["egress"] == []
+    (rule,) = database["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "quota-ledger", "app.kubernetes.io/instance": RELEASE}}},
+        {"podSelector": {"matchLabels": {"component": "hub"}}},
+    ]
+    # pods calling the hub carry z2jh's access label
+    for name in ("quota-ledger-enforcer", "quota-ledger-web"):
+        labels = one(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert labels["hub.jupyter.org/network-access-hub"] == "true"
+
+
+def test_network_policies_external_database(chart):
+    docs = render(chart, load_values("networkpolicies-external.yaml"))
+    policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+    assert "quota-ledger-postgresql" not in policies
+    db_rule = next(r for r in policies["quota-ledger-collector"]["egress"] if r.get("ports") == [{"protocol": "TCP", "port": 6432}])
+    assert db_rule["to"] == [{"ipBlock": {"cidr": "10.20.30.40/32"}}]
+    assert policies["quota-ledger-collector"]["ingress"] == []  # no scrapers configured
+
+
+# ---------------------------------------------------------------------------- grafana
+
+
+RELATIONS = {"quota_user_usage_30d", "quota_group_usage_30d", "quota_daily_usage", "decisions", "collector_heartbeats", "user_groups"}
+
+
+def _targets(dashboard):
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def test_grafana_dashboard_configmap_and_queries(chart):
+    docs = render(chart, load_values("external-db.yaml"))
+    cm = one(docs, "ConfigMap", "quota-ledger-grafana-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "JupyterHub"}
+    dashboard = json.loads(cm["data"]["quota-ledger.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "quota-ledger.json").read_text())
+    assert dashboard["uid"] == "quota-ledger"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "grafana-postgresql-datasource"
+    titles = " | ".join(p["title"] for p in dashboard["panels"]).lower()
+    for wanted in ("group", "top users", "denials", "collector heartbeat lag"):
+        assert wanted in titles
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel, target in _targets(dashboard):
+        sql = target["rawSql"]
+        assert target["datasource"]["uid"] == "${datasource}"
+        used = set(re.findall(r"\b(?:FROM|JOIN)\s+([a-z_0-9]+)\b(?!\s*\()", sql, flags=re.I))
+        assert used and used <= RELATIONS, (panel["title"], used)
+        if target["format"] == "time_series" or "decided_at" in sql and "decisions" in used:
+            assert "$__timeFilter(" in sql, panel["title"]
+
+
+# ---------------------------------------------------------------------------- NOTES and z2jh integration
+
+
+def test_notes_tell_the_next_step(chart):
+    notes = render_raw(chart)["quota-ledger/templates/NOTES.txt"]
+    assert "rollout status deploy/quota-ledger-collector" in notes
+    assert "from ledger.hub import install_quota_hook; install_quota_hook(c)" in notes
+    assert "secretKeyRef: {name: quota-ledger-db, key: url}" in notes
+    assert "access:services!service=quota" in notes
+    notes = render_raw(chart, load_values("external-db.yaml"))["quota-ledger/templates/NOTES.txt"]
+    assert "secretKeyRef: {name: quota-ledger-database, key: DATABASE_URL}" in notes
+    assert "PVC" not in notes
+
+
+def _z2jh_example() -> dict:
+    return yaml.safe_load((CHART / "examples" / "z2jh-values.yaml").read_text())
+
+
+def test_z2jh_snippet_matches_the_z2jh_values_schema():
+    schema = yaml.safe_load((VALUES_DIR / "z2jh-hub.schema.yaml").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    example = _z2jh_example()
+    assert set(example) == {"hub"}
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(example)]
+    assert not errors, errors
+    # the trimmed schema still catches mistakes in the snippet
+    broken = deep_merge(example, {"hub": {"extraConfigs": {}}})
+    assert any("extraConfigs" in e.message for e in validator.iter_errors(broken))
+    broken = deep_merge(example, {"hub": {"image": {"repository": "x"}}})
+    assert not validator.is_valid(broken)
+
+
+def test_z2jh_snippet_references_what_the_chart_creates(chart):
+    hub = _z2jh_example()["hub"]
+    docs = render(chart)
+    assert "install_quota_hook(c)" in "".join(hub["extraConfig"].values())
+    db_ref = hub["extraEnv"]["QUOTA_LEDGER_DB_URL"]["valueFrom"]["secretKeyRef"]
+    secret = one(docs, "Secret", db_ref["name"])
+    assert db_ref["key"] in secret["data"]
+    assert hub["extraEnv"]["QUOTA_LEDGER_CONFIG"] == "/etc/quota-ledger/policy.yaml"
+    (volume,) = hub["extraVolumes"]
+    cm = one(docs, "ConfigMap", volume["configMap"]["name"])
+    assert [i["key"] for i in volume["configMap"]["items"]] == ["policy.yaml"] and "policy.yaml" in cm["data"]
+    (mount,) = hub["extraVolumeMounts"]
+    assert mount["mountPath"] == "/etc/quota-ledger" and "subPath" not in mount
+    # services and the token keys the chart reads by default (z2jh: hub.services.<key>.apiToken)
+    web = one(docs, "Service", "quota-ledger-web")
+    assert hub["services"]["quota"]["url"] == f"http://{web['metadata']['name']}:{web['spec']['ports'][0]['port']}"
+    values = chart.values
+    assert values["web"]["apiToken"]["existingSecretKey"] == "hub.services.quota.apiToken"
+    assert values["enforcer"]["apiToken"]["existingSecretKey"] == "hub.services.quota-enforcer.apiToken"
+    assert "quota-enforcer" in hub["services"] and "url" not in hub["services"]["quota-enforcer"]
+    roles = hub["loadRoles"]
+    assert sorted(roles["quota-enforcer"]["scopes"]) == sorted(["list:users", "read:users:groups", "read:servers", "delete:servers"])
+    assert roles["quota-enforcer"]["services"] == ["quota-enforcer"]
+    assert "access:services!service=quota" in roles["user"]["scopes"] and "self" in roles["user"]["scopes"]
+    assert "custom:quota:admin" in hub["config"]["JupyterHub"]["custom_scopes"]
+    assert set(hub["image"]) == {"name", "tag"}
+
+
+# ---------------------------------------------------------------------------- Dockerfile
+
+
+def _dockerfile_stages(path: Path) -> list[dict]:
+    """Split a Dockerfile into stages of (instruction, argument) with continuations joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    stages: list[dict] = []
+    args: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        instr, _, rest = line.partition(" ")
+        instr = instr.upper()
+        if instr == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+            continue
+        if instr == "FROM":
+            parts = rest.split()
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), parts[0])
+            name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
+            stages.append({"image": image, "name": name, "steps": []})
+            continue
+        stages[-1]["steps"].append((instr, rest.strip()))
+    return stages
+
+
+def test_dockerfile_is_multi_stage_non_root_without_build_tools():
+    stages = _dockerfile_stages(ROOT / "Dockerfile")
+    assert len(stages) == 2
+    builder, final = stages
+    assert builder["name"] == "builder"
+    assert any(i == "RUN" and "pip wheel" in a and a.rstrip().endswith(" .") for i, a in builder["steps"])
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", final["image"]), final["image"]
+    steps = final["steps"]
+    runs = " ".join(a for i, a in steps if i == "RUN")
+    assert "--no-index" in runs and "quota-ledger" in runs, "final stage installs only the built wheels"
+    assert "from=builder" in runs
+    for tool in ("gcc", "g++", "build-essential", "make ", "apt-get install", "python3-dev", "libpq-dev"):
+        assert tool not in runs, f"final stage installs {tool}"
+    assert not any(i == "COPY" for i, _ in steps), "no source tree in the final image"
+    users = [a for i, a in steps if i == "USER"]
+    assert users and users[-1].split(":")[0] == "10001"
+    assert "--uid 10001" in runs
+    entry = [a for i, a in steps if i == "ENTRYPOINT"]
+    assert entry and json.loads(entry[-1]) == ["quota-ledger"]
+
+
+def test_dockerignore_keeps_the_context_to_the_sources():
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "**"
+    included = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
+    assert included == {"pyproject.toml", "README.md", "ledger", "collector", "migrations"}
+    copied = set()
+    for instr, arg in _dockerfile_stages(ROOT / "Dockerfile")[0]["steps"]:
+        if instr == "COPY":
+            copied.update(p.rstrip("/") for p in shlex.split(arg)[:-1])
+    assert copied <= included, copied - included
+
+
+def test_hub_image_example_runs_as_the_hub_user():
+    (stage,) = _dockerfile_stages(CHART / "examples" / "hub-image" / "Dockerfile")
+    assert stage["image"].startswith("quay.io/jupyterhub/k8s-hub:")
+    users = [a for i, a in stage["steps"] if i == "USER"]
+    assert users[-1] != "root" and users[-1] != "0"
+    assert any("pip install" in a and "quota_ledger" in a for i, a in stage["steps"] if i == "RUN")
