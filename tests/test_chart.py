@@ -24,7 +24,9 @@ jsonschema = pytest.importorskip("jsonschema")
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "quota-ledger"
 VALUES_DIR = Path(__file__).resolve().parent / "chart_values"
-VALUE_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml") if not p.name.endswith(".schema.yaml"))
+VALUE_FILES = sorted(
+    p.name for p in VALUES_DIR.glob("*.yaml") if not p.name.endswith(".schema.yaml")
+)
 RELEASE, NAMESPACE = "quota-ledger", "jhub"
 # the oldest Kubernetes the chart claims (Chart.yaml kubeVersion >=1.27) and the newest schemas
 K8S_VERSIONS = ["1.27", kv.utils.latest_version()]
@@ -88,12 +90,16 @@ def render(chart, values: dict | None = None, **kw) -> list[dict]:
 
 
 def find(docs, kind, name=None) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    return [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
 
 
 def one(docs, kind, name) -> dict:
     found = find(docs, kind, name)
-    assert len(found) == 1, f"expected one {kind}/{name}, got {[d['metadata']['name'] for d in find(docs, kind)]}"
+    assert len(found) == 1, (
+        f"expected one {kind}/{name}, got {[d['metadata']['name'] for d in find(docs, kind)]}"
+    )
     return found[0]
 
 
@@ -135,11 +141,14 @@ def test_every_rendered_object_is_valid_kubernetes(chart, values_file):
             try:
                 kv.validate(doc, version, strict=True)
             except kv.utils.ValidationError as exc:
-                pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} invalid for k8s {version}: {exc.message} at {list(exc.absolute_path)}")
+                pytest.fail(
+                    f"{doc['kind']}/{doc['metadata']['name']} invalid for k8s {version}: {exc.message} at {list(exc.absolute_path)}"
+                )
     # upgrades render the same objects
-    assert [(d["kind"], d["metadata"]["name"]) for d in render(chart, values, is_install=False, is_upgrade=True)] == [
-        (d["kind"], d["metadata"]["name"]) for d in docs
-    ]
+    assert [
+        (d["kind"], d["metadata"]["name"])
+        for d in render(chart, values, is_install=False, is_upgrade=True)
+    ] == [(d["kind"], d["metadata"]["name"]) for d in docs]
 
 
 def test_default_install_objects(chart):
@@ -237,7 +246,13 @@ def test_default_values_satisfy_schema_and_every_key_is_documented(chart):
         indent = len(m.group(1))
         prev = next((p for p in reversed(lines[:n]) if p.strip()), "")
         parent_line = next(
-            (p for p in reversed(lines[:n]) if p.strip() and not p.lstrip().startswith("#") and len(p) - len(p.lstrip()) < indent),
+            (
+                p
+                for p in reversed(lines[:n])
+                if p.strip()
+                and not p.lstrip().startswith("#")
+                and len(p) - len(p.lstrip()) < indent
+            ),
             "",
         )
         is_leaf_in_documented_parent = parent_line.rstrip().endswith(":") and indent > 0
@@ -258,8 +273,14 @@ def test_rbac_all_namespaces_is_a_read_only_clusterrole(chart):
     assert role["rules"] == READ_PODS
     assert not find(docs, "Role")
     (binding,) = find(docs, "ClusterRoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "quota-ledger-collector", "namespace": NAMESPACE}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "quota-ledger-collector", "namespace": NAMESPACE}
+    ]
     collector = one(docs, "Deployment", "quota-ledger-collector")["spec"]["template"]["spec"]
     assert collector["serviceAccountName"] == "quota-ledger-collector"
 
@@ -273,8 +294,12 @@ def test_rbac_listed_namespaces_get_one_role_each(chart):
         assert role["rules"] == READ_PODS
     for binding in find(docs, "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "quota-ledger-collector", "namespace": NAMESPACE}]
-    settings = yaml.safe_load(one(docs, "ConfigMap", "quota-ledger-config")["data"]["collector.yaml"])
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "quota-ledger-collector", "namespace": NAMESPACE}
+        ]
+    settings = yaml.safe_load(
+        one(docs, "ConfigMap", "quota-ledger-config")["data"]["collector.yaml"]
+    )
     assert settings["namespaces"] == ["jhub", "jhub-staging"]
     assert settings["workloads"][0]["username_label"] == "gateway.dask.org/user"
 
@@ -298,24 +323,40 @@ def test_collector_probes_and_single_writer_rollout(chart):
     dep = one(docs, "Deployment", "quota-ledger-collector")
     spec = dep["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 30
     (c,) = pod["containers"]
-    assert c["args"] == ["collect", "--settings", "/etc/quota-ledger/collector.yaml", "--http-port", "8000"]
+    assert c["args"] == [
+        "collect",
+        "--settings",
+        "/etc/quota-ledger/collector.yaml",
+        "--http-port",
+        "8000",
+    ]
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     env = env_of(c)
-    assert env["QUOTA_LEDGER_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "quota-ledger-db", "key": "url"}
+    assert env["QUOTA_LEDGER_DB_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "quota-ledger-db",
+        "key": "url",
+    }
     assert env["QUOTA_LEDGER_CONFIG"]["value"] == "/etc/quota-ledger/policy.yaml"
     mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
-    assert mount["mountPath"] == "/etc/quota-ledger" and "subPath" not in mount, "subPath mounts never update"
+    assert mount["mountPath"] == "/etc/quota-ledger" and "subPath" not in mount, (
+        "subPath mounts never update"
+    )
     annotations = spec["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "8000"
 
 
-@pytest.mark.parametrize(("base_url", "prefix"), [("/", "/services/quota/"), ("/jupyter/", "/jupyter/services/quota/")])
+@pytest.mark.parametrize(
+    ("base_url", "prefix"), [("/", "/services/quota/"), ("/jupyter/", "/jupyter/services/quota/")]
+)
 def test_web_service_env_and_probes(chart, base_url, prefix):
     docs = render(chart, {"web": {"baseUrl": base_url, "host": "https://hub.example.org"}})
     (c,) = one(docs, "Deployment", "quota-ledger-web")["spec"]["template"]["spec"]["containers"]
@@ -328,7 +369,10 @@ def test_web_service_env_and_probes(chart, base_url, prefix):
     assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == prefix + "oauth_callback"
     assert env["JUPYTERHUB_BASE_URL"] == base_url
     assert env["JUPYTERHUB_HOST"] == "https://hub.example.org"
-    assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hub", "key": "hub.services.quota.apiToken"}
+    assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "hub",
+        "key": "hub.services.quota.apiToken",
+    }
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": prefix + "healthz", "port": "http"}
     svc = one(docs, "Service", "quota-ledger-web")
@@ -337,16 +381,25 @@ def test_web_service_env_and_probes(chart, base_url, prefix):
 
 def test_enforcer_args_and_token(chart):
     docs = render(chart)
-    (c,) = one(docs, "Deployment", "quota-ledger-enforcer")["spec"]["template"]["spec"]["containers"]
+    (c,) = one(docs, "Deployment", "quota-ledger-enforcer")["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert c["args"] == ["enforce", "--hub-url", "http://hub:8081/hub/api", "--interval", "60"]
     assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "hub",
         "key": "hub.services.quota-enforcer.apiToken",
     }
-    docs = render(chart, {"enforcer": {"dryRun": True, "interval": 300, "apiToken": {"value": "tok"}}})
-    (c,) = one(docs, "Deployment", "quota-ledger-enforcer")["spec"]["template"]["spec"]["containers"]
+    docs = render(
+        chart, {"enforcer": {"dryRun": True, "interval": 300, "apiToken": {"value": "tok"}}}
+    )
+    (c,) = one(docs, "Deployment", "quota-ledger-enforcer")["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert c["args"][-3:] == ["--interval", "300", "--dry-run"]
-    assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "quota-ledger-hub-tokens", "key": "enforcer-token"}
+    assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "quota-ledger-hub-tokens",
+        "key": "enforcer-token",
+    }
     secret = one(docs, "Secret", "quota-ledger-hub-tokens")
     assert set(secret["data"]) == {"enforcer-token"}
 
@@ -369,10 +422,15 @@ def test_pods_are_non_root_read_only_and_bounded(chart, values_file):
             assert sc["allowPrivilegeEscalation"] is False, (key, c["name"])
             assert sc["capabilities"]["drop"] == ["ALL"], (key, c["name"])
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, (key, c["name"])
-            assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"], (key, c["name"])
+            assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"], (
+                key,
+                c["name"],
+            )
             if c in spec["containers"]:
                 tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
-                assert tmp and tmp[0]["name"] in emptydirs, f"{key}/{c['name']}: /tmp must be an emptyDir"
+                assert tmp and tmp[0]["name"] in emptydirs, (
+                    f"{key}/{c['name']}: /tmp must be an emptyDir"
+                )
 
 
 def test_bundled_database_waits_and_persists(chart):
@@ -385,12 +443,18 @@ def test_bundled_database_waits_and_persists(chart):
     (pg,) = sts["spec"]["template"]["spec"]["containers"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert "pg_isready" in " ".join(pg[probe]["exec"]["command"])
-    assert env_of(pg)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "quota-ledger-db", "key": "password"}
+    assert env_of(pg)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "quota-ledger-db",
+        "key": "password",
+    }
     secret = one(docs, "Secret", "quota-ledger-db")
     from base64 import b64decode
 
     url = b64decode(secret["data"]["url"]).decode()
-    assert url == "postgresql+asyncpg://quota_ledger:fixed-test-password@quota-ledger-postgresql.jhub.svc:5432/quota_ledger"
+    assert (
+        url
+        == "postgresql+asyncpg://quota_ledger:fixed-test-password@quota-ledger-postgresql.jhub.svc:5432/quota_ledger"
+    )
     assert b64decode(secret["data"]["password"]).decode() == "fixed-test-password"
     # every ledger client waits for the bundled database before starting
     for key, template in pod_specs(docs).items():
@@ -423,7 +487,10 @@ def test_external_database_modes(chart):
     from base64 import b64decode
 
     secret = one(docs, "Secret", "quota-ledger-db")
-    assert b64decode(secret["data"]["url"]).decode() == "postgresql+asyncpg://ledger:s3cret@db.example.org:5432/ledger"
+    assert (
+        b64decode(secret["data"]["url"]).decode()
+        == "postgresql+asyncpg://ledger:s3cret@db.example.org:5432/ledger"
+    )
     assert set(secret["data"]) == {"url"}
 
 
@@ -446,7 +513,10 @@ def test_contradictory_database_settings_fail_with_a_message(chart, values):
 @pytest.mark.parametrize(
     ("values_file", "phases"),
     [
-        (None, "post-install,pre-upgrade"),  # bundled: the DB and its Secret exist only after install
+        (
+            None,
+            "post-install,pre-upgrade",
+        ),  # bundled: the DB and its Secret exist only after install
         ("external-db-url.yaml", "post-install,pre-upgrade"),  # chart-owned Secret
         ("external-db.yaml", "pre-install,pre-upgrade"),  # Secret exists before the release
     ],
@@ -477,15 +547,22 @@ def test_collector_settings_change_rolls_the_collector_only(chart):
     a = _templates(before)
     b = _templates(after)
     key = "Deployment/quota-ledger-collector"
-    assert a[key]["metadata"]["annotations"]["checksum/config"] != b[key]["metadata"]["annotations"]["checksum/config"]
+    assert (
+        a[key]["metadata"]["annotations"]["checksum/config"]
+        != b[key]["metadata"]["annotations"]["checksum/config"]
+    )
     for other in a.keys() - {key}:
         assert a[other] == b[other], f"{other} restarted by a collector setting"
 
 
 def test_policy_change_restarts_nothing_but_updates_the_configmap(chart):
     before = render(chart, FIXED)
-    after = render(chart, deep_merge(FIXED, {"policy": {"groups": {"regular": {"memory": "90 GiB-hours"}}}}))
-    assert _templates(before) == _templates(after), "policy is hot-reloaded: no pod template may change"
+    after = render(
+        chart, deep_merge(FIXED, {"policy": {"groups": {"regular": {"memory": "90 GiB-hours"}}}})
+    )
+    assert _templates(before) == _templates(after), (
+        "policy is hot-reloaded: no pod template may change"
+    )
     old = yaml.safe_load(one(before, "ConfigMap", "quota-ledger-config")["data"]["policy.yaml"])
     new = yaml.safe_load(one(after, "ConfigMap", "quota-ledger-config")["data"]["policy.yaml"])
     assert old["groups"]["regular"]["memory"] == "60 GiB-hours"
@@ -495,9 +572,20 @@ def test_policy_change_restarts_nothing_but_updates_the_configmap(chart):
 def test_database_change_rolls_every_ledger_client(chart):
     base = load_values("external-db-url.yaml")
     before = _templates(render(chart, base))
-    after = _templates(render(chart, deep_merge(base, {"database": {"url": "postgresql+asyncpg://l:p@new-db:5432/l"}})))
-    for key in ("Deployment/quota-ledger-collector", "Deployment/quota-ledger-enforcer", "Deployment/quota-ledger-web"):
-        assert before[key]["metadata"]["annotations"]["checksum/db"] != after[key]["metadata"]["annotations"]["checksum/db"], key
+    after = _templates(
+        render(
+            chart, deep_merge(base, {"database": {"url": "postgresql+asyncpg://l:p@new-db:5432/l"}})
+        )
+    )
+    for key in (
+        "Deployment/quota-ledger-collector",
+        "Deployment/quota-ledger-enforcer",
+        "Deployment/quota-ledger-web",
+    ):
+        assert (
+            before[key]["metadata"]["annotations"]["checksum/db"]
+            != after[key]["metadata"]["annotations"]["checksum/db"]
+        ), key
 
 
 def test_rendering_is_deterministic(chart):
@@ -514,33 +602,62 @@ def _peers(rules):
 def test_network_policies(chart):
     docs = render(chart, load_values("networkpolicies.yaml"))
     policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
-    assert set(policies) == {f"quota-ledger-{c}" for c in ("collector", "migrate", "enforcer", "web", "postgresql")}
+    assert set(policies) == {
+        f"quota-ledger-{c}" for c in ("collector", "migrate", "enforcer", "web", "postgresql")
+    }
     for spec in policies.values():
         assert spec["policyTypes"] == ["Ingress", "Egress"]
     # every workload is selected by a policy
     for doc in find(docs, "Deployment") + find(docs, "StatefulSet") + find(docs, "Job"):
         labels = doc["spec"]["template"]["metadata"]["labels"]
-        assert any(all(labels.get(k) == v for k, v in p["podSelector"]["matchLabels"].items()) for p in policies.values())
+        assert any(
+            all(labels.get(k) == v for k, v in p["podSelector"]["matchLabels"].items())
+            for p in policies.values()
+        )
 
     collector = policies["quota-ledger-collector"]
     cidrs = {p["ipBlock"]["cidr"] for p in _peers(collector["egress"]) if "ipBlock" in p}
     assert cidrs == {"10.96.0.1/32", "172.20.0.10/32"}
-    db_peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "quota-ledger", "app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/component": "postgresql"}}}
+    db_peer = {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "quota-ledger",
+                "app.kubernetes.io/instance": RELEASE,
+                "app.kubernetes.io/component": "postgresql",
+            }
+        }
+    }
     assert db_peer in _peers(collector["egress"])
     assert collector["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
 
     hub_ns = {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}}
     # the release namespace is the hub's namespace here, so no namespaceSelector is needed
-    assert all("namespaceSelector" not in p for p in _peers(policies["quota-ledger-web"]["ingress"]))
+    assert all(
+        "namespaceSelector" not in p for p in _peers(policies["quota-ledger-web"]["ingress"])
+    )
     docs_other_ns = render(chart, load_values("networkpolicies.yaml"), namespace="quota")
-    web = {p["metadata"]["name"]: p["spec"] for p in find(docs_other_ns, "NetworkPolicy")}["quota-ledger-web"]
+    web = {p["metadata"]["name"]: p["spec"] for p in find(docs_other_ns, "NetworkPolicy")}[
+        "quota-ledger-web"
+    ]
     ingress_peers = _peers(web["ingress"])
-    assert {"podSelector": {"matchLabels": {"component": "proxy"}}, "namespaceSelector": hub_ns} in ingress_peers
-    assert {"podSelector": {"matchLabels": {"component": "hub"}}, "namespaceSelector": hub_ns} in ingress_peers
+    assert {
+        "podSelector": {"matchLabels": {"component": "proxy"}},
+        "namespaceSelector": hub_ns,
+    } in ingress_peers
+    assert {
+        "podSelector": {"matchLabels": {"component": "hub"}},
+        "namespaceSelector": hub_ns,
+    } in ingress_peers
     assert web["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8080}]
-    enforcer = {p["metadata"]["name"]: p["spec"] for p in find(docs_other_ns, "NetworkPolicy")}["quota-ledger-enforcer"]
-    hub_rule = next(r for r in enforcer["egress"] if r.get("ports") == [{"protocol": "TCP", "port": 8081}])
-    assert hub_rule["to"] == [{"podSelector": {"matchLabels": {"component": "hub"}}, "namespaceSelector": hub_ns}]
+    enforcer = {p["metadata"]["name"]: p["spec"] for p in find(docs_other_ns, "NetworkPolicy")}[
+        "quota-ledger-enforcer"
+    ]
+    hub_rule = next(
+        r for r in enforcer["egress"] if r.get("ports") == [{"protocol": "TCP", "port": 8081}]
+    )
+    assert hub_rule["to"] == [
+        {"podSelector": {"matchLabels": {"component": "hub"}}, "namespaceSelector": hub_ns}
+    ]
     assert enforcer["ingress"] == []
 
     database = policies["quota-ledger-postgresql"]
@@ -548,7 +665,14 @@ def test_network_policies(chart):
     (rule,) = database["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
     assert rule["from"] == [
-        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "quota-ledger", "app.kubernetes.io/instance": RELEASE}}},
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "quota-ledger",
+                    "app.kubernetes.io/instance": RELEASE,
+                }
+            }
+        },
         {"podSelector": {"matchLabels": {"component": "hub"}}},
     ]
     # pods calling the hub carry z2jh's access label
@@ -561,7 +685,11 @@ def test_network_policies_external_database(chart):
     docs = render(chart, load_values("networkpolicies-external.yaml"))
     policies = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
     assert "quota-ledger-postgresql" not in policies
-    db_rule = next(r for r in policies["quota-ledger-collector"]["egress"] if r.get("ports") == [{"protocol": "TCP", "port": 6432}])
+    db_rule = next(
+        r
+        for r in policies["quota-ledger-collector"]["egress"]
+        if r.get("ports") == [{"protocol": "TCP", "port": 6432}]
+    )
     assert db_rule["to"] == [{"ipBlock": {"cidr": "10.20.30.40/32"}}]
     assert policies["quota-ledger-collector"]["ingress"] == []  # no scrapers configured
 
@@ -569,7 +697,14 @@ def test_network_policies_external_database(chart):
 # ---------------------------------------------------------------------------- grafana
 
 
-RELATIONS = {"quota_user_usage_30d", "quota_group_usage_30d", "quota_daily_usage", "decisions", "collector_heartbeats", "user_groups"}
+RELATIONS = {
+    "quota_user_usage_30d",
+    "quota_group_usage_30d",
+    "quota_daily_usage",
+    "decisions",
+    "collector_heartbeats",
+    "user_groups",
+}
 
 
 def _targets(dashboard):
@@ -645,20 +780,33 @@ def test_z2jh_snippet_references_what_the_chart_creates(chart):
     assert hub["extraEnv"]["QUOTA_LEDGER_CONFIG"] == "/etc/quota-ledger/policy.yaml"
     (volume,) = hub["extraVolumes"]
     cm = one(docs, "ConfigMap", volume["configMap"]["name"])
-    assert [i["key"] for i in volume["configMap"]["items"]] == ["policy.yaml"] and "policy.yaml" in cm["data"]
+    assert [i["key"] for i in volume["configMap"]["items"]] == [
+        "policy.yaml"
+    ] and "policy.yaml" in cm["data"]
     (mount,) = hub["extraVolumeMounts"]
     assert mount["mountPath"] == "/etc/quota-ledger" and "subPath" not in mount
     # services and the token keys the chart reads by default (z2jh: hub.services.<key>.apiToken)
     web = one(docs, "Service", "quota-ledger-web")
-    assert hub["services"]["quota"]["url"] == f"http://{web['metadata']['name']}:{web['spec']['ports'][0]['port']}"
+    assert (
+        hub["services"]["quota"]["url"]
+        == f"http://{web['metadata']['name']}:{web['spec']['ports'][0]['port']}"
+    )
     values = chart.values
     assert values["web"]["apiToken"]["existingSecretKey"] == "hub.services.quota.apiToken"
-    assert values["enforcer"]["apiToken"]["existingSecretKey"] == "hub.services.quota-enforcer.apiToken"
+    assert (
+        values["enforcer"]["apiToken"]["existingSecretKey"]
+        == "hub.services.quota-enforcer.apiToken"
+    )
     assert "quota-enforcer" in hub["services"] and "url" not in hub["services"]["quota-enforcer"]
     roles = hub["loadRoles"]
-    assert sorted(roles["quota-enforcer"]["scopes"]) == sorted(["list:users", "read:users:groups", "read:servers", "delete:servers"])
+    assert sorted(roles["quota-enforcer"]["scopes"]) == sorted(
+        ["list:users", "read:users:groups", "read:servers", "delete:servers"]
+    )
     assert roles["quota-enforcer"]["services"] == ["quota-enforcer"]
-    assert "access:services!service=quota" in roles["user"]["scopes"] and "self" in roles["user"]["scopes"]
+    assert (
+        "access:services!service=quota" in roles["user"]["scopes"]
+        and "self" in roles["user"]["scopes"]
+    )
     assert "custom:quota:admin" in hub["config"]["JupyterHub"]["custom_scopes"]
     assert set(hub["image"]) == {"name", "tag"}
 
@@ -696,13 +844,25 @@ def test_dockerfile_is_multi_stage_non_root_without_build_tools():
     assert len(stages) == 2
     builder, final = stages
     assert builder["name"] == "builder"
-    assert any(i == "RUN" and "pip wheel" in a and a.rstrip().endswith(" .") for i, a in builder["steps"])
+    assert any(
+        i == "RUN" and "pip wheel" in a and a.rstrip().endswith(" .") for i, a in builder["steps"]
+    )
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", final["image"]), final["image"]
     steps = final["steps"]
     runs = " ".join(a for i, a in steps if i == "RUN")
-    assert "--no-index" in runs and "quota-ledger" in runs, "final stage installs only the built wheels"
+    assert "--no-index" in runs and "quota-ledger" in runs, (
+        "final stage installs only the built wheels"
+    )
     assert "from=builder" in runs
-    for tool in ("gcc", "g++", "build-essential", "make ", "apt-get install", "python3-dev", "libpq-dev"):
+    for tool in (
+        "gcc",
+        "g++",
+        "build-essential",
+        "make ",
+        "apt-get install",
+        "python3-dev",
+        "libpq-dev",
+    ):
         assert tool not in runs, f"final stage installs {tool}"
     assert not any(i == "COPY" for i, _ in steps), "no source tree in the final image"
     users = [a for i, a in steps if i == "USER"]
@@ -713,7 +873,11 @@ def test_dockerfile_is_multi_stage_non_root_without_build_tools():
 
 
 def test_dockerignore_keeps_the_context_to_the_sources():
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "**"
     included = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert included == {"pyproject.toml", "README.md", "ledger", "collector", "migrations"}
