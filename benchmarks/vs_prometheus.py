@@ -45,23 +45,37 @@ RESOURCES = ("memory", "cpu", "gpu")
 HOURS_DIVISOR = {"memory": tr.GIB * 3600, "cpu": 1000 * 3600, "gpu": 3600}  # base·s → hours
 
 
+BENCH_POLICY = """
+window: 30d
+unlisted_users: regular
+groups:
+  regular: {memory: 240 GiB-hours, cpu: 120 CPU-hours, gpu: 50 GPU-hours}
+"""
+# What the timed spawn check asks for: a 2 CPU / 4 GiB server.
+REQUEST = {"cpu": 2000, "memory": 4 * tr.GIB}
+
+
 class Ledger:
-    """Our side, in-process through the ledger's Python API — the functions the CLI, the hub
-    hook and the web report call — so timings exclude process start-up."""
+    """Our side, in-process through the ledger's Python API — the calls the hub hook
+    (``ledger.decide.decide``) and ``quota-ledger report`` (``ledger.report.build_report``)
+    make — so timings exclude process start-up."""
+
+    user_method = "ledger.decide.decide() — one indexed range scan + the exact decision"
+    report_method = "ledger.report.build_report() — one aggregate SQL function over all users"
 
     def __init__(self, db_url: str | None, home: Path) -> None:
         self.db_url, self.home, self.started_embedded = db_url, home, False
-        self.import_via = ""
-        self.user_method = "ledger.queries.user_segments + ledger.usage.window_usage"
-        self.report_method = "ledger.queries.usage_report (SQL function quota_usage)"
 
     async def open(self) -> None:
         from ledger import db, embedded
+        from ledger.decision import ServerRequest
+        from ledger.policy import parse_policy
 
+        self.policy = parse_policy(BENCH_POLICY, "<benchmark policy>")
+        self.request = ServerRequest(dict(REQUEST), servername="")
         if self.db_url:
             self.url = db.normalize_url(self.db_url)
         else:
-            os.environ[embedded.HOME_ENV] = str(self.home)  # the CLI must find the same server
             self.url = await asyncio.to_thread(embedded.ensure_running, self.home)
             self.started_embedded = True
         await db.migrate(self.url)
@@ -75,80 +89,65 @@ class Ledger:
             await asyncio.to_thread(embedded.stop, self.home)
 
     async def import_file(self, path: Path) -> float:
-        """``quota-ledger import FILE --db URL``; in-process importer if the CLI is not there."""
+        """``quota-ledger import FILE --db URL``, the import path an operator uses."""
         started = time.perf_counter()
         cli = REPO / ".venv" / "bin" / "quota-ledger"
+        # --db names the server; the home only matters if the CLI started one itself
+        env = {**os.environ, "QUOTA_LEDGER_HOME": str(self.home)}
         command = [str(cli), "import", str(path), "--db", self.url]
-        done = cli.exists() and (
-            await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True)
+        done = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, env=env
         )
-        if done and done.returncode == 0:
-            self.import_via = "quota-ledger import FILE --db URL"
-        else:
-            from ledger import importer
-
-            rows, _source = importer.read_rows(path)
-            await importer.write_rows(self.engine, rows)
-            why = done.stderr.strip().splitlines()[-1:] if done else ["no quota-ledger script"]
-            self.import_via = f"ledger.importer (CLI unavailable: {' '.join(why)[:120]})"
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
         return time.perf_counter() - started
 
-    async def server_version(self) -> str:
+    async def sql(self, statement: str, **params):
         from sqlalchemy import text
 
         async with self.engine.connect() as conn:
-            return str(await conn.scalar(text("SHOW server_version")))
+            return (await conn.execute(text(statement), params)).all()
 
-    async def user_usage(self, username: str) -> dict[str, Fraction]:
-        """The spawn-time question: one indexed range scan, exact integration in Python."""
-        from ledger import queries, usage
-        from ledger.decision import to_us
+    async def user_usage(self, username: str) -> dict[str, Decimal]:
+        """The spawn-time check for a user in no listed group (so the policy's default)."""
+        from ledger.decide import decide
 
-        at, window = tr.EVAL_AT, timedelta(milliseconds=tr.WINDOW_MS)
-        async with self.engine.connect() as conn:
-            rows = await queries.user_segments(conn, username, at - window, at)
-        at_us, window_us = to_us(at), tr.WINDOW_MS * 1000
-        result = {}
-        for name in RESOURCES:
-            intervals = [(r.started_at_us, r.ended_at_us, r.amounts.get(name, 0)) for r in rows]
-            base_us = usage.window_usage(intervals, at_us, window_us)
-            result[name] = Fraction(base_us, HOURS_DIVISOR[name] * 1_000_000)
-        return result
+        decision = await decide(self.engine, self.policy, username, (), self.request, tr.EVAL_AT)
+        return {name: b.used_hours for name, b in decision.budgets.items()}
 
-    async def report(self) -> dict[str, dict[str, Fraction]]:
-        """The admins' report: one aggregate query over every user's segments."""
-        from ledger import queries
+    async def report(self) -> dict[str, dict[str, Decimal]]:
+        """The admins' report, as ``quota-ledger report`` builds it."""
+        from ledger.report import build_report
 
-        async with self.engine.connect() as conn:
-            rows = await queries.usage_report(conn, tr.EVAL_AT, tr.WINDOW_MS // 1000)
-        columns = {
-            "memory": "memory_byte_seconds",
-            "cpu": "cpu_millicore_seconds",
-            "gpu": "gpu_seconds",
-        }
+        lines = await build_report(self.engine, self.policy, tr.EVAL_AT, groups_by_user={})
+        return {ln.username: {n: r.used_hours for n, r in ln.resources.items()} for ln in lines}
+
+    async def exact_report(self) -> dict[str, dict[str, Fraction]]:
+        """The report's exact integrals (base unit × seconds, SQL numeric) as Fractions."""
+        rows = await self.sql(
+            "SELECT username, memory_byte_seconds, cpu_millicore_seconds, gpu_seconds"
+            " FROM quota_usage(:at, :window)", at=tr.EVAL_AT, window=timedelta(milliseconds=tr.WINDOW_MS))  # fmt: skip
         return {
-            r["username"]: {
-                n: Fraction(Decimal(r[c])) / HOURS_DIVISOR[n] for n, c in columns.items()
-            }
-            for r in rows
-        }
-
-    async def uids_present(self, uids: list[str]) -> set[str]:
-        from sqlalchemy import text
-
-        async with self.engine.connect() as conn:
-            result = await conn.execute(
-                text("SELECT DISTINCT pod_uid FROM segments WHERE pod_uid = ANY(:u)"), {"u": uids}
-            )
-            return {row[0] for row in result}
+            u: {n: Fraction(Decimal(v)) / HOURS_DIVISOR[n] for n, v in zip(RESOURCES, vals, strict=True)}
+            for u, *vals in rows
+        }  # fmt: skip
 
 
 def ledger_unavailable() -> str | None:
     try:
-        from ledger import db, embedded, importer, queries, usage  # noqa: F401
+        from ledger import db, decide, embedded, policy, report  # noqa: F401
     except ImportError as exc:
         return f"ledger API not importable: {exc}"
+    if not (REPO / ".venv" / "bin" / "quota-ledger").exists():
+        return "no .venv/bin/quota-ledger (run make)"
     return None
+
+
+def close_enough(measured: dict, truth: dict[str, Fraction]) -> bool:
+    """Decimal hours (28 significant digits) against exact Fractions."""
+    return all(
+        abs(Fraction(measured.get(r, 0)) - truth[r]) <= Fraction(1, 10**12) for r in RESOURCES
+    )
 
 
 async def timed(fn, args: list, *, min_reps: int, max_reps: int, budget_seconds: float):
@@ -176,7 +175,7 @@ class Results:
     accuracy: dict[str, tuple[dict[str, tr.ErrorStats], int]] = field(default_factory=dict)
     latency: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    ledger_info: tuple | None = None  # (import path, PostgreSQL version, Ledger)
+    ledger_info: tuple | None = None  # (PostgreSQL version, import seconds)
     prom_info: tuple | None = None  # (samples, MB, backfill seconds, version)
     queries: tuple[str, ...] = ()
     elapsed_seconds: float = 0.0
@@ -213,102 +212,71 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
-    fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True))  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+    return "\n".join(
+        "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True))
+        for r in [header, ["-" * w for w in widths], *rows]
+    )
+
+
+METHODS_TEXT = """Methods (prometheus_side.py cites the peer's code):
+
+- **peer** — 2i2c-org/jupyterhub-usage-quotas `manager.py` `write_promql`/`get_usage`/`aggregate_usage`: `kube_pod_container_resource_requests{resource='memory', namespace='hub', node!='', pod=~'jupyter-<user>.*'}[30d:]` over `/api/v1/query`, every returned sample × 60 s / 3600 summed in Python. All users = one such query per user in sequence, as its `metrics.py` exporter does. It only supports memory and cpu; its gpu row applies the same method to `nvidia_com_gpu` to show what it would give.
+- **careful PromQL** — sums server-side with `sum_over_time(...[30d:1m])`, selects a user's pods by the exact KubeSpawner pattern `jupyter-<user>(--.+)?` and joins `kube_pod_annotations` on `(namespace, pod, uid)` for the exact username; one query returns memory, cpu and gpu; all users is one query.
+- **quota-ledger** — one user = `ledger.decide.decide()` for a 2 CPU / 4 GiB request (one indexed range scan, then the exact decision: used, remaining, how long the server could run, when to retry); all users = `ledger.report.build_report()` (the `quota_usage` SQL function), as `quota-ledger report` runs it. In-process; no CLI start-up in the timings.
+- **sampling model** — the pure-Python prediction of what 60 s scrapes plus a `[30d:]` subquery count (benchmarks/trace.py); that it equals Prometheus' answers shows the error comes from sampling itself, not from this setup."""
 
 
 def render(res: Results, markdown: bool = False) -> str:
-    o = res.opts
     parts = [
         f"Machine: {machine()}.",
-        f"Command: `{o.command}` — {len(res.users)} users, {len(res.pods)} pods over 35 days, "
-        f"{len(res.short)} pods shorter than the 60 s scrape interval in the window, "
-        f"evaluated at {tr.EVAL_AT.isoformat()} over a rolling 30-day window; "
-        f"run took {res.elapsed_seconds:.0f} s.",
+        f"Command: `{res.opts.command}` (seed {res.opts.seed}): {len(res.users)} users with pods "
+        f"({res.opts.users} generated), {len(res.pods)} pods over 35 days "
+        f"({sum(p.servername != '' for p in res.pods)} on named servers, "
+        f"{sum(p.gpu_count > 0 for p in res.pods)} with GPUs), {len(res.short)} of them shorter "
+        f"than the 60 s scrape interval inside the window; usage over the 30 days before "
+        f"{tr.EVAL_AT.isoformat()}; the whole run took {res.elapsed_seconds:.0f} s.",
     ]
     if res.ledger_info:
-        parts.append(
-            f"Ledger: PostgreSQL {res.ledger_info[1]}, loaded with {res.ledger_info[0]}; "
-            f"one user = {res.ledger_info[2].user_method}; all users = {res.ledger_info[2].report_method}."
-        )
+        parts.append(f"Ledger: {res.ledger_info[0]} (embedded), loaded by `quota-ledger import` "
+                     f"from JSONL in {res.ledger_info[1]:.1f} s.")  # fmt: skip
     if res.prom_info:
         n, mb, secs, version = res.prom_info
         outages = ", ".join(f"{(b - a) // 60000} min" for a, b in res.model.outages_ms)
         parts.append(
-            f"Prometheus: {version}; {n:,} samples ({mb:.0f} MB OpenMetrics) backfilled by promtool in "
-            f"{secs:.0f} s; scrape every 60 s from phase {res.model.phase_ms} ms, with outages of {outages}; "
-            "`--query.lookback-delta=1m` stands in for the staleness markers a live scrape writes."
+            f"Prometheus: {version}; {n:,} samples ({mb:.0f} MB of OpenMetrics) backfilled with "
+            f"`promtool tsdb create-blocks-from openmetrics --max-block-duration=744h` in {secs:.0f} s; "
+            f"scrapes every 60 s at phase {res.model.phase_ms} ms, three outages ({outages}) in "
+            "which nothing was scraped; `--query.lookback-delta=1m` gives each sample the "
+            "visibility a live server's staleness markers would (backfilled blocks have none)."
         )
+    if markdown:
+        parts.append(METHODS_TEXT)
     ours = {q: v for (q, m), v in res.latency.items() if m == "quota-ledger"}
     rows = []
     for (question, method), values in res.latency.items():
-        base = ours.get(question)
-
-        def ratio(p: float, values=values, base=base) -> str:
-            return f"{percentile(values, p) / percentile(base, p):.1f}×" if base else "–"
-
-        rows.append(
-            [
-                question,
-                method,
-                f"{percentile(values, 50):.2f}",
-                f"{percentile(values, 99):.2f}",
-                str(len(values)),
-                ratio(50),
-                ratio(99),
-            ]
-        )
-    parts.append(
-        "Latency (ms), same run:\n\n"
-        + _table(
-            ["question", "method", "p50 ms", "p99 ms", "reps", "p50 ÷ ours", "p99 ÷ ours"],
-            rows,
-            markdown,
-        )
-    )
+        p50, p99, base = percentile(values, 50), percentile(values, 99), ours.get(question)
+        ratios = [
+            f"{p / percentile(base, q):.1f}×" if base else "–" for p, q in ((p50, 50), (p99, 99))
+        ]
+        rows.append([question, method, f"{p50:.2f}", f"{p99:.2f}", str(len(values)), *ratios])
+    header = ["question", "method", "p50 ms", "p99 ms", "reps", "p50 ÷ ours", "p99 ÷ ours"]
+    parts.append("Latency, measured in this run:\n\n" + _table(header, rows, markdown))
     rows = []
     for method, (stats, missed) in res.accuracy.items():
         for r in RESOURCES:
-            s = stats[r]
-            unit = {"memory": "GiB-h", "cpu": "CPU-h", "gpu": "GPU-h"}[r]
-            rows.append(
-                [
-                    method,
-                    r,
-                    f"{s.mean_abs_percent:.3f} %",
-                    f"{s.worst_abs_percent:.1f} %",
-                    f"{s.mean_abs_hours:.3f} {unit}",
-                    f"{s.worst_abs_hours:.2f} {unit}",
-                    f"{s.exact_users}/{s.users}",
-                    f"{missed}/{len(res.short)}" if r == "memory" else "",
-                ]
-            )
+            s, unit = stats[r], {"memory": "GiB-h", "cpu": "CPU-h", "gpu": "GPU-h"}[r]
+            rows.append([method, r, f"{s.mean_abs_percent:.3f} %", f"{s.worst_abs_percent:.1f} %",
+                         f"{s.mean_abs_hours:.3f} {unit}", f"{s.worst_abs_hours:.2f} {unit}",
+                         f"{s.exact_users}/{s.users}", f"{missed}/{len(res.short)}" if r == "memory" else ""])  # fmt: skip
+    header = ["method", "resource", "mean err %", "worst err %", "mean err", "worst err"]
+    header += ["exact users", "short pods missed"]
     parts.append(
-        "Accuracy against the ground truth (per user, |error|):\n\n"
-        + _table(
-            [
-                "method",
-                "resource",
-                "mean %",
-                "worst %",
-                "mean",
-                "worst",
-                "exact users",
-                "short pods missed",
-            ],
-            rows,
-            markdown,
-        )
+        "Accuracy against the ground truth, per user with usage (|error|; exact = below a "
+        "micro-hour):\n\n" + _table(header, rows, markdown)
     )
-    if res.queries:
+    if res.queries and markdown:
         parts.append(
-            "Queries (first user): peer `"
-            + res.queries[0]
-            + "`; careful, one user `"
-            + res.queries[1]
-            + "`; careful, all users `"
-            + res.queries[2]
-            + "`."
+            "Queries as sent (first user):\n\n" + "\n".join(f"    {q}" for q in res.queries)
         )
     parts.extend(res.notes)
     return "\n\n".join(parts)
@@ -337,36 +305,37 @@ async def run(opts: argparse.Namespace, workdir: Path) -> int:
     results = Results(opts, users, pods, truth, short, model)
     short_uids = {p.pod_uid for p in short}
     sampled_hours = {u: s.hours() for u, s in simulated.items()}
-    results.add_accuracy("sampling model (Python)", sampled_hours, sim_missed & short_uids)
+    results.add_accuracy("sampling model", sampled_hours, sim_missed & short_uids)
 
     ledger: Ledger | None = None
-    reason = ledger_unavailable()
-    if reason:
+    if reason := ledger_unavailable():
         print(f"ledger half skipped: {reason}")
         results.notes.append(f"Ledger half not run: {reason}.")
     else:
         ledger = Ledger(opts.db, workdir / "ledger-home")
         await ledger.open()
-        jsonl = workdir / "trace.jsonl"
-        tr.write_import_jsonl(pods, jsonl)
-        seconds = await ledger.import_file(jsonl)
-        print(f"ledger: imported {len(pods)} segments in {seconds:.1f}s via {ledger.import_via}")
-        results.ledger_info = (ledger.import_via, await ledger.server_version(), ledger)
-
     try:
         if ledger:
+            jsonl = workdir / "trace.jsonl"
+            tr.write_import_jsonl(pods, jsonl)
+            seconds = await ledger.import_file(jsonl)
+            print(f"ledger: `quota-ledger import` of {len(pods)} segments took {seconds:.1f}s")
+            (version,) = (await ledger.sql("SHOW server_version"))[0]
+            results.ledger_info = (f"PostgreSQL {version}", seconds)
+            exact = await ledger.exact_report()
+            present = {r[0] for r in await ledger.sql(
+                "SELECT pod_uid FROM segments WHERE pod_uid = ANY(:u)", u=sorted(short_uids))}  # fmt: skip
+            results.add_accuracy("quota-ledger", exact, short_uids - present)
+            ok = all(exact.get(u, {}).get(r, 0) == truth[u][r] for u in users for r in RESOURCES)
+            # the timed paths must give the same numbers (to Decimal's 28 digits)
             report = await ledger.report()
-            present = await ledger.uids_present(sorted(short_uids))
-            results.add_accuracy("quota-ledger", report, short_uids - present)
-            exact = all(
-                report.get(u, {}).get(r, 0) == truth[u][r] for u in users for r in RESOURCES
-            )
-            print(f"ledger vs ground truth: {'EXACT for every user' if exact else 'MISMATCH'}")
-            if not exact:
-                results.notes.append("The ledger did NOT match the ground truth exactly.")
+            ok = ok and all(close_enough(report.get(u, {}), truth[u]) for u in users)
             sample = random.Random(opts.seed).sample(users, len(users))
-            for u in sample[:20]:  # the per-user path must agree with the report
-                assert await ledger.user_usage(u) == {r: truth[u][r] for r in RESOURCES}, u
+            for u in sample[:50]:
+                ok = ok and close_enough(await ledger.user_usage(u), truth[u])
+            print(f"ledger vs ground truth: {'EXACT for every user' if ok else 'MISMATCH'}")
+            if not ok:
+                results.notes.append("The ledger did NOT match the ground truth exactly.")
             results.latency["one user", "quota-ledger"] = await timed(
                 ledger.user_usage, [(u,) for u in sample], min_reps=50, max_reps=opts.reps,
                 budget_seconds=20)  # fmt: skip
@@ -411,12 +380,10 @@ async def prometheus_half(opts, workdir: Path, pods, model, users, results) -> N
                     peer[u][resource], seen = await q.peer_user_usage(u, resource)
                     peer_seen |= seen
             short_uids = {p.pod_uid for p in results.short}
-            results.add_accuracy("peer (raw [30d:] summed in Python)", peer, short_uids - peer_seen)
+            results.add_accuracy("peer", peer, short_uids - peer_seen)
             careful = await q.careful_report()
             careful_seen = await q.careful_seen_uids()
-            results.add_accuracy(
-                "careful PromQL (sum_over_time[30d:1m])", careful, short_uids - careful_seen
-            )
+            results.add_accuracy("careful PromQL", careful, short_uids - careful_seen)
 
             sample = random.Random(opts.seed).sample(users, len(users))
             results.latency["one user", "peer"] = await timed(
