@@ -278,7 +278,7 @@ def unit_help(resource_name: str) -> str:
     return resource(resource_name).hours_unit
 
 
-def _unit_factor(unit: str, resource_name: str, extended: Iterable[str]) -> Decimal | None:
+def _unit_factor(unit: str, resource_name: str) -> Decimal | None:
     """Display units per written unit, or None if ``unit`` is not one of the resource's."""
     if resource_name == "memory":
         return _MEMORY_UNITS.get(unit)
@@ -291,7 +291,7 @@ def _unit_factor(unit: str, resource_name: str, extended: Iterable[str]) -> Deci
 def _owner(unit: str, extended: Iterable[str]) -> str | None:
     """Which resource a unit belongs to, to explain a mismatch."""
     for name in ("memory", "cpu", *extended):
-        if _unit_factor(unit, name, extended) is not None:
+        if _unit_factor(unit, name) is not None:
             return name
     return None
 
@@ -326,7 +326,7 @@ def budget_hours(node: YNode, resource_name: str, extended: Iterable[str]) -> De
     if not unit:
         raise Invalid(f"{text!r} does not say hours of what; write e.g. '{amount} {hours_unit}'")
     extended = list(extended)
-    factor = _unit_factor(unit, resource_name, extended)
+    factor = _unit_factor(unit, resource_name)
     if factor is None:
         owner = _owner(unit, extended)
         written = f"'{hours['unit'].strip()}-hours'"
