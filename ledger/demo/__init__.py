@@ -1,0 +1,1 @@
+"""``quota-ledger demo``: the whole system on the embedded PostgreSQL, no cluster needed."""
