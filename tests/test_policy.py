@@ -331,7 +331,8 @@ def test_combine_max_most_generous_and_unlimited_wins():
     result = limits("max", ["small", "big"])
     assert result.budgets["memory"] == Budget("memory", Decimal(240), 7 * DAY, "group:big")
     assert result.budgets["cpu"] == Budget("cpu", Decimal(100), 30 * DAY, "group:big")
-    assert result.running == {"cpu": 8000}  # small caps servers, big does not: uncapped
+    # caps combine only over the groups that set them: big sets no servers cap, small's stays
+    assert result.running == {"cpu": 8000, "servers": 1}
     assert result.groups == ("big", "small")
     # free does not limit cpu, so cpu is unlimited; memory: free does not limit it either.
     assert limits("max", ["small", "free"]).budgets == {}
@@ -357,7 +358,7 @@ def test_combine_sum_adds_over_the_longest_window():
     result = limits("sum", ["small", "big"])
     assert result.budgets["memory"] == Budget("memory", Decimal(300), 30 * DAY, "sum:big+small")
     assert result.budgets["cpu"] == Budget("cpu", Decimal(110), 30 * DAY, "sum:big+small")
-    assert result.running == {"cpu": 10000}  # servers: big is uncapped
+    assert result.running == {"cpu": 10000, "servers": 1}  # big sets no servers cap
     three = limits("sum", ["small", "big", "same"])
     assert three.budgets["memory"].limit_hours == 540
     assert three.budgets["memory"].window_seconds == 60 * DAY
@@ -478,7 +479,7 @@ def test_unknown_keys_list_valid_keys_and_suggest_the_closest():
     assert found == [
         "policy.yaml:1: windw: unknown key 'windw'; did you mean 'window'? valid keys here: "
         "window, combine, unlisted_users, on_ledger_error, resources, groups, users, messages, "
-        "enforcement",
+        "enforcement, exhausted_budget_blocks",
         "policy.yaml:4: groups.regular.memroy: unknown key 'memroy'; did you mean 'memory'? "
         "valid keys here: cpu, memory, gpu, running (other extended resources need a short "
         "name under resources:)",
@@ -832,3 +833,21 @@ def test_watcher_with_the_real_clock(tmp_path):
     watcher = PolicyWatcher(path, check_interval_seconds=0)
     rewrite(path, "window: 8d\n", 1)
     assert watcher.current().window_seconds == 8 * DAY
+
+
+def test_a_group_without_a_cap_does_not_lift_another_groups_cap():
+    # seed 000's table with seed 001's concurrent GPU cap: regular + gpu-dev keeps the cap
+    policy = parse_policy(
+        "groups:\n  regular: {memory: 60 GiB-hours, gpu: 0 GPU-hours}\n"
+        "  gpu-dev: {memory: 640 GiB-hours, gpu: 160 GPU-hours, running: {gpu: 2}}\n"
+    )
+    assert policy.limits_for("u", ["regular", "gpu-dev"]).running == {"gpu": 2}
+
+
+def test_exhausted_budget_blocks_choice():
+    assert parse_policy("{}").exhausted_budget_blocks == "any"
+    assert parse_policy("exhausted_budget_blocks: requested").exhausted_budget_blocks == "requested"
+    with pytest.raises(
+        PolicyError, match="p.yaml:1: exhausted_budget_blocks: 'all' is not one of any, requested"
+    ):
+        parse_policy("exhausted_budget_blocks: all", "p.yaml")
