@@ -358,7 +358,16 @@ def test_collector_probes_and_single_writer_rollout(chart):
     ("base_url", "prefix"), [("/", "/services/quota/"), ("/jupyter/", "/jupyter/services/quota/")]
 )
 def test_web_service_env_and_probes(chart, base_url, prefix):
-    docs = render(chart, {"web": {"baseUrl": base_url, "host": "https://hub.example.org"}})
+    docs = render(
+        chart,
+        {
+            "web": {
+                "baseUrl": base_url,
+                "host": "https://hub.example.org",
+                "publicUrl": "https://hub.example.org" + prefix,
+            }
+        },
+    )
     (c,) = one(docs, "Deployment", "quota-ledger-web")["spec"]["template"]["spec"]["containers"]
     assert c["args"] == ["serve", "--port", "8080"]
     env = {k: v.get("value") for k, v in env_of(c).items()}
@@ -369,6 +378,9 @@ def test_web_service_env_and_probes(chart, base_url, prefix):
     assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == prefix + "oauth_callback"
     assert env["JUPYTERHUB_BASE_URL"] == base_url
     assert env["JUPYTERHUB_HOST"] == "https://hub.example.org"
+    assert env["JUPYTERHUB_PUBLIC_URL"] == "https://hub.example.org" + prefix
+    assert env["JUPYTERHUB_SERVICE_NAME"] == "quota"  # HubOAuth derives its access scope from it
+    assert "JUPYTERHUB_PUBLIC_HUB_URL" not in env
     assert env_of(c)["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "hub",
         "key": "hub.services.quota.apiToken",
