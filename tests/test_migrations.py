@@ -38,10 +38,23 @@ async def test_schema_behind_is_refused_with_the_fix(empty_db_url):
         await engine.dispose()
 
 
-def test_installed_layout_has_no_top_level_migrations_package():
-    import importlib.util
+def test_wheel_ships_migrations_inside_ledger_not_top_level(tmp_path):
+    """The design card: `quota-ledger migrate` works from any cwd, no top-level package."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
 
-    assert importlib.util.find_spec("migrations") is None or "ledger" in str(
-        importlib.util.find_spec("migrations").origin
-    )
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(root)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    wheel = next(tmp_path.glob("quota_ledger-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ledger/migrations/env.py" in names
+    assert "ledger/migrations/versions/0001_ledger_schema.py" in names
+    assert "ledger/migrations/script.py.mako" in names
+    assert not any(n.startswith("migrations/") for n in names)
     assert (db.migrations_dir() / "env.py").exists()
