@@ -43,7 +43,7 @@
 {{/* Egress rule: the hub's REST API. */}}
 {{- define "quota-ledger.netpol.hubEgress" -}}
 - to:
-    {{- include "quota-ledger.netpol.hubPeer" (dict "root" . "labels" .Values.hub.podLabels) | nindent 4 }}
+    {{- include "quota-ledger.netpol.hubPeer" (dict "root" . "labels" .Values.hub.podLabels) | trim | nindent 4 }}
   ports:
     - protocol: TCP
       port: {{ .Values.hub.apiPort }}
