@@ -1052,6 +1052,17 @@ def test_rendered_settings_and_policy_load_in_the_application(chart, values_file
     assert settings.label_selector
     policy = policy_mod.parse_policy(data["policy.yaml"], "policy.yaml")
     assert policy.groups
+    # SIGTERM flush must finish inside the pod's grace period
+    collector = one(docs, "Deployment", "quota-ledger-collector")["spec"]["template"]["spec"]
+    assert settings.shutdown_flush_timeout < collector["terminationGracePeriodSeconds"]
+
+
+def test_z2jh_extra_config_imports_the_real_hook():
+    hub_mod = _app("ledger.hub")
+    snippet = "".join(_z2jh_example()["hub"]["extraConfig"].values())
+    compile(snippet, "jupyterhub_config.py", "exec")
+    assert "from ledger.hub import install_quota_hook" in snippet
+    assert callable(hub_mod.install_quota_hook)
 
 
 def test_values_schema_knows_exactly_the_application_keys():
