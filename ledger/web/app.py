@@ -1,0 +1,99 @@
+"""The tornado application: routes under the service prefix, templates, static files.
+
+The hub's proxy forwards ``/services/<name>/...`` to the service *without* stripping the
+prefix, so every route lives under ``JUPYTERHUB_SERVICE_PREFIX`` (``/`` when run alone).
+``/healthz`` is also served at the root for probes that talk to the service directly.
+https://jupyterhub.readthedocs.io/en/stable/reference/services.html#hub-managed-services
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+from ledger.web import admin_pages, api, template_helpers, user_pages
+from ledger.web.auth import HealthHandler, QuotaHandler, SecureHeaders, log_request
+from ledger.web.config import WebConfig
+from ledger.web.report_view import ReportCache
+
+HERE = Path(__file__).resolve().parent
+COOKIE_SECRET_ENV = "QUOTA_LEDGER_COOKIE_SECRET"
+
+
+class OAuthCallbackHandler(SecureHeaders, HubOAuthCallbackHandler):
+    """JupyterHub's callback: trades the code for a token and stores it in a cookie."""
+
+
+class NotFoundHandler(QuotaHandler):
+    def prepare(self) -> None:
+        raise web.HTTPError(404, "no such page")
+
+
+def service_prefix() -> str:
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def _cookie_secret() -> bytes:
+    # Only signs the OAuth token cookie; a fresh one per process just means a silent
+    # re-login through the hub after a restart. Set it to share cookies between replicas.
+    value = os.environ.get(COOKIE_SECRET_ENV)
+    return bytes.fromhex(value) if value else secrets.token_bytes(32)
+
+
+def make_app(
+    config: WebConfig, *, prefix: str | None = None, handler_mixin: type | None = None
+) -> web.Application:
+    """The app. ``handler_mixin`` is put in front of every authenticated handler's bases
+    (tests use it to inject the identified user; nothing else does)."""
+    prefix = prefix or service_prefix()
+    cache = ReportCache(config)
+    plain = {"config": config}
+    with_cache = {"config": config, "report_cache": cache}
+
+    def h(cls: type) -> type:
+        if handler_mixin is None:
+            return cls
+        return type(cls.__name__, (handler_mixin, cls), {})
+
+    def route(path: str) -> str:
+        return url_path_join(prefix, path)
+
+    routes = [
+        (route(""), h(user_pages.UserPageHandler), plain),
+        (route("oauth_callback"), OAuthCallbackHandler),
+        (route("healthz"), HealthHandler),
+        (route("admin/?"), h(admin_pages.ReportPageHandler), with_cache),
+        (route("admin/report.csv"), h(admin_pages.ReportCsvHandler), with_cache),
+        (route("admin/groups"), h(admin_pages.GroupsPageHandler), with_cache),
+        (route("admin/running"), h(admin_pages.RunningPageHandler), with_cache),
+        (route("admin/rejections"), h(admin_pages.RejectionsPageHandler), with_cache),
+        (route("admin/enforcement"), h(admin_pages.EnforcementPageHandler), with_cache),
+        (route("admin/collectors"), h(admin_pages.CollectorsPageHandler), with_cache),
+        (route("admin/users/([^/]+)"), h(user_pages.AdminUserPageHandler), plain),
+        (route("api/v1/me"), h(api.MeApiHandler), plain),
+        (route("api/v1/users/([^/]+)"), h(api.UserApiHandler), plain),
+        (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
+    ]
+    if prefix != "/":
+        routes.append((r"/healthz", HealthHandler))
+    return web.Application(
+        routes,
+        template_path=str(HERE / "templates"),
+        static_path=str(HERE / "static"),
+        static_url_prefix=route("static/"),
+        ui_methods=template_helpers,
+        autoescape="xhtml_escape",  # tornado's default, stated: every {{ }} is escaped
+        cookie_secret=_cookie_secret(),
+        xsrf_cookies=True,  # no POST routes today; any added later is protected
+        log_function=log_request,
+        default_handler_class=h(NotFoundHandler),
+        default_handler_args=plain,
+        quota_prefix=prefix,
+        quota_config=config,
+    )

@@ -1,0 +1,224 @@
+"""The admins' report: every user's usage and percent of each budget, sorted, filtered, paged.
+
+``ledger.report.build_report`` is one aggregate over every segment in the window (all
+users at once); at 10,000 users and a million segments in the window that is a few hundred
+milliseconds of PostgreSQL. Admins page, sort and filter the same figures many times in a
+row, so the built report is kept for ``WebConfig.report_ttl_seconds`` (default 30 s) and
+every page, sort, filter and the CSV export are cut from that snapshot in memory. The page
+says how old the snapshot is and offers a refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from ledger.report import UserLine, build_report
+from ledger.resources import display_order, resource
+
+SORT_KEYS = ("percent", "user", "running", "cpu", "memory", "gpu")
+MAX_PER_PAGE = 500
+
+
+@dataclass
+class Snapshot:
+    lines: list[UserLine]
+    at: datetime  # the evaluation time of the figures
+    built_monotonic: float
+    build_seconds: float
+    policy_id: int
+
+    @property
+    def resources(self) -> list[str]:
+        names = {n for line in self.lines[:1] for n in line.resources}
+        return display_order(names) or ["cpu", "memory", "gpu"]
+
+
+class ReportCache:
+    def __init__(self, config):
+        self.config = config
+        self._snapshot: Snapshot | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, *, refresh: bool = False) -> Snapshot:
+        policy = self.config.policy()
+        async with self._lock:  # one build at a time; concurrent requests share it
+            snap = self._snapshot
+            fresh = (
+                snap is not None
+                and not refresh
+                and snap.policy_id == id(policy)
+                and time.monotonic() - snap.built_monotonic < self.config.report_ttl_seconds
+                and (self.config.frozen_at is None or snap.at == self.config.frozen_at)
+            )
+            if fresh:
+                return snap
+            at = self.config.now()
+            started = time.monotonic()
+            lines = await build_report(self.config.engine, policy, at)
+            self._snapshot = Snapshot(
+                lines, at, time.monotonic(), time.monotonic() - started, id(policy)
+            )
+            return self._snapshot
+
+
+@dataclass
+class Query:
+    """What the admin asked for, validated: ``?page=&per_page=&group=&sort=&order=&q=``."""
+
+    page: int = 1
+    per_page: int = 50
+    group: str = ""
+    sort: str = "percent"
+    descending: bool = True
+    search: str = ""
+
+    @classmethod
+    def from_args(cls, get, default_per_page: int) -> Query:
+        def number(name: str, default: int, low: int, high: int) -> int:
+            try:
+                return min(high, max(low, int(get(name, str(default)))))
+            except ValueError:
+                return default
+
+        sort = get("sort", "percent")
+        order = get("order", "asc" if sort == "user" else "desc")
+        return cls(
+            page=number("page", 1, 1, 10**6),
+            per_page=number("per_page", default_per_page, 1, MAX_PER_PAGE),
+            group=get("group", "").strip(),
+            sort=sort if sort in SORT_KEYS else "percent",
+            descending=order != "asc",
+            search=get("q", "").strip(),
+        )
+
+    def args(self, **changes) -> dict[str, str]:
+        """Query-string values for a link to this view with ``changes`` applied."""
+        values = {
+            "page": self.page,
+            "per_page": self.per_page,
+            "group": self.group,
+            "sort": self.sort,
+            "order": "desc" if self.descending else "asc",
+            "q": self.search,
+        }
+        values.update(changes)
+        return {k: str(v) for k, v in values.items() if v not in ("", None)}
+
+
+def _sort_key(sort: str):
+    if sort == "user":
+        return lambda line: line.username
+    if sort == "running":
+        return lambda line: (line.running_servers, line.max_percent)
+    if sort in ("cpu", "memory", "gpu"):
+
+        def by_resource(line: UserLine):
+            r = line.resources.get(sort)
+            if r is None:
+                return (-1.0, Decimal(0))
+            return (r.percent_used if r.percent_used is not None else -1.0, r.used_hours)
+
+        return by_resource
+    return lambda line: (
+        line.max_percent,
+        max((r.used_hours for r in line.resources.values()), default=0),
+    )
+
+
+def select(lines: list[UserLine], query: Query) -> list[UserLine]:
+    """Filter and sort (all pages): the CSV export and the paged view share this."""
+    chosen = lines
+    if query.group:
+        chosen = [
+            line
+            for line in chosen
+            if query.group in line.groups or query.group in line.policy_groups
+        ]
+    if query.search:
+        needle = query.search.lower()
+        chosen = [line for line in chosen if needle in line.username.lower()]
+    return sorted(chosen, key=_sort_key(query.sort), reverse=query.descending)
+
+
+@dataclass
+class Page:
+    lines: list[UserLine]
+    total: int
+    page: int
+    pages: int
+    per_page: int
+
+
+def paginate(lines: list[UserLine], query: Query) -> Page:
+    total = len(lines)
+    pages = max(1, -(-total // query.per_page))
+    page = min(query.page, pages)
+    start = (page - 1) * query.per_page
+    return Page(lines[start : start + query.per_page], total, page, pages, query.per_page)
+
+
+@dataclass
+class GroupTotal:
+    group: str
+    users: int
+    used_hours: dict[str, Decimal]
+    running_servers: int
+    over_limit: int  # users at or above 100 % of some budget
+
+
+def group_totals(lines: list[UserLine], names: list[str]) -> list[GroupTotal]:
+    """Per group (hub groups; a user in two groups counts in both; '(no group)' too)."""
+    totals: dict[str, GroupTotal] = {}
+    for line in lines:
+        for group in line.groups or ["(no group)"]:
+            t = totals.setdefault(group, GroupTotal(group, 0, {n: Decimal(0) for n in names}, 0, 0))
+            t.users += 1
+            t.running_servers += line.running_servers
+            t.over_limit += line.max_percent >= 100
+            for n in names:
+                r = line.resources.get(n)
+                if r is not None:
+                    t.used_hours[n] += r.used_hours
+    return sorted(totals.values(), key=lambda t: t.group)
+
+
+def to_csv(lines: list[UserLine], names: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    header = ["username", "groups", "policy_groups", "running_servers", "max_percent_used"]
+    for n in names:
+        unit = resource(n).hours_unit
+        header += [f"{n}_used_{unit}", f"{n}_limit_{unit}", f"{n}_percent_used"]
+    writer.writerow(header)
+    for line in lines:
+        row = [
+            _csv_safe(line.username),
+            _csv_safe(" ".join(line.groups)),
+            _csv_safe(" ".join(line.policy_groups)),
+            line.running_servers,
+            round(line.max_percent, 2),
+        ]
+        for n in names:
+            r = line.resources.get(n)
+            if r is None:
+                row += ["", "", ""]
+                continue
+            row += [
+                round(r.used_hours, 6),
+                "" if r.limit_hours is None else r.limit_hours,
+                "" if r.percent_used is None else round(r.percent_used, 2),
+            ]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    # A name starting with = + - @ would be run as a formula when the CSV is opened in a
+    # spreadsheet (CSV injection); a leading apostrophe makes it plain text.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
