@@ -914,7 +914,14 @@ def test_dockerignore_keeps_the_context_to_the_sources():
     ]
     assert lines[0] == "**"
     included = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "ledger", "collector", "migrations"}
+    assert included == {
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "ledger",
+        "collector",
+        "migrations",
+    }
     copied = set()
     for instr, arg in _dockerfile_stages(ROOT / "Dockerfile")[0]["steps"]:
         if instr == "COPY":
