@@ -922,6 +922,8 @@ def test_dockerignore_keeps_the_context_to_the_sources():
         "collector",
         "migrations",
     }
+    for path in included:
+        assert (ROOT / path).exists(), f"{path} is in the build context but missing"
     copied = set()
     for instr, arg in _dockerfile_stages(ROOT / "Dockerfile")[0]["steps"]:
         if instr == "COPY":
