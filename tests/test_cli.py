@@ -98,7 +98,9 @@ def test_unreachable_database_exit_2(capsys, tmp_path):
 
 def test_import_bad_file_exit_2_and_nothing_written(loaded, capsys, tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("username,started_at,memory\ncarol,2026-10-01T00:00:00Z,4Gi\n,2026-10-01T00:00:00Z,x\n")
+    bad.write_text(
+        "username,started_at,memory\ncarol,2026-10-01T00:00:00Z,4Gi\n,2026-10-01T00:00:00Z,x\n"
+    )
     assert main(["import", str(bad), "--db", loaded]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:3" in err and "nothing was imported" in err
@@ -113,3 +115,9 @@ def test_console_script_runs():
     assert result.returncode == 0
     for command in ("migrate", "import", "check", "usage", "report"):
         assert command in result.stdout
+
+
+def test_migrate_wait_gives_up_with_a_clear_message(capsys, tmp_path):
+    url = f"postgresql+asyncpg://nobody@/x?host={tmp_path}&port=1"
+    assert main(["migrate", "--db", url, "--wait", "1"]) == 2
+    assert "did not answer within 1 s" in capsys.readouterr().err

@@ -15,6 +15,13 @@ def add_parser(subparsers, common) -> list[str]:
         "migrate", parents=[common], help="create or upgrade the ledger schema (idempotent)"
     )
     p.add_argument("--revision", default="head", help="target alembic revision (default: head)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="keep retrying this long while the database is not reachable yet (a fresh install)",
+    )
     p.set_defaults(run=run_migrate)
 
     p = subparsers.add_parser(
@@ -40,12 +47,43 @@ async def run_migrate(args) -> int:
         url = db.resolve_url(args.db)
     except Exception as exc:  # noqa: BLE001
         raise CommandError(f"cannot start the embedded PostgreSQL: {exc}") from exc
+    await _wait_for_database(url, args.wait)
     try:
         await db.migrate(url, args.revision)
     except Exception as exc:  # noqa: BLE001 - alembic wraps driver errors many ways
         raise CommandError(f"migration failed on {db.redact(url)}: {exc}") from exc
     print(f"schema is at {args.revision} ({db.head_revision()}) on {db.redact(url)}")
     return 0
+
+
+async def _wait_for_database(url: str, wait_seconds: float) -> None:
+    """Retry connecting until the database answers (a bundled PostgreSQL still starting)."""
+    import asyncio
+    import time
+
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + wait_seconds
+    delay_seconds = 0.5
+    while True:
+        engine = db.create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure to connect means "not yet"
+            if time.monotonic() + delay_seconds > deadline:
+                if wait_seconds:
+                    raise CommandError(
+                        f"the database at {db.redact(url)} did not answer within "
+                        f"{wait_seconds:g} s: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                    ) from None
+                return  # no waiting asked for: let migrate report the error
+            print(f"waiting for the database at {db.redact(url)} ...", file=sys.stderr)
+            await asyncio.sleep(delay_seconds)
+            delay_seconds = min(delay_seconds * 2, 5)
+        finally:
+            await engine.dispose()
 
 
 async def run_import(args) -> int:
