@@ -29,6 +29,10 @@ class OAuthCallbackHandler(SecureHeaders, HubOAuthCallbackHandler):
     """JupyterHub's callback: trades the code for a token and stores it in a cookie."""
 
 
+class StaticHandler(SecureHeaders, web.StaticFileHandler):
+    """CSS with the same headers as the pages (tornado's own caching headers still apply)."""
+
+
 class NotFoundHandler(QuotaHandler):
     def prepare(self) -> None:
         raise web.HTTPError(404, "no such page")
@@ -87,6 +91,7 @@ def make_app(
         template_path=str(HERE / "templates"),
         static_path=str(HERE / "static"),
         static_url_prefix=route("static/"),
+        static_handler_class=StaticHandler,
         ui_methods=template_helpers,
         autoescape="xhtml_escape",  # tornado's default, stated: every {{ }} is escaped
         cookie_secret=_cookie_secret(),

@@ -62,6 +62,10 @@ class SecureHeaders:
         # Quota figures are personal: never let a shared cache keep them.
         self.set_header("Cache-Control", "no-store")
 
+    def _request_summary(self) -> str:
+        # tornado puts this in its warning for every HTTPError: keep OAuth codes out.
+        return f"{self.request.method} {redacted_uri(self.request.uri or '')} ({self.request.remote_ip})"
+
 
 class QuotaHandler(SecureHeaders, HubOAuthenticated, web.RequestHandler):
     """Base of every authenticated page and API route."""

@@ -11,6 +11,8 @@ same service behind a real JupyterHub login instead.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +31,8 @@ from ledger.web.config import WebConfig
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 PREFIX = "/services/quota/"
 POLICY_TEXT = (Path(__file__).resolve().parents[2] / "examples" / "policy.yaml").read_text()
+
+_databases = itertools.count()
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
 QUOTE_NAME = "a&b\"'"
@@ -157,3 +161,36 @@ async def serve(config: WebConfig) -> AsyncIterator[str]:
 def client(base_url: str, user: str | None = None) -> httpx.AsyncClient:
     headers = {"X-Test-User": user} if user else {}
     return httpx.AsyncClient(base_url=base_url, headers=headers, follow_redirects=False, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def seeded_database(pg_server_url: str, template_url: str) -> AsyncIterator:
+    """A seeded database shared by a module's read-only tests (fresh DB per test is slow
+    for a 100-case security matrix). Yields an engine."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from ledger import db
+
+    u = make_url(pg_server_url)
+    params = {"user": u.username or "postgres", "host": u.query.get("host") or u.host}
+    if u.query.get("port") or u.port:
+        params["port"] = int(u.query.get("port") or u.port)
+    name = f"quota_ledger_web_{os.getpid()}_{next(_databases)}"
+    template = make_url(template_url).database
+    conn = await asyncpg.connect(database="postgres", **params)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    engine = db.create_engine(u.set(database=name).render_as_string(hide_password=False))
+    try:
+        await seed(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+        conn = await asyncpg.connect(database="postgres", **params)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
