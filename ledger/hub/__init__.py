@@ -1,0 +1,85 @@
+"""JupyterHub integration: the pre-spawn quota check, its progress line and denial page.
+
+In ``jupyterhub_config.py`` (or z2jh ``hub.extraConfig``), after any ``pre_spawn_hook``
+of your own::
+
+    from ledger.hub import install_quota_hook
+    install_quota_hook(c)  # QUOTA_LEDGER_DB_URL, QUOTA_LEDGER_CONFIG from the environment
+
+See docs/hub.md. The enforcer (``quota-ledger enforce``) lives in ``ledger.hub.enforcer``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ledger.hub.hook import QuotaHook, attach_progress, quota_error
+
+__all__ = ["ChainedHook", "QuotaHook", "attach_progress", "install_quota_hook", "quota_error"]
+
+
+def _configured_hooks(c) -> dict[str, object]:
+    """Sections of the config that already set ``pre_spawn_hook`` (Spawner, KubeSpawner, …).
+
+    traitlets gives a subclass's section precedence over ``c.Spawner``, so a hook set on
+    ``c.KubeSpawner`` would silently replace one on ``c.Spawner``: wrap every one of them.
+    """
+    found = {}
+    for section, values in c.items():
+        if section[:1].isupper() and hasattr(values, "keys") and "pre_spawn_hook" in values:
+            found[section] = values["pre_spawn_hook"]
+    return found
+
+
+def install_quota_hook(
+    c,
+    *,
+    db_url: str | None = None,
+    policy_path: str | None = None,
+    timeout_seconds: float = 2.0,
+    quota_page_url: str | None = None,
+    record: str = "all",
+) -> QuotaHook:
+    """Install the quota check as ``pre_spawn_hook`` on config ``c``; returns the hook.
+
+    An existing ``pre_spawn_hook`` runs first (then the quota check): it may still change
+    the request. ``db_url`` defaults to ``$QUOTA_LEDGER_DB_URL``, ``policy_path`` to
+    ``$QUOTA_LEDGER_CONFIG``; ``record="denials"`` logs only refusals and errors.
+    """
+    options = dict(
+        db_url=db_url,
+        policy_path=policy_path,
+        timeout_seconds=timeout_seconds,
+        quota_page_url=quota_page_url,
+        record=record,
+    )
+    existing = _configured_hooks(c)
+    existing.setdefault("Spawner", None)
+    existing = {s: _unwrap(h) for s, h in existing.items()}
+    hook = QuotaHook(previous=existing.pop("Spawner"), **options)
+    c.Spawner.pre_spawn_hook = hook
+    for section, previous in existing.items():
+        # one hook (one engine, one policy watcher); each section keeps its own earlier hook
+        c[section]["pre_spawn_hook"] = ChainedHook(previous, hook)
+    return hook
+
+
+class ChainedHook:
+    """``previous(spawner)`` then the quota check, for a spawner-class config section."""
+
+    def __init__(self, previous, hook: QuotaHook):
+        self.previous, self.hook = previous, hook
+
+    async def __call__(self, spawner) -> None:
+        if self.previous is not None:
+            result = self.previous(spawner)
+            if inspect.isawaitable(result):
+                await result
+        await self.hook.check(spawner)
+
+
+def _unwrap(hook):
+    """The user's own hook under an earlier install (installing twice keeps one check)."""
+    while isinstance(hook, (QuotaHook, ChainedHook)):
+        hook = hook.previous
+    return hook

@@ -1,0 +1,1 @@
+"""Helpers for the hub tests: policies, segments, a port that never answers."""

@@ -1,0 +1,298 @@
+# ruff: noqa: F811 - JupyterHub fixtures are imported by name and requested as arguments
+"""The pre-spawn quota hook against JupyterHub's MockHub (a real hub app, mock spawner).
+
+JupyterHub's own fixtures (``app``, ``cleanup_after`` …) are imported into this module only,
+so their autouse fixtures do not reach the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hub_support.ledger_data import GIB, insert, segment, silent_port, write_policy
+from jupyterhub import orm
+from jupyterhub.tests.conftest import (  # noqa: F401 - fixtures
+    cleanup_after,
+    new_username,
+    ssl_tmpdir,
+    tmp_cwd,
+)
+from jupyterhub.tests.mocking import MockHub
+from jupyterhub.tests.utils import add_user, api_request, async_requests, auth_header
+from sqlalchemy import text
+from traitlets.config import Config
+
+from ledger.hub import QuotaHook, install_quota_hook, metrics
+from ledger.times import utcnow
+
+# MockHub starts the proxy from PATH: the pure-Python configurable-http-proxy in this venv.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture(scope="module")
+async def app(request, ssl_tmpdir):
+    """JupyterHub's ``app`` fixture, minus its shutdown that cancels every task in the loop.
+
+    JupyterHub's own suite runs a loop per module; ours shares one loop for the session, so
+    ``JupyterHub.stop()``'s ``shutdown_cancel_tasks`` would cancel the next test's setup.
+    """
+    hub = MockHub.instance()
+    await hub.initialize([])
+    await hub.start()
+    yield hub
+    hub.log.handlers = []
+    MockHub.clear_instance()
+
+    async def nothing_else(sig=None):  # MockHub.stop already ran cleanup()
+        pass
+
+    hub.shutdown_cancel_tasks = nothing_else
+    await hub.stop()
+
+
+def _count(counter, label: str) -> float:
+    return counter.labels(label)._value.get()
+
+
+def new_user(app, groups=(), name=None):
+    user = add_user(app.db, app, name=name or new_username("quota"))
+    for group_name in groups:
+        group = orm.Group.find(app.db, group_name) or orm.Group(name=group_name)
+        app.db.add(group)
+        user.groups.append(group)
+    app.db.commit()
+    return user
+
+
+def prepare(user, hook, *, mem_gib=4, gpu=0, cpu=1.0):
+    spawner = user.spawner
+    spawner.pre_spawn_hook = hook
+    spawner.mem_guarantee = int(mem_gib * GIB)
+    spawner.cpu_guarantee = cpu
+    spawner.extra_resource_guarantees = {"nvidia.com/gpu": str(gpu)} if gpu else {}
+    return spawner
+
+
+async def spawn(app, user):
+    return await api_request(app, "users", user.name, "server", method="post", bypass_proxy=True)
+
+
+async def decisions(engine, username):
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT outcome, reason, request, servername FROM decisions WHERE username=:u"),
+            {"u": username},
+        )
+        return [tuple(r) for r in rows]
+
+
+@pytest.fixture
+async def hook(fresh_db_url, tmp_path):
+    hook = QuotaHook(db_url=fresh_db_url, policy_path=str(write_policy(tmp_path / "p.yaml")))
+    hook.watcher.check_interval_seconds = 0
+    yield hook
+    await hook.close()
+
+
+async def test_allowed_spawn_shows_quota_in_progress(app, hook, engine):
+    user = new_user(app)
+    await insert(engine, [segment(user.name, utcnow() - timedelta(days=2), 10, memory_gib=4)])
+    spawner = prepare(user, hook)
+    r = await spawn(app, user)
+    assert r.status_code in (201, 202), r.text
+    events = spawner._quota_progress_events
+    line = events[0]["message"]  # wording is ledger.decision.describe's
+    assert line.startswith("Quota: 40") and "60 GiB-hours used in the last 30 days" in line
+    assert "This 1 CPU, 4 GiB server can run about 5 hours." in line
+    progress = [e async for e in spawner.progress()]
+    assert progress[0] == events[0] and len(progress) > 1  # the spawner's own events follow
+    await hook.drain()
+    assert await decisions(engine, user.name) == [
+        ("allowed", "ok", {"cpu": 1000, "memory": 4 * GIB, "gpu": 0}, "")
+    ]
+    async with engine.connect() as conn:
+        groups = await conn.scalar(text("SELECT count(*) FROM user_groups WHERE username=:u"),
+                                   {"u": user.name})  # fmt: skip
+    assert groups == 0  # no hub groups: the cache holds none
+
+
+async def test_denied_by_budget_says_why_when_and_how(app, hook, engine):
+    user = new_user(app, groups=["regular"])
+    await insert(engine, [segment(user.name, utcnow() - timedelta(days=3), 16, memory_gib=4)])
+    prepare(user, hook)
+    before = _count(metrics.SPAWN_DECISIONS, "denied")
+    r = await spawn(app, user)
+    assert r.status_code == 403
+    message = r.json()["message"]
+    assert (
+        "You have used 64 GiB-hours of your 60 GiB-hours of memory in the last 30 days." in message
+    )
+    assert "You can start this server again at " in message and " UTC" in message
+    assert "Ask <b>hub admins</b> for more quota." in message
+    assert "https://example.org/quota-request" in message
+    assert _count(metrics.SPAWN_DECISIONS, "denied") == before + 1
+    assert not user.spawner.active
+    # the HTML the spawn page shows: escaped text, a <time> rendered locally, links
+    exc = user.spawner._spawn_future.exception()
+    assert exc.reason == "quota" and exc.status_code == 403
+    html_message = exc.jupyterhub_html_message
+    assert "&lt;b&gt;hub admins&lt;/b&gt;" in html_message
+    assert '<time datetime="' in html_message and "toLocaleString" in html_message
+    assert '<a href="/services/quota/">' in html_message
+    await hook.drain()
+    [(outcome, reason, _, _)] = await decisions(engine, user.name)
+    assert (outcome, reason) == ("denied", "used_up:memory")
+    async with engine.connect() as conn:
+        groups = await conn.scalar(text("SELECT array_agg(group_name) FROM user_groups "
+                                        "WHERE username=:u"), {"u": user.name})  # fmt: skip
+    assert groups == ["regular"]
+
+
+async def test_denied_by_zero_gpu_limit_offers_smaller_server(app, hook, engine):
+    user = new_user(app, groups=["regular"])
+    prepare(user, hook, gpu=1)
+    r = await spawn(app, user)
+    assert r.status_code == 403
+    message = r.json()["message"]
+    assert "does not include GPUs" in message
+    assert "A smaller server (1 CPU, 4 GiB) would be allowed now." in message
+
+
+async def test_denied_by_concurrent_gpu_cap_named_servers_counted_together(app, hook, engine):
+    user = new_user(app, groups=["gpu-dev"])
+    now = utcnow()
+    await insert(engine, [segment(user.name, now - timedelta(hours=1), None, gpu=1,
+                                  servername="first")])  # fmt: skip
+    prepare(user, hook, gpu=1)
+    r = await spawn(app, user)
+    assert r.status_code == 403
+    assert "more than your cap of 1 GPU at a time" in r.json()["message"]
+    await hook.drain()
+    [(outcome, reason, request, _)] = await decisions(engine, user.name)
+    assert (outcome, reason, request["gpu"]) == ("denied", "running:gpu", 1)
+
+
+async def test_several_groups_take_the_most_generous(app, hook, engine):
+    user = new_user(app, groups=["regular", "power"])
+    await insert(engine, [segment(user.name, utcnow() - timedelta(days=3), 25, memory_gib=4)])
+    prepare(user, hook)
+    r = await spawn(app, user)  # 100 GiB-hours: over regular's 60, within power's 240
+    assert r.status_code in (201, 202), r.text
+    assert "of 240 GiB-hours" in user.spawner._quota_progress_events[0]["message"]
+
+
+async def test_per_user_override_beats_groups(app, hook, engine):
+    user = new_user(app, groups=["regular"], name=new_username("vip"))
+    write_policy(Path(hook.watcher.path), users=f"  {user.name}: {{memory: 1000 GiB-hours}}\n")
+    await insert(engine, [segment(user.name, utcnow() - timedelta(days=3), 50, memory_gib=4)])
+    prepare(user, hook)
+    r = await spawn(app, user)
+    assert r.status_code in (201, 202), r.text
+    assert "of 1000 GiB-hours" in user.spawner._quota_progress_events[0]["message"]
+
+
+async def test_policy_reload_applies_to_the_next_spawn(app, hook, engine, tmp_path):
+    user = new_user(app, groups=["regular"])
+    await insert(engine, [segment(user.name, utcnow() - timedelta(days=3), 10, memory_gib=4)])
+    prepare(user, hook)
+    r = await spawn(app, user)
+    assert r.status_code in (201, 202), r.text
+    await user.stop()
+    policy = hook.watcher.path
+    with open(policy, encoding="utf-8") as f:
+        text_ = f.read()
+    with open(policy, "w", encoding="utf-8") as f:
+        f.write(text_.replace("regular: {memory: 60 GiB-hours", "regular: {memory: 30 GiB-hours"))
+    prepare(user, hook)  # stopping may replace the spawner object
+    r = await spawn(app, user)
+    assert r.status_code == 403
+    assert "of your 30 GiB-hours of memory" in r.json()["message"]
+
+
+async def test_composes_with_an_existing_hook(app, fresh_db_url, tmp_path, engine):
+    calls = []
+
+    async def size_it(spawner):  # an admin's own hook that sets the size: runs first
+        calls.append(spawner.user.name)
+        spawner.mem_guarantee = 64 * GIB
+
+    c = Config()
+    c.Spawner.pre_spawn_hook = size_it
+    hook = install_quota_hook(c, db_url=fresh_db_url,
+                              policy_path=str(write_policy(tmp_path / "p.yaml")))  # fmt: skip
+    assert c.Spawner.pre_spawn_hook is hook and hook.previous is size_it
+    try:
+        user = new_user(app, groups=["regular"])
+        await insert(engine, [segment(user.name, utcnow() - timedelta(days=3), 14, memory_gib=4)])
+        prepare(user, hook, mem_gib=1)
+        r = await spawn(app, user)
+        assert r.status_code in (201, 202), r.text
+        assert calls == [user.name]
+        message = user.spawner._quota_progress_events[0]["message"]
+        assert "This 1 CPU, 64 GiB server can run about 3 minutes" in message
+        # installing again keeps a single check over the same admin hook
+        again = install_quota_hook(c, db_url=fresh_db_url, policy_path=hook.watcher.path)
+        assert again.previous is size_it
+        await again.close()
+    finally:
+        await hook.close()
+
+
+@pytest.mark.parametrize("on_error", ["deny", "allow"])
+async def test_hung_database_takes_the_fail_mode(app, tmp_path, on_error):
+    user = new_user(app)
+    async with silent_port() as port:
+        hook = QuotaHook(
+            db_url=f"postgresql+asyncpg://quota@127.0.0.1:{port}/ledger",
+            policy_path=str(write_policy(tmp_path / "p.yaml", on_error=on_error)),
+            timeout_seconds=0.3,
+        )
+        before = _count(metrics.SPAWN_CHECK_FAILURES, "timeout")
+        prepare(user, hook)
+        r = await spawn(app, user)
+        assert hook.last_latency_ms < 1000  # the time budget bounds the check
+        assert _count(metrics.SPAWN_CHECK_FAILURES, "timeout") == before + 1
+        if on_error == "deny":
+            assert r.status_code == 503
+            assert "could not be checked just now" in r.json()["message"]
+        else:
+            assert r.status_code in (201, 202), r.text
+            assert "starting anyway" in user.spawner._quota_progress_events[0]["message"]
+        hook._pending.clear()  # the log write hangs on the same database; not awaited here
+        hook._engine = None
+
+
+@pytest.mark.parametrize("on_error", ["deny", "allow"])
+async def test_slow_ledger_is_recorded_with_its_outcome(app, tmp_path, fresh_db_url, engine,
+                                                        on_error):  # fmt: skip
+    from ledger.decide import decide
+
+    async def slow_decide(*args):
+        await asyncio.sleep(1)
+        return await decide(*args)
+
+    hook = QuotaHook(db_url=fresh_db_url, timeout_seconds=0.2, decide=slow_decide,
+                     policy_path=str(write_policy(tmp_path / "p.yaml", on_error=on_error)))  # fmt: skip
+    try:
+        user = new_user(app)
+        prepare(user, hook)
+        r = await spawn(app, user)
+        assert r.status_code == (503 if on_error == "deny" else 202) or r.status_code == 201
+        await hook.drain()
+        [(outcome, reason, request, _)] = await decisions(engine, user.name)
+        assert (outcome, reason) == (f"error_{on_error}ed".replace("denyed", "denied")
+                                     .replace("allowed", "allowed"), "timeout")  # fmt: skip
+        assert request["memory"] == 4 * GIB
+    finally:
+        await hook.close()
+
+
+async def test_failures_show_on_the_hubs_metrics(app):
+    r = await async_requests.get(app.hub.url + "metrics", headers=auth_header(app.db, "admin"))
+    assert r.status_code == 200
+    assert "quota_ledger_spawn_decisions_total" in r.text
