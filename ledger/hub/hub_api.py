@@ -1,0 +1,103 @@
+"""The few JupyterHub REST API calls the enforcer makes (httpx), with least privilege.
+
+Scopes needed: ``list:users`` and ``read:users:groups`` (who, in which groups),
+``read:servers`` (their running servers), ``delete:servers`` (stop one).
+https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import httpx
+
+# Ask for the paginated shape: {"items": [...], "_pagination": {"next": {...} | null}}
+# https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html#pagination
+PAGINATION_ACCEPT = "application/jupyterhub-pagination+json"
+PAGE_LIMIT = 200
+
+
+class HubError(RuntimeError):
+    """The hub could not be reached or answered with an error."""
+
+
+@dataclass
+class HubServer:
+    name: str  # "" for the default server
+    ready: bool
+    pending: str | None  # "spawn" | "stop" | None
+
+
+@dataclass
+class HubUser:
+    name: str
+    groups: list[str]
+    servers: dict[str, HubServer] = field(default_factory=dict)
+
+
+def parse_user(model: dict) -> HubUser:
+    servers = {}
+    for name, server in (model.get("servers") or {}).items():
+        if server.get("stopped"):
+            continue
+        servers[name] = HubServer(name, bool(server.get("ready")), server.get("pending"))
+    return HubUser(model["name"], sorted(model.get("groups") or []), servers)
+
+
+class HubClient:
+    def __init__(self, api_url: str, token: str, *, timeout_seconds: float = 10.0, transport=None):
+        self.api_url = api_url.rstrip("/") + "/"
+        self._client = httpx.AsyncClient(
+            base_url=self.api_url,
+            headers={"Authorization": f"token {token}"},
+            timeout=timeout_seconds,
+            transport=transport,
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise HubError(f"{method} {self.api_url}{path}: {type(exc).__name__}: {exc}") from exc
+
+    async def active_users(self) -> AsyncIterator[HubUser]:
+        """Users with at least one running or pending server, page by page."""
+        offset = 0
+        while True:
+            response = await self._request(
+                "GET",
+                "users",
+                params={"state": "active", "offset": offset, "limit": PAGE_LIMIT,
+                        "include_stopped_servers": "false"},
+                headers={"Accept": PAGINATION_ACCEPT},
+            )  # fmt: skip
+            if response.status_code != 200:
+                raise HubError(f"GET users: HTTP {response.status_code}: {response.text[:200]}")
+            body = response.json()
+            items = body["items"] if isinstance(body, dict) else body
+            for model in items:
+                yield parse_user(model)
+            following = body.get("_pagination", {}).get("next") if isinstance(body, dict) else None
+            if not following or not items:
+                return
+            offset = int(following["offset"])
+
+    async def stop_server(self, username: str, servername: str) -> str:
+        """Ask the hub to stop a server: "stopped" (204), "stopping" (202) or "gone" (404)."""
+        user = quote(username, safe="")
+        path = f"users/{user}/server" if not servername else (
+            f"users/{user}/servers/{quote(servername, safe='')}"
+        )  # fmt: skip
+        response = await self._request("DELETE", path)
+        if response.status_code == 204:
+            return "stopped"
+        if response.status_code == 202:
+            return "stopping"
+        if response.status_code in (400, 404):  # not running any more, or no such server
+            return "gone"
+        raise HubError(f"DELETE {path}: HTTP {response.status_code}: {response.text[:200]}")

@@ -1,0 +1,211 @@
+"""The enforcer's rounds against a real ledger and a scripted Hub REST API (httpx transport).
+
+The real hub is exercised in tests/test_hub_e2e.py; here the hub's answers are scripted so
+each rule (thresholds, grace, named servers, group change, hub down) is checked exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from hub_support.ledger_data import insert, segment, write_policy
+from sqlalchemy import text
+
+from ledger.hub.enforcer import enforce_round
+from ledger.hub.hub_api import HubClient, HubError
+from ledger.policy import load_policy
+from ledger.times import parse_at
+
+NOW = parse_at("2026-11-01T12:00:00Z")
+
+
+class FakeHubApi:
+    """Users and servers as the Hub REST API reports them; records DELETEs."""
+
+    def __init__(self, users: dict[str, dict]):
+        self.users = users  # name -> {"groups": [...], "servers": [names]}
+        self.deleted: list[tuple[str, str]] = []
+        self.down = False
+        self.requests: list[httpx.Request] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.down:
+            raise httpx.ConnectError("connection refused")
+        path = request.url.path.removeprefix("/hub/api/")
+        if request.method == "GET" and path == "users":
+            assert request.headers["authorization"] == "token secret"
+            offset = int(request.url.params["offset"])
+            names = sorted(self.users)
+            page = names[offset : offset + 1]  # one per page: exercises pagination
+            items = [
+                {
+                    "name": n,
+                    "groups": self.users[n]["groups"],
+                    "servers": {
+                        s: {"name": s, "ready": True, "pending": None, "stopped": False}
+                        for s in self.users[n]["servers"]
+                    },
+                }
+                for n in page
+            ]
+            more = offset + 1 < len(names)
+            next_page = {"offset": offset + 1, "limit": 1, "url": "x"} if more else None
+            return httpx.Response(
+                200, json={"items": items, "_pagination": {"offset": offset, "next": next_page}}
+            )
+        if request.method == "DELETE":
+            parts = path.split("/")
+            user, server = parts[1], (parts[3] if parts[2] == "servers" else "")
+            self.deleted.append((user, server))
+            self.users[user]["servers"].remove(server)
+            return httpx.Response(202 if server else 204)
+        return httpx.Response(404)
+
+    def client(self) -> HubClient:
+        return HubClient(
+            "http://hub/hub/api", "secret", transport=httpx.MockTransport(self.handler)
+        )
+
+
+@pytest.fixture
+def policy(tmp_path):
+    return load_policy(write_policy(tmp_path / "p.yaml"))
+
+
+async def actions(engine, user=None):
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT action, username, servername, resource, threshold_percent, dry_run "
+                "FROM enforcement_actions ORDER BY id"
+            )
+        )
+        return [tuple(r) for r in rows if user is None or r[1] == user]
+
+
+async def test_warns_once_per_threshold_then_stops_after_grace(engine, policy):
+    # 4 GiB running for 13 h = 52 GiB-hours of 60: 86 % → warn at 80 once
+    start = NOW - timedelta(hours=13)
+    await insert(engine, [segment("ada", start, None, memory_gib=4)])
+    hub = FakeHubApi({"ada": {"groups": ["regular"], "servers": [""]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=1))
+    assert await actions(engine) == [("warn", "ada", "", "memory", 80, False)]
+    # 15 h: 60 GiB-hours — used up: the 100 % warning, no stop during the grace period
+    at = NOW + timedelta(hours=2)
+    await enforce_round(engine, client, policy, at)
+    await enforce_round(engine, client, policy, at + timedelta(minutes=9))
+    assert [a[0:5] for a in await actions(engine)][1:] == [("warn", "ada", "", "memory", 100)]
+    assert hub.deleted == []
+    stats = await enforce_round(engine, client, policy, at + timedelta(minutes=10))
+    assert hub.deleted == [("ada", "")] and stats.stopped == 1
+    assert (await actions(engine))[-1] == ("stop", "ada", "", "memory", None, False)
+
+
+async def test_named_servers_all_stopped_and_groups_refreshed(engine, policy):
+    start = NOW - timedelta(days=2)
+    await insert(
+        engine,
+        [
+            segment("bob", start, None, memory_gib=1, servername="a"),
+            segment("bob", start, None, memory_gib=1, servername="b"),
+        ],
+    )  # fmt: skip  (2 × 48 GiB-hours = 96 > 60)
+    hub = FakeHubApi({"bob": {"groups": ["regular"], "servers": ["a", "b"]},
+                      "cyd": {"groups": ["power"], "servers": [""]}})  # fmt: skip
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=11))
+    assert sorted(hub.deleted) == [("bob", "a"), ("bob", "b")]
+    async with engine.connect() as conn:
+        groups = dict(
+            (await conn.execute(text("SELECT username, group_name FROM user_groups"))).all()
+        )
+    assert groups == {"bob": "regular", "cyd": "power"}
+
+
+async def test_group_change_applies_at_once(engine, policy):
+    await insert(engine, [segment("dee", NOW - timedelta(days=2), None, memory_gib=2)])  # 96
+    hub = FakeHubApi({"dee": {"groups": ["regular"], "servers": [""]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)
+    assert [a[0] for a in await actions(engine)] == ["warn"]
+    hub.users["dee"]["groups"] = ["power"]  # the admin moved her: 96 of 240
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=20))
+    assert hub.deleted == [] and [a[0] for a in await actions(engine)] == ["warn"]
+
+
+async def test_gpu_budget_stops_only_gpu_servers_when_blocks_matching(engine, tmp_path):
+    policy = load_policy(write_policy(tmp_path / "p.yaml"))
+    object.__setattr__(policy, "exhausted_budget_blocks", "matching")
+    await insert(
+        engine,
+        [
+            segment("eve", NOW - timedelta(days=7), None, memory_gib=1, gpu=1, servername="gpu"),
+            segment("eve", NOW - timedelta(hours=1), None, memory_gib=1, servername="cpu"),
+        ],
+    )  # fmt: skip  (168 GPU-hours > 160)
+    hub = FakeHubApi({"eve": {"groups": ["gpu-dev"], "servers": ["cpu", "gpu"]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=10))
+    assert hub.deleted == [("eve", "gpu")]
+
+
+async def test_dry_run_records_but_stops_nothing(engine, policy):
+    await insert(engine, [segment("fay", NOW - timedelta(days=2), None, memory_gib=2)])
+    hub = FakeHubApi({"fay": {"groups": ["regular"], "servers": [""]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW, dry_run=True)
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=10), dry_run=True)
+    assert hub.deleted == []
+    assert await actions(engine) == [
+        ("warn", "fay", "", "memory", 100, True),
+        ("stop", "fay", "", "memory", None, True),
+    ]
+
+
+async def test_hub_down_raises_hub_error_and_nothing_is_recorded(engine, policy):
+    hub = FakeHubApi({"gus": {"groups": [], "servers": [""]}})
+    hub.down = True
+    with pytest.raises(HubError):
+        await enforce_round(engine, hub.client(), policy, NOW)
+    assert await actions(engine) == []
+
+
+async def test_one_users_failure_does_not_stop_the_others(engine, policy, monkeypatch):
+    await insert(engine, [segment("ivy", NOW - timedelta(days=2), None, memory_gib=2)])
+    hub = FakeHubApi({"hal": {"groups": ["regular"], "servers": [""]},
+                      "ivy": {"groups": ["regular"], "servers": [""]}})  # fmt: skip
+    import ledger.hub.enforcer as enforcer
+
+    real = enforcer.user_status
+
+    async def flaky(engine_, policy_, username, *args):
+        if username == "hal":
+            raise RuntimeError("boom")
+        return await real(engine_, policy_, username, *args)
+
+    monkeypatch.setattr(enforcer, "user_status", flaky)
+    stats = await enforce_round(engine, hub.client(), policy, NOW)
+    assert stats.user_errors == 1 and [a[1] for a in await actions(engine)] == ["ivy"]
+
+
+async def test_cli_once_against_an_unreachable_hub_exits_2(fresh_db_url, tmp_path, monkeypatch):
+    from ledger.cli import main
+
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "secret")
+    policy_path = write_policy(Path(tmp_path) / "p.yaml")
+    argv = ["enforce", "--db", fresh_db_url, "--config", str(policy_path), "--once",
+            "--hub-url", "http://127.0.0.1:9/hub/api", "--at", "2026-11-01T12:00:00Z"]  # fmt: skip
+    import asyncio
+
+    code = await asyncio.to_thread(main, argv)
+    assert code == 2
+    without_once = [a for a in argv if a != "--once"]
+    assert await asyncio.to_thread(main, without_once) == 2  # --at needs --once
