@@ -77,6 +77,7 @@ class WindowChart:
     stopped: list[tuple[int, int]]
     continuing: list[tuple[int, int]] | None  # None: nothing running
     retry_at_us: int | None  # when a typical server may start again (None: not out)
+    runs_out_us: int | None = None  # when the budget is spent if running servers continue
 
 
 def build_chart(
@@ -89,9 +90,16 @@ def build_chart(
 ) -> WindowChart:
     until = now_us + window_us
     stopped = usage_curve(usage.stopped_at(intervals, now_us), now_us, window_us, until)
-    running = usage.burn_rate(intervals, now_us) > 0
-    continuing = usage_curve(intervals, now_us, window_us, until) if running else None
-    return WindowChart(resource_name, limit, now_us, window_us, stopped, continuing, retry_at_us)
+    continuing = runs_out = None
+    if usage.burn_rate(intervals, now_us) > 0:
+        continuing = usage_curve(intervals, now_us, window_us, until)
+        runs_out = usage.first_reaching(intervals, now_us, window_us, limit)
+        if runs_out is not None:
+            # the enforcer stops servers there: the "keep running" future ends at the limit
+            continuing = [(t, u) for t, u in continuing if t < runs_out] + [(runs_out, limit)]
+    return WindowChart(
+        resource_name, limit, now_us, window_us, stopped, continuing, retry_at_us, runs_out
+    )
 
 
 def _hours(name: str, base_us: int | float) -> Decimal:
@@ -166,6 +174,9 @@ def render_svg(chart: WindowChart) -> str:
     if chart.continuing:
         cont = [(x(t), y(u)) for t, u in chart.continuing]
         parts.append(f'<polyline class="continuing" points="{_path(cont)}"/>')
+        if chart.runs_out_us is not None and chart.runs_out_us <= end_us:
+            ox, oy = cont[-1]
+            parts.append(f'<circle class="runs-out-dot" cx="{ox:.1f}" cy="{oy:.1f}" r="4"/>')
     ly = y(chart.limit)
     limit_text = f"limit {format_hours(name, _hours(name, chart.limit))}"
     parts.append(

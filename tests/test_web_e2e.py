@@ -1,0 +1,191 @@
+"""End to end: a real JupyterHub (DummyAuthenticator, pure-pip proxy) runs the quota page as
+a hub-managed service (ledger.web.demo.apply); a real Chromium logs in through the hub's
+login page and OAuth, and screenshots the pages.
+
+Screenshots land in test-artifacts/screenshots/ (printed). Skipped without /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from web_support import NOW, POLICY_TEXT, seed, segment
+
+from ledger import queries
+from ledger.times import iso
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_for(url: str, timeout_seconds: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    async with httpx.AsyncClient(timeout=2) as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited with {proc.returncode}")
+            try:
+                if (await c.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.25)
+    raise TimeoutError(url)
+
+
+HUB_CONFIG = """
+from ledger.web.demo import apply
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {hub_port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {api_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
+c.JupyterHub.pid_file = "{tmp}/jupyterhub.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.load_groups = {{
+    "regular": {{"users": ["dana", "erin"]}},
+    "power": {{"users": ["bob"]}},
+    "dev": {{"users": ["admin"]}},
+}}
+apply(c, {db_url!r}, {policy!r}, port={service_port}, admin_users=["admin"], at={at!r},
+      python={python!r})
+"""
+
+
+@pytest.fixture
+async def hub(fresh_db_url, engine, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    await seed(engine)
+    d = timedelta(days=1)
+    async with engine.begin() as conn:  # erin: a normal month, a third of the budget
+        await queries.upsert_segments(
+            conn,
+            [
+                segment("erin", NOW - k * d, NOW - k * d + timedelta(hours=1), memory_gib=4)
+                for k in (3, 6, 9, 12, 15)
+            ],
+        )
+        await queries.record_groups(conn, "erin", ["regular"], NOW)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_TEXT)
+    ports = {k: free_port() for k in ("hub_port", "api_port", "proxy_api_port", "service_port")}
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(
+        HUB_CONFIG.format(
+            tmp=tmp_path,
+            db_url=fresh_db_url,
+            policy=str(policy),
+            at=iso(NOW),
+            python=sys.executable,
+            **ports,
+        )  # fmt: skip
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{ports['hub_port']}"
+    try:
+        await wait_for(f"{base}/hub/health", 45, proc)
+        await wait_for(f"{base}/services/quota/healthz", 30, proc)
+        yield {"url": base, "proc": proc, "log": tmp_path / "hub.log"}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+async def login_and_open(browser, base: str, user: str, path: str = "/services/quota/"):
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    page = await context.new_page()
+    await page.goto(base + path)
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=password]", "any")
+    await page.click("input[type=submit], button[type=submit]")
+    await page.wait_for_url(f"**{path.rstrip('/')}**", timeout=20000)
+    return context, page
+
+
+async def test_user_and_admin_pages_behind_a_real_hub_login(hub):
+    from playwright.async_api import async_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots: {SCREENSHOTS}")
+    started = time.monotonic()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for user, shot, expect in [
+                ("erin", "user-normal.png", "of 60 GiB-hours"),
+                ("dana", "user-near-limit.png", "More than 80 %"),
+                ("bob", "user-over-limit.png", "out of quota for a typical server"),
+            ]:
+                context, page = await login_and_open(browser, hub["url"], user)
+                body = await page.content()
+                assert expect in body, user
+                assert "Your compute quota" in body and user in body
+                await page.screenshot(path=str(SCREENSHOTS / shot), full_page=True)
+                # the same browser session cannot read the admin pages or someone else
+                r = await page.goto(hub["url"] + "/services/quota/admin/")
+                assert r.status == 403
+                r = await page.goto(hub["url"] + "/services/quota/api/v1/users/admin")
+                assert r.status == 403
+                await context.close()
+            context, page = await login_and_open(
+                browser, hub["url"], "admin", "/services/quota/admin/"
+            )
+            body = await page.content()
+            assert "Quota report" in body and "bob" in body and "dana" in body
+            await page.screenshot(path=str(SCREENSHOTS / "admin-report.png"), full_page=True)
+            await page.goto(hub["url"] + "/services/quota/admin/groups")
+            await page.screenshot(path=str(SCREENSHOTS / "admin-groups.png"), full_page=True)
+            r = await page.goto(hub["url"] + "/services/quota/api/v1/users/bob")
+            assert r.status == 200 and '"username": "bob"' in await r.text()
+            await context.close()
+        finally:
+            await browser.close()
+    print(f"browser part: {time.monotonic() - started:.1f} s")
+    # Hub shutdown must not wait for the service: it handles SIGTERM itself.
+    stop_started = time.monotonic()
+    hub["proc"].send_signal(signal.SIGTERM)
+    hub["proc"].wait(30)
+    stop_seconds = time.monotonic() - stop_started
+    log = hub["log"].read_text(errors="replace")
+    assert stop_seconds < 10, (stop_seconds, log[-2000:])
+    assert "postgres@" not in log  # the DB URL is in the service's environment, not logs
+    assert "quota web service stopped" in log
