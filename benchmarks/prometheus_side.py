@@ -125,6 +125,24 @@ def backfill(openmetrics_path: Path, data_dir: Path) -> float:
     return time.perf_counter() - started
 
 
+def backfilled_server(pods: list[Pod], model: ScrapeModel, workdir: Path):
+    """Install if needed, write the samples, backfill, start: (server, (samples, MB, s, version))."""
+    ensure_prometheus()
+    path = workdir / "trace.om"
+    started = time.perf_counter()
+    n_samples = write_openmetrics(pods, model, path, EVAL_AT_MS)
+    size_mb = path.stat().st_size / 1e6
+    print(
+        f"openmetrics: {n_samples} samples, {size_mb:.0f} MB in {time.perf_counter() - started:.1f}s"
+    )
+    backfill_seconds = backfill(path, workdir / "tsdb")
+    path.unlink()  # gigabytes at 5,000 users; the blocks hold it now
+    print(f"promtool backfill: {backfill_seconds:.1f}s")
+    server = PrometheusServer(workdir / "tsdb", workdir)
+    server.start()
+    return server, (n_samples, size_mb, backfill_seconds, prometheus_version())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -253,8 +271,16 @@ class PromQueries:
 
     # --- a careful operator: exact username via the annotation, summed server-side --------
 
-    def _joined(self, requests_selector: str, annotation_selector: str, by: str) -> str:
-        step = f"{self.scrape_interval_seconds}s"
+    def _range(self, raw: bool) -> str:
+        # [30d:60s] is the subquery the brief's operator writes; [30d] reads the stored
+        # samples directly — the same count, without evaluating 43,200 steps per series.
+        return (
+            f"[{self.window_days}d]"
+            if raw
+            else f"[{self.window_days}d:{self.scrape_interval_seconds}s]"
+        )
+
+    def _joined(self, requests_selector: str, annotation_selector: str, by: str, raw: bool) -> str:
         # Sum each pod's samples first, then attach the username by uid: joining inside the
         # subquery would evaluate the join at all 43,200 steps. The annotation range is one
         # step longer than the window so a pod whose only counted sample is the window's first
@@ -262,27 +288,29 @@ class PromQueries:
         annotations_range = f"{self.window_days * 1440 + 1}m"
         return (
             f"sum by ({by}) ("
-            f"sum_over_time({REQUESTS}{{{requests_selector}}}[{self.window_days}d:{step}])"
+            f"sum_over_time({REQUESTS}{{{requests_selector}}}{self._range(raw)})"
             f" * on (namespace, pod, uid) group_left({USER_LABEL})"
             f" max by (namespace, pod, uid, {USER_LABEL}) "
             f"(max_over_time({ANNOTATIONS}{{{annotation_selector}}}[{annotations_range}]))"
             f") * {self.scrape_interval_seconds} / 3600"
         )
 
-    def careful_user_promql(self, username: str) -> str:
+    def careful_user_promql(self, username: str, raw: bool = False) -> str:
         # KubeSpawner names pods jupyter-<user> or jupyter-<user>--<server>; the regex narrows
         # the series to read, the annotation join makes the username exact.
         return self._joined(
             f"namespace='{self.namespace}', pod=~'jupyter-{username}(--.+)?'",
             f"namespace='{self.namespace}', {USER_LABEL}='{username}'",
             "resource",
+            raw,
         )
 
-    def careful_report_promql(self) -> str:
+    def careful_report_promql(self, raw: bool = False) -> str:
         return self._joined(
             f"namespace='{self.namespace}'",
             f"namespace='{self.namespace}', {USER_LABEL}!=''",
             f"{USER_LABEL}, resource",
+            raw,
         )
 
     @staticmethod
@@ -290,16 +318,16 @@ class PromQueries:
         ours = {"memory": "memory", "cpu": "cpu", "nvidia_com_gpu": "gpu"}[resource_label]
         return ours, value / GIB if ours == "memory" else value
 
-    async def careful_user_usage(self, username: str) -> dict[str, float]:
-        response = await self.query(self.careful_user_promql(username))
+    async def careful_user_usage(self, username: str, raw: bool = False) -> dict[str, float]:
+        response = await self.query(self.careful_user_promql(username, raw))
         out = {"memory": 0.0, "cpu": 0.0, "gpu": 0.0}
         for s in response["data"]["result"]:
             ours, hours = self._hours(s["metric"]["resource"], float(s["value"][1]))
             out[ours] = hours
         return out
 
-    async def careful_report(self) -> dict[str, dict[str, float]]:
-        response = await self.query(self.careful_report_promql())
+    async def careful_report(self, raw: bool = False) -> dict[str, dict[str, float]]:
+        response = await self.query(self.careful_report_promql(raw))
         out: dict[str, dict[str, float]] = defaultdict(
             lambda: {"memory": 0.0, "cpu": 0.0, "gpu": 0.0}
         )
@@ -308,12 +336,10 @@ class PromQueries:
             out[s["metric"][USER_LABEL]][ours] = hours
         return dict(out)
 
-    async def careful_seen_uids(self) -> set[str]:
-        """Untimed diagnostic: which pods the careful method's subquery has any sample of."""
-        step = f"{self.scrape_interval_seconds}s"
+    async def careful_seen_uids(self, raw: bool = False) -> set[str]:
+        """Untimed diagnostic: the pods the careful method has any sample of."""
         response = await self.query(
-            f"group by (uid) (count_over_time({REQUESTS}{{resource='memory'}}"
-            f"[{self.window_days}d:{step}]))"
+            f"group by (uid) (count_over_time({REQUESTS}{{resource='memory'}}{self._range(raw)}))"
         )
         return {s["metric"]["uid"] for s in response["data"]["result"]}
 
