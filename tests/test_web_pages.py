@@ -103,3 +103,24 @@ async def test_healthz_needs_no_login(base_url):
     async with client(base_url) as c:
         r = await c.get("healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_openapi_documents_every_api_route(engine):
+    import re
+    from pathlib import Path
+
+    import yaml
+    from web_support import PREFIX, web_config
+
+    from ledger.web.app import make_app
+
+    spec = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "docs" / "openapi.yaml").read_text()
+    )
+    assert spec["openapi"].startswith("3.1")
+    documented = {re.sub(r"\{[^}]+\}", "([^/]+)", p) for p in spec["paths"]}
+    app = make_app(web_config(engine), prefix=PREFIX)
+    for rule in app.wildcard_router.rules:
+        pattern = rule.matcher.regex.pattern.removesuffix("$")
+        if "/api/" in pattern:
+            assert pattern.removeprefix(PREFIX.rstrip("/")) in documented, pattern
