@@ -328,10 +328,16 @@ async def load_into(
     at: datetime = EVAL_AT,
     days: int = DAYS,
     batch: int = 200_000,
+    order: str = "time",
     groups: bool = True,
     analyze: bool = True,
 ) -> int:
     """COPY segments (generated from the arguments unless given) into a migrated database.
+
+    ``order="time"`` (default) writes them in start order, as a collector would: one user's
+    rows end up spread over the table as in production, which matters for any query that
+    visits the heap (the generator yields user by user; ``order="generated"`` keeps that, and
+    streams instead of holding every segment in memory, ~0.6 GB per million).
 
     Also fills ``user_groups`` with each user's group (``groups=True``), then runs
     ``VACUUM ANALYZE`` on both tables (``analyze=True``) so the planner has statistics and
@@ -340,8 +346,12 @@ async def load_into(
     """
     import asyncpg
 
+    if order not in ("time", "generated"):
+        raise ValueError(f"order must be 'time' or 'generated', not {order!r}")
     if segments is None:
         segments = generate_segments(users, n_segments, seed=seed, at=at, days=days)
+    if order == "time":
+        segments = sorted(segments, key=lambda s: s.started_at)
     conn = await asyncpg.connect(**_asyncpg_params(engine_url))
     written = 0
     try:
