@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import sys
@@ -45,9 +46,13 @@ async def serve(pods: int) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := (await reader.readline()).decode().split():
-        if line[0] == "churn":
+        if line[0] == "pause":  # the collector's watch breaks and cannot reconnect
+            server.set_unreachable(math.inf)
+        elif line[0] == "resume":
+            server.set_unreachable(None)
+        elif line[0] == "churn":
             await churn(server, int(line[1]), at)
-            print(f"rv {server.resource_version}", flush=True)
+        print(f"rv {server.resource_version}", flush=True)
     await server.stop()
 
 
@@ -106,6 +111,7 @@ async def measure(pods: int, lifecycles: int) -> dict:
     from collector.settings import parse_settings
     from ledger import db
 
+    load_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     tmp = Path(tempfile.mkdtemp(prefix="quota-ledger-bench-collector-"))
     pg = get_server(tmp / "pgdata", cleanup_mode="delete")
     info = pg.get_postmaster_info()
@@ -119,7 +125,9 @@ async def measure(pods: int, lifecycles: int) -> dict:
     try:
         words = (await child.stdout.readline()).decode().split()
         api_url = words[1]
-        settings = parse_settings({"heartbeat_interval": 5, "relist_interval": 3600})
+        settings = parse_settings(
+            {"heartbeat_interval": 5, "relist_interval": 3600, "backoff_max": 0.2}
+        )
         collector = Collector(
             settings, engine, lambda: client.ApiClient(client.Configuration(host=api_url)),
             collector_id="bench",
@@ -137,10 +145,14 @@ async def measure(pods: int, lifecycles: int) -> dict:
         assert open_segments == pods, (open_segments, pods)
         rss_live_mb = rss_mb()
 
-        child.stdin.write(f"churn {lifecycles}\n".encode())
-        await child.stdin.drain()
+        # The events are generated while the collector is cut off (the fake server makes
+        # them ~1,500/s, slower than the collector reads), then replayed as one backlog.
+        final_rv = ""
+        for command in ("pause", f"churn {lifecycles}", "resume"):
+            child.stdin.write(f"{command}\n".encode())
+            await child.stdin.drain()
+            final_rv = (await child.stdout.readline()).decode().split()[1]
         churn_started = time.perf_counter()
-        final_rv = (await child.stdout.readline()).decode().split()[1]
         watch = collector.watches[0]
         while watch.resource_version is None or int(watch.resource_version) < int(final_rv):
             await asyncio.sleep(0.01)
@@ -156,6 +168,7 @@ async def measure(pods: int, lifecycles: int) -> dict:
         events = lifecycles * 6
         return {
             "pods": pods,
+            "load_before": load_before,
             "list_seconds": list_seconds,
             "rss_before_mb": rss_before_mb,
             "rss_live_mb": rss_live_mb,
@@ -176,7 +189,8 @@ def report(result: dict, command: str) -> str:
     return f"""
 ## Collector
 
-Measured {now} on {machine()}.
+Measured {now} on {machine()}; load average {result["load_before"]} before the run
+(other processes on the machine share the cores).
 Command: `{command}` (fake API server in a child process, embedded PostgreSQL 18).
 
 | what | measured | goal |
@@ -185,8 +199,11 @@ Command: `{command}` (fake API server in a child process, embedded PostgreSQL 18
 | resident memory with {result["pods"]:,} live pods | {result["rss_live_mb"]:.0f} MB (process start: {result["rss_before_mb"]:.0f} MB) | ≤ 200 MB |
 | sustained watch ingest into PostgreSQL, {result["events"]:,} events (6 per server lifecycle, 2 writes each) | {result["events_per_second"]:,.0f} events/s ({result["ingest_seconds"]:.1f} s) | ≥ 2,000 events/s |
 
-Ingest is timed from the first churn event until the collector's watch reached the last
-resourceVersion and every write was committed. The fake API server shares the 2 cores.
+Ingest: the events are generated while the fake API server refuses connections (it makes
+them at ~1,500/s, slower than the collector consumes them), then the collector's watch
+resumes from its resourceVersion and the backlog streams; timed from the API server becoming
+reachable until the watch reached the last resourceVersion and every write was committed.
+The fake API server (child process) and PostgreSQL share the 2 cores with the collector.
 """
 
 

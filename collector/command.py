@@ -59,7 +59,6 @@ async def api_client_factory(kubeconfig: str | None):
 
 
 async def run(args) -> int:
-    from collector.daemon import Collector
     from collector.settings import SettingsError, load_settings
 
     try:
@@ -76,20 +75,29 @@ async def run(args) -> int:
         api_client = await api_client_factory(args.kubeconfig)
     except (ConfigException, OSError) as exc:
         raise CommandError(f"no Kubernetes configuration: {exc}") from None
-    async with engine_of(args) as engine:
-        collector = Collector(
-            settings,
-            engine,
-            lambda: api_client,
-            collector_id=args.collector_id,
-            http_host=args.http_host,
-            http_port=None if args.http_port < 0 else args.http_port,
-        )
-        if args.once:
-            return await collector.run_once()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        log.info("event=starting pid=%d", os.getpid())
-        return await collector.run(stop)
+    try:
+        async with engine_of(args) as engine:
+            return await _run_collector(args, settings, engine, api_client)
+    finally:
+        await api_client.close()  # idempotent; the collector closes it too
+
+
+async def _run_collector(args, settings, engine, api_client) -> int:
+    from collector.daemon import Collector
+
+    collector = Collector(
+        settings,
+        engine,
+        lambda: api_client,
+        collector_id=args.collector_id,
+        http_host=args.http_host,
+        http_port=None if args.http_port < 0 else args.http_port,
+    )
+    if args.once:
+        return await collector.run_once()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("event=starting pid=%d", os.getpid())
+    return await collector.run(stop)
