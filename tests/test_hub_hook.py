@@ -12,6 +12,7 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hub_support.ledger_data import GIB, insert, segment, silent_port, write_policy
@@ -229,8 +230,10 @@ async def test_composes_with_an_existing_hook(app, fresh_db_url, tmp_path, engin
     try:
         user = new_user(app, groups=["regular"])
         await insert(engine, [segment(user.name, utcnow() - timedelta(days=3), 14, memory_gib=4)])
-        prepare(user, hook, mem_gib=1)
-        r = await spawn(app, user)
+        # through the hub's config, as jupyterhub_config.py does: traitlets deep-copies it
+        with mock.patch.dict(app.config.Spawner, {"pre_spawn_hook": c.Spawner.pre_spawn_hook}):
+            r = await spawn(app, user)
+        assert user.spawner.pre_spawn_hook is hook
         assert r.status_code in (201, 202), r.text
         assert calls == [user.name]
         message = user.spawner._quota_progress_events[0]["message"]

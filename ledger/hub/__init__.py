@@ -70,6 +70,9 @@ class ChainedHook:
     def __init__(self, previous, hook: QuotaHook):
         self.previous, self.hook = previous, hook
 
+    def __deepcopy__(self, memo):  # see QuotaHook.__deepcopy__
+        return self
+
     async def __call__(self, spawner) -> None:
         if self.previous is not None:
             result = self.previous(spawner)

@@ -57,9 +57,29 @@ def quota_error(text: str, html_text: str, status_code: int = 403) -> Exception:
         from tornado.web import HTTPError
 
         error = HTTPError(status_code, "%s", text)
-    error.jupyterhub_message = text
+    error.jupyterhub_message = TextWithHtml(text, html_text)
     error.jupyterhub_html_message = html_text
     return error
+
+
+class TextWithHtml(str):
+    """The plain-text message that renders as its HTML in JupyterHub's Jinja templates.
+
+    JupyterHub's spawn form (templates/spawn.html) shows ``error_message`` in preference to
+    ``error_html_message``, and ``format_exception`` (jupyterhub/utils.py) fills the former
+    from ``jupyterhub_message``: with a plain string the links and the local time would never
+    show on the form of a spawner with options (KubeSpawner profiles). Jinja's autoescape
+    inserts whatever ``__html__`` returns (markupsafe's protocol); everywhere else (REST JSON,
+    logs, the progress stream's text) this is the plain text.
+    """
+
+    def __new__(cls, text: str, html_text: str):
+        self = super().__new__(cls, text)
+        self._html = html_text
+        return self
+
+    def __html__(self) -> str:
+        return self._html
 
 
 def attach_progress(spawner, events: list[dict]) -> None:
@@ -118,6 +138,15 @@ class QuotaHook:
         self._engine = None
         self._pending: set[asyncio.Task] = set()
         self.last_latency_ms: float | None = None  # of the last check, for tests and logs
+
+    def __deepcopy__(self, memo):
+        # traitlets deep-copies config values into every new spawner
+        # (Configurable._load_config); all spawners must share one hook: one engine, one
+        # connection pool, one policy watcher.
+        return self
+
+    def __copy__(self):
+        return self
 
     @property
     def engine(self):
