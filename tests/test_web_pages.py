@@ -124,3 +124,17 @@ def test_openapi_documents_every_api_route(engine):
         pattern = rule.matcher.regex.pattern.removesuffix("$")
         if "/api/" in pattern:
             assert pattern.removeprefix(PREFIX.rstrip("/")) in documented, pattern
+
+
+async def test_report_cache_serves_stale_and_rebuilds_in_background(engine):
+    from ledger.web.report_view import ReportCache
+
+    await seed(engine)
+    cache = ReportCache(web_config(engine, report_ttl_seconds=0))
+    first = await cache.get()
+    assert await cache.get() is first  # stale: served at once, rebuild started
+    await cache._background
+    rebuilt = await cache.get()
+    assert rebuilt is not first and len(rebuilt.lines) == len(first.lines)
+    forced = await cache.get(refresh=True)
+    assert forced is not rebuilt

@@ -33,8 +33,7 @@ class ReportPageHandler(AdminHandler):
         self.require_admin()
         query = Query.from_args(self.get_argument, self.config.per_page)
         snapshot = await self.report_cache.get(refresh=self.get_argument("refresh", "") == "1")
-        page = paginate(select(snapshot.lines, query), query)
-        groups = sorted({g for line in snapshot.lines for g in (*line.groups, *line.policy_groups)})
+        page = paginate(select(snapshot, query), query)
         self.render_page(
             "admin_report.html",
             section="report",
@@ -42,7 +41,7 @@ class ReportPageHandler(AdminHandler):
             page=page,
             query=query,
             names=snapshot.resources,
-            groups=groups,
+            groups=snapshot.group_names(),
         )
 
 
@@ -51,7 +50,7 @@ class ReportCsvHandler(AdminHandler):
         self.require_admin()
         query = Query.from_args(self.get_argument, self.config.per_page)
         snapshot = await self.report_cache.get()
-        body = to_csv(select(snapshot.lines, query), snapshot.resources)
+        body = to_csv(select(snapshot, query), snapshot.resources)
         stamp = snapshot.at.strftime("%Y%m%dT%H%M%SZ")
         self.set_header("Content-Type", "text/csv; charset=UTF-8")
         self.set_header("Content-Disposition", f'attachment; filename="quota-report-{stamp}.csv"')

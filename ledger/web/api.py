@@ -52,7 +52,7 @@ class ReportApiHandler(ApiHandler):
         self.require_admin()
         query = Query.from_args(self.get_argument, self.config.per_page)
         snapshot = await self.report_cache.get(refresh=self.get_argument("refresh", "") == "1")
-        page = paginate(select(snapshot.lines, query), query)
+        page = paginate(select(snapshot, query), query)
         self.write_json(
             {
                 "at": iso(snapshot.at),

@@ -101,4 +101,5 @@ def make_app(
         default_handler_args=plain,
         quota_prefix=prefix,
         quota_config=config,
+        quota_report_cache=cache,
     )

@@ -144,6 +144,7 @@ async def run(args) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         server = app.listen(port, address=ip, xheaders=True)
+        app.settings["quota_report_cache"].warm()  # the first admin need not wait for it
         log.warning(
             "quota web service on http://%s:%d%s (admin scopes: %s)",
             ip or "*", port, service_prefix(), ", ".join(config.admin_scopes),

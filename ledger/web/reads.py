@@ -12,12 +12,16 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+# Through ix_segments_user_end (username, end): only the user's rows that ended after
+# ``since`` are read and sorted, however long their history is.
 RECENT_SESSIONS_SQL = text(
     """
     SELECT servername, cpu_millicores, memory_bytes, gpu_count, extended,
            started_at, ended_at, end_reason
     FROM segments
-    WHERE username = :username AND started_at < :at
+    WHERE username = :username
+      AND COALESCE(ended_at, 'infinity'::timestamptz) > :since
+      AND started_at < :at
     ORDER BY started_at DESC
     LIMIT :limit
     """
@@ -25,10 +29,10 @@ RECENT_SESSIONS_SQL = text(
 
 
 async def recent_sessions(
-    conn: AsyncConnection, username: str, at: datetime, limit: int
+    conn: AsyncConnection, username: str, since: datetime, at: datetime, limit: int
 ) -> list[dict]:
     result = await conn.execute(
-        RECENT_SESSIONS_SQL, {"username": username, "at": at, "limit": limit}
+        RECENT_SESSIONS_SQL, {"username": username, "since": since, "at": at, "limit": limit}
     )
     return [dict(r._mapping) for r in result]
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from ledger.report import UserLine, build_report
 from ledger.resources import display_order, resource
+
+log = logging.getLogger(__name__)
 
 SORT_KEYS = ("percent", "user", "running", "cpu", "memory", "gpu")
 MAX_PER_PAGE = 500
@@ -32,39 +35,82 @@ class Snapshot:
     built_monotonic: float
     build_seconds: float
     policy_id: int
+    _orders: dict = field(default_factory=dict)
 
     @property
     def resources(self) -> list[str]:
         names = {n for line in self.lines[:1] for n in line.resources}
         return display_order(names) or ["cpu", "memory", "gpu"]
 
+    def group_names(self) -> list[str]:
+        if "__groups__" not in self._orders:
+            found = {g for line in self.lines for g in (*line.groups, *line.policy_groups)}
+            self._orders["__groups__"] = sorted(found)
+        return self._orders["__groups__"]
+
+    def ordered(self, sort: str) -> list[UserLine]:
+        """All lines ascending by ``sort``, computed once per snapshot (keys are Decimals)."""
+        if sort not in self._orders:
+            self._orders[sort] = sorted(self.lines, key=_sort_key(sort))
+        return self._orders[sort]
+
 
 class ReportCache:
+    """The last built report, rebuilt in the background when older than the TTL.
+
+    Stale-while-revalidate: a request never waits for a rebuild once a snapshot exists (it
+    gets the previous one, at most a TTL plus a build old, and the page says how old);
+    ``refresh=True`` waits for a new one. ``warm()`` builds the first at start-up.
+    """
+
     def __init__(self, config):
         self.config = config
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
+        self._background: asyncio.Task | None = None
 
-    async def get(self, *, refresh: bool = False) -> Snapshot:
-        policy = self.config.policy()
+    def _fresh(self, snap: Snapshot | None, policy) -> bool:
+        return (
+            snap is not None
+            and snap.policy_id == id(policy)
+            and time.monotonic() - snap.built_monotonic < self.config.report_ttl_seconds
+            and (self.config.frozen_at is None or snap.at == self.config.frozen_at)
+        )
+
+    async def _build(self) -> Snapshot:
         async with self._lock:  # one build at a time; concurrent requests share it
-            snap = self._snapshot
-            fresh = (
-                snap is not None
-                and not refresh
-                and snap.policy_id == id(policy)
-                and time.monotonic() - snap.built_monotonic < self.config.report_ttl_seconds
-                and (self.config.frozen_at is None or snap.at == self.config.frozen_at)
-            )
-            if fresh:
-                return snap
+            policy = self.config.policy()
+            if self._fresh(self._snapshot, policy):
+                return self._snapshot
             at = self.config.now()
             started = time.monotonic()
             lines = await build_report(self.config.engine, policy, at)
-            self._snapshot = Snapshot(
-                lines, at, time.monotonic(), time.monotonic() - started, id(policy)
-            )
+            elapsed = time.monotonic() - started
+            self._snapshot = Snapshot(lines, at, time.monotonic(), elapsed, id(policy))
             return self._snapshot
+
+    def warm(self) -> None:
+        """Start building in the background (no-op if a build is already running)."""
+        if self._background is None or self._background.done():
+            self._background = asyncio.ensure_future(self._build())
+            self._background.add_done_callback(_log_failure)
+
+    async def get(self, *, refresh: bool = False) -> Snapshot:
+        snap = self._snapshot
+        if refresh or snap is None:
+            if refresh and snap is not None:
+                snap.built_monotonic = float("-inf")  # make the locked re-check rebuild
+            return await self._build()
+        if not self._fresh(snap, self.config.policy()):
+            if snap.policy_id != id(self.config.policy()):
+                return await self._build()  # new limits: old percentages would mislead
+            self.warm()
+        return snap
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("building the quota report failed: %s", type(task.exception()).__name__)
 
 
 @dataclass
@@ -131,19 +177,18 @@ def _sort_key(sort: str):
     )
 
 
-def select(lines: list[UserLine], query: Query) -> list[UserLine]:
+def select(snapshot: Snapshot, query: Query) -> list[UserLine]:
     """Filter and sort (all pages): the CSV export and the paged view share this."""
-    chosen = lines
+    chosen = snapshot.ordered(query.sort)
+    if query.descending:
+        chosen = chosen[::-1]
     if query.group:
-        chosen = [
-            line
-            for line in chosen
-            if query.group in line.groups or query.group in line.policy_groups
-        ]
+        group = query.group
+        chosen = [line for line in chosen if group in line.groups or group in line.policy_groups]
     if query.search:
         needle = query.search.lower()
         chosen = [line for line in chosen if needle in line.username.lower()]
-    return sorted(chosen, key=_sort_key(query.sort), reverse=query.descending)
+    return chosen
 
 
 @dataclass

@@ -209,7 +209,7 @@ async def build_user_view(
     if with_history:
         since = now - timedelta(seconds=max(policy.window_seconds, 7 * 86400))
         async with config.engine.connect() as conn:
-            rows = await reads.recent_sessions(conn, username, now, config.recent_sessions)
+            rows = await reads.recent_sessions(conn, username, since, now, config.recent_sessions)
             view.oom_kills = await reads.oom_kills(conn, username, since, now)
             view.warnings = await reads.enforcement_for_user(conn, username, since, now)
         view.sessions = [_session(r, now) for r in rows]
