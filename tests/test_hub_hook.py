@@ -237,7 +237,7 @@ async def test_composes_with_an_existing_hook(app, fresh_db_url, tmp_path, engin
         assert r.status_code in (201, 202), r.text
         assert calls == [user.name]
         message = user.spawner._quota_progress_events[0]["message"]
-        assert "This 1 CPU, 64 GiB server can run about 3 minutes" in message
+        assert "This 64 GiB server can run about 3 minutes" in message
         # installing again keeps a single check over the same admin hook
         again = install_quota_hook(c, db_url=fresh_db_url, policy_path=hook.watcher.path)
         assert again.previous is size_it
