@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -233,7 +234,9 @@ async def _stream(
         if item == DROP:
             return await _abort(request, response)
         if item == CLOSE:
-            await response.write_eof()
+            # the client may already be gone (server shutting down under it): that is fine
+            with contextlib.suppress(ConnectionResetError):
+                await response.write_eof()
             return response
         if item.rv <= progress_rv:
             pending = []  # already sent in the backlog

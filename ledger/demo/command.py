@@ -14,7 +14,7 @@ from pathlib import Path
 from ledger.cli.common import CommandError, console
 
 DEMO_DATABASE = "quota_ledger_demo"
-POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "demo-policy.yaml"
+POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "example-policy.yaml"
 
 
 def add_parser(subparsers, common) -> list[str]:
@@ -62,7 +62,8 @@ async def run(args) -> int:
             live_seconds = float("inf") if sys.stdin.isatty() else 60.0
         if live_seconds > 0:
             try:
-                from ledger.demo.live import run_live
+                # collector.demo runs Kubernetes code: imported only here, never by ledger
+                from collector.demo import run_live
             except ModuleNotFoundError:
                 out.print("(live part not installed in this build)")
             else:
