@@ -265,6 +265,16 @@ class PromQueries:
             used /= GIB  # the peer compares bytes-hours against limit × 1024**3
         return used, {s["metric"].get("uid", "") for s in series}
 
+    async def peer_every_user(self, usernames: list[str], resources) -> tuple[dict, set[str]]:
+        """Untimed accuracy pass: {user: {resource: hours}} and every pod uid returned."""
+        usage: dict[str, dict[str, float]] = {u: {} for u in usernames}
+        seen: set[str] = set()
+        for resource in resources:
+            for u in usernames:
+                usage[u][resource], uids = await self.peer_user_usage(u, resource)
+                seen |= uids
+        return usage, seen
+
     async def peer_report(self, usernames: list[str]) -> dict[str, float]:
         """metrics.py: one get_usage per user, one after the other."""
         return {u: (await self.peer_user_usage(u))[0] for u in usernames}
