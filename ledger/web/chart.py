@@ -87,13 +87,18 @@ def build_chart(
     window_us: int,
     limit: int,
     retry_at_us: int | None,
+    runs_out_us: int | None = None,
 ) -> WindowChart:
+    """``runs_out_us``: ``usage.first_reaching`` of ``intervals`` if the caller has it."""
     until = now_us + window_us
     stopped = usage_curve(usage.stopped_at(intervals, now_us), now_us, window_us, until)
     continuing = runs_out = None
     if usage.burn_rate(intervals, now_us) > 0:
-        continuing = usage_curve(intervals, now_us, window_us, until)
-        runs_out = usage.first_reaching(intervals, now_us, window_us, limit)
+        runs_out = runs_out_us
+        if runs_out is None:
+            runs_out = usage.first_reaching(intervals, now_us, window_us, limit)
+        # past the point where the budget runs out the curve is not drawn: stop there
+        continuing = usage_curve(intervals, now_us, window_us, min(until, runs_out or until))
         if runs_out is not None:
             # the enforcer stops servers there: the "keep running" future ends at the limit
             continuing = [(t, u) for t, u in continuing if t < runs_out] + [(runs_out, limit)]

@@ -150,7 +150,7 @@ def resource_views(
         budget = status.decision.budgets.get(name)
         intervals = _intervals(status, name, now_us)
         window_us = r.window_seconds * MICROSECONDS_PER_SECOND
-        runs_out_at = retry_at = None
+        runs_out_at = retry_at = reach = None
         if budget is not None and r.running and budget.limit_hours > 0:
             limit = resource(name).from_hours(budget.limit_hours)
             reach = usage.first_reaching(intervals, now_us, window_us, limit)
@@ -183,6 +183,7 @@ def resource_views(
                 window_us,
                 resource(name).from_hours(budget.limit_hours),
                 None if retry is None else to_us(retry),
+                reach,
             )
             view.chart_svg = chart.render_svg(drawn)
         limited.append(view)
