@@ -33,6 +33,7 @@ from ledger.decision import Decision, ServerRequest
 from ledger.hub import messages, metrics
 from ledger.hub.request import spawner_groups, spawner_request
 from ledger.policy import PolicyWatcher
+from ledger.quantities import QuantityError
 from ledger.times import utcnow
 
 log = logging.getLogger("ledger.hub")
@@ -167,7 +168,11 @@ class QuotaHook:
         logger = getattr(spawner, "log", None) or log
         username = spawner.user.name
         groups = spawner_groups(spawner)
-        request = spawner_request(spawner, policy)
+        try:
+            request = spawner_request(spawner, policy)
+        except QuantityError as exc:  # a misconfigured profile: say so instead of a 500
+            text = f"This server's size could not be read, so it was not started: {exc}"
+            raise quota_error(text, messages.html.escape(text), status_code=400) from None
         now = self._clock()
         quota_url = self.quota_page_url or policy.messages.quota_page_url
         started = time.perf_counter()
