@@ -46,6 +46,7 @@ KSM_RESOURCE = {
     "gpu": ("nvidia_com_gpu", "integer"),
 }
 SECONDS_TO_HOURS = 60**2  # the peer's self.seconds_to_hours
+RESOURCES = ("memory", "cpu", "gpu")
 
 
 def _ts(ms: int) -> str:
@@ -352,6 +353,41 @@ class PromQueries:
             f"group by (uid) (count_over_time({REQUESTS}{{resource='memory'}}{self._range(raw)}))"
         )
         return {s["metric"]["uid"] for s in response["data"]["result"]}
+
+
+async def accuracy_pass(q: PromQueries, results) -> None:
+    """Untimed: every user, every Prometheus method, scored into ``results`` (a
+    vs_prometheus.Results) against the ground truth and the sampling model."""
+    users, short_uids, model = results.users, results.short_uids, results.model_hours
+    # one query per user and resource: at 5,000 users only memory, the peer's one resource
+    peer_resources = RESOURCES if len(users) <= 1000 else ("memory",)
+    peer, peer_seen = await q.peer_every_user(users, peer_resources)
+    results.add_accuracy("peer", peer, short_uids - peer_seen, peer_resources)
+    careful = await q.careful_report()
+    results.add_accuracy("careful PromQL", careful, short_uids - await q.careful_seen_uids())
+    raw = await q.careful_report(raw=True)
+    results.add_accuracy("careful, raw [30d]", raw, short_uids - await q.careful_seen_uids(True))
+
+    def largest_gap(measured: dict, among: list[str]) -> float:
+        return max(abs(measured.get(u, {}).get(r, 0) - float(model.get(u, {}).get(r, 0)))
+                   for u in among for r in RESOURCES if u not in measured or r in measured[u])  # fmt: skip
+
+    results.notes.append(
+        "Prometheus' `[30d:1m]` sums equal the sampling model's prediction for every user "
+        f"(largest difference {largest_gap(careful, users):.1e} resource-hours): the error is "
+        "sampling's, not this setup's."
+    )
+    # the peer's pod=~'jupyter-<user>.*' also matches users whose name starts with <user>
+    prefixed = {u for u in users if any(o != u and o.startswith(u) for o in users)}
+    others = [u for u in users if u not in prefixed]
+    results.notes.append(
+        f"{len(prefixed)} usernames are a prefix of another user's (like `kim` and `kim7`); the "
+        "peer's `pod=~'jupyter-<user>.*'` charges them for the other user's pods too, which "
+        f"makes its worst errors. For the other {len(others)} users its numbers equal the "
+        f"sampling model's (largest difference {largest_gap(peer, others):.1e} resource-hours)."
+    )
+    results.queries = (q.peer_promql(users[0]), q.careful_user_promql(users[0]),
+                       q.careful_report_promql(), q.careful_report_promql(raw=True))  # fmt: skip
 
 
 def prometheus_version() -> str:
