@@ -164,8 +164,11 @@ def render(args, mach, info, rows, window_segments, users_with_usage) -> str:
         "- *report page, cold* rebuilds the all-users aggregate (`ledger.report.build_report`, "
         "the `quota_usage` SQL function over every segment in the window); the page keeps that "
         "snapshot for 30 s (`--report-cache-seconds`) and every page, sort, filter and the CSV "
-        "are cut from it in memory (*report page* rows). The page states the snapshot's age and "
-        "has a Refresh link.",
+        "are cut from it in memory (*report page* rows). It is served stale-while-revalidate "
+        "(an older snapshot answers at once while a new one builds in the background) and "
+        "built once at start-up, so an admin waits for the cold build only when pressing "
+        "Refresh. The page states the snapshot's age. The cold build is "
+        "`ledger.report.build_report` itself (see the Ledger section).",
         "- The user page runs one indexed query for the user's segments (as `decide()`), the "
         "typical-server decision on the same rows, three small indexed reads (sessions, OOM "
         "kills, warnings) and draws the exact SVG curve.",
@@ -259,8 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    args.command = ".venv/bin/python benchmarks/web_bench.py " + shlex.join(
-        [a if not a.startswith("postgres") else "URL" for a in argv]
+    args.command = " ".join(
+        [".venv/bin/python benchmarks/web_bench.py"]
+        + [shlex.quote(a if not a.startswith("postgres") else "URL") for a in argv]
     )
     asyncio.run(run(args))
 
