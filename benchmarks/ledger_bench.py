@@ -187,6 +187,10 @@ def database(url: str | None):
     parent = Path(tempfile.mkdtemp(prefix="quota-ledger-bench-pg-", dir="/tmp"))
     server = get_server(parent / "pgdata", cleanup_mode="delete")
     try:
+        # the same settings `quota-ledger` gives its own embedded server (ledger/embedded.py)
+        from ledger.embedded import tune
+
+        tune(server)
         info = server.get_postmaster_info()
         yield (
             f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}",

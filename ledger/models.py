@@ -70,7 +70,9 @@ class Segment(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     gpu_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # other configured extended resources: {"fpga": 1}; integers in devices
-    extended: Mapped[dict] = mapped_column(JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+    extended: Mapped[dict] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
     started_at: Mapped[datetime] = mapped_column(TZ, nullable=False)
     ended_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     # last time a collector saw the pod alive (heartbeat); a vanished pod is closed here
@@ -102,11 +104,18 @@ class Segment(Base):
                 "cpu_millicores",
                 "memory_bytes",
                 "gpu_count",
+                "ended_at",
+                "extended",
             ],
         ),
         # The all-users report: every segment that ends inside the window.
         Index("ix_segments_end", SEGMENT_END),
-        Index("uq_segments_open_pod", "pod_uid", unique=True, postgresql_where=text("ended_at IS NULL")),
+        Index(
+            "uq_segments_open_pod",
+            "pod_uid",
+            unique=True,
+            postgresql_where=text("ended_at IS NULL"),
+        ),
     )
 
 

@@ -87,9 +87,12 @@ async def user_status(
             for r in rows
             if r.amounts.get(name) and r.started_at_us < now_us
         ]
-        used = usage.window_usage(intervals, now_us, window * MICROSECONDS_PER_SECOND)
-        used_hours = resource(name).to_hours(used)
         status = decision.budgets.get(name)
+        if status is not None:
+            used_hours = status.used_hours  # the decision already integrated this one
+        else:
+            used = usage.window_usage(intervals, now_us, window * MICROSECONDS_PER_SECOND)
+            used_hours = resource(name).to_hours(used)
         resources[name] = ResourceUsage(
             resource=name,
             used_hours=used_hours,
