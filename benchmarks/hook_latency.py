@@ -76,6 +76,21 @@ async def bench(hook: QuotaHook, users: list[str], groups: dict[str, list[str]])
     return summary_ms(seconds), outcomes
 
 
+async def bench_decide_only(hook: QuotaHook, users: list[str], groups: dict[str, list[str]]):
+    """The same users through ``ledger.decide.decide`` alone: what the ledger costs."""
+    from ledger.decide import decide
+    from ledger.hub.request import spawner_request
+
+    policy = hook.watcher.current()
+    seconds = []
+    for user in users:
+        request = spawner_request(fake_spawner(user, []), policy)
+        started = time.perf_counter()
+        await decide(hook.engine, policy, user, groups.get(user, []), request, datagen.EVAL_AT)
+        seconds.append(time.perf_counter() - started)
+    return summary_ms(seconds)
+
+
 def write_section(section: str, path: Path = RESULTS) -> None:
     """Replace the ``## Hub hook`` section (up to the next ``## ``), keep everything else."""
     existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
@@ -95,7 +110,7 @@ def write_section(section: str, path: Path = RESULTS) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def render(args, mach, info, result, outcomes, command: str) -> str:
+def render(args, mach, info, result, outcomes, command: str, alone: dict) -> str:
     ok = result["p99"] <= GOAL_P99_MS
     return "\n".join([
         SECTION,
@@ -120,6 +135,8 @@ def render(args, mach, info, result, outcomes, command: str) -> str:
         f"| {result['n']} | {outcomes['allowed']} | {outcomes['denied']} | {result['p50']:.2f} |"
         f" {result['p90']:.2f} | {result['p99']:.2f} | {result['max']:.2f} |"
         f" ≤ {GOAL_P99_MS:g} ms: {'met' if ok else 'NOT met'} |",
+        f"| same users, `decide()` alone | | | {alone['p50']:.2f} | {alone['p90']:.2f} |"
+        f" {alone['p99']:.2f} | {alone['max']:.2f} | |",
     ])  # fmt: skip
 
 
@@ -138,10 +155,11 @@ async def run(args) -> None:
             log(f"warming up, then {len(users)} spawns …")
             await bench(hook, users[: min(100, len(users))], groups)
             result, outcomes = await bench(hook, users, groups)
+            alone = await bench_decide_only(hook, users, groups)
         finally:
             await hook.close()
     command = ".venv/bin/python benchmarks/hook_latency.py " + shlex.join(args.argv)
-    section = render(args, mach, info, result, outcomes, command.strip())
+    section = render(args, mach, info, result, outcomes, command.strip(), alone)
     print(section)
     if not args.no_results:
         write_section(section)
