@@ -522,7 +522,10 @@ async def run(args) -> None:
             since = datagen.EVAL_AT - timedelta(seconds=policy.max_window_seconds())
             explain_text = await explain(
                 engine,
-                queries.USER_SEGMENTS_SQL.text,
+                # the spawn-time query is asyncpg-positional; EXPLAIN it with named binds
+                queries.USER_SEGMENTS_SQL.replace("$1", ":username")
+                .replace("$2", ":since")
+                .replace("$3", ":until"),
                 {"username": typical[0], "since": since, "until": datagen.EVAL_AT},
             )
             report_explain = await explain(
