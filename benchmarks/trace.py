@@ -1,13 +1,16 @@
 """A seeded, realistic JupyterHub usage trace, its exact ground truth, and the scrape model.
 
-Everything here is pure Python with no I/O so the smoke test can exercise it quickly:
+Pure Python, so the smoke test can exercise all of it quickly (``write_import_jsonl`` is the
+one function that touches a file):
 
 * ``generate_trace`` — pods of several sizes (1–16 GiB, 0.5–4 CPU, some with 1–2 GPUs),
   many short-lived pods (a few seconds to 10 minutes), some long ones (hours to days), named
-  servers running side by side, quiet days, and a few Prometheus outages.
+  servers running side by side, and quiet days.
 * ``ground_truth`` — resource × time over the rolling window, integrated exactly in integers.
 * ``ScrapeModel`` — the instants a 60 s Prometheus scrape of kube-state-metrics would see a
-  pod, and what the peer's ``[30d:]`` subquery then counts (``sampled_usage``).
+  pod (with a few outages in which Prometheus scraped nothing), and what the peer's
+  ``[30d:]`` subquery then counts (``sampled_usage``).
+* ``error_stats`` — how far a method's per-user numbers are from the ground truth.
 
 Times are integer epoch milliseconds (``*_ms``) so the integration stays exact.
 """
