@@ -140,9 +140,9 @@ async def test_group_change_applies_at_once(engine, policy):
     assert hub.deleted == [] and [a[0] for a in await actions(engine)] == ["warn"]
 
 
-async def test_gpu_budget_stops_only_gpu_servers_when_blocks_matching(engine, tmp_path):
+async def test_gpu_budget_stops_only_gpu_servers_when_blocks_requested(engine, tmp_path):
     policy = load_policy(write_policy(tmp_path / "p.yaml"))
-    object.__setattr__(policy, "exhausted_budget_blocks", "matching")
+    object.__setattr__(policy, "exhausted_budget_blocks", "requested")
     await insert(
         engine,
         [

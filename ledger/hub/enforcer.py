@@ -16,7 +16,7 @@ Rules (``plan_user``, pure):
   stop starts a new episode, so the next exhaustion gets a fresh warning and grace period.
 - Stop: once ``grace_seconds`` have passed since over-quota-since, every running server of
   the user is stopped (named servers included), or, with ``exhausted_budget_blocks:
-  matching``, only servers the ledger shows holding the spent resource.
+  requested``, only servers the ledger shows holding the spent resource.
 """
 
 from __future__ import annotations
