@@ -69,6 +69,51 @@ async def _print_live(engine, out, now: datetime) -> None:
     out.print(table)
 
 
+HUB_PORT = 8000
+QUOTA_PAGE_PORT = 10101
+
+
+def stop_hub(process) -> None:
+    from ledger.hub.demo import stop_hub as stop
+
+    stop(process)
+
+
+async def _start_hub(server, url: str, policy, home, out):
+    """A real JupyterHub whose spawner makes pods in the fake cluster, with the quota hook,
+    the enforcer and the quota page. None when JupyterHub is not installed or cannot start."""
+    try:
+        from ledger.hub import demo as hub_demo
+    except ImportError:
+        out.print("(JupyterHub is not installed: the live demo runs without a hub)")
+        return None
+    control_url, runner = await hub_demo.start_pod_control(server, namespace=NAMESPACE)
+    extra = (
+        "from ledger.web.demo import apply\n"
+        f"apply(c, {url!r}, {policy.source!r}, port={QUOTA_PAGE_PORT}, admin_users=['admin'])\n"
+        "c.JupyterHub.load_groups.setdefault('regular', {'users': []})\n"
+    )
+    config = hub_demo.write_hub_config(
+        home / "hub", db_url=url, policy_path=policy.source, fake_api_url=control_url,
+        port=HUB_PORT, run_enforcer=True, extra_config=extra,
+        users={"alice": ["regular"], "bob": ["power"], "carol": ["gpu-dev"], "admin": ["dev"]},
+    )  # fmt: skip
+    try:
+        process = await asyncio.to_thread(hub_demo.start_hub, config)
+    except Exception as exc:  # noqa: BLE001 - the cluster and collector demo go on
+        out.print(f"(JupyterHub did not start: {exc})", markup=False)
+        await runner.cleanup()
+        return None
+    out.print(
+        f"JupyterHub at http://127.0.0.1:{HUB_PORT}/ — log in as alice (regular), bob (power), "
+        "carol (gpu-dev) or admin, password quota-demo. Spawn a server, watch the quota line, "
+        f"spawn until the quota is spent; the quota page is at "
+        f"http://127.0.0.1:{HUB_PORT}/services/quota/ (admins see everyone).",
+        markup=False,
+    )
+    return process, runner
+
+
 async def run_live(engine, url: str, out, policy, home, live_seconds: float) -> None:
     """Run the live demo for ``live_seconds`` (inf: until Ctrl-C)."""
     from ledger.times import utcnow
@@ -91,18 +136,7 @@ async def run_live(engine, url: str, out, policy, home, live_seconds: float) -> 
             name="simulated users",
         )
     )  # fmt: skip
-    hub = None
-    try:
-        from ledger.hub.demo import start_demo_hub
-    except ImportError:
-        start_demo_hub = None
-    if start_demo_hub is not None:
-        try:
-            hub = await start_demo_hub(
-                home=home, db_url=url, policy_path=policy.source, fake_api=server, out=out
-            )
-        except Exception as exc:  # noqa: BLE001 - the demo goes on without a hub
-            out.print(f"(JupyterHub did not start: {exc}; the cluster and collector go on)")
+    hub = await _start_hub(server, url, policy, home, out)
     deadline = asyncio.get_running_loop().time() + live_seconds
     out.print("Ctrl-C to stop." if math.isinf(live_seconds) else f"running for {live_seconds:g} s")
     try:
@@ -115,8 +149,10 @@ async def run_live(engine, url: str, out, policy, home, live_seconds: float) -> 
     finally:
         stop.set()
         if hub is not None:
+            process, runner = hub
             with contextlib.suppress(Exception):
-                await hub.stop()
+                await asyncio.to_thread(stop_hub, process)
+                await runner.cleanup()
         tasks[1].cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.gather(*tasks)
