@@ -150,22 +150,29 @@ def close_enough(measured: dict, truth: dict[str, Fraction]) -> bool:
     )
 
 
-async def timed(methods: dict, args: list, *, min_reps: int, max_reps: int, budget_seconds: float):
+async def timed(methods: dict, args: list, *, min_reps: int, max_reps: int, budget_seconds: float,
+                failed: dict, on_error=None):  # fmt: skip
     """Latencies (ms) of each method, called round-robin — method A, B, C on argument i, then
     on i + 1 … — so load from anything else on the machine falls on all methods alike. A
     method stops after ``max_reps`` calls, or once it has used ``budget_seconds`` and made
-    at least ``min_reps``."""
+    at least ``min_reps``. A method whose call fails is dropped; ``failed[method]`` says why."""
     latencies_ms: dict[str, list[float]] = {m: [] for m in methods}
     spent = dict.fromkeys(methods, 0.0)
     for i in range(max_reps):
         active = [
-            m for m in methods if len(latencies_ms[m]) < min_reps or spent[m] < budget_seconds
+            m
+            for m in methods
+            if m not in failed and (len(latencies_ms[m]) < min_reps or spent[m] < budget_seconds)
         ]
         if not active:
             break
         for m in active:
             started = time.perf_counter()
-            await methods[m](*args[i % len(args)])
+            try:
+                await methods[m](*args[i % len(args)])
+            except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
+                failed[m] = (on_error() if on_error else None) or f"{type(exc).__name__}: {exc}"
+                continue
             seconds = time.perf_counter() - started
             spent[m] += seconds
             latencies_ms[m].append(seconds * 1000)
@@ -183,6 +190,7 @@ class Results:
     accuracy: dict[str, tuple[dict[str, tr.ErrorStats], int]] = field(default_factory=dict)
     latency: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (question, method) → why
     ledger_info: tuple | None = None  # (PostgreSQL version, import seconds)
     prom_info: tuple | None = None  # (samples, MB, backfill seconds, version)
     queries: tuple[str, ...] = ()
@@ -263,6 +271,12 @@ def render(res: Results, markdown: bool = False) -> str:
     ours = {q: v for (q, m), v in res.latency.items() if m == "quota-ledger"}
     rows = []
     for (question, method), values in res.latency.items():
+        if (question, method) in res.failed:
+            why = res.failed[question, method]
+            rows.append(
+                [question, method, f"failed after {len(values)} reps: {why}", "", "", "", ""]
+            )
+            continue
         p50, p99, base = percentile(values, 50), percentile(values, 99), ours.get(question)
         ratios = [
             f"{p / percentile(base, q):.1f}×" if base else "–" for p, q in ((p50, 50), (p99, 99))
@@ -296,7 +310,7 @@ def render(res: Results, markdown: bool = False) -> str:
 
 def summary(res: Results) -> str:
     """One paragraph with the headline numbers, for the top of the RESULTS.md subsection."""
-    lat = {k: percentile(v, 50) for k, v in res.latency.items()}
+    lat = {k: percentile(v, 50) for k, v in res.latency.items() if v and k not in res.failed}
     out = []
     if "quota-ledger" in res.accuracy:
         stats, missed = res.accuracy["quota-ledger"]
@@ -366,12 +380,12 @@ async def run(opts: argparse.Namespace, workdir: Path) -> int:
 
             server, results.prom_info = ps.backfilled_server(pods, model, workdir)
             async with ps.PromQueries(server.url) as q:
-                await ps.accuracy_pass(q, results)
+                await ps.accuracy_pass(q, results, server)
                 one_user |= {"peer": q.peer_user_usage, "careful PromQL": q.careful_user_usage,
                              "careful, raw [30d]": partial(q.careful_user_usage, raw=True)}  # fmt: skip
                 all_users |= {"peer": partial(q.peer_report, users), "careful PromQL": q.careful_report,
                               "careful, raw [30d]": partial(q.careful_report, raw=True)}  # fmt: skip
-                await time_all(opts, results, one_user, all_users)
+                await time_all(opts, results, one_user, all_users, server.recover)
         else:
             await time_all(opts, results, one_user, all_users)
     finally:
@@ -389,15 +403,19 @@ async def run(opts: argparse.Namespace, workdir: Path) -> int:
     return 0 if not any("did NOT" in n for n in results.notes) else 1
 
 
-async def time_all(opts, results: Results, one_user: dict, all_users: dict) -> None:
+async def time_all(opts, results: Results, one_user: dict, all_users: dict, on_error=None):
     sample = [(u,) for u in random.Random(opts.seed).sample(results.users, len(results.users))]
-    for (question, method), values in (
-        *[(("one user", m), v) for m, v in (await timed(
-            one_user, sample, min_reps=50, max_reps=opts.reps, budget_seconds=60)).items()],
-        *[(("all users", m), v) for m, v in (await timed(
-            all_users, [()], min_reps=3, max_reps=max(5, opts.reps // 10), budget_seconds=120)).items()],
-    ):  # fmt: skip
-        results.latency[question, method] = values
+    for question, methods, args, min_reps, max_reps, budget in (
+        ("one user", one_user, sample, 50, opts.reps, 60),
+        ("all users", all_users, [()], 3, max(5, opts.reps // 10), 120),
+    ):
+        failed: dict[str, str] = {}
+        latencies = await timed(methods, args, min_reps=min_reps, max_reps=max_reps,
+                                budget_seconds=budget, failed=failed, on_error=on_error)  # fmt: skip
+        for method, values in latencies.items():
+            results.latency[question, method] = values
+            if method in failed:
+                results.failed[question, method] = failed[method]
 
 
 async def ledger_accuracy(ledger: Ledger, workdir: Path, results: Results) -> None:
