@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
+from ledger.times import TimeError, parse_iso
 from ledger.usernames import UsernameError, check_username
 
 REQUIRED = ("username", "started_at")
@@ -77,18 +78,10 @@ def _gpu(value: str) -> int:
 def _time(value, key: str) -> datetime:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{key} must be an ISO 8601 time with a time zone, got {value!r}")
-    raw = value.strip()
-    if raw[-1] in "zZ":
-        raw = raw[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(
-            f"{key} {value!r} is not ISO 8601; write e.g. 2026-11-01T12:00:00Z"
-        ) from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{key} {value!r} has no time zone; add Z or an offset like +01:00")
-    return parsed.astimezone(UTC)
+        return parse_iso(value, what=key)
+    except TimeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _quantity(parse, value, key: str) -> int:
@@ -218,7 +211,10 @@ def read_rows(path: str | Path, fmt: str | None = None, stream=None) -> tuple[li
                     earlier = open_pods.get(segment["pod_uid"])
                     if earlier is not None:
                         errors.append(
-                            (number, f"pod_uid {segment['pod_uid']} is already open on line {earlier}")
+                            (
+                                number,
+                                f"pod_uid {segment['pod_uid']} is already open on line {earlier}",
+                            )
                         )
                         continue
                     open_pods[segment["pod_uid"]] = number
@@ -242,10 +238,20 @@ async def write_rows(engine: AsyncEngine, rows: list[dict]) -> ImportResult:
     """COPY into a temporary table, then one INSERT … ON CONFLICT: all or nothing."""
     records = [
         (
-            r["pod_uid"], r["namespace"], r["pod_name"], r["username"], r["servername"],
-            "import", r["cpu_millicores"], r["memory_bytes"], r["gpu_count"],
-            r["started_at"], r["ended_at"], r["ended_at"] or r["started_at"],
-            "imported" if r["ended_at"] else None, "import",
+            r["pod_uid"],
+            r["namespace"],
+            r["pod_name"],
+            r["username"],
+            r["servername"],
+            "import",
+            r["cpu_millicores"],
+            r["memory_bytes"],
+            r["gpu_count"],
+            r["started_at"],
+            r["ended_at"],
+            r["ended_at"] or r["started_at"],
+            "imported" if r["ended_at"] else None,
+            "import",
         )  # fmt: skip
         for r in rows
     ]

@@ -19,10 +19,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_at(text: str, *, what: str = "--at") -> datetime:
-    """ISO 8601 with a time zone → aware datetime in UTC. ``now`` means the current time."""
-    if text.strip().lower() == "now":
-        return utcnow()
+def parse_iso(text: str, *, what: str) -> datetime:
+    """ISO 8601 with a time zone → aware datetime in UTC; TimeError says what is valid."""
     raw = text.strip()
     if raw.endswith(("z", "Z")):
         raw = raw[:-1] + "+00:00"
@@ -30,14 +28,21 @@ def parse_at(text: str, *, what: str = "--at") -> datetime:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
         raise TimeError(
-            f"{what}: {text!r} is not an ISO 8601 time; write e.g. 2026-11-01T12:00:00Z "
+            f"{what} {text!r} is not an ISO 8601 time; write e.g. 2026-11-01T12:00:00Z "
             "or 2026-11-01T13:00:00+01:00"
         ) from None
     if parsed.tzinfo is None:
         raise TimeError(
-            f"{what}: {text!r} has no time zone; add one, e.g. {text}Z for UTC or {text}+01:00"
+            f"{what} {text!r} has no time zone; add one, e.g. {text}Z for UTC or {text}+01:00"
         )
     return parsed.astimezone(UTC)
+
+
+def parse_at(text: str, *, what: str = "--at:") -> datetime:
+    """``--at``: ISO 8601 with a time zone, or ``now`` for the current time."""
+    if text.strip().lower() == "now":
+        return utcnow()
+    return parse_iso(text, what=what)
 
 
 def iso(at: datetime | None) -> str | None:

@@ -9,6 +9,7 @@ test gets its own copy (CREATE DATABASE … TEMPLATE), so tests never see each o
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import tempfile
@@ -74,38 +75,38 @@ async def template_url(pg_server_url):
     return url
 
 
+@contextlib.asynccontextmanager
+async def _scratch_database(server_url: str, prefix: str, template: str | None = None):
+    """A new database on the test server, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    conn = await _admin(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        conn = await _admin(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
 @pytest.fixture
 async def fresh_db_url(pg_server_url, template_url):
     """A new database with the schema at head, dropped after the test."""
-    name = f"quota_ledger_test_{os.getpid()}_{next(_counter)}"
-    conn = await _admin(pg_server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    finally:
-        await conn.close()
-    yield _with_database(pg_server_url, name)
-    conn = await _admin(pg_server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with _scratch_database(pg_server_url, "quota_ledger_test", TEMPLATE) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_db_url(pg_server_url):
     """A new database with no schema at all (for migrate / schema-check tests)."""
-    name = f"quota_ledger_empty_{os.getpid()}_{next(_counter)}"
-    conn = await _admin(pg_server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield _with_database(pg_server_url, name)
-    conn = await _admin(pg_server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with _scratch_database(pg_server_url, "quota_ledger_empty") as url:
+        yield url
 
 
 @pytest.fixture
