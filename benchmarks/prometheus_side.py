@@ -182,6 +182,11 @@ class PrometheusServer:
                 return
             time.sleep(0.2)
 
+    def restart(self) -> None:
+        """A fresh process (heap and caches as after a deploy) for the next measurement."""
+        self.stop()
+        self.start()
+
     def recover(self) -> str | None:
         """After a failed query: why, if we killed the server; started again if it is down."""
         why, self.killed_for = self.killed_for, None
@@ -206,7 +211,10 @@ class PrometheusServer:
             "--query.timeout=30m",
         ]
         log = self.log_path.open("w")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # Go keeps freed heap; a soft limit below the watchdog's makes it collect instead, as
+        # an operator sizing Prometheus would set it.
+        env = {**os.environ, "GOMEMLIMIT": "10GiB"}
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         limit_bytes = min(
             16 * 1024**3, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
         )
