@@ -269,25 +269,29 @@ def render(res: Results, markdown: bool = False) -> str:
             "visibility a live server's staleness markers would (backfilled blocks have none)."
         )
     ours = {q: v for (q, m), v in res.latency.items() if m == "quota-ledger"}
-    rows = []
+    rows, failures = [], []
     for (question, method), values in res.latency.items():
         if (question, method) in res.failed:
-            why = res.failed[question, method]
-            rows.append(
-                [question, method, f"failed after {len(values)} reps: {why}", "", "", "", ""]
-            )
-            continue
+            failures.append(f"{question}, {method}: failed after {len(values)} good reps — "
+                            f"{res.failed[question, method]}.")  # fmt: skip
+            if not values:
+                rows.append([question, method, "failed", "", "0", "", ""])
+                continue
         p50, p99, base = percentile(values, 50), percentile(values, 99), ours.get(question)
         ratios = [
             f"{p / percentile(base, q):.1f}×" if base else "–" for p, q in ((p50, 50), (p99, 99))
         ]
-        rows.append([question, method, f"{p50:.2f}", f"{p99:.2f}", str(len(values)), *ratios])
+        reps = (
+            f"{len(values)}, then failed" if (question, method) in res.failed else str(len(values))
+        )
+        rows.append([question, method, f"{p50:.2f}", f"{p99:.2f}", reps, *ratios])
     header = ["question", "method", "p50 ms", "p99 ms", "reps", "p50 ÷ ours", "p99 ÷ ours"]
     parts.append(
         "Latency in this run — one user: all methods called round-robin; all users: each method "
         "in turn, Prometheus restarted before each of its methods (p99 of fewer than 100 reps "
         "is the slowest one):\n\n" + _table(header, rows, markdown)
     )
+    parts.extend(failures)
     rows = []
     for method, (stats, missed) in res.accuracy.items():
         for r in stats:
