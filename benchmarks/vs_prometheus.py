@@ -322,8 +322,10 @@ def summary(res: Results) -> str:
         exact = all(s.exact_users == s.users for s in stats.values())
         out.append(f"**quota-ledger matched the ground truth {'exactly' if exact else 'NOT exactly'} "
                    f"for all {len(res.users)} users and missed {missed} of {len(res.short)} short pods.**")  # fmt: skip
-    if "peer" in res.accuracy:
-        stats, missed = res.accuracy["careful PromQL"]
+    if prom := next(
+        (m for m in ("careful PromQL", "careful, raw [30d]") if m in res.accuracy), None
+    ):
+        stats, missed = res.accuracy[prom]
         out.append(f"Any Prometheus method missed {missed} of the {len(res.short)} short pods and was "
                    f"off by {stats['memory'].mean_abs_percent:.2f} % of memory on average, "
                    f"{stats['memory'].worst_abs_hours:.1f} GiB-hours at worst.")  # fmt: skip
