@@ -302,22 +302,6 @@ def copy_records(segments: Iterable[Segment]) -> Iterator[tuple]:
         )  # fmt: skip
 
 
-def _asyncpg_params(engine_url: str) -> dict:
-    from sqlalchemy.engine import make_url
-
-    u = make_url(engine_url)
-    params: dict = {"database": u.database or "postgres", "user": u.username or "postgres"}
-    if u.password:
-        params["password"] = u.password
-    host = u.query.get("host") or u.host
-    if host:
-        params["host"] = host
-    port = u.query.get("port") or u.port
-    if port:
-        params["port"] = int(port)
-    return params
-
-
 async def load_into(
     engine_url: str,
     segments: Iterable[Segment] | None = None,
@@ -346,13 +330,15 @@ async def load_into(
     """
     import asyncpg
 
+    from ledger.db import asyncpg_params
+
     if order not in ("time", "generated"):
         raise ValueError(f"order must be 'time' or 'generated', not {order!r}")
     if segments is None:
         segments = generate_segments(users, n_segments, seed=seed, at=at, days=days)
     if order == "time":
         segments = sorted(segments, key=lambda s: s.started_at)
-    conn = await asyncpg.connect(**_asyncpg_params(engine_url))
+    conn = await asyncpg.connect(**asyncpg_params(engine_url))
     written = 0
     try:
         chunk: list[tuple] = []

@@ -30,7 +30,12 @@ class SchemaBehindError(DatabaseError):
 
 def normalize_url(url: str) -> str:
     """Accept plain ``postgresql://`` / ``postgres://`` URLs (psql, Grafana style) too."""
-    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     return url
@@ -52,6 +57,24 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a malformed URL must not leak through an error either
         return "<unparseable database URL>"
+
+
+def asyncpg_params(url: str, database: str | None = None) -> dict:
+    """``asyncpg.connect(**params)`` for a SQLAlchemy URL (Unix-socket ``?host=`` included)."""
+    u = make_url(normalize_url(url))
+    params: dict = {
+        "database": database or u.database or "postgres",
+        "user": u.username or "postgres",
+    }
+    if u.password:
+        params["password"] = u.password
+    host = u.query.get("host") or u.host
+    if host:
+        params["host"] = host
+    port = u.query.get("port") or u.port
+    if port:
+        params["port"] = int(port)
+    return params
 
 
 def create_engine(url: str, **kwargs) -> AsyncEngine:
@@ -81,7 +104,9 @@ def alembic_config(url: str):
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://x@/x")).get_current_head()
+    return ScriptDirectory.from_config(
+        alembic_config("postgresql+asyncpg://x@/x")
+    ).get_current_head()
 
 
 def _upgrade_sync(url: str, revision: str) -> None:

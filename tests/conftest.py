@@ -25,20 +25,6 @@ TEMPLATE = "quota_ledger_template"
 _counter = itertools.count()
 
 
-def _asyncpg_dsn(url: str, database: str) -> dict:
-    u = make_url(url)
-    params = {"database": database, "user": u.username or "postgres"}
-    if u.password:
-        params["password"] = u.password
-    host = u.query.get("host") or u.host
-    if host:
-        params["host"] = host
-    port = u.query.get("port") or u.port
-    if port:
-        params["port"] = int(port)
-    return params
-
-
 def _with_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
@@ -59,7 +45,7 @@ def pg_server_url():
 
 
 async def _admin(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(**_asyncpg_dsn(url, make_url(url).database or "postgres"))
+    return await asyncpg.connect(**db.asyncpg_params(url))
 
 
 @pytest.fixture(scope="session")
