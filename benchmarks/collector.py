@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 
 async def serve(pods: int) -> None:
-    from collector import simulator
-    from collector.fake_apiserver import FakeApiServer
+    from quota_ledger_demo import simulator
+    from quota_ledger_demo.fake_apiserver import FakeApiServer
 
     server = FakeApiServer(history_limit=10_000_000, bookmark_interval_seconds=1.0)
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -59,7 +59,7 @@ async def serve(pods: int) -> None:
 async def churn(server, lifecycles: int, at: datetime) -> None:
     """Whole server lifecycles, 6 watch events each: spawn, schedule, run, delete
     (Terminating), containers exit, gone. Yields often so streams keep flowing."""
-    from collector import simulator
+    from quota_ledger_demo import simulator
 
     for i in range(lifecycles):
         name = f"churn{i}"
@@ -109,7 +109,7 @@ async def measure(pods: int, lifecycles: int) -> dict:
 
     from collector.daemon import Collector
     from collector.settings import parse_settings
-    from ledger import db
+    from ledger.store import db
 
     load_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     tmp = Path(tempfile.mkdtemp(prefix="quota-ledger-bench-collector-"))

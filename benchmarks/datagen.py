@@ -330,7 +330,7 @@ async def load_into(
     """
     import asyncpg
 
-    from ledger.db import asyncpg_params
+    from ledger.store.db import asyncpg_params
 
     if order not in ("time", "generated"):
         raise ValueError(f"order must be 'time' or 'generated', not {order!r}")

@@ -77,9 +77,9 @@ async def bench(hook: QuotaHook, users: list[str], groups: dict[str, list[str]])
 
 
 async def bench_decide_only(hook: QuotaHook, users: list[str], groups: dict[str, list[str]]):
-    """The same users through ``ledger.decide.decide`` alone: what the ledger costs."""
-    from ledger.decide import decide
+    """The same users through ``ledger.store.decide.decide`` alone: what the ledger costs."""
     from ledger.hub.request import spawner_request
+    from ledger.store.decide import decide
 
     policy = hook.watcher.current()
     seconds = []

@@ -12,11 +12,11 @@ What it does (issue 2, "Performance"):
    (benchmarks/datagen.py, seed ``--seed``) in start-time order, as a collector writes them,
    and runs ``VACUUM ANALYZE`` — what autovacuum would have done on a ledger this size; without
    it the planner has no statistics and index-only scans have no visibility map.
-3. (a) ``ledger.decide.decide`` for ``--decide-users`` random users (a 2 CPU / 4 GiB request at
-   the evaluation time), in process with a warm engine (``ledger.db.create_engine``, the
+3. (a) ``ledger.store.decide.decide`` for ``--decide-users`` random users (a 2 CPU / 4 GiB request at
+   the evaluation time), in process with a warm engine (``ledger.store.db.create_engine``, the
    engine the hub hook uses): p50/p90/p99/max, and the same split into the SQL round trip and
    the Python arithmetic; plus the 1 % busiest users on their own.
-   (b) ``ledger.report.build_report`` for all users over the policy's 30-day window,
+   (b) ``ledger.store.report.build_report`` for all users over the policy's 30-day window,
    ``--reps`` times (and the ``quota_usage`` SQL alone).
    (d) ``EXPLAIN (ANALYZE, BUFFERS)`` of the per-user query for a typical (median) user.
    (c) the ``quota-ledger import FILE`` path end to end on a JSONL file of
@@ -51,11 +51,11 @@ if str(REPO) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from ledger import db, importer, queries  # noqa: E402
-from ledger.decide import decide  # noqa: E402
-from ledger.decision import ServerRequest, evaluate  # noqa: E402
-from ledger.policy import parse_policy  # noqa: E402
-from ledger.report import build_report  # noqa: E402
+from ledger.core.decision import ServerRequest, evaluate  # noqa: E402
+from ledger.core.policy import parse_policy  # noqa: E402
+from ledger.store import db, importer, queries  # noqa: E402
+from ledger.store.decide import decide  # noqa: E402
+from ledger.store.report import build_report  # noqa: E402
 
 GOALS = {"decide_p99_ms": 5.0, "report_s": 1.0, "import_rows_per_s": 50_000}
 REQUEST = ServerRequest({"cpu": 2000, "memory": 4 * datagen.GIB, "gpu": 0})
@@ -116,7 +116,7 @@ writing the benchmark — not re-measured by every run. The machine is shared (l
    indicative only); the remaining cost is CPU in index maintenance. Also overlap the two
    halves (parse in chunks and COPY each chunk while parsing the next) instead of parsing
    the whole file first.
-5. **embedded server settings** (ledger/embedded.py, `ALTER SYSTEM` once after initdb):
+5. **embedded server settings** (ledger/store/embedded.py, `ALTER SYSTEM` once after initdb):
    `shared_buffers = 1GB` (default 128 MB: table + indexes are 1.5 GB), `work_mem = 64MB`,
    `max_wal_size = 8GB`, `wal_compression = pglz` (this build has no lz4). `jit = off`:
    no measurable difference for the report here.
@@ -187,8 +187,8 @@ def database(url: str | None):
     parent = Path(tempfile.mkdtemp(prefix="quota-ledger-bench-pg-", dir="/tmp"))
     server = get_server(parent / "pgdata", cleanup_mode="delete")
     try:
-        # the same settings `quota-ledger` gives its own embedded server (ledger/embedded.py)
-        from ledger.embedded import tune
+        # the same settings `quota-ledger` gives its own embedded server (ledger/store/embedded.py)
+        from ledger.store.embedded import tune
 
         tune(server)
         info = server.get_postmaster_info()
@@ -451,7 +451,7 @@ def render(args, mach, info, dec, busy, rep, imp, explain_text, typical, report_
         ]
     lines += [
         "",
-        f"(d) `EXPLAIN (ANALYZE, BUFFERS)` of the per-user query (`ledger/queries.py` "
+        f"(d) `EXPLAIN (ANALYZE, BUFFERS)` of the per-user query (`ledger/store/queries.py` "
         f"`USER_SEGMENTS_SQL`) for a typical user — `{typical[0]}`, {typical[1]} segments in "
         "the window, the median:",
         "",

@@ -59,16 +59,16 @@ REQUEST = {"cpu": 2000, "memory": 4 * tr.GIB}
 
 class Ledger:
     """Our side, in-process through the ledger's Python API — the calls the hub hook
-    (``ledger.decide.decide``) and ``quota-ledger report`` (``ledger.report.build_report``)
+    (``ledger.store.decide.decide``) and ``quota-ledger report`` (``ledger.store.report.build_report``)
     make — so timings exclude process start-up."""
 
     def __init__(self, db_url: str | None, home: Path) -> None:
         self.db_url, self.home, self.started_embedded = db_url, home, False
 
     async def open(self) -> None:
-        from ledger import db, embedded
-        from ledger.decision import ServerRequest
-        from ledger.policy import parse_policy
+        from ledger.core.decision import ServerRequest
+        from ledger.core.policy import parse_policy
+        from ledger.store import db, embedded
 
         self.policy = parse_policy(BENCH_POLICY, "<benchmark policy>")
         self.request = ServerRequest(dict(REQUEST), servername="")
@@ -83,7 +83,7 @@ class Ledger:
     async def close(self) -> None:
         await self.engine.dispose()
         if self.started_embedded:
-            from ledger import embedded
+            from ledger.store import embedded
 
             await asyncio.to_thread(embedded.stop, self.home)
 
@@ -110,14 +110,14 @@ class Ledger:
 
     async def user_usage(self, username: str) -> dict[str, Decimal]:
         """The spawn-time check for a user in no listed group (so the policy's default)."""
-        from ledger.decide import decide
+        from ledger.store.decide import decide
 
         decision = await decide(self.engine, self.policy, username, (), self.request, tr.EVAL_AT)
         return {name: b.used_hours for name, b in decision.budgets.items()}
 
     async def report(self) -> dict[str, dict[str, Decimal]]:
         """The admins' report, as ``quota-ledger report`` builds it."""
-        from ledger.report import build_report
+        from ledger.store.report import build_report
 
         lines = await build_report(self.engine, self.policy, tr.EVAL_AT, groups_by_user={})
         return {ln.username: {n: r.used_hours for n, r in ln.resources.items()} for ln in lines}
@@ -135,7 +135,8 @@ class Ledger:
 
 def ledger_unavailable() -> str | None:
     try:
-        from ledger import db, decide, embedded, policy, report  # noqa: F401
+        from ledger.core import policy  # noqa: F401
+        from ledger.store import db, decide, embedded, report  # noqa: F401
     except ImportError as exc:
         return f"ledger API not importable: {exc}"
     if not (REPO / ".venv" / "bin" / "quota-ledger").exists():
@@ -239,7 +240,7 @@ METHODS_TEXT = """Methods (prometheus_side.py cites the peer's code):
 - **peer** — 2i2c-org/jupyterhub-usage-quotas `manager.py` `write_promql`/`get_usage`/`aggregate_usage`: `kube_pod_container_resource_requests{resource='memory', namespace='hub', node!='', pod=~'jupyter-<user>.*'}[30d:]` over `/api/v1/query`, every returned sample × 60 s / 3600 summed in Python. All users = one such query per user in sequence, as its `metrics.py` exporter does. It only supports memory and cpu; its gpu row applies the same method to `nvidia_com_gpu` to show what it would give.
 - **careful PromQL** — sums server-side with `sum_over_time(...[30d:1m])`, selects a user's pods by the exact KubeSpawner pattern `jupyter-<user>(--.+)?` and joins `kube_pod_annotations` on `(namespace, pod, uid)` for the exact username; one query returns memory, cpu and gpu; all users is one query.
 - **careful, raw [30d]** — the same with a plain range `sum_over_time(...[30d])` instead of the subquery: it reads the stored samples without evaluating 43,200 steps per series (the fastest PromQL we found).
-- **quota-ledger** — one user = `ledger.decide.decide()` for a 2 CPU / 4 GiB request (one indexed range scan, then the exact decision: used, remaining, how long the server could run, when to retry); all users = `ledger.report.build_report()` (the `quota_usage` SQL function), as `quota-ledger report` runs it. In-process; no CLI start-up in the timings.
+- **quota-ledger** — one user = `ledger.store.decide.decide()` for a 2 CPU / 4 GiB request (one indexed range scan, then the exact decision: used, remaining, how long the server could run, when to retry); all users = `ledger.store.report.build_report()` (the `quota_usage` SQL function), as `quota-ledger report` runs it. In-process; no CLI start-up in the timings.
 - **sampling model** — the pure-Python prediction of what 60 s scrapes plus a `[30d:]` subquery count (benchmarks/trace.py); that it equals Prometheus' answers shows the error comes from sampling itself, not from this setup."""
 
 
@@ -381,7 +382,10 @@ async def run(opts: argparse.Namespace, workdir: Path) -> int:
             ledger = Ledger(opts.db, workdir / "ledger-home")
             await ledger.open()
             await ledger_accuracy(ledger, workdir, results)
-            one_user["quota-ledger"], all_users["quota-ledger"] = ledger.user_usage, ledger.report
+            one_user["quota-ledger"], all_users["quota-ledger"] = (
+                ledger.user_usage,
+                ledger.report,
+            )
         if not opts.smoke:
             from benchmarks import prometheus_side as ps
 

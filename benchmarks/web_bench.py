@@ -44,8 +44,8 @@ from tornado.netutil import bind_sockets  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
 from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
-from ledger import db  # noqa: E402
-from ledger.policy import parse_policy  # noqa: E402
+from ledger.core.policy import parse_policy  # noqa: E402
+from ledger.store import db  # noqa: E402
 from ledger.web.app import make_app  # noqa: E402
 from ledger.web.auth import log_request  # noqa: E402
 from ledger.web.config import WebConfig  # noqa: E402
@@ -161,14 +161,14 @@ def render(args, mach, info, rows, window_segments, users_with_usage) -> str:
         )
     lines += [
         "",
-        "- *report page, cold* rebuilds the all-users aggregate (`ledger.report.build_report`, "
+        "- *report page, cold* rebuilds the all-users aggregate (`ledger.store.report.build_report`, "
         "the `quota_usage` SQL function over every segment in the window); the page keeps that "
         "snapshot for 30 s (`--report-cache-seconds`) and every page, sort, filter and the CSV "
         "are cut from it in memory (*report page* rows). It is served stale-while-revalidate "
         "(an older snapshot answers at once while a new one builds in the background) and "
         "built once at start-up, so an admin waits for the cold build only when pressing "
         "Refresh. The page states the snapshot's age. The cold build is "
-        "`ledger.report.build_report` itself (see the Ledger section).",
+        "`ledger.store.report.build_report` itself (see the Ledger section).",
         "- The user page runs one indexed query for the user's segments (as `decide()`), the "
         "typical-server decision on the same rows, three small indexed reads (sessions, OOM "
         "kills, warnings) and draws the exact SVG curve.",

@@ -24,10 +24,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from collector import ledger_writer
 from collector.metrics import Metrics, start_http_server
 from collector.pods import Identity, PodSkipped, parse_pod
-from collector.segment_plan import (
+from collector.settings import Settings, Workload
+from collector.watcher import PodWatch, Scope
+from collector.write_buffer import BufferFull, WriteBuffer
+from ledger import __version__
+from ledger.core.segment_plan import (
     CloseSegment,
     OpenSegment,
     RecordOom,
@@ -36,11 +39,8 @@ from collector.segment_plan import (
     VanishSegments,
     plan,
 )
-from collector.settings import Settings, Workload
-from collector.watcher import PodWatch, Scope
-from collector.write_buffer import BufferFull, WriteBuffer
-from ledger import __version__
-from ledger.times import utcnow
+from ledger.core.times import utcnow
+from ledger.store import segment_writes as ledger_writer
 
 log = logging.getLogger("collector")
 _SKIP_LOG_MEMORY = 10_000  # remember this many skipped pods so each is logged once

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
+from ledger.core.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
+from ledger.core.segment_plan import OomKill, PodView, Resources
 
 Pod = dict[str, Any]
-# (cpu_millicores, memory_bytes, gpu_count, ((extended name, count), ...) sorted)
-Resources = tuple[int, int, int, tuple[tuple[str, int], ...]]
 CHARGE_BASES = ("requests", "limits", "max")
 
 
@@ -35,30 +34,6 @@ class Identity:
     username_from_label: bool = False
     servername_key: str | None = None
     servername_from_label: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class OomKill:
-    container_name: str
-    killed_at: datetime
-    restart_count: int
-    memory_limit_bytes: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class PodView:
-    uid: str
-    namespace: str
-    name: str
-    workload: str
-    username: str
-    servername: str
-    resources: Resources
-    started_at: datetime | None  # None: not scheduled yet, nothing to charge
-    ended_at: datetime | None  # set once every container terminated, or the pod is deleted
-    end_reason: str | None  # terminated | deleted
-    resize_requested_at: datetime | None  # PodResizeInProgress since, while it is present
-    oom_kills: tuple[OomKill, ...]
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ledger.resources import DEFAULT_EXTENDED_RESOURCES
+from ledger.core.resources import DEFAULT_EXTENDED_RESOURCES
 
 JUPYTERHUB_SELECTOR = "component=singleuser-server"  # the Zero-to-JupyterHub default
 USERNAME_ANNOTATION = "hub.jupyter.org/username"

@@ -27,7 +27,7 @@ import aiohttp
 
 from collector.settings import Settings, Workload
 from collector.write_buffer import BufferFull, backoff_seconds
-from ledger.times import utcnow
+from ledger.core.times import utcnow
 
 log = logging.getLogger("collector.watcher")
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from sqlalchemy.exc import DataError, IntegrityError
 
-from collector.segment_plan import Op
+from ledger.core.segment_plan import Op
 
 log = logging.getLogger("collector.write_buffer")
 

@@ -1,6 +1,6 @@
 """Async alembic environment (after alembic's ``async`` template).
 
-The URL comes from the Config built by ``ledger.db.alembic_config``; there is no alembic.ini,
+The URL comes from the Config built by ``ledger.store.db.alembic_config``; there is no alembic.ini,
 so ``quota-ledger migrate`` works from any directory.
 """
 
@@ -11,7 +11,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from ledger.models import Base
+from ledger.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

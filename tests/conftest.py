@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from ledger import db
+from ledger.store import db
 
 TEMPLATE = "quota_ledger_template"
 _counter = itertools.count()

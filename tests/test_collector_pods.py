@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector import simulator
 from collector.pods import Identity, PodSkipped, parse_pod
-from collector.segment_plan import CloseSegment, OpenSegment, RecordOom, ResizeSegment, plan
 from collector.settings import SettingsError, parse_settings
+from ledger.core.segment_plan import CloseSegment, OpenSegment, RecordOom, ResizeSegment, plan
+from quota_ledger_demo import simulator
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=5)

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ledger import queries
-from ledger.decide import decide, record
-from ledger.decision import ServerRequest
-from ledger.policy import parse_policy
-from ledger.resources import GIB
+from ledger.core.decision import ServerRequest
+from ledger.core.policy import parse_policy
+from ledger.core.resources import GIB
+from ledger.store import queries
+from ledger.store.decide import decide, record
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 SEED_POLICY = """
@@ -64,7 +64,9 @@ async def test_seed_workflow_4gib_for_5_hours_is_20_gib_hours(engine):
 
 
 async def test_at_50_of_60_told_what_is_left_then_power_raises_limit(engine):
-    await add(engine, "sam", NOW - timedelta(days=3), NOW - timedelta(days=3) + timedelta(hours=12.5))
+    await add(
+        engine, "sam", NOW - timedelta(days=3), NOW - timedelta(days=3) + timedelta(hours=12.5)
+    )
     d = await decide(engine, POLICY, "sam", ["regular"], server(), NOW)
     assert d.allowed and d.budgets["memory"].used_hours == 50
     assert d.budgets["memory"].remaining_hours == 10
@@ -83,7 +85,9 @@ async def test_used_up_budget_denies_with_exact_retry_time(engine):
     assert d.retry_at is not None
     # the user is allowed at retry_at, and denied one second earlier
     allowed = await decide(engine, POLICY, "bob", ["regular"], server(), d.retry_at)
-    before = await decide(engine, POLICY, "bob", ["regular"], server(), d.retry_at - timedelta(seconds=1))
+    before = await decide(
+        engine, POLICY, "bob", ["regular"], server(), d.retry_at - timedelta(seconds=1)
+    )
     assert allowed.allowed and not before.allowed
     # exact: usage falls below 60 once 4 GiB-hours (15 min of the 16 GiB server) left the window
     assert d.retry_at == start + timedelta(days=30, minutes=15, seconds=1)
@@ -160,7 +164,7 @@ async def test_unlisted_deny_and_unlimited():
     deny = parse_policy("unlisted_users: deny\ngroups: {regular: {memory: 60 GiB-hours}}")
     limits = deny.limits_for("zed", [])
     assert limits.denied_all
-    from ledger.decision import evaluate
+    from ledger.core.decision import evaluate
 
     d = evaluate("zed", limits, [], server(), NOW)
     assert not d.allowed and d.reasons == ["unlisted"] and d.retry_at is None

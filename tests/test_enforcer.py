@@ -14,10 +14,10 @@ import pytest
 from hub_support.ledger_data import insert, segment, write_policy
 from sqlalchemy import text
 
-from ledger.hub.enforcer import enforce_round
-from ledger.hub.hub_api import HubClient, HubError
-from ledger.policy import load_policy
-from ledger.times import parse_at
+from ledger.core.policy import load_policy
+from ledger.core.times import parse_at
+from ledger.enforcer.enforcer import enforce_round
+from ledger.enforcer.hub_api import HubClient, HubError
 
 NOW = parse_at("2026-11-01T12:00:00Z")
 
@@ -182,7 +182,7 @@ async def test_one_users_failure_does_not_stop_the_others(engine, policy, monkey
     await insert(engine, [segment("ivy", NOW - timedelta(days=2), None, memory_gib=2)])
     hub = FakeHubApi({"hal": {"groups": ["regular"], "servers": [""]},
                       "ivy": {"groups": ["regular"], "servers": [""]}})  # fmt: skip
-    import ledger.hub.enforcer as enforcer
+    import ledger.enforcer.enforcer as enforcer
 
     real = enforcer.user_status
 

@@ -24,10 +24,10 @@ import pytest
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from collector import simulator
-from collector.fake_apiserver import FakeApiServer, write_kubeconfig
-from collector.fake_store import SelectorError, parse_label_selector
-from collector.simulated_hub import SimulatedHub, run_random_lifecycles
+from quota_ledger_demo import simulator
+from quota_ledger_demo.fake_apiserver import FakeApiServer, write_kubeconfig
+from quota_ledger_demo.fake_store import SelectorError, parse_label_selector
+from quota_ledger_demo.simulated_hub import SimulatedHub, run_random_lifecycles
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 REQUEST_TIMEOUT = 5  # never hang a test on a broken fake
@@ -390,7 +390,7 @@ async def test_discovery_and_kubeconfig(server, tmp_path):
 
 def test_standalone_server_writes_a_usable_kubeconfig(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
-    command = [sys.executable, "-m", "collector.fake_apiserver", "--port", "0"]
+    command = [sys.executable, "-m", "quota_ledger_demo.fake_apiserver", "--port", "0"]
     command += ["--kubeconfig-out", str(kubeconfig), "--users", "3", "--seed", "1"]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)

@@ -22,8 +22,8 @@ import pytest
 from hub_support.ledger_data import insert, segment, write_policy
 from sqlalchemy import text
 
-from ledger.hub.demo import free_port, start_hub, stop_hub, write_hub_config
-from ledger.times import iso, utcnow
+from ledger.core.times import iso, utcnow
+from quota_ledger_demo.hub import free_port, start_hub, stop_hub, write_hub_config
 
 pytestmark = pytest.mark.e2e
 

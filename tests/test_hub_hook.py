@@ -28,8 +28,8 @@ from jupyterhub.tests.utils import add_user, api_request, async_requests, auth_h
 from sqlalchemy import text
 from traitlets.config import Config
 
+from ledger.core.times import utcnow
 from ledger.hub import QuotaHook, install_quota_hook, metrics
-from ledger.times import utcnow
 
 # MockHub starts the proxy from PATH: the pure-Python configurable-http-proxy in this venv.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -107,7 +107,7 @@ async def test_allowed_spawn_shows_quota_in_progress(app, hook, engine):
     r = await spawn(app, user)
     assert r.status_code in (201, 202), r.text
     events = spawner._quota_progress_events
-    line = events[0]["message"]  # wording is ledger.decision.describe's
+    line = events[0]["message"]  # wording is ledger.core.decision.describe's
     assert line.startswith("Quota: 40") and "60 GiB-hours used in the last 30 days" in line
     assert "This 1 CPU, 4 GiB server can run about 5 hours." in line
     progress = [e async for e in spawner.progress()]
@@ -273,7 +273,7 @@ async def test_hung_database_takes_the_fail_mode(app, tmp_path, on_error):
 @pytest.mark.parametrize("on_error", ["deny", "allow"])
 async def test_slow_ledger_is_recorded_with_its_outcome(app, tmp_path, fresh_db_url, engine,
                                                         on_error):  # fmt: skip
-    from ledger.decide import decide
+    from ledger.store.decide import decide
 
     async def slow_decide(*args):
         await asyncio.sleep(1)

@@ -8,9 +8,9 @@ import pytest
 from hub_support.ledger_data import GIB, write_policy
 from traitlets.config import Config
 
+from ledger.core.quantities import QuantityError
 from ledger.hub import ChainedHook, QuotaHook, install_quota_hook
 from ledger.hub.request import request_from_traits
-from ledger.quantities import QuantityError
 
 
 def test_wraps_hooks_on_spawner_class_sections_too(tmp_path):

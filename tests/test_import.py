@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from ledger.importer import ImportError_, read_rows, write_rows
+from ledger.store.importer import ImportError_, read_rows, write_rows
 
 
 def jsonl(path, rows):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from ledger import db
+from ledger.store import db
 
 
 async def test_migrate_from_empty_then_schema_check_passes(empty_db_url):

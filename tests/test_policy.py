@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.policy import (
+from ledger.core.policy import (
     Budget,
     EffectiveLimits,
     Enforcement,
@@ -771,7 +771,7 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_policy(tmp_path, capl
     second = watcher.current()
     assert second.groups["regular"].budgets["memory"].limit_hours == 90
 
-    with caplog.at_level(logging.ERROR, logger="ledger.policy"):
+    with caplog.at_level(logging.ERROR, logger="ledger.core.policy"):
         rewrite(path, "groups:\n  regular: {memory: 90 GiB}\n", 2)
         clock.now += 1.5
         assert watcher.current() is second  # a bad edit keeps the previous policy
@@ -780,7 +780,7 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_policy(tmp_path, capl
     assert "keeping the previous one" in caplog.text
     caplog.clear()
     clock.now += 1.5
-    with caplog.at_level(logging.ERROR, logger="ledger.policy"):
+    with caplog.at_level(logging.ERROR, logger="ledger.core.policy"):
         assert watcher.current() is second
     assert caplog.text == ""  # the same bad file is not re-reported every second
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from ledger.quantities import (
+from ledger.core.quantities import (
     MAX_QUANTITY,
     QuantityError,
     cpu_millicores,

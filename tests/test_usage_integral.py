@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from ledger import queries, usage
-from ledger.decision import from_us, to_us
+from ledger.core import usage
+from ledger.core.decision import from_us, to_us
+from ledger.store import queries
 
 BASE = datetime(2026, 10, 1, tzinfo=UTC)
 S = 1_000_000  # µs per second
@@ -48,9 +49,10 @@ def test_engine_equals_brute_force(raw, at_s, window_s):
     in_us = [(s * S, None if e is None else e * S, r) for s, e, r in intervals]
     # only segments started before `at` count (later ones did not exist yet)
     started = [(s, e, r) for s, e, r in in_us if s < at_s * S]
-    assert usage.window_usage(started, at_s * S, window_s * S) == brute_force(
-        [(s, e, r) for s, e, r in intervals if s < at_s], at_s, window_s
-    ) * S
+    assert (
+        usage.window_usage(started, at_s * S, window_s * S)
+        == brute_force([(s, e, r) for s, e, r in intervals if s < at_s], at_s, window_s) * S
+    )
 
 
 @given(st.lists(segment, max_size=10), st.integers(1, 300), st.integers(1, 10**6))
@@ -74,7 +76,9 @@ def test_first_below_and_first_reaching_are_exact(raw, window_s, limit_scale):
             assert usage.window_usage(intervals, r - 1, window_s * S) < limit
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=st.lists(segment, min_size=1, max_size=15), at_s=st.integers(0, 700),
        window_s=st.integers(1, 400))  # fmt: skip
 async def test_sql_integral_equals_brute_force(engine, raw, at_s, window_s):
@@ -114,9 +118,7 @@ async def test_sql_integral_equals_brute_force(engine, raw, at_s, window_s):
             assert got["memory_byte_seconds"] == expected_mem
             assert got["gpu_seconds"] == expected_gpu
             # and the decision path reads the same rows to the same number
-            segs = await queries.user_segments(
-                conn, user, at - timedelta(seconds=window_s), at
-            )
+            segs = await queries.user_segments(conn, user, at - timedelta(seconds=window_s), at)
             engine_cpu = usage.window_usage(
                 [(r.started_at_us, r.ended_at_us, r.amounts["cpu"]) for r in segs],
                 to_us(at),

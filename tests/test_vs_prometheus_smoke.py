@@ -162,11 +162,11 @@ def test_openmetrics_file(tmp_path):
 )
 def test_smoke_run_ledger_matches_ground_truth(capsys):
     for module in (
-        "ledger.db",
-        "ledger.embedded",
-        "ledger.decide",
-        "ledger.policy",
-        "ledger.report",
+        "ledger.store.db",
+        "ledger.store.embedded",
+        "ledger.store.decide",
+        "ledger.core.policy",
+        "ledger.store.report",
     ):
         pytest.importorskip(module)
     from benchmarks import vs_prometheus

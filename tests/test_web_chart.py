@@ -1,11 +1,11 @@
-"""The rolling-window chart: its curve is exactly the usage integral (ledger.usage)."""
+"""The rolling-window chart: its curve is exactly the usage integral (ledger.core.usage)."""
 
 from __future__ import annotations
 
 import random
 
-from ledger import usage
-from ledger.resources import GIB, MICROSECONDS_PER_HOUR
+from ledger.core import usage
+from ledger.core.resources import GIB, MICROSECONDS_PER_HOUR
 from ledger.web.chart import build_chart, render_svg, usage_curve
 
 H = MICROSECONDS_PER_HOUR

@@ -95,7 +95,7 @@ def test_serve_refuses_to_start_outside_a_hub(fresh_db_url):
 def test_demo_config_applies_to_a_hub_config():
     from traitlets.config import Config
 
-    from ledger.web.demo import apply
+    from quota_ledger_demo.web import apply
 
     c = Config()
     c.JupyterHub.services = [{"name": "other"}]

@@ -1,5 +1,5 @@
 """End to end: a real JupyterHub (DummyAuthenticator, pure-pip proxy) runs the quota page as
-a hub-managed service (ledger.web.demo.apply); a real Chromium logs in through the hub's
+a hub-managed service (quota_ledger_demo.web.apply); a real Chromium logs in through the hub's
 login page and OAuth, and screenshots the pages.
 
 Screenshots land in test-artifacts/screenshots/ (printed). Skipped without /usr/bin/chromium.
@@ -21,8 +21,8 @@ import httpx
 import pytest
 from web_support import NOW, POLICY_TEXT, seed, segment
 
-from ledger import queries
-from ledger.times import iso
+from ledger.core.times import iso
+from ledger.store import queries
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ async def wait_for(url: str, timeout_seconds: float, proc: subprocess.Popen) -> 
 
 
 HUB_CONFIG = """
-from ledger.web.demo import apply
+from quota_ledger_demo.web import apply
 c = get_config()  # noqa
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {hub_port}

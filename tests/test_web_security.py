@@ -20,7 +20,7 @@ from web_support import (
     web_config,
 )
 
-from ledger import db
+from ledger.store import db
 from ledger.web.app import make_app
 from ledger.web.auth import redacted_uri
 

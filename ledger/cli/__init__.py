@@ -4,8 +4,10 @@ Exit status: 0 success (``check``: allowed), 1 ``check`` denied, 2 a usage, conf
 database error (with a message that says what to do).
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers, common)`` and an
-``async def run(args) -> int``. Modules are imported lazily by name so ``ledger`` never
-imports Kubernetes code: ``collect`` is ``collector.command``.
+``async def run(args) -> int``. The CLI is the composition root: it names the modules of
+``ledger``'s own roles, and finds the commands that live outside ``ledger`` (``collect``,
+``demo``) through the ``quota_ledger.commands`` entry-point group (pyproject.toml), so
+``ledger`` never imports ``collector`` or the demo tooling.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import importlib
 import logging
 import sys
+from importlib.metadata import entry_points
 
 from ledger import __version__
 from ledger.cli.common import CommandError, common_parser
@@ -27,11 +30,18 @@ COMMANDS: dict[str, str] = {
     "usage": "ledger.cli.query_commands",
     "report": "ledger.cli.query_commands",
     "decisions": "ledger.cli.query_commands",
-    "collect": "collector.command",
-    "enforce": "ledger.hub.enforce_command",
+    "enforce": "ledger.enforcer.command",
     "serve": "ledger.web.command",
-    "demo": "ledger.demo.command",
 }
+ENTRY_POINT_GROUP = "quota_ledger.commands"
+
+
+def command_modules() -> dict[str, str]:
+    """Sub-command name → module: ledger's own, then those other packages register."""
+    modules = dict(COMMANDS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        modules.setdefault(ep.name, ep.value)
+    return modules
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = common_parser()
     registered: set[str] = set()
-    for name, module_name in COMMANDS.items():
+    for name, module_name in command_modules().items():
         if name in registered:
             continue
         try:

@@ -6,8 +6,8 @@ import sys
 
 from sqlalchemy.exc import IntegrityError
 
-from ledger import db, embedded
 from ledger.cli.common import CommandError, add_format, engine_of, print_json
+from ledger.store import db, embedded
 
 
 def add_parser(subparsers, common) -> list[str]:
@@ -87,7 +87,7 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
 
 
 async def run_import(args) -> int:
-    from ledger.importer import ImportError_, read_rows, write_rows
+    from ledger.store.importer import ImportError_, read_rows, write_rows
 
     try:
         if args.file == "-":

@@ -14,8 +14,8 @@ from datetime import datetime
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger import db
-from ledger.times import TimeError, parse_at, utcnow
+from ledger.core.times import TimeError, parse_at, utcnow
+from ledger.store import db
 
 CONFIG_ENV = "QUOTA_LEDGER_CONFIG"
 
@@ -66,7 +66,7 @@ def at_of(args) -> datetime:
 
 
 def policy_of(args, *, required: bool = True):
-    from ledger.policy import PolicyError, load_policy, parse_policy
+    from ledger.core.policy import PolicyError, load_policy, parse_policy
 
     path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
     if not path:

@@ -15,10 +15,10 @@ from ledger.cli.common import (
     print_csv,
     print_json,
 )
-from ledger.quantities import QuantityError, format_amount, format_duration, format_hours
-from ledger.resources import display_order, resource
-from ledger.times import iso
-from ledger.usernames import UsernameError, check_username
+from ledger.core.quantities import QuantityError, format_amount, format_duration, format_hours
+from ledger.core.resources import display_order, resource
+from ledger.core.times import iso
+from ledger.core.usernames import UsernameError, check_username
 
 
 def _plain(value) -> object:
@@ -92,8 +92,8 @@ def _user(value: str) -> str:
 
 
 def request_of(args):
-    from ledger.decision import ServerRequest
-    from ledger.quantities import to_base_units
+    from ledger.core.decision import ServerRequest
+    from ledger.core.quantities import to_base_units
 
     amounts = {}
     for name in ("cpu", "memory", "gpu"):
@@ -110,14 +110,14 @@ def request_of(args):
 async def _groups(engine, args) -> list[str]:
     if args.group is not None:
         return args.group
-    from ledger import queries
+    from ledger.store import queries
 
     async with engine.connect() as conn:
         return (await queries.groups_by_user(conn)).get(args.user, [])
 
 
 async def run_check(args) -> int:
-    from ledger.decide import decide, record
+    from ledger.store.decide import decide, record
 
     user = _user(args.user)
     policy = policy_of(args)
@@ -173,7 +173,7 @@ def _print_decision(decision) -> None:
 
 
 async def run_usage(args) -> int:
-    from ledger.status import user_status
+    from ledger.store.status import user_status
 
     user = _user(args.user)
     policy = policy_of(args, required=False)
@@ -233,7 +233,7 @@ def load_groups_file(path: str) -> dict[str, list[str]]:
 
 
 async def run_report(args) -> int:
-    from ledger.report import build_report
+    from ledger.store.report import build_report
 
     policy = policy_of(args, required=False)
     at = at_of(args)
@@ -287,7 +287,7 @@ async def run_report(args) -> int:
 async def run_decisions(args) -> int:
     from sqlalchemy import select
 
-    from ledger.models import Decision
+    from ledger.store.models import Decision
 
     query = select(
         Decision.decided_at, Decision.username, Decision.servername, Decision.source,

@@ -6,7 +6,7 @@ of your own::
     from ledger.hub import install_quota_hook
     install_quota_hook(c)  # QUOTA_LEDGER_DB_URL, QUOTA_LEDGER_CONFIG from the environment
 
-See docs/hub.md. The enforcer (``quota-ledger enforce``) lives in ``ledger.hub.enforcer``.
+See docs/hub.md. The enforcer (``quota-ledger enforce``) lives in ``ledger.enforcer.enforcer``.
 """
 
 from __future__ import annotations

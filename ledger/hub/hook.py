@@ -1,4 +1,4 @@
-"""The pre-spawn quota check: a thin async edge around ``ledger.decide``.
+"""The pre-spawn quota check: a thin async edge around ``ledger.store.decide``.
 
 Per spawn: read the request from the spawner's traits and the groups from the hub, ask the
 ledger (one query) within a time budget, then either attach the quota line to the spawn's
@@ -25,16 +25,17 @@ import time
 from contextlib import aclosing
 from datetime import datetime
 
-from ledger import queries
-from ledger.db import DB_URL_ENV, create_engine, resolve_url
-from ledger.decide import decide as ledger_decide
-from ledger.decide import record as ledger_record
-from ledger.decision import Decision, ServerRequest
-from ledger.hub import messages, metrics
+from ledger.core import messages
+from ledger.core.decision import Decision, ServerRequest
+from ledger.core.policy import PolicyWatcher
+from ledger.core.quantities import QuantityError
+from ledger.core.times import utcnow
+from ledger.hub import metrics
 from ledger.hub.request import spawner_groups, spawner_request
-from ledger.policy import PolicyWatcher
-from ledger.quantities import QuantityError
-from ledger.times import utcnow
+from ledger.store import queries
+from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
+from ledger.store.decide import decide as ledger_decide
+from ledger.store.decide import record as ledger_record
 
 log = logging.getLogger("ledger.hub")
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ledger.decision import ServerRequest
-from ledger.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
+from ledger.core.decision import ServerRequest
+from ledger.core.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
 
 CHARGE_BASES = ("requests", "limits", "max")
 

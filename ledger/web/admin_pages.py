@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ledger.resources import MICROSECONDS_PER_SECOND, resource
-from ledger.web import reads
+from ledger.core.resources import MICROSECONDS_PER_SECOND, resource
+from ledger.store import page_reads as reads
 from ledger.web.auth import QuotaHandler
 from ledger.web.report_view import Query, ReportCache, group_totals, paginate, select, to_csv
 

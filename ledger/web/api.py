@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from tornado import web
 
-from ledger.times import iso
-from ledger.usernames import UsernameError, check_username
-from ledger.web import reads
+from ledger.core.times import iso
+from ledger.core.usernames import UsernameError, check_username
+from ledger.store import page_reads as reads
 from ledger.web.auth import ApiHandler
 from ledger.web.report_view import Query, ReportCache, paginate, select
 from ledger.web.user_view import build_user_view

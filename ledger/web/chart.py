@@ -1,6 +1,6 @@
 """The picture of how a rolling window gives quota back: an SVG drawn on the server. Pure.
 
-Usage U(t) over a window W is piecewise linear in t (``ledger.usage``): it only changes
+Usage U(t) over a window W is piecewise linear in t (``ledger.core.usage``): it only changes
 slope where a segment starts or ends, or where a start or end leaves the window (+W). So
 the curve is drawn *exactly* from those instants — no sampling — for two futures:
 
@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from html import escape
 
-from ledger import usage
-from ledger.decision import from_us
-from ledger.quantities import format_hours
-from ledger.resources import MICROSECONDS_PER_SECOND, resource
+from ledger.core import usage
+from ledger.core.decision import from_us
+from ledger.core.quantities import format_hours
+from ledger.core.resources import MICROSECONDS_PER_SECOND, resource
 
 WIDTH, HEIGHT = 720, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 34
@@ -30,7 +30,7 @@ MAX_POINTS = 800
 
 
 def _events(intervals: Sequence[usage.Interval], window_us: int) -> list[tuple[int, int]]:
-    """(time, slope change) of U for these intervals (see ledger.usage's module docstring)."""
+    """(time, slope change) of U for these intervals (see ledger.core.usage's module docstring)."""
     events = []
     for start, end, rate in intervals:
         if not rate:

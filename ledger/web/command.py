@@ -71,8 +71,8 @@ def add_parser(subparsers, common) -> list[str]:
 
 
 def _typical_request(args):
-    from ledger.decision import ServerRequest
-    from ledger.quantities import QuantityError, to_base_units
+    from ledger.core.decision import ServerRequest
+    from ledger.core.quantities import QuantityError, to_base_units
 
     amounts = {}
     for name in ("cpu", "memory", "gpu"):
@@ -94,7 +94,7 @@ def _listen_address(args) -> tuple[str, int]:
 
 
 def _policy_source(args):
-    from ledger.policy import PolicyError, PolicyWatcher
+    from ledger.core.policy import PolicyError, PolicyWatcher
 
     path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
     if not path:

@@ -8,9 +8,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.decision import ServerRequest
-from ledger.resources import GIB
-from ledger.times import utcnow
+from ledger.core.decision import ServerRequest
+from ledger.core.resources import GIB
+from ledger.core.times import utcnow
 
 # Scopes that make a user an admin of this service (any one is enough). ``admin:users`` is
 # what hub admins hold; ``custom:quota:admin`` is the least-privilege choice: define it in

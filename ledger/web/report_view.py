@@ -1,6 +1,6 @@
 """The admins' report: every user's usage and percent of each budget, sorted, filtered, paged.
 
-``ledger.report.build_report`` is one aggregate over every segment in the window (all
+``ledger.store.report.build_report`` is one aggregate over every segment in the window (all
 users at once); at 10,000 users and a million segments in the window that is a few hundred
 milliseconds of PostgreSQL. Admins page, sort and filter the same figures many times in a
 row, so the built report is kept for ``WebConfig.report_ttl_seconds`` (default 30 s) and
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from ledger.report import UserLine, build_report
-from ledger.resources import display_order, resource
+from ledger.core.resources import display_order, resource
+from ledger.store.report import UserLine, build_report
 
 log = logging.getLogger(__name__)
 

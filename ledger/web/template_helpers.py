@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import urlencode
 
-from ledger.quantities import format_amount, format_duration, format_hours
-from ledger.resources import resource
+from ledger.core.quantities import format_amount, format_duration, format_hours
+from ledger.core.resources import resource
 
 
 def hours(handler, name: str, value) -> str:

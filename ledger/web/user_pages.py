@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tornado import web
 
-from ledger.usernames import UsernameError, check_username
-from ledger.web import reads
+from ledger.core.usernames import UsernameError, check_username
+from ledger.store import page_reads as reads
 from ledger.web.auth import QuotaHandler
 from ledger.web.user_view import MEMORY_HINT, build_user_view
 

@@ -1,6 +1,6 @@
 """One user's numbers, as the user page and ``/api/v1/me`` show them.
 
-Built from ``ledger.status.user_status`` (one indexed query for the segments) plus the
+Built from ``ledger.store.status.user_status`` (one indexed query for the segments) plus the
 decision for a *typical* server evaluated on the same rows (no second usage query), and
 three small reads: recent sessions, OOM kills, enforcer warnings.
 """
@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from ledger import usage
-from ledger.decision import Decision, ServerRequest, evaluate, from_us, to_us
-from ledger.quantities import format_amount
-from ledger.resources import MICROSECONDS_PER_SECOND, display_order, resource
-from ledger.status import UserStatus, user_status
-from ledger.times import iso
-from ledger.web import chart, reads
+from ledger.core import usage
+from ledger.core.decision import Decision, ServerRequest, evaluate, from_us, to_us
+from ledger.core.quantities import format_amount
+from ledger.core.resources import MICROSECONDS_PER_SECOND, display_order, resource
+from ledger.core.times import iso
+from ledger.store import page_reads as reads
+from ledger.store.status import UserStatus, user_status
+from ledger.web import chart
 
 NEAR_LIMIT_PERCENT = 80.0
 MEMORY_HINT = (

@@ -2,7 +2,7 @@
 
 The charge rule lives here once, in SQL: a segment is charged for its overlap with the
 window, [started_at, COALESCE(ended_at, at)) ∩ [at - window, at). The Python decision code
-implements the same rule (ledger/usage.py) and a property test keeps the two equal.
+implements the same rule (ledger/core/usage.py) and a property test keeps the two equal.
 
 Revision ID: 0002
 Revises: 0001

@@ -8,7 +8,7 @@ import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ledger import queries
+from ledger.store import queries
 
 GIB = 2**30
 _uids = itertools.count()

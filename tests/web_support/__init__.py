@@ -22,9 +22,9 @@ from sqlalchemy import text
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from ledger import queries
-from ledger.policy import parse_policy
-from ledger.resources import GIB
+from ledger.core.policy import parse_policy
+from ledger.core.resources import GIB
+from ledger.store import queries
 from ledger.web.app import make_app
 from ledger.web.config import WebConfig
 
@@ -170,7 +170,7 @@ async def seeded_database(pg_server_url: str, template_url: str) -> AsyncIterato
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    from ledger import db
+    from ledger.store import db
 
     u = make_url(pg_server_url)
     params = {"user": u.username or "postgres", "host": u.query.get("host") or u.host}

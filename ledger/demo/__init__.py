@@ -1,1 +1,0 @@
-"""``quota-ledger demo``: the whole system on the embedded PostgreSQL, no cluster needed."""

@@ -1,0 +1,150 @@
+"""Connecting to the ledger database, running migrations, refusing an old schema.
+
+Which database: ``--db URL``, else ``QUOTA_LEDGER_DB_URL``, else the embedded PostgreSQL
+(started on demand, see ledger/store/embedded.py). Every command except ``migrate`` checks that the
+schema is at the head revision first and refuses to run on an older one, the way JupyterHub's
+``check_db_revision`` does, with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+DB_URL_ENV = "QUOTA_LEDGER_DB_URL"
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used: unreachable, or its schema is not what we need."""
+
+
+class SchemaBehindError(DatabaseError):
+    pass
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain ``postgresql://`` / ``postgres://`` URLs (psql, Grafana style) too."""
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL to use; starts the embedded server when none is configured."""
+    url = url or os.environ.get(DB_URL_ENV)
+    if url:
+        return normalize_url(url)
+    from ledger.store import embedded
+
+    return embedded.ensure_running()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and pages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL must not leak through an error either
+        return "<unparseable database URL>"
+
+
+def asyncpg_params(url: str, database: str | None = None) -> dict:
+    """``asyncpg.connect(**params)`` for a SQLAlchemy URL (Unix-socket ``?host=`` included)."""
+    u = make_url(normalize_url(url))
+    params: dict = {
+        "database": database or u.database or "postgres",
+        "user": u.username or "postgres",
+    }
+    if u.password:
+        params["password"] = u.password
+    host = u.query.get("host") or u.host
+    if host:
+        params["host"] = host
+    port = u.query.get("port") or u.port
+    if port:
+        params["port"] = int(port)
+    return params
+
+
+def create_engine(url: str, **kwargs) -> AsyncEngine:
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    return create_async_engine(normalize_url(url), **kwargs)
+
+
+def migrations_dir() -> Path:
+    """The alembic scripts: ``ledger.migrations`` when installed, ``migrations/`` in a checkout."""
+    try:
+        return Path(str(importlib_resources.files("ledger.migrations")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    # ConfigParser interpolation would eat % signs in passwords
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(
+        alembic_config("postgresql+asyncpg://x@/x")
+    ).get_current_head()
+
+
+def _upgrade_sync(url: str, revision: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+async def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the schema. Alembic's async env runs its own event loop, so use a thread."""
+    await asyncio.to_thread(_upgrade_sync, url, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        if not exists:
+            return None
+        return await conn.scalar(text("SELECT version_num FROM alembic_version"))
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """Refuse a database whose schema is behind (or ahead of) this version of quota-ledger."""
+    try:
+        current = await current_revision(engine)
+    except (OSError, ConnectionError) as exc:
+        raise DatabaseError(
+            f"cannot reach the database at {redact(str(engine.url))}: {exc}"
+        ) from exc
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise SchemaBehindError(
+            "the database has no quota-ledger schema yet. Run `quota-ledger migrate` "
+            "(with the same --db) to create it."
+        )
+    raise SchemaBehindError(
+        f"the database schema is at revision {current}, this quota-ledger needs {head}. "
+        "Back up the database, then run `quota-ledger migrate` to upgrade it."
+    )
