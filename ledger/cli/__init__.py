@@ -30,8 +30,8 @@ COMMANDS: dict[str, str] = {
     "usage": "ledger.cli.query_commands",
     "report": "ledger.cli.query_commands",
     "decisions": "ledger.cli.query_commands",
-    "enforce": "ledger.enforcer.command",
-    "serve": "ledger.web.command",
+    "enforce": "ledger.cli.enforce",
+    "serve": "ledger.cli.serve",
 }
 ENTRY_POINT_GROUP = "quota_ledger.commands"
 

@@ -2,7 +2,7 @@
 
 A JupyterHub service authenticated with Hub OAuth (``HubOAuthenticated``). Users see only
 themselves; holders of the admin scope see everyone. ``quota-ledger serve`` runs it
-(``ledger.web.command``); docs/web.md has the hub configuration.
+(``ledger.cli.serve``); docs/web.md has the hub configuration.
 
 Modules: ``config`` (settings), ``auth`` (base handlers, who is asking), ``app`` (routes),
 ``user_view`` (a user's numbers for page and API), ``chart`` (the rolling-window SVG),

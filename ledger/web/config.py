@@ -1,4 +1,4 @@
-"""What the web service is configured with. Built by ``ledger.web.command`` (or tests)."""
+"""What the web service is configured with. Built by ``ledger.cli.serve`` (or tests)."""
 
 from __future__ import annotations
 
