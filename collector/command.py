@@ -20,9 +20,21 @@ def add_parser(subparsers, common) -> list[str]:
     p = subparsers.add_parser(
         "collect",
         parents=[common],
-        help="watch Kubernetes pods and write their resource intervals to the ledger",
+        help="watch Kubernetes pods (or Docker containers) and write their resource intervals",
         description="List and watch the pods of JupyterHub servers (and configured workloads) "
-        "and keep the ledger's segments exact. See docs/collector.md.",
+        "and keep the ledger's segments exact. See docs/collector.md; for DockerSpawner hubs "
+        "(--source docker) docs/docker.md.",
+    )
+    p.add_argument(
+        "--source",
+        choices=("kubernetes", "docker"),
+        help="what to watch (default: the settings' source, kubernetes)",
+    )
+    p.add_argument(
+        "--docker-url",
+        metavar="URL",
+        help="Docker Engine API for --source docker (default unix:///var/run/docker.sock; "
+        "tcp://HOST:2375 works too)",
     )
     p.add_argument("--settings", metavar="FILE", help="collector settings YAML (default: built-in)")
     p.add_argument(
@@ -59,12 +71,21 @@ async def api_client_factory(kubeconfig: str | None):
 
 
 async def run(args) -> int:
-    from collector.settings import SettingsError, load_settings
+    from collector.settings import SettingsError, load_settings, parse_settings
 
     try:
         settings = load_settings(args.settings)
+        overrides = {"source": args.source, "docker_url": args.docker_url}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides:
+            settings = parse_settings(
+                {**settings.model_dump(exclude_unset=True), **overrides},
+                args.settings or "--source/--docker-url",
+            )
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+    if settings.source == "docker":
+        return await _run_docker(args, settings)
     try:
         from kubernetes_asyncio.config import ConfigException
     except ModuleNotFoundError:
@@ -82,13 +103,25 @@ async def run(args) -> int:
         await api_client.close()  # idempotent; the collector closes it too
 
 
-async def _run_collector(args, settings, engine, api_client) -> int:
+async def _run_docker(args, settings) -> int:
+    from collector.sources.docker import DockerSource, DockerUrlError
+
+    try:
+        source = DockerSource(settings.docker_url)
+    except DockerUrlError as exc:
+        raise CommandError(str(exc)) from None
+    async with engine_of(args) as engine:
+        return await _run_collector(args, settings, engine, None, source=source)
+
+
+async def _run_collector(args, settings, engine, api_client, source=None) -> int:
     from collector.daemon import Collector
 
     collector = Collector(
         settings,
         engine,
-        lambda: api_client,
+        None if source is not None else (lambda: api_client),
+        source=source,
         collector_id=args.collector_id,
         http_host=args.http_host,
         http_port=None if args.http_port < 0 else args.http_port,

@@ -3,18 +3,19 @@
 In-process API (the CLI and the demo use it)::
 
     collector = Collector(settings, engine, api_client_factory, collector_id="demo")
+    collector = Collector(settings, engine, source=DockerSource(url))   # another runtime
     exit_code = await collector.run(stop_event)     # until stop_event is set
     exit_code = await collector.run_once()          # list, reconcile, write, return
 
 ``api_client_factory()`` returns (or awaits to) a ``kubernetes_asyncio.client.ApiClient``;
-the collector closes it. This module is the edge that reads the clock (``clock``).
+the collector closes it (collector/sources/kubernetes.py). A ``source`` (collector/sources/)
+replaces it for other runtimes. This module is the edge that reads the clock (``clock``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
@@ -25,9 +26,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collector.metrics import Metrics, start_http_server
-from collector.pods import Identity, PodSkipped, parse_pod
+from collector.pods import Identity, PodSkipped
 from collector.settings import Settings, Workload
-from collector.watcher import PodWatch, Scope
+from collector.sources import Source, Watch
+from collector.sources.kubernetes import KubernetesSource
+from collector.watcher import Scope
 from collector.write_buffer import BufferFull, WriteBuffer
 from ledger import __version__
 from ledger.core.segment_plan import (
@@ -61,8 +64,9 @@ class Collector:
         self,
         settings: Settings,
         engine: AsyncEngine,
-        api_client_factory: Callable[[], Any],
+        api_client_factory: Callable[[], Any] | None = None,
         *,
+        source: Source | None = None,
         collector_id: str | None = None,
         http_host: str = "0.0.0.0",
         http_port: int | None = None,
@@ -70,7 +74,11 @@ class Collector:
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.api_client_factory = api_client_factory
+        if source is None:
+            if api_client_factory is None:
+                raise ValueError("give a Kubernetes api_client_factory or a source")
+            source = KubernetesSource(api_client_factory)
+        self.source = source
         self.hostname = socket.gethostname()
         self.collector_id = collector_id or f"{self.hostname}-{os.getpid()}"
         self.http_host, self.http_port = http_host, http_port
@@ -92,7 +100,7 @@ class Collector:
             on_write=self._on_write,
             on_state=self._on_db_state,
         )
-        self.watches: list[PodWatch] = []
+        self.watches: list[Watch] = []
         self.db_ok = False
         self.fatal: BaseException | None = None
         self.started_at = clock()
@@ -110,13 +118,8 @@ class Collector:
         self.events_total += 1
         self.last_event_at = observed_at
         try:
-            view = parse_pod(
-                pod,
-                self._identities[scope.workload.name],
-                extended=self.settings.resources,
-                charge_basis=self.settings.charge_basis,
-                deleted=event_type == "DELETED",
-                observed_at=observed_at,
+            view = self.source.parse(
+                event_type, pod, self._identities[scope.workload.name], self.settings, observed_at
             )
         except PodSkipped as exc:
             self._skipped(pod, exc)
@@ -152,7 +155,7 @@ class Collector:
             self.metrics.buffer_depth.set(self.buffer.depth)
 
     def _skipped(self, pod: dict[str, Any], exc: PodSkipped) -> None:
-        key = ((pod.get("metadata") or {}).get("uid") or "", exc.reason)
+        key = (self.source.uid_of(pod), exc.reason)
         if key in self._skip_logged:
             return
         if len(self._skip_logged) >= _SKIP_LOG_MEMORY:
@@ -180,7 +183,9 @@ class Collector:
         continues them instead of guessing; without the database, reconcile later."""
         try:
             rows = await asyncio.wait_for(
-                ledger_writer.load_open_segments(self.engine, scope.workload.name, scope.namespace),
+                ledger_writer.load_open_segments(
+                    self.engine, scope.workload.name, scope.namespace, self.source.name
+                ),
                 timeout=10,
             )
         except Exception as exc:  # noqa: BLE001 - the database may be down: list anyway
@@ -293,36 +298,24 @@ class Collector:
 
     # --- running ---------------------------------------------------------------------------
 
-    async def _api(self) -> Any:
-        from kubernetes_asyncio import client
-
-        api_client = self.api_client_factory()
-        if inspect.isawaitable(api_client):
-            api_client = await api_client
-        return api_client, client.CoreV1Api(api_client)
-
-    def _make_watches(self, core_api: Any) -> None:
+    def _make_watches(self) -> None:
         m = self.metrics
-        self.watches = [
-            PodWatch(
-                core_api,
-                scope,
-                self.settings,
-                self,
-                on_reconnect=m.reconnects.inc,
-                on_relist=lambda cause: m.relists.labels(cause).inc(),
-                on_event_type=lambda kind: m.events.labels(kind).inc(),
-                clock=self.clock,
-            )
-            for scope in self.scopes
-        ]
+        self.watches = self.source.make_watches(
+            self.scopes,
+            self.settings,
+            self,
+            on_reconnect=m.reconnects.inc,
+            on_relist=lambda cause: m.relists.labels(cause).inc(),
+            on_event_type=lambda kind: m.events.labels(kind).inc(),
+            clock=self.clock,
+        )
 
     async def run_once(self) -> int:
         """List every scope, reconcile, write everything, return 0 (1 if writes failed)."""
-        api_client, core_api = await self._api()
+        await self.source.open()
         flusher = asyncio.create_task(self.buffer.run())
         try:
-            self._make_watches(core_api)
+            self._make_watches()
             for watch in self.watches:
                 await watch.list_once("start")
             await self.heartbeat()
@@ -331,7 +324,7 @@ class Collector:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await api_client.close()
+            await self.source.close()
         if not flushed:
             log.error("event=flush_incomplete pending=%d", self.buffer.depth)
             return 1
@@ -342,14 +335,14 @@ class Collector:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self._stop = stop
-        api_client, core_api = await self._api()
+        await self.source.open()
         runner = None
         if self.http_port is not None:
             runner, self.http_bound_port = await start_http_server(
                 self.metrics, self.ready, self.http_host, self.http_port
             )
         flusher = asyncio.create_task(self.buffer.run(), name="write-buffer")
-        self._make_watches(core_api)
+        self._make_watches()
         tasks = [asyncio.create_task(w.run(), name=f"watch {w.scope}") for w in self.watches]
         for task in tasks:
             task.add_done_callback(self._task_done)
@@ -377,7 +370,7 @@ class Collector:
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
-            await api_client.close()
+            await self.source.close()
             if runner is not None:
                 await runner.cleanup()
         if not flushed:

@@ -57,7 +57,7 @@ def _amount(short: str, quantity: Any, where: str) -> int:
     return device_count(quantity, where=where)
 
 
-def _container_amounts(
+def container_amounts(
     resources: dict | None, names: dict[str, str], basis: str, where: str
 ) -> dict[str, int]:
     """One container's chargeable amount per short resource name.
@@ -107,15 +107,13 @@ def effective_amounts(pod: Pod, names: dict[str, str], basis: str) -> dict[str, 
     for container in spec.get("containers") or []:
         name = container.get("name")
         resources = actual.get(name, container.get("resources"))
-        for short, value in _container_amounts(
-            resources, names, basis, f"container {name}"
-        ).items():
+        for short, value in container_amounts(resources, names, basis, f"container {name}").items():
             app_sum[short] += value
     sidecars = dict.fromkeys(names, 0)
     init_max = dict.fromkeys(names, 0)
     for container in spec.get("initContainers") or []:
         name = container.get("name")
-        amounts = _container_amounts(
+        amounts = container_amounts(
             container.get("resources"), names, basis, f"init container {name}"
         )
         is_sidecar = container.get("restartPolicy") == "Always"

@@ -18,6 +18,9 @@ from ledger.core.resources import DEFAULT_EXTENDED_RESOURCES
 JUPYTERHUB_SELECTOR = "component=singleuser-server"  # the Zero-to-JupyterHub default
 USERNAME_ANNOTATION = "hub.jupyter.org/username"
 SERVERNAME_ANNOTATION = "hub.jupyter.org/servername"
+# Docker has labels only: the hub hook puts the same keys on DockerSpawner's containers.
+DOCKER_SELECTOR = USERNAME_ANNOTATION
+DOCKER_URL = "unix:///var/run/docker.sock"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -64,7 +67,14 @@ class Workload(_Strict):
         return self
 
 
-def jupyterhub_workload(label_selector: str) -> Workload:
+def jupyterhub_workload(label_selector: str, *, from_labels: bool = False) -> Workload:
+    if from_labels:
+        return Workload(
+            name="jupyterhub",
+            label_selector=label_selector,
+            username_label=USERNAME_ANNOTATION,
+            servername_label=SERVERNAME_ANNOTATION,
+        )
     return Workload(
         name="jupyterhub",
         label_selector=label_selector,
@@ -74,8 +84,13 @@ def jupyterhub_workload(label_selector: str) -> Workload:
 
 
 class Settings(_Strict):
+    source: Literal["kubernetes", "docker"] = "kubernetes"
     namespaces: list[str] = []  # empty: all namespaces
     label_selector: str = JUPYTERHUB_SELECTOR
+    # source: docker. Label filters like the Engine API's (``key`` or ``key=value``, comma
+    # separated; a container must match all); workloads' label_selector reads the same way.
+    docker_url: str = DOCKER_URL
+    docker_label_selector: str = Field(default=DOCKER_SELECTOR, min_length=1)
     workloads: list[Workload] = []
     charge_basis: Literal["requests", "limits", "max"] = "requests"
     resources: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EXTENDED_RESOURCES))
@@ -132,10 +147,17 @@ class Settings(_Strict):
 
     def all_workloads(self) -> list[Workload]:
         """The JupyterHub servers first, then the configured extra workloads."""
+        if self.source == "docker":
+            return [
+                jupyterhub_workload(self.docker_label_selector, from_labels=True),
+                *self.workloads,
+            ]
         return [jupyterhub_workload(self.label_selector), *self.workloads]
 
     def namespaces_of(self, workload: Workload) -> list[str | None]:
         """The namespaces to watch for `workload`; [None] means all namespaces."""
+        if self.source == "docker":
+            return [None]  # an engine has no namespaces: one scope per workload
         chosen = self.namespaces if workload.namespaces is None else workload.namespaces
         return list(chosen) or [None]
 

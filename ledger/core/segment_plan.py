@@ -37,6 +37,10 @@ class PodView:
     end_reason: str | None  # terminated | deleted
     resize_requested_at: datetime | None  # PodResizeInProgress since, while it is present
     oom_kills: tuple[OomKill, ...]
+    # A container that runs again under the same id (Docker's ``docker start`` after a stop)
+    # is a new run: ``started_at`` moves forward and this is when the previous run ended.
+    previous_run_ended_at: datetime | None = None
+    source: str = "collector"  # segments.source: which recorder wrote the row
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class SegmentRow:
     resources: Resources
     started_at: datetime
     last_seen_at: datetime
+    source: str = "collector"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,7 @@ class Tracked:
     workload: str
     namespace: str
     open_started_at: datetime | None = None  # the open segment's start; None: none open
+    run_started_at: datetime | None = None  # when the current run began (pods: one run)
     resources: Resources | None = None
     closed: bool = False
     resize_requested_at: datetime | None = None
@@ -119,6 +125,7 @@ def _row(view: PodView, started_at: datetime, observed_at: datetime) -> SegmentR
         resources=view.resources,
         started_at=started_at,
         last_seen_at=max(observed_at, started_at),
+        source=view.source,
     )
 
 
@@ -133,10 +140,23 @@ def plan(tracked: Tracked | None, view: PodView, observed_at: datetime) -> tuple
             ops.append(RecordOom(view, kill))
     if view.resize_requested_at is not None:
         state.resize_requested_at = view.resize_requested_at
-    if state.closed or view.started_at is None:
-        return ops, state  # closed is final; an unscheduled pod holds nothing yet
+    if view.started_at is None:
+        return ops, state  # an unscheduled pod holds nothing yet
+    run_started_at = state.run_started_at or state.open_started_at
+    if run_started_at is not None and view.started_at > run_started_at:
+        # A new run of the same object (a pod never has one): end the previous run's
+        # segment if it is still open, then charge the new run from its own start.
+        if state.is_open:
+            ended_at = min(view.previous_run_ended_at or view.started_at, view.started_at)
+            ended_at = max(ended_at, state.open_started_at)
+            ops.append(CloseSegment(view.uid, ended_at, "terminated"))
+        state.open_started_at, state.resources, state.closed = None, None, False
+        state.resize_requested_at = None
+    if state.closed:
+        return ops, state  # closed is final for this run
     if state.open_started_at is None:
         state.open_started_at, state.resources = view.started_at, view.resources
+        state.run_started_at = view.started_at
         ops.append(OpenSegment(_row(view, view.started_at, observed_at)))
     elif view.resources != state.resources and view.ended_at is None:
         # In-place resize: the kubelet applied new resources. The object keeps no timestamp

@@ -35,7 +35,7 @@ _INSERT_SEGMENT = text(
         cpu_millicores, memory_bytes, gpu_count, extended, started_at, last_seen_at, source)
     VALUES (:pod_uid, :namespace, :pod_name, :username, :servername, :workload,
         :cpu_millicores, :memory_bytes, :gpu_count, CAST(:extended AS jsonb), :started_at,
-        :last_seen_at, 'collector')
+        :last_seen_at, :source)
     ON CONFLICT DO NOTHING
     """
 )
@@ -95,6 +95,7 @@ def _segment_params(row: SegmentRow) -> dict:
         "extended": _extended_json(row.resources),
         "started_at": row.started_at,
         "last_seen_at": row.last_seen_at,
+        "source": row.source,
     }
 
 
@@ -185,15 +186,16 @@ class OpenSegmentRow:
 
 
 async def load_open_segments(
-    engine: AsyncEngine, workload: str, namespace: str | None
+    engine: AsyncEngine, workload: str, namespace: str | None, source: str = "collector"
 ) -> list[OpenSegmentRow]:
-    """Open segments this watch scope is responsible for (never another workload's)."""
+    """Open segments this watch scope is responsible for (never another workload's, nor
+    another recorder's: ``source`` is collector (Kubernetes), docker or hub)."""
     sql = (
         "SELECT pod_uid, namespace, started_at, cpu_millicores, memory_bytes, gpu_count, "
-        "extended FROM segments WHERE ended_at IS NULL AND source = 'collector' "
+        "extended FROM segments WHERE ended_at IS NULL AND source = :source "
         "AND workload = :workload"
     )
-    params: dict = {"workload": workload}
+    params: dict = {"workload": workload, "source": source}
     if namespace is not None:
         sql += " AND namespace = :namespace"
         params["namespace"] = namespace

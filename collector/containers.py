@@ -1,0 +1,190 @@
+"""Pure container parsing: a Docker container (its inspect JSON) → what the ledger charges.
+
+The Docker counterpart of collector/pods.py, producing the same ``PodView`` so that one
+planner (ledger/core/segment_plan.py) and one writer charge pods and containers alike. No I/O
+and no clock. Field meanings: https://docs.docker.com/reference/api/engine/version/v1.41/#tag/Container/operation/ContainerInspect
+
+What ``requests`` and ``limits`` mean for a container (docs/docker.md has the table):
+
+* limits: ``HostConfig.Memory`` (bytes); CPUs from ``NanoCpus``, else ``CpuQuota / CpuPeriod``
+  (period 100000 µs when unset); GPUs from ``DeviceRequests`` with the ``gpu`` capability
+  (their ``Count``, or the number of ``DeviceIDs``).
+* requests: ``MemoryReservation`` (the soft limit Docker reclaims to under pressure) and
+  ``CpuShares`` read back the way the kubelet writes them, 1024 shares per CPU
+  (https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#how-pods-with-resource-limits-are-run).
+  A missing request is the limit, as in Kubernetes, so a container that sets only limits
+  (the usual DockerSpawner hub) is charged its limits under every charge basis.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from collector.pods import Identity, PodSkipped, as_resources, container_amounts, resource_names
+from ledger.core.quantities import QuantityError
+from ledger.core.segment_plan import OomKill, PodView
+
+SOURCE = "docker"  # segments.source of rows this parser's views open
+DEFAULT_CPU_PERIOD_MICROSECONDS = 100_000  # the CFS default Docker uses when CpuPeriod is 0
+SHARES_PER_CPU = 1024
+_HOLDING = {"running", "paused", "removing"}  # states in which the container holds resources
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One container as the source saw it: the inspect JSON, and the event that made us look
+    (its Engine API ``Action`` and time), if any."""
+
+    container: dict[str, Any]
+    action: str | None = None
+    event_at: datetime | None = None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Docker's RFC 3339 with nanoseconds → aware UTC datetime (microseconds); the zero
+    time ``0001-01-01T00:00:00Z`` (never happened) → None."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    m = _TIME.match(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 time")
+    fraction = (m[2] or "")[:6].ljust(6, "0")
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    return datetime.fromisoformat(f"{m[1]}.{fraction}{zone}").astimezone(UTC)
+
+
+def event_time(event: dict[str, Any]) -> datetime | None:
+    """An Engine API event's time (``timeNano``, else ``time``)."""
+    if event.get("timeNano"):
+        return datetime.fromtimestamp(int(event["timeNano"]) / 1e9, UTC)
+    if event.get("time"):
+        return datetime.fromtimestamp(int(event["time"]), UTC)
+    return None
+
+
+def gpu_count(device_requests: list[dict] | None, where: str) -> int:
+    """GPUs a container was given: every device request with the ``gpu`` capability (the
+    ``--gpus`` flag and docker-py's ``DeviceRequest(capabilities=[["gpu"]])``)."""
+    total = 0
+    for request in device_requests or []:
+        capabilities = {c for group in request.get("Capabilities") or [] for c in group}
+        if "gpu" not in capabilities and request.get("Driver") != "nvidia":
+            continue
+        ids = request.get("DeviceIDs") or []
+        count = int(request.get("Count") or 0)
+        if ids:
+            total += len(ids)
+        elif count > 0:
+            total += count
+        elif count < 0:
+            raise PodSkipped(
+                "bad_quantity",
+                f"{where}: DeviceRequests asks for all GPUs (Count -1, --gpus all), which "
+                "does not say how many it holds; give a count (--gpus 2) or device IDs",
+            )
+    return total
+
+
+def _k8s_resources(host: dict, names: dict[str, str], where: str) -> dict[str, dict[str, str]]:
+    """HostConfig in the shape of a Kubernetes container's ``resources``, so the one
+    charge-basis rule (collector/pods.py ``container_amounts``) applies unchanged."""
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if int(host.get("Memory") or 0) > 0:
+        limits["memory"] = str(int(host["Memory"]))
+    if int(host.get("MemoryReservation") or 0) > 0:
+        requests["memory"] = str(int(host["MemoryReservation"]))
+    nano = int(host.get("NanoCpus") or 0)
+    quota = int(host.get("CpuQuota") or 0)
+    if nano > 0:
+        limits["cpu"] = f"{nano // 1_000_000}m"
+    elif quota > 0:
+        period = int(host.get("CpuPeriod") or 0) or DEFAULT_CPU_PERIOD_MICROSECONDS
+        limits["cpu"] = f"{quota * 1000 // period}m"
+    if int(host.get("CpuShares") or 0) > 0:
+        requests["cpu"] = f"{int(host['CpuShares']) * 1000 // SHARES_PER_CPU}m"
+    gpus = gpu_count(host.get("DeviceRequests"), where)
+    if gpus and "gpu" in names:
+        limits[names["gpu"]] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _name(container: dict) -> str:
+    return (container.get("Name") or "").lstrip("/")
+
+
+def parse_container(
+    observation: Observation,
+    identity: Identity,
+    *,
+    extended: dict[str, str],
+    charge_basis: str = "requests",
+    deleted: bool = False,
+    observed_at: datetime,
+) -> PodView:
+    """Everything the ledger needs from one container. Raises PodSkipped if it cannot be
+    charged. ``deleted``: the container is gone (``destroy`` event) at ``observed_at``."""
+    container = observation.container
+    uid = container.get("Id")
+    if not uid:
+        raise PodSkipped("missing_uid", f"container {_name(container)!r} has no Id")
+    where = f"container {_name(container)}"
+    labels = (container.get("Config") or {}).get("Labels") or {}
+    username = labels.get(identity.username_key)
+    if not isinstance(username, str) or not username:
+        raise PodSkipped("missing_username", f"{where}: no {identity.username_key} label")
+    servername = labels.get(identity.servername_key or "", "") or ""
+    names = resource_names(extended)
+    host = container.get("HostConfig") or {}
+    try:
+        resources = _k8s_resources(host, names, where)
+        amounts = container_amounts(resources, names, charge_basis, where)
+    except (QuantityError, TypeError, ValueError) as exc:
+        raise PodSkipped("bad_quantity", f"{where}: {exc}") from None
+    state = container.get("State") or {}
+    try:
+        started_at = parse_time(state.get("StartedAt"))
+        finished_at = parse_time(state.get("FinishedAt"))
+    except ValueError as exc:
+        raise PodSkipped("bad_time", f"{where}: State: {exc}") from None
+    status = state.get("Status") or ""
+    ended_at = end_reason = previous_run_ended_at = None
+    if started_at is not None:
+        holding = status in _HOLDING
+        if holding and finished_at is not None and finished_at <= started_at:
+            previous_run_ended_at = finished_at  # the last run's end, kept while this one runs
+        if not holding:
+            ended_at, end_reason = max(finished_at or observed_at, started_at), "terminated"
+        if deleted and (ended_at is None or observed_at < ended_at):
+            ended_at, end_reason = max(observed_at, started_at), "deleted"
+    kills: tuple[OomKill, ...] = ()
+    if state.get("OOMKilled") and started_at is not None:
+        # Docker keeps one flag per run; the kill time is the run's end once it exited, else
+        # the ``oom`` event's time (the OOM killer took a process and the container lives on).
+        live_kill_at = observation.event_at if observation.action == "oom" else None
+        killed_at = ended_at if end_reason == "terminated" else live_kill_at
+        if killed_at is not None:
+            memory = int(host.get("Memory") or 0) or None
+            restarts = int(container.get("RestartCount") or 0)
+            kills = (OomKill(_name(container), killed_at, restarts, memory),)
+    resized_at = observation.event_at if observation.action == "update" else None
+    return PodView(
+        uid=uid,
+        namespace="",
+        name=_name(container),
+        workload=identity.workload,
+        username=username,
+        servername=servername,
+        resources=as_resources(amounts),
+        started_at=started_at,
+        ended_at=ended_at,
+        end_reason=end_reason,
+        resize_requested_at=resized_at,
+        oom_kills=kills,
+        previous_run_ended_at=previous_run_ended_at,
+        source=SOURCE,
+    )
