@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export QUOTA_LEDGER_HOME ?= $(CURDIR)/.quota-ledger
 
-.PHONY: demo test lint fmt bench bench-prometheus browser clean
+.PHONY: demo test lint fmt bench bench-prometheus browser docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,18 @@ browser:
 	      || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "warning: /usr/bin/chromium missing; browser tests will be skipped"; fi; }
 
+# The Docker tests need a real engine and the local base image (no registry is reachable):
+# .ci/docker-up.sh installs docker.io if needed, starts dockerd and builds the base. In CI a
+# failure here fails the run (the tests would fail anyway: CI=true never skips them).
+docker:
+	@docker info >/dev/null 2>&1 && docker image inspect local/python:3.11-slim-bookworm >/dev/null 2>&1 \
+	  || { if [ "$$(id -u)" = 0 ]; then bash .ci/docker-up.sh; \
+	       else echo "warning: no Docker engine; Docker tests will be skipped"; fi; }
+
 demo: $(STAMP)
 	$(BIN)/quota-ledger demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser docker
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -4,16 +4,10 @@ The Docker counterpart of collector/pods.py, producing the same ``PodView`` so t
 planner (ledger/core/segment_plan.py) and one writer charge pods and containers alike. No I/O
 and no clock. Field meanings: https://docs.docker.com/reference/api/engine/version/v1.41/#tag/Container/operation/ContainerInspect
 
-What ``requests`` and ``limits`` mean for a container (docs/docker.md has the table):
-
-* limits: ``HostConfig.Memory`` (bytes); CPUs from ``NanoCpus``, else ``CpuQuota / CpuPeriod``
-  (period 100000 µs when unset); GPUs from ``DeviceRequests`` with the ``gpu`` capability
-  (their ``Count``, or the number of ``DeviceIDs``).
-* requests: ``MemoryReservation`` (the soft limit Docker reclaims to under pressure) and
-  ``CpuShares`` read back the way the kubelet writes them, 1024 shares per CPU
-  (https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#how-pods-with-resource-limits-are-run).
-  A missing request is the limit, as in Kubernetes, so a container that sets only limits
-  (the usual DockerSpawner hub) is charged its limits under every charge basis.
+What ``requests`` and ``limits`` mean for a container is ledger/core/docker_resources.py
+(shared with the hub hook; docs/docker.md has the table). A missing request is the limit, as
+in Kubernetes, so a container that sets only limits (the usual DockerSpawner hub) is charged
+its limits under every charge basis.
 """
 
 from __future__ import annotations
@@ -24,12 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from collector.pods import Identity, PodSkipped, as_resources, container_amounts, resource_names
+from ledger.core.docker_resources import gpu_count, host_amounts
 from ledger.core.quantities import QuantityError
 from ledger.core.segment_plan import OomKill, PodView
 
 SOURCE = "docker"  # segments.source of rows this parser's views open
-DEFAULT_CPU_PERIOD_MICROSECONDS = 100_000  # the CFS default Docker uses when CpuPeriod is 0
-SHARES_PER_CPU = 1024
 _HOLDING = {"running", "paused", "removing"}  # states in which the container holds resources
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
@@ -66,51 +59,27 @@ def event_time(event: dict[str, Any]) -> datetime | None:
     return None
 
 
-def gpu_count(device_requests: list[dict] | None, where: str) -> int:
-    """GPUs a container was given: every device request with the ``gpu`` capability (the
-    ``--gpus`` flag and docker-py's ``DeviceRequest(capabilities=[["gpu"]])``)."""
-    total = 0
-    for request in device_requests or []:
-        capabilities = {c for group in request.get("Capabilities") or [] for c in group}
-        if "gpu" not in capabilities and request.get("Driver") != "nvidia":
-            continue
-        ids = request.get("DeviceIDs") or []
-        count = int(request.get("Count") or 0)
-        if ids:
-            total += len(ids)
-        elif count > 0:
-            total += count
-        elif count < 0:
-            raise PodSkipped(
-                "bad_quantity",
-                f"{where}: DeviceRequests asks for all GPUs (Count -1, --gpus all), which "
-                "does not say how many it holds; give a count (--gpus 2) or device IDs",
-            )
-    return total
-
-
 def _k8s_resources(host: dict, names: dict[str, str], where: str) -> dict[str, dict[str, str]]:
     """HostConfig in the shape of a Kubernetes container's ``resources``, so the one
     charge-basis rule (collector/pods.py ``container_amounts``) applies unchanged."""
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
-    if int(host.get("Memory") or 0) > 0:
-        limits["memory"] = str(int(host["Memory"]))
-    if int(host.get("MemoryReservation") or 0) > 0:
-        requests["memory"] = str(int(host["MemoryReservation"]))
-    nano = int(host.get("NanoCpus") or 0)
-    quota = int(host.get("CpuQuota") or 0)
-    if nano > 0:
-        limits["cpu"] = f"{nano // 1_000_000}m"
-    elif quota > 0:
-        period = int(host.get("CpuPeriod") or 0) or DEFAULT_CPU_PERIOD_MICROSECONDS
-        limits["cpu"] = f"{quota * 1000 // period}m"
-    if int(host.get("CpuShares") or 0) > 0:
-        requests["cpu"] = f"{int(host['CpuShares']) * 1000 // SHARES_PER_CPU}m"
-    gpus = gpu_count(host.get("DeviceRequests"), where)
-    if gpus and "gpu" in names:
-        limits[names["gpu"]] = str(gpus)
-    return {"requests": requests, "limits": limits}
+    amounts = host_amounts(
+        memory_bytes=int(host.get("Memory") or 0),
+        memory_reservation_bytes=int(host.get("MemoryReservation") or 0),
+        nano_cpus=int(host.get("NanoCpus") or 0),
+        cpu_quota=int(host.get("CpuQuota") or 0),
+        cpu_period=int(host.get("CpuPeriod") or 0),
+        cpu_shares=int(host.get("CpuShares") or 0),
+        gpus=gpu_count(host.get("DeviceRequests"), f"{where} DeviceRequests"),
+    )
+    units = {"cpu": "m", "memory": "", "gpu": ""}
+    out: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    for short, (request, limit) in amounts.items():
+        if short not in names:
+            continue
+        for kind, value in (("requests", request), ("limits", limit)):
+            if value is not None:
+                out[kind][names[short]] = f"{value}{units[short]}"
+    return out
 
 
 def _name(container: dict) -> str:

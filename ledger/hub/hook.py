@@ -31,7 +31,12 @@ from ledger.core.policy import PolicyWatcher
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
-from ledger.hub.request import spawner_groups, spawner_request
+from ledger.hub.docker_request import (
+    docker_spawner_request,
+    is_docker_spawner,
+    prepare_docker_spawn,
+)
+from ledger.hub.request import charge_basis_of, spawner_groups, spawner_request
 from ledger.store import queries
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
@@ -170,7 +175,7 @@ class QuotaHook:
         username = spawner.user.name
         groups = spawner_groups(spawner)
         try:
-            request = spawner_request(spawner, policy)
+            request = await self._request(spawner, policy, logger)
         except QuantityError as exc:  # a misconfigured profile: say so instead of a 500
             text = f"This server's size could not be read, so it was not started: {exc}"
             raise quota_error(text, messages.html.escape(text), status_code=400) from None
@@ -209,6 +214,17 @@ class QuotaHook:
             messages.denial_text(decision, contact, contact_url, quota_url),
             messages.denial_html(decision, contact, contact_url, quota_url),
         )
+
+    async def _request(self, spawner, policy, logger) -> ServerRequest:
+        if not is_docker_spawner(spawner):
+            return spawner_request(spawner, policy)
+        try:
+            await prepare_docker_spawn(spawner)  # the labels the collector charges by
+        except Exception as exc:  # noqa: BLE001 - the operator's callable: DockerSpawner
+            # calls it again and reports its error itself; the request falls back to traits
+            logger.warning("quota: extra_host_config could not be evaluated: %s", exc)
+        extended = getattr(policy, "resources", None) or {}
+        return docker_spawner_request(spawner, extended=extended, basis=charge_basis_of(policy))
 
     def _failed(self, spawner, logger, policy, exc, username, groups, request: ServerRequest,
                 now: datetime, latency_ms: float, quota_url: str):  # fmt: skip

@@ -84,11 +84,14 @@ def request_from_traits(
     return ServerRequest(amounts=amounts, servername=servername or "")
 
 
+def charge_basis_of(policy) -> str:
+    basis = getattr(policy, "charge_basis", "requests")
+    return basis if basis in CHARGE_BASES else "requests"
+
+
 def spawner_request(spawner, policy) -> ServerRequest:
     """The request of a JupyterHub spawner (any class with the standard traits)."""
-    basis = getattr(policy, "charge_basis", "requests")
-    if basis not in CHARGE_BASES:
-        basis = "requests"
+    basis = charge_basis_of(policy)
     return request_from_traits(
         mem_guarantee=getattr(spawner, "mem_guarantee", None),
         mem_limit=getattr(spawner, "mem_limit", None),

@@ -136,9 +136,30 @@ async def _resize(conn: AsyncConnection, op: ResizeSegment) -> None:
     await conn.execute(_INSERT_SEGMENT, _segment_params(row))
 
 
+def _phases(ops: Sequence[Op]) -> list[list[Op]]:
+    """Split a batch where a pod's next run opens after its previous run closed (a container
+    started again): within a phase every pod's writes are open → resize → close."""
+    phases: list[list[Op]] = [[]]
+    closed: set[str] = set()
+    for op in ops:
+        if isinstance(op, OpenSegment) and op.row.pod_uid in closed:
+            phases.append([])
+            closed = set()
+        if isinstance(op, CloseSegment):
+            closed.add(op.pod_uid)
+        phases[-1].append(op)
+    return phases
+
+
 async def apply_ops(engine: AsyncEngine, ops: Sequence[Op]) -> None:
-    """Apply a batch in one transaction. Per pod, the plan's order is open → resize → close,
-    so grouping by kind in that order keeps every pod's writes in order."""
+    """Apply a batch in one transaction, grouped by kind in the order open → resize → close
+    (per phase, see ``_phases``), so every pod's writes keep the plan's order."""
+    async with engine.begin() as conn:
+        for phase in _phases(ops):
+            await _apply_phase(conn, phase)
+
+
+async def _apply_phase(conn: AsyncConnection, ops: Sequence[Op]) -> None:
     opens = [_segment_params(op.row) for op in ops if isinstance(op, OpenSegment)]
     resizes = [op for op in ops if isinstance(op, ResizeSegment)]
     closes = [
@@ -162,19 +183,18 @@ async def apply_ops(engine: AsyncEngine, ops: Sequence[Op]) -> None:
         for op in ops
         if isinstance(op, RecordOom)
     ]
-    async with engine.begin() as conn:
-        if opens:
-            await conn.execute(_INSERT_SEGMENT, opens)
-        for op in resizes:
-            await _resize(conn, op)
-        if closes:
-            await conn.execute(_CLOSE_SEGMENT, closes)
-        for op in vanishes:
-            await conn.execute(
-                _VANISH, {"pod_uids": list(op.pod_uids), "noticed_gone_at": op.noticed_gone_at}
-            )
-        if ooms:
-            await conn.execute(_INSERT_OOM, ooms)
+    if opens:
+        await conn.execute(_INSERT_SEGMENT, opens)
+    for op in resizes:
+        await _resize(conn, op)
+    if closes:
+        await conn.execute(_CLOSE_SEGMENT, closes)
+    for op in vanishes:
+        await conn.execute(
+            _VANISH, {"pod_uids": list(op.pod_uids), "noticed_gone_at": op.noticed_gone_at}
+        )
+    if ooms:
+        await conn.execute(_INSERT_OOM, ooms)
 
 
 @dataclass(frozen=True, slots=True)
