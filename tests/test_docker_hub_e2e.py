@@ -53,6 +53,7 @@ c.JupyterHub.spawner_class = HostNetworkDockerSpawner
 c.JupyterHub.hub_connect_ip = "127.0.0.1"
 c.DockerSpawner.image = {image!r}
 c.DockerSpawner.network_name = "host"
+c.DockerSpawner.use_internal_ip = True  # no port_bindings: host mode forbids them
 c.DockerSpawner.port = {free_port()}
 c.DockerSpawner.remove = True
 c.DockerSpawner.name_template = "ql-{containers.run_id}-{{username}}"
