@@ -39,12 +39,17 @@ def install_quota_hook(
     timeout_seconds: float = 2.0,
     quota_page_url: str | None = None,
     record: str = "all",
+    record_usage: bool = False,
+    record_usage_heartbeat_seconds: float = 30.0,
 ) -> QuotaHook:
     """Install the quota check as ``pre_spawn_hook`` on config ``c``; returns the hook.
 
     An existing ``pre_spawn_hook`` runs first (then the quota check): it may still change
     the request. ``db_url`` defaults to ``$QUOTA_LEDGER_DB_URL``, ``policy_path`` to
     ``$QUOTA_LEDGER_CONFIG``; ``record="denials"`` logs only refusals and errors.
+
+    ``record_usage=True``: the hub records the usage of servers no collector sees (any
+    spawner but KubeSpawner and DockerSpawner) — see ledger/hub/recorder.py, docs/docker.md.
     """
     options = dict(
         db_url=db_url,
@@ -58,6 +63,8 @@ def install_quota_hook(
     existing = {s: _unwrap(h) for s, h in existing.items()}
     hook = QuotaHook(previous=existing.pop("Spawner"), **options)
     c.Spawner.pre_spawn_hook = hook
+    if record_usage:
+        _install_recorder(c, hook, record_usage_heartbeat_seconds)
     for section, previous in existing.items():
         # one hook (one engine, one policy watcher); each section keeps its own earlier hook
         c[section]["pre_spawn_hook"] = ChainedHook(previous, hook)
@@ -79,6 +86,29 @@ class ChainedHook:
             if inspect.isawaitable(result):
                 await result
         await self.hook.check(spawner)
+
+
+def _install_recorder(c, hook: QuotaHook, heartbeat_seconds: float) -> None:
+    from ledger.hub.recorder import ChainedPostStop, HubRecorder
+
+    hook.recorder = HubRecorder(hook, heartbeat_interval_seconds=heartbeat_seconds)
+    for section, values in list(c.items()):
+        if section[:1].isupper() and hasattr(values, "keys") and "post_stop_hook" in values:
+            if section != "Spawner":
+                c[section]["post_stop_hook"] = ChainedPostStop(
+                    _unwrap_stop(values["post_stop_hook"]), hook.recorder
+                )
+    previous = _unwrap_stop(c.Spawner.post_stop_hook if "post_stop_hook" in c.Spawner else None)
+    c.Spawner.post_stop_hook = ChainedPostStop(previous, hook.recorder)
+    hook.recorder.ensure_running()  # the hub loads its config inside its running event loop
+
+
+def _unwrap_stop(hook):
+    from ledger.hub.recorder import ChainedPostStop
+
+    while isinstance(hook, ChainedPostStop):
+        hook = hook.previous
+    return hook
 
 
 def _unwrap(hook):

@@ -145,6 +145,7 @@ class QuotaHook:
         self._engine = None
         self._pending: set[asyncio.Task] = set()
         self.last_latency_ms: float | None = None  # of the last check, for tests and logs
+        self.recorder = None  # a HubRecorder with install_quota_hook(record_usage=True)
 
     def __deepcopy__(self, memo):
         # traitlets deep-copies config values into every new spawner
@@ -206,6 +207,7 @@ class QuotaHook:
             logger.info(
                 "quota: %s may start %r: %s", username, request.servername, decision.message
             )
+            self._record_usage(spawner, request)
             return decision
         attach_progress(spawner, [])
         logger.info("quota: refused %s %r: %s", username, request.servername, decision.reason)
@@ -214,6 +216,10 @@ class QuotaHook:
             messages.denial_text(decision, contact, contact_url, quota_url),
             messages.denial_html(decision, contact, contact_url, quota_url),
         )
+
+    def _record_usage(self, spawner, request: ServerRequest) -> None:
+        if self.recorder is not None and self.recorder.covers(spawner):
+            self.recorder.track(spawner, request)
 
     async def _request(self, spawner, policy, logger) -> ServerRequest:
         if not is_docker_spawner(spawner):
@@ -257,6 +263,7 @@ class QuotaHook:
         self._background(self._write_row(row), logger)
         if allow:
             attach_progress(spawner, [{"message": text}])
+            self._record_usage(spawner, request)
             return None
         attach_progress(spawner, [])
         contact_url = policy.messages.contact_url

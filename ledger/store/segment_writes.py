@@ -277,3 +277,23 @@ async def delete_older_than(
             text("DELETE FROM oom_kills WHERE killed_at < :cutoff"), {"cutoff": cutoff}
         )
     return segments.rowcount, ooms.rowcount
+
+
+@dataclass(frozen=True, slots=True)
+class OpenServerSegment:
+    pod_uid: str
+    username: str
+    servername: str
+
+
+async def load_open_server_segments(engine: AsyncEngine, source: str) -> list[OpenServerSegment]:
+    """Open segments a recorder without object ids (the hub's) matches by user and server."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT pod_uid, username, servername FROM segments "
+                "WHERE ended_at IS NULL AND source = :source"
+            ),
+            {"source": source},
+        )
+        return [OpenServerSegment(r.pod_uid, r.username, r.servername) for r in rows]
