@@ -32,6 +32,12 @@ def add_parser(subparsers, common) -> list[str]:
         help="how long the live part runs (default: until Ctrl-C on a terminal, 60 s otherwise; "
         "0 skips it)",
     )
+    p.add_argument(
+        "--docker",
+        action="store_true",
+        help="run the live part with real containers on the local Docker engine "
+        "(the collector's Docker source) instead of the fake cluster",
+    )
     p.set_defaults(run=run)
     return ["demo"]
 
@@ -61,7 +67,12 @@ async def run(args) -> int:
         live_seconds = args.live_seconds
         if live_seconds is None:
             live_seconds = float("inf") if sys.stdin.isatty() else 60.0
-        if live_seconds > 0:
+        if live_seconds > 0 and getattr(args, "docker", False):
+            from quota_ledger_demo.docker_live import run_live_docker
+
+            if await run_live_docker(engine, out, live_seconds) != 0:
+                return 1
+        elif live_seconds > 0:
             try:
                 # quota_ledger_demo.live runs Kubernetes code: imported only here, never by ledger
                 from quota_ledger_demo.live import run_live
