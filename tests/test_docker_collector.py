@@ -220,3 +220,31 @@ async def test_engine_unreachable_then_back(engine, containers, tmp_path):
     assert not task.done() and collector.ready() == (False, "initial list not done")
     stop.set()
     assert await asyncio.wait_for(task, 20) == 0
+
+
+def test_collect_command_once_and_a_bad_url(tmp_path, containers, fresh_db_url):
+    """``quota-ledger collect --source docker`` as an operator runs it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).parent / "quota-ledger")
+    bad = subprocess.run(
+        [cli, "collect", "--source", "docker", "--docker-url", "ftp://engine", "--db", fresh_db_url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unix:///var/run/docker.sock" in bad.stderr, bad.stderr
+    asyncio.run(containers.run("cli-user", mem_limit="64m"))
+    settings = tmp_path / "collector.yaml"
+    settings.write_text(f"docker_label_selector: '{containers.selector}'\n")
+    ok = subprocess.run(
+        [cli, "collect", "--source", "docker", "--docker-url", DOCKER_URL, "--once",
+         "--settings", str(settings), "--db", fresh_db_url, "--http-port", "-1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    check = subprocess.run(
+        [cli, "usage", "cli-user", "--db", fresh_db_url, "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert check.returncode == 0 and "cli-user" in check.stdout, check.stderr

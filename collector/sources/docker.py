@@ -288,6 +288,8 @@ class ContainerWatch:
                 since = listed_at.timestamp() - LIST_SINCE_MARGIN_SECONDS
                 await self.watch_once(datetime.fromtimestamp(since, listed_at.tzinfo))
                 failures, cause = 0, "periodic" if self._relist_due else "reconnect"
+                if cause == "reconnect":  # the engine ended the stream (it restarts): pause
+                    await self._sleep(backoff_seconds(1, self.settings.backoff_max))
             except (asyncio.CancelledError, BufferFull):
                 raise
             except Exception as exc:  # noqa: BLE001 - engine down, socket gone, bad JSON
