@@ -255,6 +255,7 @@ class Collector:
             "live_pods": live,
             "detail": {
                 "scopes": [str(s) for s in self.scopes],
+                "source": self.source.name,
                 "charge_basis": self.settings.charge_basis,
                 "listed": all(w.listed.is_set() for w in self.watches),
                 "writes_rejected_total": self.buffer.rejected_total,
