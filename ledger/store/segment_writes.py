@@ -225,12 +225,18 @@ async def load_open_segments(
 
 
 async def touch_last_seen(engine: AsyncEngine, pod_uids: Sequence[str], seen_at: datetime) -> None:
-    """The heartbeat: these pods were alive at `seen_at` (a vanished pod is closed there)."""
+    """The heartbeat: these pods were alive at `seen_at` (a vanished pod is closed there).
+
+    Rows a concurrent write holds (a resize or close of the same pods, from the write buffer)
+    are skipped rather than waited for: waiting on rows locked in another order is a deadlock
+    (https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-DEADLOCKS), and the
+    skipped ones are being rewritten anyway; the next heartbeat touches them."""
     async with engine.begin() as conn:
         await conn.execute(
             text(
                 "UPDATE segments SET last_seen_at = GREATEST(last_seen_at, :seen_at) "
-                "WHERE pod_uid = ANY(:pod_uids) AND ended_at IS NULL"
+                "WHERE id IN (SELECT id FROM segments WHERE pod_uid = ANY(:pod_uids) "
+                "AND ended_at IS NULL FOR UPDATE SKIP LOCKED)"
             ),
             {"pod_uids": list(pod_uids), "seen_at": seen_at},
         )
