@@ -7,7 +7,9 @@ migrations/ lives at the top of the repo (design card) but ships inside the whee
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["ledger", "ledger.*", "collector", "collector.*", "quota_ledger_demo"])
+    packages=find_packages(
+        include=["ledger", "ledger.*", "collector", "collector.*", "quota_ledger_demo"]
+    )
     + ["ledger.migrations", "ledger.migrations.versions"],
     package_dir={"ledger.migrations": "migrations"},
 )

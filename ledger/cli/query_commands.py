@@ -123,7 +123,7 @@ async def run_check(args) -> int:
     policy = policy_of(args)
     request = request_of(args)
     at = at_of(args)
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
         decision = await decide(engine, policy, user, groups, request, at)
         if args.record:
@@ -178,7 +178,7 @@ async def run_usage(args) -> int:
     user = _user(args.user)
     policy = policy_of(args, required=False)
     at = at_of(args)
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
         status = await user_status(engine, policy, user, groups, at)
     if args.format == "json":
@@ -238,7 +238,7 @@ async def run_report(args) -> int:
     policy = policy_of(args, required=False)
     at = at_of(args)
     groups = load_groups_file(args.groups_file) if args.groups_file else None
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         lines = await build_report(engine, policy, at, groups)
     if args.sort == "percent":
         lines.sort(key=lambda line: (-line.max_percent, line.username))
@@ -297,7 +297,7 @@ async def run_decisions(args) -> int:
         query = query.where(Decision.outcome != "allowed")
     if args.user:
         query = query.where(Decision.username == args.user)
-    async with engine_of(args) as engine, engine.connect() as conn:
+    async with engine_of(args, allow_embedded=True) as engine, engine.connect() as conn:
         rows = [dict(r._mapping) for r in await conn.execute(query)]
     if args.format == "json":
         print_json(rows)

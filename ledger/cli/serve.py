@@ -16,7 +16,15 @@ import os
 import signal
 from urllib.parse import urlsplit
 
-from ledger.cli.common import CONFIG_ENV, CommandError, add_at, at_of, engine_of, policy_of
+from ledger.cli.common import (
+    CONFIG_ENV,
+    CommandError,
+    add_at,
+    at_of,
+    database_url,
+    engine_of,
+    policy_of,
+)
 
 log = logging.getLogger("ledger.web")
 
@@ -124,6 +132,7 @@ async def run(args) -> int:
     from ledger.web.app import make_app, service_prefix
     from ledger.web.config import DEFAULT_ADMIN_SCOPES, WebConfig
 
+    database_url(args)  # no URL: fail now; a service never starts the embedded server
     _check_hub_environment()
     policy = _policy_source(args)
     frozen_at = at_of(args) if getattr(args, "at", None) else None
