@@ -80,17 +80,14 @@ def add_parser(subparsers, common) -> list[str]:
 
 def _typical_request(args):
     from ledger.core.decision import ServerRequest
-    from ledger.core.quantities import QuantityError, to_base_units
+    from ledger.core.quantities import QuantityError
 
-    amounts = {}
-    for name in ("cpu", "memory", "gpu"):
-        try:
-            amounts[name] = to_base_units(
-                name, getattr(args, f"typical_{name}"), where=f"--typical-{name}"
-            )
-        except QuantityError as exc:
-            raise CommandError(str(exc)) from None
-    return ServerRequest({k: v for k, v in amounts.items() if v})
+    quantities = {name: getattr(args, f"typical_{name}") for name in ("cpu", "memory", "gpu")}
+    try:
+        request = ServerRequest.from_quantities(quantities, where="--typical-{name}")
+    except QuantityError as exc:
+        raise CommandError(str(exc)) from None
+    return ServerRequest({k: v for k, v in request.amounts.items() if v})
 
 
 def _listen_address(args) -> tuple[str, int]:
