@@ -1,6 +1,6 @@
 """Package list: setup.py only because pyproject.toml cannot add a remapped package to find().
 
-migrations/ lives at the top of the repo (design card) but ships inside the wheel as
+migrations/ lives at the top of the repo, where a maintainer looks for it, but ships inside the wheel as
 ``ledger.migrations``, so installing never creates a top-level ``migrations`` package.
 """
 
