@@ -83,6 +83,8 @@ PLANTED = [
     ("ledger.store.queries", "import tornado", "The store holds the SQL"),
     ("ledger.cli.common", "import collector.daemon", "ledger never imports the collector"),
     ("ledger.web.chart", "import kubernetes_asyncio", "ledger never imports the collector"),
+    ("ledger.enforcer.hub_api", "import docker", "ledger never imports the collector"),
+    ("ledger.core.resources", "import aiodocker", "The core is pure"),
     ("collector.daemon", "import quota_ledger_demo.fake_store", "No product module imports"),
     ("ledger.store.status", "from ledger.store import page_reads", "No import cycles"),
 ]
