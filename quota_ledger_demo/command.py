@@ -36,8 +36,8 @@ def add_parser(subparsers, common) -> list[str]:
 
 
 async def run(args) -> int:
-    from ledger.core.policy import load_policy
     from ledger.core.times import utcnow
+    from ledger.policy_file import load_policy
     from ledger.store import db, embedded
 
     if args.db:

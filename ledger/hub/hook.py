@@ -25,9 +25,9 @@ import time
 from contextlib import aclosing
 from datetime import datetime
 
+from ledger import policy_file
 from ledger.core import messages
 from ledger.core.decision import Decision, ServerRequest
-from ledger.core.policy import PolicyWatcher
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
@@ -39,7 +39,6 @@ from ledger.store.decide import record as ledger_record
 
 log = logging.getLogger("ledger.hub")
 
-CONFIG_ENV = "QUOTA_LEDGER_CONFIG"
 RECORD_CHOICES = ("all", "denials")
 RECORD_TIMEOUT_SECONDS = 10.0
 
@@ -124,12 +123,12 @@ class QuotaHook:
     ):
         if record not in RECORD_CHOICES:
             raise ValueError(f"record={record!r}: valid values are {', '.join(RECORD_CHOICES)}")
-        policy_path = policy_path or os.environ.get(CONFIG_ENV)
-        if not policy_path:
+        path = policy_file.policy_path(policy_path)
+        if not path:
             raise ValueError(
-                f"install_quota_hook: no quota policy; pass policy_path= or set ${CONFIG_ENV}"
+                f"install_quota_hook: no quota policy; pass policy_path= or set ${policy_file.CONFIG_ENV}"
             )
-        self.watcher = PolicyWatcher(policy_path)  # a bad file stops the hub here, loudly
+        self.watcher = policy_file.PolicyWatcher(path)  # a bad file stops the hub here, loudly
         self.db_url = db_url or os.environ.get(DB_URL_ENV)
         self.timeout_seconds = float(timeout_seconds)
         self.quota_page_url = quota_page_url
