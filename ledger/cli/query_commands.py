@@ -93,18 +93,14 @@ def _user(value: str) -> str:
 
 def request_of(args):
     from ledger.core.decision import ServerRequest
-    from ledger.core.quantities import to_base_units
 
-    amounts = {}
-    for name in ("cpu", "memory", "gpu"):
-        value = getattr(args, name)
-        if value is None:
-            continue
-        try:
-            amounts[name] = to_base_units(name, value, where=f"--{name}")
-        except QuantityError as exc:
-            raise CommandError(str(exc)) from None
-    return ServerRequest(amounts, servername=args.server)
+    quantities = {name: getattr(args, name) for name in ("cpu", "memory", "gpu")}
+    try:
+        return ServerRequest.of_quantities(
+            quantities, servername=args.server, where=lambda name: f"--{name}"
+        )
+    except QuantityError as exc:
+        raise CommandError(str(exc)) from None
 
 
 async def _groups(engine, args) -> list[str]:

@@ -72,17 +72,13 @@ def add_parser(subparsers, common) -> list[str]:
 
 def _typical_request(args):
     from ledger.core.decision import ServerRequest
-    from ledger.core.quantities import QuantityError, to_base_units
+    from ledger.core.quantities import QuantityError
 
-    amounts = {}
-    for name in ("cpu", "memory", "gpu"):
-        try:
-            amounts[name] = to_base_units(
-                name, getattr(args, f"typical_{name}"), where=f"--typical-{name}"
-            )
-        except QuantityError as exc:
-            raise CommandError(str(exc)) from None
-    return ServerRequest({k: v for k, v in amounts.items() if v})
+    quantities = {name: getattr(args, f"typical_{name}") for name in ("cpu", "memory", "gpu")}
+    try:
+        return ServerRequest.of_quantities(quantities, where=lambda name: f"--typical-{name}")
+    except QuantityError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _listen_address(args) -> tuple[str, int]:

@@ -16,13 +16,13 @@ request larger than a cap) or when only a cap blocks (stopping a server helps, n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from ledger.core import usage
-from ledger.core.quantities import format_amount, format_duration, format_hours
+from ledger.core.quantities import format_amount, format_duration, format_hours, to_base_units
 from ledger.core.resources import MICROSECONDS_PER_SECOND, SERVERS, display_order, resource
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,6 +60,25 @@ class ServerRequest:
     def describe(self) -> str:
         parts = [format_amount(n, self.get(n)) for n in display_order(self.amounts) if self.get(n)]
         return ", ".join(parts) if parts else "a server of unspecified size"
+
+    @classmethod
+    def of_quantities(
+        cls,
+        quantities: Mapping[str, str | int | float | Decimal | None],
+        *,
+        servername: str = "",
+        where: Callable[[str], str] = str,
+    ) -> ServerRequest:
+        """A request from quantities as people write them (``{"cpu": "2", "memory": "4Gi"}``;
+        None: not given). A bad quantity raises QuantityError naming ``where(resource)``, e.g.
+        ``--memory``: the one way the CLI's ``check``, ``serve``'s typical server and scripts
+        size a request."""
+        amounts = {
+            name: to_base_units(name, value, where=where(name))
+            for name, value in quantities.items()
+            if value is not None
+        }
+        return cls({k: v for k, v in amounts.items() if v}, servername=servername)
 
 
 @dataclass(frozen=True)
