@@ -1063,7 +1063,9 @@ def test_rendered_settings_and_policy_load_in_the_application(chart, values_file
     assert settings.label_selector
     policy = policy_mod.parse_policy(data["policy.yaml"], "policy.yaml")
     assert policy.groups
-    expected_basis = "max" if values_file and values_file.endswith("namespaced.yaml") else "requests"
+    expected_basis = (
+        "max" if values_file and values_file.endswith("namespaced.yaml") else "requests"
+    )
     assert policy.accounting.charge_basis == expected_basis  # what the collector and hook read
     # SIGTERM flush must finish inside the pod's grace period
     collector = one(docs, "Deployment", "quota-ledger-collector")["spec"]["template"]["spec"]
