@@ -38,8 +38,8 @@ def add_parser(subparsers, common) -> list[str]:
 
 async def run(args) -> int:
     from ledger.core.times import utcnow
-    from ledger.policy_file import load_policy
     from ledger.store import db, embedded
+    from ledger.store.policy_file import load_policy
 
     if args.db:
         raise CommandError("the demo always uses its own embedded database; drop --db")

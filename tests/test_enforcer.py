@@ -17,7 +17,7 @@ from sqlalchemy import text
 from ledger.core.times import parse_at
 from ledger.enforcer.enforcer import enforce_round
 from ledger.enforcer.hub_api import HubClient, HubError
-from ledger.policy_file import load_policy
+from ledger.store.policy_file import load_policy
 
 NOW = parse_at("2026-11-01T12:00:00Z")
 

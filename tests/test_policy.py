@@ -13,7 +13,7 @@ import pytest
 from ledger.core.accounting import Accounting
 from ledger.core.policy import Budget, EffectiveLimits, Enforcement, Messages, Policy
 from ledger.core.policy_yaml import PolicyError, PolicyIssue, parse_policy
-from ledger.policy_file import PolicyWatcher, load_policy
+from ledger.store.policy_file import PolicyWatcher, load_policy
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
 DAY = 86400
@@ -807,7 +807,7 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_policy(tmp_path, capl
     second = watcher.current()
     assert second.groups["regular"].budgets["memory"].limit_hours == 90
 
-    with caplog.at_level(logging.ERROR, logger="ledger.policy_file"):
+    with caplog.at_level(logging.ERROR, logger="ledger.store.policy_file"):
         rewrite(path, "groups:\n  regular: {memory: 90 GiB}\n", 2)
         clock.now += 1.5
         assert watcher.current() is second  # a bad edit keeps the previous policy
@@ -816,7 +816,7 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_policy(tmp_path, capl
     assert "keeping the previous one" in caplog.text
     caplog.clear()
     clock.now += 1.5
-    with caplog.at_level(logging.ERROR, logger="ledger.policy_file"):
+    with caplog.at_level(logging.ERROR, logger="ledger.store.policy_file"):
         assert watcher.current() is second
     assert caplog.text == ""  # the same bad file is not re-reported every second
 

@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.core.times import TimeError, parse_at, utcnow
-from ledger.policy_file import CONFIG_ENV
 from ledger.store import db
+from ledger.store.policy_file import CONFIG_ENV
 
 if TYPE_CHECKING:
     from ledger.core.policy import Policy
@@ -73,7 +73,7 @@ def policy_source(args, *, required: bool = True, watch: bool = False) -> Callab
     command gets it. ``watch``: re-read when the file changes (long-running services);
     without a file and not ``required``, everything is unlimited."""
     from ledger.core.policy_yaml import parse_policy
-    from ledger.policy_file import PolicyError, PolicyWatcher, load_policy, policy_path
+    from ledger.store.policy_file import PolicyError, PolicyWatcher, load_policy, policy_path
 
     path = policy_path(getattr(args, "config", None))
     if not path:

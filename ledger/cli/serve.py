@@ -90,7 +90,7 @@ def _listen_address(args) -> tuple[str, int]:
 
 
 def _policy_source(args):
-    from ledger.policy_file import policy_path
+    from ledger.store.policy_file import policy_path
 
     if not policy_path(getattr(args, "config", None)):
         log.warning(

@@ -29,7 +29,7 @@ How a user's limits are worked out (``Policy.limits_for``), per resource:
 A budget without its own window uses the policy's ``window`` (default 30d).
 
 The YAML is read by ``ledger.core.policy_yaml``; the file (and its hot reload) by
-``ledger.policy_file``. How servers are sized for charging is ``Policy.accounting``
+``ledger.store.policy_file``. How servers are sized for charging is ``Policy.accounting``
 (``ledger.core.accounting``).
 """
 

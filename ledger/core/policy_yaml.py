@@ -3,7 +3,7 @@
 Each top-level section has its reader here; the value syntax (budgets, caps, durations) is
 in ``ledger.core.policy_values`` and the YAML-with-lines machinery in
 ``ledger.core.yaml_lines``. Reading the file itself (and re-reading it when it changes) is
-``ledger.policy_file``: this module is pure.
+``ledger.store.policy_file``: this module is pure.
 """
 
 from __future__ import annotations

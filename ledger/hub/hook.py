@@ -25,14 +25,13 @@ import time
 from contextlib import aclosing
 from datetime import datetime
 
-from ledger import policy_file
 from ledger.core import messages
 from ledger.core.decision import Decision, ServerRequest
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
 from ledger.hub.request import spawner_groups, spawner_request
-from ledger.store import queries
+from ledger.store import policy_file, queries
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
 from ledger.store.decide import record as ledger_record

@@ -2,7 +2,8 @@
 
 The one place that turns "``--config FILE``, else ``$QUOTA_LEDGER_CONFIG``" into a policy,
 for every part that needs one (the CLI, ``serve``, ``enforce``, ``collect``, the hub hook).
-This is I/O (stat, read), so it lives outside the pure ``ledger.core``.
+This is I/O (stat, read), so it lives in the store layer, beside the database, and not in
+the pure ``ledger.core``.
 """
 
 from __future__ import annotations
