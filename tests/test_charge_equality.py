@@ -15,17 +15,16 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
+import kubespawner  # a test dependency (pyproject.toml): missing, the run fails, not skips
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kubernetes_asyncio import client as kubernetes_client
 
 from collector.pods import Identity, as_resources, parse_pod
 from ledger.core.accounting import CHARGE_BASES
 from ledger.core.policy_yaml import parse_policy
 from ledger.hub.request import spawner_request
-
-kubespawner = pytest.importorskip("kubespawner")
-kubernetes_client = pytest.importorskip("kubernetes_asyncio.client")
 
 GIB = 2**30
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -68,6 +67,12 @@ def event_loop_and_client(kubeconfig):
     _Loop.api = _Loop.loop.run_until_complete(_make_api_client())
     yield
     _Loop.loop.run_until_complete(_Loop.api.close())
+    # KubeSpawner closes its shared client when the task it left on the loop is cancelled,
+    # as JupyterHub does at shutdown (kubespawner/clients.py, shared_client)
+    pending = asyncio.all_tasks(_Loop.loop)
+    for task in pending:
+        task.cancel()
+    _Loop.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     _Loop.loop.close()
 
 

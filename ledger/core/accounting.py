@@ -19,11 +19,11 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.core.quantities import cpu_millicores, device_count, memory_bytes
+from ledger.core.quantities import to_base_units
 
 __all__ = [
     "CHARGE_BASES",
@@ -86,12 +86,6 @@ def charged_amount(request: int | None, limit: int | None, basis: str) -> int:
 
 # --- a pod: its containers, init containers, sidecars and overhead ---------------------------
 
-_PARSERS: dict[str, Callable[..., int]] = {"cpu": cpu_millicores, "memory": memory_bytes}
-
-
-def _quantity(short: str, value: Any, where: str) -> int:
-    return _PARSERS.get(short, device_count)(value, where=where)
-
 
 def container_amounts(
     resources: Mapping[str, Any] | None, accounting: Accounting, where: str
@@ -107,9 +101,15 @@ def container_amounts(
     for short, name in accounting.names().items():
         request_q, limit_q = requests.get(name), limits.get(name)
         request = (
-            None if request_q is None else _quantity(short, request_q, f"{where} request {name}")
+            None
+            if request_q is None
+            else to_base_units(short, request_q, where=f"{where} request {name}")
         )
-        limit = None if limit_q is None else _quantity(short, limit_q, f"{where} limit {name}")
+        limit = (
+            None
+            if limit_q is None
+            else to_base_units(short, limit_q, where=f"{where} limit {name}")
+        )
         out[short] = accounting.charged(request, limit)
     return out
 
@@ -158,6 +158,10 @@ def pod_amounts(
     overhead = spec.get("overhead") or {}
     out = {}
     for short, name in names.items():
-        extra = 0 if name not in overhead else _quantity(short, overhead[name], f"overhead {name}")
+        extra = (
+            0
+            if name not in overhead
+            else to_base_units(short, overhead[name], where=f"overhead {name}")
+        )
         out[short] = max(app_sum[short] + sidecars[short], init_max[short]) + extra
     return out

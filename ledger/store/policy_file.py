@@ -27,7 +27,8 @@ CONFIG_ENV = "QUOTA_LEDGER_CONFIG"
 
 
 def policy_path(explicit: str | os.PathLike | None = None) -> str | None:
-    """The policy file to use: ``explicit`` (``--config``, ``policy_path=``), else ``$QUOTA_LEDGER_CONFIG``."""
+    """The policy file to use: ``explicit`` (``--config``, ``policy_path=``), else
+    ``$QUOTA_LEDGER_CONFIG``; None when neither is set."""
     if explicit:
         return os.fspath(explicit)
     return os.environ.get(CONFIG_ENV) or None
