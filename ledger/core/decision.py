@@ -16,7 +16,7 @@ request larger than a cap) or when only a cap blocks (stopping a server helps, n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -50,6 +50,21 @@ class ServerRequest:
     amounts: Mapping[str, int] = field(default_factory=dict)
     servername: str = ""
 
+    @classmethod
+    def from_quantities(
+        cls, quantities: Mapping[str, object], servername: str = "", *, where: str = "{name}"
+    ) -> ServerRequest:
+        """From Kubernetes quantities: ``{"cpu": "500m", "memory": "4Gi", "gpu": 1}``.
+
+        A bad quantity raises QuantityError naming ``where`` (``{name}`` is the resource).
+        """
+        amounts = {
+            name: to_base_units(name, value, where=where.format(name=name))
+            for name, value in quantities.items()
+            if value is not None
+        }
+        return cls(amounts, servername=servername)
+
     def get(self, name: str) -> int:
         return int(self.amounts.get(name, 0))
 
@@ -60,25 +75,6 @@ class ServerRequest:
     def describe(self) -> str:
         parts = [format_amount(n, self.get(n)) for n in display_order(self.amounts) if self.get(n)]
         return ", ".join(parts) if parts else "a server of unspecified size"
-
-    @classmethod
-    def of_quantities(
-        cls,
-        quantities: Mapping[str, str | int | float | Decimal | None],
-        *,
-        servername: str = "",
-        where: Callable[[str], str] = str,
-    ) -> ServerRequest:
-        """A request from quantities as people write them (``{"cpu": "2", "memory": "4Gi"}``;
-        None: not given). A bad quantity raises QuantityError naming ``where(resource)``, e.g.
-        ``--memory``: the one way the CLI's ``check``, ``serve``'s typical server and scripts
-        size a request."""
-        amounts = {
-            name: to_base_units(name, value, where=where(name))
-            for name, value in quantities.items()
-            if value is not None
-        }
-        return cls({k: v for k, v in amounts.items() if v}, servername=servername)
 
 
 @dataclass(frozen=True)
