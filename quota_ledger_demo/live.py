@@ -124,7 +124,10 @@ async def run_live(engine, url: str, out, policy, home, live_seconds: float) -> 
     api_url = await server.start(host="127.0.0.1", port=0)
     out.print(f"fake Kubernetes API server at {api_url} (namespace {NAMESPACE})")
     settings = Settings(heartbeat_interval=5, relist_interval=60, namespaces=[NAMESPACE])
-    collector = Collector(settings, engine, _api_client_factory(api_url), collector_id="demo")
+    collector = Collector(
+        settings, engine, _api_client_factory(api_url), collector_id="demo",
+        accounting=policy.accounting,  # the policy the demo hub checks spawns with
+    )  # fmt: skip
     stop = asyncio.Event()
     tasks = [asyncio.create_task(collector.run(stop), name="collector")]
     tasks.append(
