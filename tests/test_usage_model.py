@@ -49,6 +49,20 @@ def common(obj: dict) -> dict:
     return {k: obj[k] for k in USER_KEYS}
 
 
+def openapi_validator(component: str):
+    """A JSON Schema validator for one component of docs/openapi.yaml (OpenAPI 3.1 schemas
+    are JSON Schema 2020-12)."""
+    import yaml
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    registry = Registry().with_resource("openapi.yaml", Resource.from_contents(spec, DRAFT202012))
+    schema = {"$ref": f"openapi.yaml#/components/schemas/{component}"}
+    return Draft202012Validator(schema, registry=registry)
+
+
 async def test_check_usage_report_and_api_agree(fresh_db_url, engine):
     await seed(engine)
     d, h = timedelta(days=1), timedelta(hours=1)
@@ -86,7 +100,13 @@ async def test_check_usage_report_and_api_agree(fresh_db_url, engine):
             async with client(url, user) as own:
                 surfaces[user]["api me"] = (await own.get("api/v1/me")).json()
 
+    user_usage, user_status = openapi_validator("UserUsage"), openapi_validator("UserStatus")
+    user_status.validate(surfaces["dana"]["api me"])
+    openapi_validator("ReportPage").validate(api_report)
     for user, by_surface in surfaces.items():
+        for obj in by_surface.values():
+            user_usage.validate(obj)  # every surface: the documented component
+        user_status.validate(by_surface["usage"])
         assert len(by_surface) == (6 if user in ("dana", "bob") else 5), (user, by_surface.keys())
         reference = common(by_surface["usage"])
         assert set(reference["resources"]) == {"cpu", "memory", "gpu"}
