@@ -55,7 +55,13 @@ def add_parser(subparsers, common) -> list[str]:
         "usage", parents=[common], help="USER's usage, limits and running servers"
     )
     p.add_argument("user")
-    p.add_argument("--group", action="append", default=None, metavar="G")
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="G",
+        help="a group the user is in (repeat; default: groups the hub last reported)",
+    )
     add_at(p)
     add_format(p, ["table", "json"])
     p.set_defaults(run=run_usage)
