@@ -204,9 +204,7 @@ async def run_usage(args) -> int:
     )
     _print_resources(out, status)
     for server in status.running_servers:
-        held = ", ".join(
-            f"{v:g} {resource(n).display_unit}" for n, v in server.items() if n != "servername"
-        )
+        held = ", ".join(usage_text.held_text(n, v) for n, v in server.items() if n != "servername")
         out.print(f"running: {server['servername'] or '(default server)'} ({held})", markup=False)
     if not status.decision.allowed:
         out.print(status.decision.message, markup=False)

@@ -257,18 +257,27 @@ def resources_from_segments(
 
 
 def running_servers(rows: Sequence[SegmentRow], now: datetime) -> list[dict]:
-    """The servers running at ``now`` with what they hold (display units), by name."""
+    """The servers running at ``now`` with what they hold (base units), by name:
+    ``[{"servername": "", "cpu": 2000, "memory": 4294967296}]``."""
     now_us = to_us(now)
-    running: dict[str, dict[str, Decimal]] = {}
+    running: dict[str, dict[str, int]] = {}
     for r in rows:
         if r.started_at_us <= now_us and (r.ended_at_us is None or r.ended_at_us > now_us):
             held = running.setdefault(r.servername, {})
             for name, amount in r.amounts.items():
                 if amount:
                     held[name] = held.get(name, 0) + int(amount)
+    return [{"servername": name, **running[name]} for name in sorted(running)]
+
+
+def servers_json(servers: Sequence[dict]) -> list[dict]:
+    """:func:`running_servers` in display units (CPUs, GiB, GPUs)."""
     return [
-        {"servername": servername, **json_amounts(running[servername])}
-        for servername in sorted(running)
+        {
+            "servername": s["servername"],
+            **json_amounts({k: v for k, v in s.items() if k != "servername"}),
+        }
+        for s in servers
     ]
 
 

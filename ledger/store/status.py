@@ -23,6 +23,7 @@ from ledger.core.usage_model import (
     ResourceUsage,
     resources_from_segments,
     running_servers,
+    servers_json,
     user_json,
 )
 from ledger.store import queries
@@ -35,7 +36,7 @@ class UserStatus:
     membership: Membership
     resources: dict[str, ResourceUsage]
     decision: Decision  # for the request asked about (unsized: may any server start)
-    running_servers: list[dict]  # servername and what each holds (display units)
+    running_servers: list[dict]  # servername and what each holds (base units)
     segments: list[SegmentRow]  # the rows read, for pages that draw the window
 
     @property
@@ -54,7 +55,7 @@ class UserStatus:
             "reasons": self.decision.reasons,
             "retry_at": iso(self.decision.retry_at),
             "message": self.decision.message,
-            "servers": self.running_servers,
+            "servers": servers_json(self.running_servers),
         }
 
     def check_json(self) -> dict:

@@ -49,6 +49,7 @@ def cells(handler, record, now: datetime) -> dict[str, str]:
 
 
 def held(handler, name: str, base_units: int) -> str:
+    """What running servers hold: ``"4 GiB"``, ``"2 CPUs"``, ``"0 GPUs"``."""
     return usage_text.held_text(name, int(base_units))
 
 
