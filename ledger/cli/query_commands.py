@@ -238,13 +238,14 @@ def load_groups_file(path: str) -> dict[str, list[str]]:
 
 async def run_report(args) -> int:
     from ledger.core import usage_csv, usage_text
-    from ledger.store.report import build_report
+    from ledger.store.report import add_times, build_report
 
     policy = policy_of(args, required=False)
     at = at_of(args)
     groups = load_groups_file(args.groups_file) if args.groups_file else None
     async with engine_of(args) as engine:
         lines = await build_report(engine, policy, at, groups)
+        await add_times(engine, policy, lines)
     if args.sort == "percent":
         lines.sort(key=lambda line: (-line.max_percent, line.username))
     if args.format == "json":

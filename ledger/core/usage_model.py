@@ -193,8 +193,8 @@ def resource_usage(
     """The record of ``name`` given its exact usage (base-unit·µs) and what runs now.
 
     ``budget`` is the policy ``Budget`` that applies, or None (unlimited). ``intervals`` are
-    needed only for the two times — a caller that knows the user runs nothing limited and is
-    within every limit (the all-users report) may pass None: both times are None then anyway.
+    needed only for the two times; without them (the all-users report's aggregate) both are
+    None: the caller fills them for the records where :func:`needs_times`.
     """
     res = resource(name)
     runs_out_at = retry_at = None
@@ -221,12 +221,12 @@ def resource_usage(
     )
 
 
-def needs_times(name: str, budget, used_base_us: int, running: int) -> bool:
-    """Whether :func:`resource_usage` would find a run-out or retry time for these figures."""
-    if budget is None:
+def needs_times(r: ResourceUsage) -> bool:
+    """Whether the record may have a run-out or retry time (then it needs the segments):
+    a positive limit, and something running or the limit reached."""
+    if r.limit_hours is None or r.limit_hours <= 0:
         return False
-    limit = resource(name).from_hours(budget.limit_hours)
-    return limit > 0 and (running > 0 or used_base_us >= limit)
+    return r.running > 0 or r.used_hours >= r.limit_hours
 
 
 def resources_from_segments(

@@ -8,7 +8,7 @@ groups file, or the ``user_groups`` table the hub hook and enforcer keep fresh).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,10 +20,10 @@ from ledger.core.resources import CORE_RESOURCES, MICROSECONDS_PER_SECOND
 from ledger.core.usage_model import (
     Membership,
     ResourceUsage,
-    intervals_of,
     max_percent,
     needs_times,
     resource_usage,
+    resources_from_segments,
     user_json,
 )
 from ledger.store import queries
@@ -48,6 +48,7 @@ class UserLine:
     membership: Membership
     resources: dict[str, ResourceUsage] = field(default_factory=dict)
     running_servers: int = 0
+    times_added: bool = False  # run-out and retry times filled in (add_times)
 
     @property
     def groups(self) -> list[str]:
@@ -119,11 +120,11 @@ async def build_report(
     at: datetime,
     groups_by_user: Mapping[str, list[str]] | None = None,
 ) -> list[UserLine]:
-    """Every user with usage in the window, as usage-model records.
+    """Every user with usage in the window, as usage-model records, from the aggregate.
 
-    Usage and what runs now come from the ``quota_usage`` aggregate. Run-out and retry times
-    need a user's segments: they are read (one more query) only for the users that have one —
-    running something limited, or at or over a limit.
+    Run-out and retry times need each user's segments, which the aggregate does not read:
+    they are None here, and :func:`add_times` fills them for the lines that are shown (a
+    page of the admin report, or every line of ``quota-ledger report``).
     """
     windows = _policy_windows(policy)
     usage_by_window: dict[int, dict[str, dict]] = {}
@@ -133,47 +134,62 @@ async def build_report(
             usage_by_window[window] = {r["username"]: r for r in rows}
         if groups_by_user is None:
             groups_by_user = await queries.groups_by_user(conn)
-        users = sorted({u for by_user in usage_by_window.values() for u in by_user})
-        names = [n for n in policy.resource_names() if n in INTEGRAL_COLUMNS] or list(
-            CORE_RESOURCES
-        )
-        figures: dict[str, tuple] = {}
-        timed: list[str] = []
-        for username in users:
-            groups = list(groups_by_user.get(username, []))
-            limits = policy.limits_for(username, groups)
-            per_resource = {}
-            for name in names:
-                budget = limits.budgets.get(name)
-                window = budget.window_seconds if budget else policy.window_seconds
-                row = usage_by_window[window].get(username)
-                seconds = Decimal(row[INTEGRAL_COLUMNS[name]]) if row else Decimal(0)
-                used_base_us = int(seconds * MICROSECONDS_PER_SECOND)
-                running = int(row[RUNNING_COLUMNS[name]]) if row else 0
-                per_resource[name] = (budget, window, used_base_us, running)
-                if needs_times(name, budget, used_base_us, running) and username not in timed:
-                    timed.append(username)
-            figures[username] = (groups, limits, per_resource)
-        since = at - timedelta(seconds=max(windows))
-        segments = await _segments_of(conn, timed, since, at)
-    at_us = to_us(at)
+    users = sorted({u for by_user in usage_by_window.values() for u in by_user})
+    names = report_resources(policy)
     lines = []
     for username in users:
-        groups, limits, per_resource = figures[username]
-        rows = segments.get(username)
+        groups = list(groups_by_user.get(username, []))
+        limits = policy.limits_for(username, groups)
         line = UserLine(username=username, at=at, membership=Membership.of(groups, limits))
-        for name, (budget, window, used_base_us, running) in per_resource.items():
+        for name in names:
+            budget = limits.budgets.get(name)
+            window = budget.window_seconds if budget else policy.window_seconds
+            row = usage_by_window[window].get(username)
+            seconds = Decimal(row[INTEGRAL_COLUMNS[name]]) if row else Decimal(0)
             line.resources[name] = resource_usage(
                 name,
                 budget,
                 window,
                 at,
-                used_base_us=used_base_us,
-                running=running,
-                intervals=None if rows is None else intervals_of(rows, name, at_us),
+                used_base_us=int(seconds * MICROSECONDS_PER_SECOND),
+                running=int(row[RUNNING_COLUMNS[name]]) if row else 0,
+                intervals=None,
                 policy_groups=limits.groups,
             )
         default_row = usage_by_window[policy.window_seconds].get(username)
         line.running_servers = int(default_row["running_servers"]) if default_row else 0
         lines.append(line)
     return lines
+
+
+def report_resources(policy) -> list[str]:
+    """The resources the report covers: the policy's that ``quota_usage`` integrates."""
+    return [n for n in policy.resource_names() if n in INTEGRAL_COLUMNS] or list(CORE_RESOURCES)
+
+
+async def add_times(engine: AsyncEngine, policy, lines: Sequence[UserLine]) -> None:
+    """Fill in the run-out and retry times of ``lines`` (in place; idempotent).
+
+    One query reads the segments of the users whose records can have a time (running
+    something limited, or at a limit); their records are recomputed from those segments —
+    the same numbers the aggregate gave (a property test keeps ``quota_usage`` and the
+    Python integral equal), now with the times, exactly as ``usage`` shows them.
+    """
+    todo = [line for line in lines if not line.times_added]
+    wanted = [line for line in todo if any(needs_times(r) for r in line.resources.values())]
+    if wanted:
+        at = wanted[0].at
+        since = at - timedelta(seconds=max(_policy_windows(policy)))
+        async with engine.connect() as conn:
+            segments = await _segments_of(conn, [line.username for line in wanted], since, at)
+        for line in wanted:
+            limits = policy.limits_for(line.username, line.groups)
+            line.resources = resources_from_segments(
+                limits,
+                segments[line.username],
+                line.at,
+                list(line.resources),
+                policy.window_seconds,
+            )
+    for line in todo:
+        line.times_added = True

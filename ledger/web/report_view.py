@@ -5,7 +5,8 @@ users at once); at 10,000 users and a million segments in the window that is a f
 milliseconds of PostgreSQL. Admins page, sort and filter the same figures many times in a
 row, so the built report is kept for ``WebConfig.report_ttl_seconds`` (default 30 s) and
 every page, sort, filter and the CSV export are cut from that snapshot in memory. The page
-says how old the snapshot is and offers a refresh.
+says how old the snapshot is and offers a refresh. Run-out and retry times are added to the
+lines a page shows (``ledger.store.report.add_times``, once per line and snapshot).
 """
 
 from __future__ import annotations
