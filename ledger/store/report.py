@@ -171,7 +171,7 @@ async def add_times(engine: AsyncEngine, policy, lines: Sequence[UserLine]) -> N
     """Fill in the run-out and retry times of ``lines`` (in place; idempotent).
 
     One query reads the segments of the users whose records can have a time (running
-    something limited, or at a limit); their records are recomputed from those segments —
+    something limited, or at a limit); those records are recomputed from the segments —
     the same numbers the aggregate gave (a property test keeps ``quota_usage`` and the
     Python integral equal), now with the times, exactly as ``usage`` shows them.
     """
@@ -184,12 +184,10 @@ async def add_times(engine: AsyncEngine, policy, lines: Sequence[UserLine]) -> N
             segments = await _segments_of(conn, [line.username for line in wanted], since, at)
         for line in wanted:
             limits = policy.limits_for(line.username, line.groups)
-            line.resources = resources_from_segments(
-                limits,
-                segments[line.username],
-                line.at,
-                list(line.resources),
-                policy.window_seconds,
+            names = [n for n, r in line.resources.items() if needs_times(r)]
+            timed = resources_from_segments(
+                limits, segments[line.username], line.at, names, policy.window_seconds
             )
+            line.resources = {n: timed.get(n, r) for n, r in line.resources.items()}
     for line in todo:
         line.times_added = True
