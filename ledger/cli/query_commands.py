@@ -99,18 +99,12 @@ def _user(value: str) -> str:
 
 def request_of(args):
     from ledger.core.decision import ServerRequest
-    from ledger.core.quantities import to_base_units
 
-    amounts = {}
-    for name in ("cpu", "memory", "gpu"):
-        value = getattr(args, name)
-        if value is None:
-            continue
-        try:
-            amounts[name] = to_base_units(name, value, where=f"--{name}")
-        except QuantityError as exc:
-            raise CommandError(str(exc)) from None
-    return ServerRequest(amounts, servername=args.server)
+    quantities = {name: getattr(args, name) for name in ("cpu", "memory", "gpu")}
+    try:
+        return ServerRequest.from_quantities(quantities, args.server, where="--{name}")
+    except QuantityError as exc:
+        raise CommandError(str(exc)) from None
 
 
 async def _groups(engine, args) -> list[str]:
@@ -130,7 +124,7 @@ async def run_check(args) -> int:
     policy = policy_of(args)
     request = request_of(args)
     at = at_of(args)
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
         status = await user_status(engine, policy, user, groups, at, request)
         if args.record:
@@ -192,7 +186,7 @@ async def run_usage(args) -> int:
     user = _user(args.user)
     policy = policy_of(args, required=False)
     at = at_of(args)
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
         status = await user_status(engine, policy, user, groups, at)
     if args.format == "json":
@@ -243,7 +237,7 @@ async def run_report(args) -> int:
     policy = policy_of(args, required=False)
     at = at_of(args)
     groups = load_groups_file(args.groups_file) if args.groups_file else None
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         lines = await build_report(engine, policy, at, groups)
         await add_times(engine, policy, lines)
     if args.sort == "percent":
@@ -280,7 +274,7 @@ async def run_report(args) -> int:
 async def run_decisions(args) -> int:
     from ledger.store.queries import recent_decisions
 
-    async with engine_of(args) as engine, engine.connect() as conn:
+    async with engine_of(args, allow_embedded=True) as engine, engine.connect() as conn:
         rows = await recent_decisions(
             conn, limit=args.limit, username=args.user or None, include_allowed=args.all
         )
