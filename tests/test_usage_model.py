@@ -84,6 +84,13 @@ async def test_check_usage_report_and_api_agree(fresh_db_url, engine):
         surfaces[user]["check"] = out
         _, surfaces[user]["usage"] = await cli_json(fresh_db_url, "usage", user)
     _, report = await cli_json(fresh_db_url, "report")
+    _, quick = await cli_json(fresh_db_url, "report", "--no-times")
+    for line, fast in zip(report, quick, strict=True):  # the same figures, times left null
+        for name, record in line["resources"].items():
+            assert fast["resources"][name]["runs_out_at"] is None
+            assert fast["resources"][name]["retry_at"] is None
+            times = {"runs_out_at": None, "retry_at": None}
+            assert {**record, **times} == fast["resources"][name]
     for line in report:
         if line["username"] in surfaces:
             surfaces[line["username"]]["report"] = line
