@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 
-from ledger.cli.common import CommandError, database_url, engine_of
+from ledger.cli.common import CommandError, database_url, engine_of, policy_source
 
 log = logging.getLogger("collector")
 
@@ -22,8 +22,9 @@ def add_parser(subparsers, common) -> list[str]:
         parents=[common],
         help="watch Kubernetes pods (or Docker containers) and write their resource intervals",
         description="List and watch the pods of JupyterHub servers (and configured workloads) "
-        "and keep the ledger's segments exact. See docs/collector.md; for DockerSpawner hubs "
-        "(--source docker) docs/docker.md.",
+        "and keep the ledger's segments exact, charged per the quota policy's accounting: "
+        "block (--config FILE or $QUOTA_LEDGER_CONFIG). See docs/collector.md; for DockerSpawner "
+        "hubs (--source docker) docs/docker.md.",
     )
     p.add_argument(
         "--source",
@@ -85,8 +86,11 @@ async def run(args) -> int:
             )
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+    # The policy's accounting: block says what is charged (charge basis, extended
+    # resources); the hub hook judges spawns by the same block, so there is no default here.
+    current_policy = policy_source(args, watch=True)
     if settings.source == "docker":
-        return await _run_docker(args, settings)
+        return await _run_docker(args, settings, current_policy)
     try:
         from kubernetes_asyncio.config import ConfigException
     except ModuleNotFoundError:
@@ -99,12 +103,12 @@ async def run(args) -> int:
         raise CommandError(f"no Kubernetes configuration: {exc}") from None
     try:
         async with engine_of(args) as engine:
-            return await _run_collector(args, settings, engine, api_client)
+            return await _run_collector(args, settings, current_policy, engine, api_client)
     finally:
         await api_client.close()  # idempotent; the collector closes it too
 
 
-async def _run_docker(args, settings) -> int:
+async def _run_docker(args, settings, current_policy) -> int:
     from collector.sources.docker import DockerSource, DockerUrlError
 
     try:
@@ -112,10 +116,10 @@ async def _run_docker(args, settings) -> int:
     except DockerUrlError as exc:
         raise CommandError(str(exc)) from None
     async with engine_of(args) as engine:
-        return await _run_collector(args, settings, engine, None, source=source)
+        return await _run_collector(args, settings, current_policy, engine, None, source=source)
 
 
-async def _run_collector(args, settings, engine, api_client, source=None) -> int:
+async def _run_collector(args, settings, current_policy, engine, api_client, source=None) -> int:
     from collector.daemon import Collector
 
     collector = Collector(
@@ -126,6 +130,7 @@ async def _run_collector(args, settings, engine, api_client, source=None) -> int
         collector_id=args.collector_id,
         http_host=args.http_host,
         http_port=None if args.http_port < 0 else args.http_port,
+        accounting=current_policy,
     )
     if args.once:
         return await collector.run_once()

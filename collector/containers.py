@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from collector.pods import Identity, PodSkipped, as_resources, container_amounts, resource_names
+from collector.pods import Identity, PodSkipped, as_resources
+from ledger.core.accounting import Accounting
 from ledger.core.docker_resources import gpu_count, host_amounts
 from ledger.core.quantities import QuantityError
 from ledger.core.segment_plan import OomKill, PodView
@@ -59,9 +60,8 @@ def event_time(event: dict[str, Any]) -> datetime | None:
     return None
 
 
-def _k8s_resources(host: dict, names: dict[str, str], where: str) -> dict[str, dict[str, str]]:
-    """HostConfig in the shape of a Kubernetes container's ``resources``, so the one
-    charge-basis rule (collector/pods.py ``container_amounts``) applies unchanged."""
+def charged_amounts(host: dict, accounting: Accounting, where: str) -> dict[str, int]:
+    """HostConfig → charged amount per short resource name, by the one charge-basis rule."""
     amounts = host_amounts(
         memory_bytes=int(host.get("Memory") or 0),
         memory_reservation_bytes=int(host.get("MemoryReservation") or 0),
@@ -71,15 +71,9 @@ def _k8s_resources(host: dict, names: dict[str, str], where: str) -> dict[str, d
         cpu_shares=int(host.get("CpuShares") or 0),
         gpus=gpu_count(host.get("DeviceRequests"), f"{where} DeviceRequests"),
     )
-    units = {"cpu": "m", "memory": "", "gpu": ""}
-    out: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
-    for short, (request, limit) in amounts.items():
-        if short not in names:
-            continue
-        for kind, value in (("requests", request), ("limits", limit)):
-            if value is not None:
-                out[kind][names[short]] = f"{value}{units[short]}"
-    return out
+    return {
+        short: accounting.charged(*amounts.get(short, (None, None))) for short in accounting.names()
+    }
 
 
 def _name(container: dict) -> str:
@@ -90,8 +84,7 @@ def parse_container(
     observation: Observation,
     identity: Identity,
     *,
-    extended: dict[str, str],
-    charge_basis: str = "requests",
+    accounting: Accounting,
     deleted: bool = False,
     observed_at: datetime,
 ) -> PodView:
@@ -107,11 +100,9 @@ def parse_container(
     if not isinstance(username, str) or not username:
         raise PodSkipped("missing_username", f"{where}: no {identity.username_key} label")
     servername = labels.get(identity.servername_key or "", "") or ""
-    names = resource_names(extended)
     host = container.get("HostConfig") or {}
     try:
-        resources = _k8s_resources(host, names, where)
-        amounts = container_amounts(resources, names, charge_basis, where)
+        amounts = charged_amounts(host, accounting, where)
     except (QuantityError, TypeError, ValueError) as exc:
         raise PodSkipped("bad_quantity", f"{where}: {exc}") from None
     state = container.get("State") or {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from docker_support import Containers, docker_client
@@ -23,6 +24,7 @@ from ledger.store import queries
 GiB = 2**30
 MiB = 2**20
 DOCKER_URL = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+POLICY = Path(__file__).resolve().parent.parent / "ledger" / "data" / "example-policy.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -226,11 +228,11 @@ def test_collect_command_once_and_a_bad_url(tmp_path, containers, fresh_db_url):
     """``quota-ledger collect --source docker`` as an operator runs it."""
     import subprocess
     import sys
-    from pathlib import Path
 
     cli = str(Path(sys.executable).parent / "quota-ledger")
     bad = subprocess.run(
-        [cli, "collect", "--source", "docker", "--docker-url", "ftp://engine", "--db", fresh_db_url],
+        [cli, "collect", "--source", "docker", "--docker-url", "ftp://engine", "--db", fresh_db_url,
+         "--config", str(POLICY)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "unix:///var/run/docker.sock" in bad.stderr, bad.stderr
@@ -239,7 +241,8 @@ def test_collect_command_once_and_a_bad_url(tmp_path, containers, fresh_db_url):
     settings.write_text(f"docker_label_selector: '{containers.selector}'\n")
     ok = subprocess.run(
         [cli, "collect", "--source", "docker", "--docker-url", DOCKER_URL, "--once",
-         "--settings", str(settings), "--db", fresh_db_url, "--http-port", "-1"],
+         "--settings", str(settings), "--db", fresh_db_url, "--http-port", "-1",
+         "--config", str(POLICY)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr

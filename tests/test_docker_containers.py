@@ -15,6 +15,7 @@ from docker_support import Containers, docker_client
 
 from collector.containers import Observation, parse_container, parse_time
 from collector.pods import Identity, PodSkipped
+from ledger.core.accounting import Accounting
 
 GiB = 2**30
 IDENTITY = Identity(
@@ -45,8 +46,7 @@ def parse(container, basis="requests", **kwargs):
     return parse_container(
         Observation(container),
         IDENTITY,
-        extended={"gpu": "nvidia.com/gpu"},
-        charge_basis=basis,
+        accounting=Accounting(charge_basis=basis),
         observed_at=NOW,
         **kwargs,
     )

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from dockerspawner import DockerSpawner
 
+from ledger.core.accounting import Accounting
 from ledger.core.quantities import QuantityError
 from ledger.hub.docker_request import (
     docker_spawner_request,
@@ -17,7 +18,6 @@ from ledger.hub.docker_request import (
 from ledger.hub.recorder import HubRecorder
 
 GiB = 2**30
-GPU = {"gpu": "nvidia.com/gpu"}
 
 
 def spawner(**traits) -> DockerSpawner:
@@ -28,7 +28,7 @@ def spawner(**traits) -> DockerSpawner:
 
 async def request_of(s, basis="requests"):
     await prepare_docker_spawn(s)
-    return dict(docker_spawner_request(s, extended=GPU, basis=basis).amounts)
+    return dict(docker_spawner_request(s, Accounting(charge_basis=basis)).amounts)
 
 
 async def test_seed_002_host_config():

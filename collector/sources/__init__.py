@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from collector.pods import Identity
 from collector.settings import Settings
 from collector.watcher import Handler, Scope
+from ledger.core.accounting import Accounting
 from ledger.core.segment_plan import PodView
 
 
@@ -46,6 +47,6 @@ class Source(Protocol):
         clock: Callable[[], datetime],
     ) -> list[Watch]: ...
     def parse(
-        self, kind: str, obj: Any, identity: Identity, settings: Settings, observed_at: datetime
+        self, kind: str, obj: Any, identity: Identity, accounting: Accounting, observed_at: datetime
     ) -> PodView: ...  # raises PodSkipped
     def uid_of(self, obj: Any) -> str: ...

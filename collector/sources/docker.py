@@ -37,6 +37,7 @@ from collector.pods import Identity
 from collector.settings import Settings
 from collector.watcher import Handler, Scope
 from collector.write_buffer import BufferFull, backoff_seconds
+from ledger.core.accounting import Accounting
 from ledger.core.segment_plan import PodView
 from ledger.core.times import utcnow
 
@@ -338,7 +339,7 @@ class DockerSource:
         kind: str,
         obj: Observation,
         identity: Identity,
-        settings: Settings,
+        accounting: Accounting,
         observed_at: datetime,
     ) -> PodView:
         if kind == "DELETED" and obj.event_at is not None:
@@ -346,8 +347,7 @@ class DockerSource:
         view = parse_container(
             obj,
             identity,
-            extended=settings.resources,
-            charge_basis=settings.charge_basis,
+            accounting=accounting,
             deleted=kind == "DELETED",
             observed_at=observed_at,
         )

@@ -11,6 +11,7 @@ from typing import Any
 from collector.pods import Identity, parse_pod
 from collector.settings import Settings
 from collector.watcher import Handler, PodWatch, Scope
+from ledger.core.accounting import Accounting
 
 
 class KubernetesSource:
@@ -42,15 +43,10 @@ class KubernetesSource:
         return [PodWatch(self.core_api, scope, settings, handler, **callbacks) for scope in scopes]
 
     def parse(
-        self, kind: str, obj: Any, identity: Identity, settings: Settings, observed_at: datetime
+        self, kind: str, obj: Any, identity: Identity, accounting: Accounting, observed_at: datetime
     ):
         return parse_pod(
-            obj,
-            identity,
-            extended=settings.resources,
-            charge_basis=settings.charge_basis,
-            deleted=kind == "DELETED",
-            observed_at=observed_at,
+            obj, identity, accounting=accounting, deleted=kind == "DELETED", observed_at=observed_at
         )
 
     def uid_of(self, obj: Any) -> str:

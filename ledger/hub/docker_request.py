@@ -18,10 +18,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 
+from ledger.core.accounting import Accounting
 from ledger.core.decision import ServerRequest
 from ledger.core.docker_resources import docker_bytes, gpu_count, host_amounts
 from ledger.core.quantities import QuantityError
-from ledger.hub.request import _pick
 
 USERNAME_LABEL = "hub.jupyter.org/username"
 SERVERNAME_LABEL = "hub.jupyter.org/servername"
@@ -113,8 +113,9 @@ def _int(host: Mapping, key: str) -> int:
         raise QuantityError(f"extra_host_config[{key!r}]: {value!r} is not an integer") from None
 
 
-def docker_spawner_request(spawner, *, extended: Mapping[str, str], basis: str) -> ServerRequest:
-    """The ServerRequest of a DockerSpawner spawn, charged by the collector's rule."""
+def docker_spawner_request(spawner, accounting: Accounting) -> ServerRequest:
+    """The ServerRequest of a DockerSpawner spawn, charged by the collector's rule
+    (``Accounting.charged``, the policy's charge basis)."""
     host = host_config_of(spawner)
     memory = host.get("mem_limit", host.get("memory"))
     reservation = host.get("mem_reservation")
@@ -129,9 +130,8 @@ def docker_spawner_request(spawner, *, extended: Mapping[str, str], basis: str) 
         cpu_shares=_int(host, "cpu_shares"),
         gpus=gpu_count(host.get("device_requests"), "extra_host_config['device_requests']"),
     )
-    chosen = {short: _pick(*amounts[short], basis) for short in ("cpu", "memory")}
-    if "gpu" in extended:
-        chosen["gpu"] = _pick(*amounts["gpu"], basis)
-    for short in extended:
-        chosen.setdefault(short, 0)  # other extended resources: Docker has no such limit
+    # other extended resources: Docker has no such limit, charged 0
+    chosen = {
+        short: accounting.charged(*amounts.get(short, (None, None))) for short in accounting.names()
+    }
     return ServerRequest(amounts=chosen, servername=getattr(spawner, "name", "") or "")
