@@ -6,7 +6,8 @@ through the real kubernetes_asyncio client into the demo's ledger. When JupyterH
 installed, a real hub runs beside them (quota_ledger_demo.hub), so a person can log in, spawn, see
 the quota progress line, hit the quota and see the denial page, and open the quota page.
 
-Lives in ``collector`` because it runs Kubernetes code, which ``ledger`` never imports.
+Its two queries (open collector segments with their 30-day usage) are the demo's own table,
+so they live here rather than in ledger.store.
 """
 
 from __future__ import annotations
