@@ -34,7 +34,7 @@ _ROLLUPS = """
 _RUNNING = f"""
     SELECT 0, {USER_SEGMENTS_COLUMNS}, 0::bigint, 0::bigint, 0::bigint, '{{}}'::jsonb
     FROM segments
-    WHERE username = $1 AND COALESCE(ended_at, 'infinity'::timestamptz) > $3 AND started_at <= $3
+    WHERE username = $1 AND COALESCE(ended_at, 'infinity'::timestamptz) > $3 AND started_at < $3
 """  # noqa: S608 - a constant column list
 
 

@@ -313,7 +313,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         FROM parts GROUP BY username
     )
     SELECT username,
-           cpu / 1000000, memory / 1000000, gpu / 1000000,
+           cpu * 0.000001, memory * 0.000001, gpu * 0.000001,  -- exact: µs to seconds
            ROUND(cpu / 3600000000000, 6),
            ROUND(memory / (3600000000 * 1073741824::numeric), 6),
            ROUND(gpu / 3600000000, 6),
