@@ -69,6 +69,8 @@ class ResourceHistory:
     partials: Mapping[int, list[Interval]] = field(default_factory=dict)
     open_starts: list[tuple[int, int]] = field(default_factory=list)
     running: list[tuple[int | None, int]] = field(default_factory=list)
+    _in_bucket: dict[int, list[Interval]] = field(default_factory=dict, repr=False)
+    _pieces: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
 
     def bucket_of(self, at_us: int) -> int:
         return at_us - at_us % self.bucket_us
@@ -85,11 +87,14 @@ class ResourceHistory:
 
     def _history_intervals(self, z: int) -> list[Interval]:
         """ρ before now inside loaded bucket z, as intervals (cover, partial, open)."""
+        if z in self._in_bucket:
+            return self._in_bucket[z]
         out = list(self.partials[z])
         cover = self.buckets.get(z, Bucket()).cover_rate
         if cover:
             out.append((z - 1, z + self.bucket_us, cover))
         out.extend((s, None, r) for s, r in self.open_starts)
+        self._in_bucket[z] = out
         return out
 
     def _open_overlap(self, a: int, b: int) -> int:
@@ -98,7 +103,10 @@ class ResourceHistory:
     def _piece_integral(self, z: int, a: int, b: int) -> int | None:
         """∫ ρ over [a, b) inside bucket z, or None if that needs z's raw segments."""
         if z in self.partials:
-            return sum(r * usage.overlap_us(s, e, a, b) for s, e, r in self._history_intervals(z))
+            if (a, b) not in self._pieces:
+                intervals = self._history_intervals(z)
+                self._pieces[a, b] = sum(r * usage.overlap_us(s, e, a, b) for s, e, r in intervals)
+            return self._pieces[a, b]
         if a == z and b == z + self.bucket_us:
             return self.buckets.get(z, Bucket()).used + self._open_overlap(a, b)
         return None

@@ -38,7 +38,7 @@ USER_SEGMENTS_SQL = f"""
 
 def row_amounts(cpu: int, memory: int, gpu: int, extended) -> dict[str, int]:
     amounts = {"cpu": cpu, "memory": memory, "gpu": gpu}
-    if extended and extended != "{}":
+    if extended and extended != "{}":  # None, "{}" or {} = no extended resources
         if isinstance(extended, str):  # asyncpg returns jsonb as text
             extended = json.loads(extended)
         amounts.update({k: int(v) for k, v in extended.items()})

@@ -20,19 +20,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import SegmentRow, from_us, to_us
 from ledger.core.rollup_usage import DAY_US, Bucket, ResourceHistory
-from ledger.store.queries import USER_SEGMENTS_COLUMNS, row_amounts
+from ledger.store.queries import row_amounts
 
 CORE_COLUMNS = {"cpu": 0, "memory": 1, "gpu": 2}
 
+# One row shape for the three parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a
+# running segment): times as epoch µs and integrals as text keep the Python side to int()
+# calls; empty extended maps come back NULL so no JSON is decoded for them.
 _ROLLUPS = """
-    SELECT 2 AS kind, bucket_start AS a, NULL::timestamptz AS b, '' AS servername,
-           cpu_used AS cpu, memory_used AS memory, gpu_used AS gpu, extended_used AS ext,
-           cpu_cover AS cpu2, memory_cover AS memory2, gpu_cover AS gpu2, extended_cover AS ext2
+    SELECT 2 AS kind, quota_epoch_us(bucket_start) AS a, NULL::bigint AS b, '' AS servername,
+           cpu_cover AS cpu, memory_cover AS memory, gpu_cover AS gpu,
+           NULLIF(extended_cover, '{}') AS ext,
+           cpu_used::text AS cpu_used, memory_used::text AS memory_used,
+           gpu_used::text AS gpu_used, NULLIF(extended_used, '{}') AS ext_used
     FROM usage_rollups
     WHERE username = $1 AND bucket_start >= $2 AND bucket_start <= $3
 """
+_SEGMENT_COLUMNS = (
+    "quota_epoch_us(started_at), quota_epoch_us(ended_at), {name}, cpu_millicores, "
+    "memory_bytes, gpu_count, NULLIF(extended, '{{}}'), NULL, NULL, NULL, NULL::jsonb"
+)
 _RUNNING = f"""
-    SELECT 0, {USER_SEGMENTS_COLUMNS}, 0::bigint, 0::bigint, 0::bigint, '{{}}'::jsonb
+    SELECT 0, {_SEGMENT_COLUMNS.format(name="servername")}
     FROM segments
     WHERE username = $1 AND COALESCE(ended_at, 'infinity'::timestamptz) > $3 AND started_at < $3
 """  # noqa: S608 - a constant column list
@@ -49,7 +58,7 @@ def _partials_sql(first_param: int, count: int) -> str:
             f"COALESCE(ended_at, 'infinity'::timestamptz) < ${i} + interval '24 hours')"
         )
     return f"""
-    SELECT 1, {USER_SEGMENTS_COLUMNS}, 0::bigint, 0::bigint, 0::bigint, '{{}}'::jsonb
+    SELECT 1, {_SEGMENT_COLUMNS.format(name="id::text")}
     FROM segments
     WHERE username = $1 AND ended_at IS NOT NULL AND ({" OR ".join(arms)})
     """  # noqa: S608 - constants and placeholders only
@@ -77,46 +86,42 @@ class UserHistory:
 
     now_us: int
     buckets: dict[int, dict[str, Bucket]] = field(default_factory=dict)
-    partial_rows: dict[tuple, SegmentRow] = field(default_factory=dict)
+    # segment id → (start µs, end µs, amounts)
+    partial_rows: dict[str, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
     loaded_days: set[int] = field(default_factory=set)
     running: list[SegmentRow] = field(default_factory=list)
 
     def add_records(self, records) -> None:
-        for kind, a, b, servername, cpu, memory, gpu, ext, cpu2, memory2, gpu2, ext2 in records:
+        for kind, a, b, servername, cpu, memory, gpu, ext, *used in records:
             if kind == 2:
-                day = self.buckets.setdefault(to_us(a), {})
-                for name, used, cover in (
-                    ("cpu", cpu, cpu2),
-                    ("memory", memory, memory2),
-                    ("gpu", gpu, gpu2),
+                day = self.buckets.setdefault(a, {})
+                cpu_used, memory_used, gpu_used, ext_used = used
+                for name, total, cover in (
+                    ("cpu", cpu_used, cpu),
+                    ("memory", memory_used, memory),
+                    ("gpu", gpu_used, gpu),
                 ):
-                    if used or cover:
-                        day[name] = Bucket(int(used), int(cover))
-                covers = _json(ext2)
-                for name, used in _json(ext).items():
-                    day[name] = Bucket(int(used), int(covers.get(name, 0)))
+                    if cover or total != "0":
+                        day[name] = Bucket(int(Decimal(total)), cover)
+                covers = _json(ext)
+                for name, total in _json(ext_used).items():
+                    day[name] = Bucket(int(total), int(covers.get(name, 0)))
                 for name, cover in covers.items():
                     day.setdefault(name, Bucket(0, int(cover)))
-                continue
-            row = SegmentRow(
-                started_at_us=to_us(a),
-                ended_at_us=None if b is None else to_us(b),
-                servername=servername,
-                amounts=row_amounts(int(cpu), int(memory), int(gpu), ext),
-            )
-            if kind == 0:
-                self.running.append(row)
+            elif kind == 1:
+                self.partial_rows[servername] = (a, b, row_amounts(cpu, memory, gpu, ext))
             else:
-                self.partial_rows[(row.started_at_us, row.ended_at_us, servername, cpu, memory, gpu, str(ext))] = row  # fmt: skip
+                self.running.append(
+                    SegmentRow(a, b, servername, row_amounts(cpu, memory, gpu, ext))
+                )
 
     def histories(self, names: Iterable[str]) -> dict[str, ResourceHistory]:
         now = self.now_us
         out = {}
         for name in names:
             partials: dict[int, list] = {z: [] for z in self.loaded_days}
-            for row in self.partial_rows.values():
-                rate = int(row.amounts.get(name, 0))
-                s, e = row.started_at_us, row.ended_at_us
+            for s, e, amounts in self.partial_rows.values():
+                rate = amounts.get(name, 0)
                 if not rate or s >= now or e is None or e <= s:
                     continue
                 for z in {_bucket_of(s), _bucket_of(e - 1)}:
