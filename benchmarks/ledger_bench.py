@@ -240,17 +240,30 @@ async def prepare(url: str, args, log) -> dict:
         info["load_s"] = None
     else:
         log(f"generating and loading {args.segments:,} segments of {args.users:,} users …")
+        # Bulk load as a restore would: triggers off, then one rollup backfill (what
+        # migration 0004 does on an existing ledger). The import below runs with triggers.
+        engine = db.create_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE segments DISABLE TRIGGER USER"))
         t = time.perf_counter()
         await datagen.load_into(
             url, users=args.users, n_segments=args.segments, seed=args.seed, analyze=False
         )
         info["load_s"] = time.perf_counter() - t
         log(f"  generated + COPY in {info['load_s']:.1f} s")
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE segments ENABLE TRIGGER USER"))
+        t = time.perf_counter()
+        await rollups.rebuild(engine, None)
+        info["rebuild_s"] = time.perf_counter() - t
+        log(f"  rollups rebuild in {info['rebuild_s']:.1f} s")
+        await engine.dispose()
     t = time.perf_counter()
     engine = db.create_engine(url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:
         await conn.execute(text("VACUUM ANALYZE segments"))
         await conn.execute(text("VACUUM ANALYZE user_groups"))
+        await conn.execute(text("VACUUM ANALYZE usage_rollups"))
         info["segments_size"] = await conn.scalar(
             text("SELECT pg_size_pretty(pg_table_size('segments'))")
         )
@@ -519,8 +532,10 @@ def render(
         f"(min–max) | {report_s:.3f} s ({full[0]:.3f}–{full[-1]:.3f}) "
         f"| ≤ {GOALS['report_s']:g} s | {verdict(report_s <= GOALS['report_s'])} |",
         f"| … of which `quota_usage()` SQL alone, median | {statistics.median(sql):.3f} s | | |",
-        f"| rollups: rows / size (kept by triggers during the load) | {sizes['rows']:,} / "
-        f"{sizes['size']} | | |",
+        f"| rollups: rows / size; `rollups rebuild` of all history after the bulk load "
+        f"| {sizes['rows']:,} / {sizes['size']}; "
+        + (f"{info['rebuild_s']:.1f} s" if info.get("rebuild_s") else "reused")
+        + " | | |",
     ]
     if imp:
         lines += [

@@ -40,12 +40,14 @@ AGGREGATE = """
            SUM(d.sign * d.cpu_millicores::numeric * b.overlap_us) AS cpu_used,
            SUM(d.sign * d.memory_bytes::numeric * b.overlap_us) AS memory_used,
            SUM(d.sign * d.gpu_count::numeric * b.overlap_us) AS gpu_used,
-           quota_jsonb_sum(quota_jsonb_scale(d.extended, d.sign * b.overlap_us)) AS extended_used,
+           -- FILTER: most segments have no extended resources; skip the JSON work for them
+           quota_jsonb_sum(quota_jsonb_scale(d.extended, d.sign * b.overlap_us))
+               FILTER (WHERE d.extended <> '{{}}') AS extended_used,
            COALESCE(SUM(d.sign * d.cpu_millicores) FILTER (WHERE b.covers), 0) AS cpu_cover,
            COALESCE(SUM(d.sign * d.memory_bytes) FILTER (WHERE b.covers), 0) AS memory_cover,
            COALESCE(SUM(d.sign * d.gpu_count) FILTER (WHERE b.covers), 0) AS gpu_cover,
-           quota_jsonb_sum(quota_jsonb_scale(d.extended, d.sign)) FILTER (WHERE b.covers)
-               AS extended_cover,
+           quota_jsonb_sum(quota_jsonb_scale(d.extended, d.sign))
+               FILTER (WHERE b.covers AND d.extended <> '{{}}') AS extended_cover,
            COALESCE(SUM(d.sign) FILTER (WHERE b.starts), 0) AS segments_started,
            COALESCE(SUM(d.sign) FILTER (WHERE b.covers), 0) AS segments_covering
     FROM ({source}) d
@@ -60,7 +62,8 @@ SEGMENT_COLUMNS = (
 
 UPSERT = """
     INSERT INTO usage_rollups AS r
-    SELECT username, bucket_start, cpu_used, memory_used, gpu_used, extended_used,
+    SELECT username, bucket_start, cpu_used, memory_used, gpu_used,
+           COALESCE(extended_used, '{{}}'),
            cpu_cover, memory_cover, gpu_cover, COALESCE(extended_cover, '{{}}'),
            segments_started, segments_covering
     FROM ({aggregate}) a
@@ -198,7 +201,8 @@ COMMENT ON TABLE rollup_horizon IS
 CREATE FUNCTION quota_rollups_from_segments(since timestamptz)
 RETURNS SETOF usage_rollups
 LANGUAGE sql STABLE AS $$
-    SELECT username, bucket_start, cpu_used, memory_used, gpu_used, extended_used,
+    SELECT username, bucket_start, cpu_used, memory_used, gpu_used,
+           COALESCE(extended_used, '{{}}'),
            cpu_cover, memory_cover, gpu_cover, COALESCE(extended_cover, '{{}}'),
            segments_started, segments_covering
     FROM ({
