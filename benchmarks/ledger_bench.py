@@ -72,62 +72,19 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
 ANALYSIS = """\
-### Why the goals are missed, and what to change
+### Where the time goes now (rollups, migration 0004)
 
-Measured by hand on a scratch copy of this data set (same seed, same server build) while
-writing the benchmark — not re-measured by every run. The machine is shared (load 4–7 on
-2 cores), so differences under ~30 % are noise and are not claimed.
-
-1. **decide — make the per-user query index-only** (migration: recreate
-   `ix_segments_user_end` as `(username, COALESCE(ended_at, 'infinity'))
-   INCLUDE (started_at, ended_at, servername, cpu_millicores, memory_bytes, gpu_count, extended)`;
-   303 MB on this data). Today the query selects `ended_at` and `extended`, which the index
-   does not hold, so every row is a heap fetch (the plan above: Bitmap Heap Scan, one heap
-   page per segment, because a user's rows are spread over the table in time order). With
-   both included: `Index Only Scan … Heap Fetches: 0`, execution 0.69 → 0.11 ms for the median
-   user; a bare prepared asyncpg fetch over 2,000 random users (two rounds each) p50
-   0.56–0.68 → 0.16–0.24 ms, p99 5.8–7.3 → 4.0–4.8 ms. Needs the visibility map (autovacuum; the benchmark VACUUMs).
-2. **decide — then the Python around the query is the larger half at p99.**
-   `queries.user_segments` through SQLAlchemy `text()` doubles the fetch: p99 8.7–10.0 ms
-   where the same query as a cached prepared asyncpg statement takes 4.0–4.8 ms (same users,
-   index-only). Building a frozen `SegmentRow` with an `amounts` dict per row plus
-   `evaluate`'s sweep cost ~8 µs per segment (24 ms for a user with 4,787 segments in the
-   window). Change: fetch with the driver connection's prepared statement and build plain
-   tuples; in `usage._sweep`, compute the slope at `now` arithmetically instead of generating
-   and sorting the events at or before `now` (half of the 4 per interval). `pool_pre_ping`
-   (an extra round trip per `decide`): no difference measurable above the noise here.
-3. **report — sum intervals per (user, size) first, multiply numerics last** (new migration
-   replacing `quota_usage`, same signature and columns): an inner
-   `GROUP BY username, cpu_millicores, memory_bytes, gpu_count` with
-   `EXTRACT(EPOCH FROM SUM(LEAST(COALESCE(ended_at, at), at) - GREATEST(started_at, at - window)))`
-   (interval sums are exact integer µs; the WHERE clause already makes every overlap ≥ 0),
-   `COUNT(*) FILTER (WHERE running)`, then the outer `GROUP BY username` multiplies
-   ~36,000 rows instead of 1,043,105. Output identical (`EXCEPT` both ways: 0 rows differ).
-   `SELECT *` of 8,770 users: 2.5–2.8 s → 1.7–1.9 s at default settings; 1.3 s with
-   `work_mem = 64MB` (today's HashAggregate spills: Batches 5, Disk Usage 1.6 MB per worker at
-   the embedded default 4 MB). Dropping `ix_segments_end` (the report then uses a parallel seq
-   scan) changed nothing measurable. The scan alone (count of the 1.04 M in-window rows)
-   takes 0.5–0.75 s here, so ≤ 1 s for 1 M in-window segments on 2 cores needs rolled-up
-   history (daily per-user × size totals of closed segments, raw segments only for the two
-   partial edge days and open ones) — not prototyped.
-4. **import — both halves are below 50,000/s, so both must change.** Parse: `read_rows`
-   does ~33–47 k rows/s, spread over `parse_row`'s generic per-key work, `json.loads`,
-   `_time` and `check_username`'s per-character `unicodedata` loop (memoising
-   `check_username` alone made no measurable difference): it needs a fast path for
-   well-formed rows, or parsing in a second process. Write: COPY into the temp table is fast (100 k rows 0.8–1.2 s); the
-   `INSERT … ON CONFLICT` into a 3 M-row table is the cost (100 k rows 4–9 s): 18.7 buffer
-   accesses and 6 WAL records per row (heap + one per index: pk, `(pod_uid, started_at)`
-   with random UUIDs, `ix_segments_end`, `ix_segments_user_end`, the partial open-pod index)
-   and, at defaults, 780 MB of WAL per 100 k rows (121 k full-page images).
-   `max_wal_size = 8GB` + `wal_compression = pglz` cut that WAL to 75 MB (300 FPIs), and
-   `shared_buffers = 1GB` cut the INSERT from 12.1 to 7.3 s for 100 k rows (one run each —
-   indicative only); the remaining cost is CPU in index maintenance. Also overlap the two
-   halves (parse in chunks and COPY each chunk while parsing the next) instead of parsing
-   the whole file first.
-5. **embedded server settings** (ledger/store/embedded.py, `ALTER SYSTEM` once after initdb):
-   `shared_buffers = 1GB` (default 128 MB: table + indexes are 1.5 GB), `work_mem = 64MB`,
-   `max_wal_size = 8GB`, `wal_compression = pglz` (this build has no lz4). `jit = off`:
-   no measurable difference for the report here.
+- **decide** reads ≤ 31 rollup rows, the raw segments starting or ending in the two edge
+  days and the running ones, in one round trip; a retry or run-out time inside another day
+  costs a second round trip for that day's raw segments (the allowed case often needs it:
+  with a 4 GiB request the run-out usually falls in the first days of the window). Cost
+  follows segments per edge day, not segments in the window (the N-segments table).
+- **report** sums users × 30 rollup rows plus two days of raw segments; it no longer scans
+  the window's segments.
+- **import** pays the rollup trigger once per statement: an aggregate over every imported
+  row (one rollup update per day a segment spans) on top of the INSERT … ON CONFLICT and the
+  index maintenance (two more indexes for the edge-day reads: `(username, started_at)`,
+  `(started_at)`). Parsing is unchanged: the chunked parse streamed into COPY was not built.
 """
 
 
