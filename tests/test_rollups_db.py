@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from ledger.core import usage
 from ledger.core.decision import ServerRequest, evaluate, to_us
-from ledger.core.policy import parse_policy
+from ledger.core.policy_yaml import parse_policy
 from ledger.core.resources import GIB
 from ledger.store import queries, rollups, segment_writes
 from ledger.store.decide import decide
