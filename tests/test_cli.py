@@ -137,3 +137,32 @@ def test_migrate_wait_gives_up_with_a_clear_message(capsys, tmp_path):
     url = f"postgresql+asyncpg://nobody@/x?host={tmp_path}&port=1"
     assert main(["migrate", "--db", url, "--wait", "1"]) == 2
     assert "did not answer within 1 s" in capsys.readouterr().err
+
+
+def test_rollups_verify_and_rebuild(loaded, capsys):
+    import asyncio
+
+    from sqlalchemy import text
+
+    from ledger.store import db
+
+    code, out = run_json(capsys, "rollups", "verify", "--db", loaded)
+    assert code == 0 and out == {"ok": True, "mismatches": []}
+
+    async def corrupt():
+        engine = db.create_engine(loaded)
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE usage_rollups SET cpu_used = cpu_used * 2"))
+        await engine.dispose()
+
+    asyncio.run(corrupt())
+    code, out = run_json(capsys, "rollups", "verify", "--db", loaded)
+    assert code == 1 and {m["username"] for m in out["mismatches"]} == {"bob", "sam"}
+    assert main(["rollups", "verify", "--db", loaded]) == 1
+    assert "rollups rebuild" in capsys.readouterr().out
+    code, out = run_json(
+        capsys, "rollups", "rebuild", "--since", "2026-10-01T00:00Z", "--db", loaded
+    )
+    assert code == 0 and out["rows"] == 2 and out["rebuilt_from"].startswith("2026-10-01")
+    assert main(["rollups", "verify", "--db", loaded]) == 0
+    assert main(["rollups", "verify", "--since", "not a time", "--db", loaded]) == 2

@@ -206,8 +206,14 @@ def evaluate(
     now: datetime,
     *,
     exhausted_budget_blocks: str = "any",
+    histories: Mapping[str, usage.UsageHistory] | None = None,
 ) -> Decision:
-    """The decision for ``request`` given the user's segments and effective limits (policy)."""
+    """The decision for ``request`` given the user's segments and effective limits (policy).
+
+    ``rows`` must hold at least the segments running at ``now`` (caps and burn rate). Usage
+    comes from ``histories`` (per resource, e.g. rollup-based) when given, else from ``rows``,
+    which must then hold every segment in the longest window.
+    """
     now_us = to_us(now)
     reasons: list[str] = []
     budgets: dict[str, BudgetStatus] = {}
@@ -222,8 +228,11 @@ def evaluate(
         res = resource(name)
         window_us = budget.window_seconds * MICROSECONDS_PER_SECOND
         limit = res.from_hours(budget.limit_hours)
-        intervals = _intervals(rows, name, now_us)
-        used = usage.window_usage(intervals, now_us, window_us)
+        if histories is None:
+            history = usage.RawHistory(_intervals(rows, name, now_us), now_us)
+        else:
+            history = histories.get(name) or usage.RawHistory([], now_us)
+        used = history.used(window_us)
         requested = request.get(name)
         burn = sum(int(r.amounts.get(name, 0)) for r in running_rows)
         blocks = None
@@ -237,8 +246,7 @@ def evaluate(
             requested > 0 or exhausted_budget_blocks == "any" or not request.sized
         ):
             blocks = "used_up"
-            stopped = usage.stopped_at(intervals, now_us)
-            below_us = usage.first_below(stopped, now_us, window_us, limit)
+            below_us = history.first_below_stopped(window_us, limit)
             if below_us is None:
                 waiting_helps = False
             else:
@@ -247,8 +255,7 @@ def evaluate(
                 retry_candidates.append(retry_us)
         run_seconds = None
         if blocks is None and requested > 0 and limit > 0:
-            with_request = [*intervals, (now_us, None, requested)]
-            reach_us = usage.first_reaching(with_request, now_us, window_us, limit)
+            reach_us = history.first_reaching(window_us, limit, requested)
             if reach_us is not None:
                 run_seconds = (reach_us - now_us) // MICROSECONDS_PER_SECOND
                 run_candidates.append(run_seconds)

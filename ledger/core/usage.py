@@ -12,14 +12,16 @@ U is continuous and piecewise linear in t. Each interval changes U's slope at fo
 a server can run) and "when will U fall below it?" (when the user can start again) exactly,
 in O(n log n) for n intervals.
 
-The SQL function ``quota_usage`` (migrations/versions/0002) computes the same integral; a
-property test keeps the two equal.
+The SQL function ``quota_usage`` (migrations/versions/0004, from rollups) computes the same
+integral, and :mod:`ledger.core.rollup_usage` answers the same questions from per-day
+rollups; property tests keep all three equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 # An interval: (start_us, end_us or None while still running, rate in base units).
 Interval = tuple[int, int | None, int]
@@ -134,3 +136,33 @@ def first_below(
             usage, t = reached, time_us
         slope += delta
     return None if usage >= limit else t
+
+
+class UsageHistory(Protocol):
+    """What a decision asks of one resource's usage at a fixed ``now`` (base-unit·µs, µs)."""
+
+    def used(self, window_us: int) -> int: ...
+
+    def first_below_stopped(self, window_us: int, limit: int) -> int | None: ...
+
+    def first_reaching(self, window_us: int, limit: int, extra_rate: int = 0) -> int | None: ...
+
+
+@dataclass
+class RawHistory:
+    """One resource's usage questions answered from all its raw intervals (the reference
+    engine; :class:`ledger.core.rollup_usage.ResourceHistory` answers the same from rollups)."""
+
+    intervals: list[Interval]
+    now_us: int
+
+    def used(self, window_us: int) -> int:
+        return window_usage(self.intervals, self.now_us, window_us)
+
+    def first_below_stopped(self, window_us: int, limit: int) -> int | None:
+        stopped = stopped_at(self.intervals, self.now_us)
+        return first_below(stopped, self.now_us, window_us, limit)
+
+    def first_reaching(self, window_us: int, limit: int, extra_rate: int = 0) -> int | None:
+        with_extra = [*self.intervals, (self.now_us, None, extra_rate)]
+        return first_reaching(with_extra, self.now_us, window_us, limit)

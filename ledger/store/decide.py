@@ -1,19 +1,29 @@
 """``decide()``: the async entry point every caller uses (hub hook, enforcer, CLI, web).
 
-One database round trip reads the user's segments in the longest window the policy uses;
-the arithmetic is the pure :func:`ledger.core.decision.evaluate`. Recording the decision is a
-separate, optional write so a caller on a deadline (the hub hook) can answer first.
+Usage comes from the per-day rollups (ledger/store/rollups.py): one round trip reads the
+rollup days of the longest window, the raw segments of the edge days and what runs now. A
+second one is needed only when a retry or run-out time falls inside a day no edge touches
+(its raw segments are read then); the arithmetic is the pure
+:func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write so
+a caller on a deadline (the hub hook) can answer first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import Decision, ServerRequest, evaluate
-from ledger.store import queries
+from ledger.core.rollup_usage import NeedBuckets
+from ledger.store import queries, rollups
+
+
+# Each later round loads the days one budget's question asked for (a run-out question asks
+# for all its candidate days at once): at most two questions per budget.
+def _max_rounds(limits) -> int:
+    return 2 + 2 * len(limits.budgets)
 
 
 async def decide(
@@ -28,26 +38,32 @@ async def decide(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     limits = policy.limits_for(username, groups)
-    if limits.budgets:
-        since = now - timedelta(seconds=policy.max_window_seconds())
-    else:
-        since = now  # caps only: just what is running now
-    if limits.budgets or limits.running:
-        if isinstance(db, AsyncConnection):
-            rows = await queries.user_segments(db, username, since, now)
-        else:
-            async with db.connect() as conn:
-                rows = await queries.user_segments(conn, username, since, now)
-    else:
-        rows = []
-    return evaluate(
-        username,
-        limits,
-        rows,
-        request,
-        now,
-        exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
-    )
+    if isinstance(db, AsyncConnection):
+        return await _decide(db, policy, limits, username, request, now)
+    async with db.connect() as conn:
+        return await _decide(conn, policy, limits, username, request, now)
+
+
+async def _decide(conn, policy, limits, username, request, now) -> Decision:
+    blocks = getattr(policy, "exhausted_budget_blocks", "any")
+    if not (limits.budgets or limits.running):
+        return evaluate(username, limits, [], request, now, exhausted_budget_blocks=blocks)
+    windows = sorted({b.window_seconds for b in limits.budgets.values()})
+    history = await rollups.user_history(conn, username, now, windows)
+    for _ in range(_max_rounds(limits)):
+        try:
+            return evaluate(
+                username,
+                limits,
+                history.running,
+                request,
+                now,
+                exhausted_budget_blocks=blocks,
+                histories=history.histories(limits.budgets),
+            )
+        except NeedBuckets as need:
+            await rollups.load_days(conn, username, history, need.bucket_starts)
+    raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
 
 
 async def record(

@@ -1,7 +1,8 @@
 """The SQL the ledger runs. Bound parameters only; one statement per question.
 
 - :func:`user_segments` — one user's segments that touch a window: a single index range scan
-  on ``ix_segments_user_end`` (username, COALESCE(ended_at, 'infinity')).
+  on ``ix_segments_user_end`` (username, COALESCE(ended_at, 'infinity')). The decision reads
+  rollups instead (ledger/store/rollups.py); pages that list segments still use this.
 - :func:`usage_report` — every user's exact integrals from the ``quota_usage`` SQL function.
 - :func:`upsert_segments` — idempotent batch insert keyed on (pod_uid, started_at).
 - :func:`record_groups`, :func:`groups_by_user` — the hub's groups as last seen.
@@ -23,18 +24,21 @@ from ledger.core.decision import SegmentRow, to_us
 # The spawn-time query. Run through asyncpg directly: its per-connection prepared-statement
 # cache and plain tuples halve the p99 against SQLAlchemy's result processing (measured in
 # benchmarks/RESULTS.md, Ledger). Served by an Index Only Scan on ix_segments_user_end.
-USER_SEGMENTS_SQL = """
-    SELECT started_at, ended_at, servername, cpu_millicores, memory_bytes, gpu_count, extended
+USER_SEGMENTS_COLUMNS = (
+    "started_at, ended_at, servername, cpu_millicores, memory_bytes, gpu_count, extended"
+)
+USER_SEGMENTS_SQL = f"""
+    SELECT {USER_SEGMENTS_COLUMNS}
     FROM segments
     WHERE username = $1
       AND COALESCE(ended_at, 'infinity'::timestamptz) > $2
       AND started_at < $3
-"""
+"""  # noqa: S608 - a constant column list
 
 
-def _row_amounts(cpu: int, memory: int, gpu: int, extended) -> dict[str, int]:
+def row_amounts(cpu: int, memory: int, gpu: int, extended) -> dict[str, int]:
     amounts = {"cpu": cpu, "memory": memory, "gpu": gpu}
-    if extended and extended != "{}":
+    if extended and extended != "{}":  # None, "{}" or {} = no extended resources
         if isinstance(extended, str):  # asyncpg returns jsonb as text
             extended = json.loads(extended)
         amounts.update({k: int(v) for k, v in extended.items()})
@@ -52,7 +56,7 @@ async def user_segments(
             started_at_us=to_us(started),
             ended_at_us=None if ended is None else to_us(ended),
             servername=servername,
-            amounts=_row_amounts(cpu, mem, gpu, ext),
+            amounts=row_amounts(cpu, mem, gpu, ext),
         )
         for started, ended, servername, cpu, mem, gpu, ext in records
     ]

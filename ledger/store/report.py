@@ -98,7 +98,7 @@ async def _segments_of(conn, usernames: list[str], since: datetime, until: datet
                 started_at_us=to_us(started),
                 ended_at_us=None if ended is None else to_us(ended),
                 servername=servername,
-                amounts=queries._row_amounts(cpu, mem, gpu, ext),
+                amounts=queries.row_amounts(cpu, mem, gpu, ext),
             )
         )
     return by_user

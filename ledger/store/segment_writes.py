@@ -272,9 +272,23 @@ async def upsert_heartbeat(engine: AsyncEngine, row: dict) -> None:
 async def delete_older_than(
     engine: AsyncEngine, now: datetime, retention_seconds: float
 ) -> tuple[int, int]:
-    """Retention: closed segments that ended, and OOM kills, before now − retention."""
+    """Retention: closed segments that ended, and OOM kills, before now − retention.
+
+    Their days stay in ``usage_rollups`` for reports (the delete trigger is told to keep
+    them), and ``rollup_horizon`` records from when raw history is complete. Retention must
+    exceed the longest policy window: a decision reads raw segments of its window's first day.
+    """
     cutoff = now - timedelta(seconds=retention_seconds)
     async with engine.begin() as conn:
+        await conn.execute(text("SET LOCAL quota_ledger.keep_rollups = 'on'"))
+        await conn.execute(
+            text(
+                "INSERT INTO rollup_horizon (raw_complete_since) VALUES (:cutoff) "
+                "ON CONFLICT (id) DO UPDATE SET raw_complete_since = "
+                "GREATEST(rollup_horizon.raw_complete_since, EXCLUDED.raw_complete_since)"
+            ),
+            {"cutoff": cutoff},
+        )
         segments = await conn.execute(
             text("DELETE FROM segments WHERE ended_at IS NOT NULL AND ended_at < :cutoff"),
             {"cutoff": cutoff},

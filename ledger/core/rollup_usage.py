@@ -1,0 +1,237 @@
+"""Exact rolling-window usage from per-bucket rollups plus the raw segments of a few buckets.
+
+The same numbers as :mod:`ledger.core.usage` (a property test keeps them equal), at a cost
+that does not grow with the user's history: whole buckets are read as totals, and raw
+segments only for the buckets where the answer's shape matters.
+
+Write ρ(τ) for the user's total rate at instant τ. Before ``now`` it is the recorded history;
+from ``now`` on it is what keeps running (open segments, segments that end later, and for a
+run-out question the requested server). Usage is ``U(t) = ∫ ρ over [t − W, t)``, so for
+t ≥ now the window's start x = t − W walks through history: U changes by ρ(t) − ρ(x).
+
+A bucket ``[z, z + B)`` stores, for closed segments only:
+
+- ``used``: ∫ ρ over the bucket, exact (base-unit·µs);
+- ``cover_rate``: the summed rate of segments that started before z and end at or after
+  z + B (they run through the whole bucket).
+
+Every other closed segment touching the bucket starts inside it or ends inside it — the
+bucket's *partial* segments, readable with two index range scans. ``cover_rate`` plus the
+partial segments give ρ exactly inside a bucket; ``used`` alone gives U exactly at every
+bucket boundary. So:
+
+- U(now) needs raw segments only for the buckets holding ``now − W`` and ``now``;
+- when U falls below the limit (retry) or reaches it (run-out), U is exact at each bucket
+  boundary, so only the bucket where the crossing lies needs its raw segments.
+
+A bucket the answer needs but was not given raises :class:`NeedBuckets`; the caller reads
+those buckets' partial segments and asks again (decide: at most two round trips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from ledger.core import usage
+from ledger.core.usage import Interval
+
+DAY_US = 86_400 * 1_000_000
+
+
+class NeedBuckets(Exception):  # noqa: N818 - a request for data, not a failure
+    """The answer needs the partial segments of these buckets (start times in µs)."""
+
+    def __init__(self, bucket_starts: Iterable[int]):
+        self.bucket_starts = frozenset(bucket_starts)
+        super().__init__(sorted(self.bucket_starts))
+
+
+@dataclass(frozen=True)
+class Bucket:
+    used: int = 0  # ∫ rate of closed segments over the bucket, base-unit·µs
+    cover_rate: int = 0  # rate of closed segments running through the whole bucket
+
+
+@dataclass
+class ResourceHistory:
+    """One resource of one user, as the rollups and a few raw reads describe it at ``now``.
+
+    ``partials`` holds, per loaded bucket, the closed segments of that bucket that start
+    inside it or end inside it (and started before ``now``). ``open_starts`` are segments
+    still open (start, rate), ``running`` every segment started before ``now`` and not ended
+    at ``now`` (end or None, rate) — open ones included.
+    """
+
+    now_us: int
+    bucket_us: int = DAY_US
+    buckets: Mapping[int, Bucket] = field(default_factory=dict)
+    partials: Mapping[int, list[Interval]] = field(default_factory=dict)
+    open_starts: list[tuple[int, int]] = field(default_factory=list)
+    running: list[tuple[int | None, int]] = field(default_factory=list)
+    _in_bucket: dict[int, list[Interval]] = field(default_factory=dict, repr=False)
+    _pieces: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+
+    def bucket_of(self, at_us: int) -> int:
+        return at_us - at_us % self.bucket_us
+
+    def _zones(self, lo_us: int, hi_us: int) -> Iterator[tuple[int, int, int]]:
+        """(bucket start, piece start, piece end) covering [lo, hi) in bucket pieces."""
+        z = self.bucket_of(lo_us)
+        a = lo_us
+        while a < hi_us:
+            b = min(z + self.bucket_us, hi_us)
+            yield z, a, b
+            z += self.bucket_us
+            a = b
+
+    def _history_intervals(self, z: int) -> list[Interval]:
+        """ρ before now inside loaded bucket z, as intervals (cover, partial, open)."""
+        if z in self._in_bucket:
+            return self._in_bucket[z]
+        out = list(self.partials[z])
+        cover = self.buckets.get(z, Bucket()).cover_rate
+        if cover:
+            out.append((z - 1, z + self.bucket_us, cover))
+        out.extend((s, None, r) for s, r in self.open_starts)
+        self._in_bucket[z] = out
+        return out
+
+    def _open_overlap(self, a: int, b: int) -> int:
+        return sum(r * usage.overlap_us(s, None, a, b) for s, r in self.open_starts)
+
+    def _piece_integral(self, z: int, a: int, b: int) -> int | None:
+        """∫ ρ over [a, b) inside bucket z, or None if that needs z's raw segments."""
+        if z in self.partials:
+            if (a, b) not in self._pieces:
+                intervals = self._history_intervals(z)
+                self._pieces[a, b] = sum(r * usage.overlap_us(s, e, a, b) for s, e, r in intervals)
+            return self._pieces[a, b]
+        if a == z and b == z + self.bucket_us:
+            return self.buckets.get(z, Bucket()).used + self._open_overlap(a, b)
+        return None
+
+    def used(self, window_us: int) -> int:
+        """U(now): base-unit·µs used in [now − window, now)."""
+        total, missing = 0, set()
+        for z, a, b in self._zones(self.now_us - window_us, self.now_us):
+            piece = self._piece_integral(z, a, b)
+            if piece is None:
+                missing.add(z)
+            else:
+                total += piece
+        if missing:
+            raise NeedBuckets(missing)
+        return total
+
+    def _future_rate(self, t_us: int, extra: int) -> int:
+        return extra + sum(r for e, r in self.running if e is None or e > t_us)
+
+    def _future_integral(self, a: int, b: int, extra: int) -> int:
+        return extra * (b - a) + sum(
+            r * usage.overlap_us(self.now_us, e, a, b) for e, r in self.running
+        )
+
+    def _slope_events(
+        self, z: int, a: int, b: int, window_us: int, extra: int
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """U's slope at a + W and its changes inside (a + W, b + W), for loaded bucket z."""
+        history = self._history_intervals(z)
+        slope = -sum(r for s, e, r in history if s <= a and (e is None or e > a))
+        slope += self._future_rate(a + window_us, extra)
+        events = []
+        for s, e, r in history:
+            if a < s < b:
+                events.append((s + window_us, -r))
+            if e is not None and a < e < b:
+                events.append((e + window_us, r))
+        for e, r in self.running:
+            if e is not None and a + window_us < e < b + window_us:
+                events.append((e, -r))
+        events.sort()
+        return slope, events
+
+    def first_reaching(self, window_us: int, limit: int, extra_rate: int = 0) -> int | None:
+        """The first t ≥ now with U(t) ≥ limit when everything running keeps running and a
+        server of ``extra_rate`` starts now; None if never. Equals usage.first_reaching."""
+        now = self.now_us
+        value = self.used(window_us)
+        if value >= limit:
+            return now
+        needed: set[int] = set()
+        for z, a, b in self._zones(now - window_us, now):
+            gain = self._future_integral(a + window_us, b + window_us, extra_rate)
+            if z in self.partials:
+                end_value = value - self._piece_integral(z, a, b) + gain
+                if not needed:
+                    slope, events = self._slope_events(z, a, b, window_us, extra_rate)
+                    hit = _walk_up(a + window_us, value, slope, events, b + window_us, limit)
+                    if hit is not None:
+                        return hit
+            else:
+                piece = self._piece_integral(z, a, b)
+                if piece is None:
+                    raise NeedBuckets({z})
+                if value + gain >= limit:  # U may reach the limit inside: need its shape
+                    needed.add(z)
+                end_value = value - piece + gain
+            if needed and end_value >= limit:
+                raise NeedBuckets(needed)
+            value = end_value
+        if needed:
+            raise NeedBuckets(needed)
+        # From now + W on, only what keeps running is in the window.
+        ahead = [(now, e, r) for e, r in self.running]
+        if extra_rate:
+            ahead.append((now, None, extra_rate))
+        return usage.first_reaching(ahead, now + window_us, window_us, limit)
+
+    def first_below_stopped(self, window_us: int, limit: int) -> int | None:
+        """The first t ≥ now with U(t) < limit if everything running stopped at now; None if
+        never (limit ≤ 0). Equals usage.first_below(usage.stopped_at(...))."""
+        if limit <= 0:
+            return None
+        now = self.now_us
+        value = self.used(window_us)
+        if value < limit:
+            return now
+        for z, a, b in self._zones(now - window_us, now):
+            piece = self._piece_integral(z, a, b)
+            if piece is None:
+                raise NeedBuckets({z})
+            if value - piece < limit:  # U falls below the limit inside this piece
+                if z not in self.partials:
+                    raise NeedBuckets({z})
+                history = self._history_intervals(z)
+                slope = -sum(r for s, e, r in history if s <= a and (e is None or e > a))
+                events = sorted(
+                    [(s + window_us, -r) for s, e, r in history if a < s < b]
+                    + [(e + window_us, r) for s, e, r in history if e is not None and a < e < b]
+                )
+                return _walk_down(a + window_us, value, slope, events, b + window_us, limit)
+            value -= piece
+        return now + window_us  # unreachable with limit > 0: U(now + W) = 0
+
+
+def _walk_up(t: int, value: int, slope: int, events, end: int, limit: int) -> int | None:
+    """First whole µs in [t, end] where a piecewise-linear value reaches ``limit``."""
+    for time_us, delta in [*events, (end, 0)]:
+        if time_us > t:
+            reached = value + slope * (time_us - t)
+            if slope > 0 and reached >= limit:
+                return t + -(-(limit - value) // slope)
+            value, t = reached, time_us
+        slope += delta
+    return None
+
+
+def _walk_down(t: int, value: int, slope: int, events, end: int, limit: int) -> int:
+    """First whole µs in (t, end] where a falling value gets below ``limit`` (it does)."""
+    for time_us, delta in [*events, (end, 0)]:
+        if time_us > t:
+            reached = value + slope * (time_us - t)
+            if slope < 0 and reached < limit:
+                return t + (value - limit) // -slope + 1
+            value, t = reached, time_us
+        slope += delta
+    raise AssertionError("usage must fall below the limit inside this bucket")

@@ -1,0 +1,264 @@
+"""Reads of the per-day usage rollups (migrations/versions/0004), and their upkeep commands.
+
+- :func:`user_history` — what :func:`ledger.store.decide.decide` reads for one user: the
+  rollup days of the longest window, the partial segments of the edge days, and the segments
+  running at ``now``, in one round trip; :func:`load_days` adds more days' partial segments
+  when the arithmetic asks (a retry or run-out time inside a day no edge touches).
+- :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ledger.core.decision import SegmentRow, from_us, to_us
+from ledger.core.rollup_usage import DAY_US, Bucket, ResourceHistory
+from ledger.store.queries import row_amounts
+
+CORE_COLUMNS = {"cpu": 0, "memory": 1, "gpu": 2}
+
+# One row shape for the three parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a
+# running segment): times as epoch µs and integrals as text keep the Python side to int()
+# calls; empty extended maps come back NULL so no JSON is decoded for them.
+_ROLLUPS = """
+    SELECT 2 AS kind, quota_epoch_us(bucket_start) AS a, NULL::bigint AS b, '' AS servername,
+           cpu_cover AS cpu, memory_cover AS memory, gpu_cover AS gpu,
+           NULLIF(extended_cover, '{}') AS ext,
+           cpu_used::text AS cpu_used, memory_used::text AS memory_used,
+           gpu_used::text AS gpu_used, NULLIF(extended_used, '{}') AS ext_used
+    FROM usage_rollups
+    WHERE username = $1 AND bucket_start >= $2 AND bucket_start <= $3
+"""
+_SEGMENT_COLUMNS = (
+    "quota_epoch_us(started_at), quota_epoch_us(ended_at), {name}, cpu_millicores, "
+    "memory_bytes, gpu_count, NULLIF(extended, '{{}}'), NULL, NULL, NULL, NULL::jsonb"
+)
+_RUNNING = f"""
+    SELECT 0, {_SEGMENT_COLUMNS.format(name="servername")}
+    FROM segments
+    WHERE username = $1 AND COALESCE(ended_at, 'infinity'::timestamptz) > $3 AND started_at < $3
+"""  # noqa: S608 - a constant column list
+
+
+def _partials_sql(first_param: int, count: int) -> str:
+    # Per day: closed segments starting inside it or ending inside it. Each OR arm is an index
+    # range scan (ix_segments_user_start, ix_segments_user_end).
+    arms = []
+    for i in range(first_param, first_param + count):
+        arms.append(
+            f"(started_at >= ${i} AND started_at < ${i} + interval '24 hours') OR "
+            f"(COALESCE(ended_at, 'infinity'::timestamptz) > ${i} AND "
+            f"COALESCE(ended_at, 'infinity'::timestamptz) < ${i} + interval '24 hours')"
+        )
+    return f"""
+    SELECT 1, {_SEGMENT_COLUMNS.format(name="id::text")}
+    FROM segments
+    WHERE username = $1 AND ended_at IS NOT NULL AND ({" OR ".join(arms)})
+    """  # noqa: S608 - constants and placeholders only
+
+
+def _history_sql(days: int) -> str:
+    return f"{_ROLLUPS} UNION ALL {_RUNNING} UNION ALL {_partials_sql(4, days)}"
+
+
+def _bucket_of(at_us: int) -> int:
+    return at_us - at_us % DAY_US
+
+
+def _json(value) -> dict:
+    if not value or value == "{}":
+        return {}
+    if isinstance(value, str):  # asyncpg returns jsonb as text
+        value = json.loads(value, parse_float=Decimal)
+    return value
+
+
+@dataclass
+class UserHistory:
+    """One user's rollup days, loaded days' partial segments and running segments at now."""
+
+    now_us: int
+    buckets: dict[int, dict[str, Bucket]] = field(default_factory=dict)
+    # segment id → (start µs, end µs, amounts)
+    partial_rows: dict[str, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
+    loaded_days: set[int] = field(default_factory=set)
+    running: list[SegmentRow] = field(default_factory=list)
+
+    def add_records(self, records) -> None:
+        for kind, a, b, servername, cpu, memory, gpu, ext, *used in records:
+            if kind == 2:
+                day = self.buckets.setdefault(a, {})
+                cpu_used, memory_used, gpu_used, ext_used = used
+                for name, total, cover in (
+                    ("cpu", cpu_used, cpu),
+                    ("memory", memory_used, memory),
+                    ("gpu", gpu_used, gpu),
+                ):
+                    if cover or total != "0":
+                        day[name] = Bucket(int(Decimal(total)), cover)
+                covers = _json(ext)
+                for name, total in _json(ext_used).items():
+                    day[name] = Bucket(int(total), int(covers.get(name, 0)))
+                for name, cover in covers.items():
+                    day.setdefault(name, Bucket(0, int(cover)))
+            elif kind == 1:
+                self.partial_rows[servername] = (a, b, row_amounts(cpu, memory, gpu, ext))
+            else:
+                self.running.append(
+                    SegmentRow(a, b, servername, row_amounts(cpu, memory, gpu, ext))
+                )
+
+    def histories(self, names: Iterable[str]) -> dict[str, ResourceHistory]:
+        now = self.now_us
+        out = {}
+        for name in names:
+            partials: dict[int, list] = {z: [] for z in self.loaded_days}
+            for s, e, amounts in self.partial_rows.values():
+                rate = amounts.get(name, 0)
+                if not rate or s >= now or e is None or e <= s:
+                    continue
+                for z in {_bucket_of(s), _bucket_of(e - 1)}:
+                    if z in partials and (z <= s < z + DAY_US or z < e < z + DAY_US):
+                        partials[z].append((s, e, rate))
+            started = [r for r in self.running if r.started_at_us < now]
+            out[name] = ResourceHistory(
+                now_us=now,
+                bucket_us=DAY_US,
+                buckets={z: day[name] for z, day in self.buckets.items() if name in day},
+                partials=partials,
+                open_starts=[
+                    (r.started_at_us, int(r.amounts.get(name, 0)))
+                    for r in started
+                    if r.ended_at_us is None and r.amounts.get(name)
+                ],
+                running=[
+                    (r.ended_at_us, int(r.amounts.get(name, 0)))
+                    for r in started
+                    if r.amounts.get(name)
+                ],
+            )
+        return out
+
+
+async def _raw(conn: AsyncConnection):
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def user_history(
+    conn: AsyncConnection, username: str, now: datetime, windows_seconds: Sequence[int]
+) -> UserHistory:
+    """One round trip: rollup days of the longest window, edge days' partial segments (the
+    day of ``now`` and the day of each window's start) and the segments running at ``now``."""
+    now_us = to_us(now)
+    longest = max(windows_seconds, default=0) * 1_000_000
+    edges = sorted({_bucket_of(now_us)} | {_bucket_of(now_us - w * 1_000_000) for w in windows_seconds})  # fmt: skip
+    history = UserHistory(now_us=now_us, loaded_days=set(edges))
+    raw = await _raw(conn)
+    records = await raw.fetch(
+        _history_sql(len(edges)),
+        username,
+        from_us(_bucket_of(now_us - longest)),
+        now,
+        *(from_us(z) for z in edges),
+    )
+    history.add_records(records)
+    return history
+
+
+async def load_days(
+    conn: AsyncConnection, username: str, history: UserHistory, days: Iterable[int]
+) -> None:
+    """Read the partial segments of more days (µs bucket starts) into ``history``."""
+    days = sorted(set(days) - history.loaded_days)
+    if not days:
+        return
+    raw = await _raw(conn)
+    sql = _partials_sql(2, len(days))
+    history.add_records(await raw.fetch(sql, username, *(from_us(z) for z in days)))
+    history.loaded_days.update(days)
+
+
+# --- upkeep -------------------------------------------------------------------------------
+
+_HORIZON = text("SELECT raw_complete_since FROM rollup_horizon")
+
+_DIFF = text(
+    """
+    WITH expected AS (SELECT * FROM quota_rollups_from_segments(:since)),
+    stored AS (SELECT * FROM usage_rollups WHERE bucket_start >= quota_bucket_start(:since))
+    SELECT COALESCE(e.username, s.username) AS username,
+           COALESCE(e.bucket_start, s.bucket_start) AS bucket_start,
+           to_jsonb(e) - 'username' - 'bucket_start' AS expected,
+           to_jsonb(s) - 'username' - 'bucket_start' AS stored
+    FROM expected e FULL JOIN stored s USING (username, bucket_start)
+    WHERE e IS DISTINCT FROM s
+      AND NOT (e.username IS NULL AND s.cpu_used = 0 AND s.memory_used = 0 AND s.gpu_used = 0
+               AND s.extended_used = '{}' AND s.cpu_cover = 0 AND s.memory_cover = 0
+               AND s.gpu_cover = 0 AND s.extended_cover = '{}' AND s.segments_started = 0
+               AND s.segments_covering = 0)
+    ORDER BY 2, 1
+    LIMIT :limit
+    """
+)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    username: str
+    bucket_start: datetime
+    expected: dict | None
+    stored: dict | None
+
+    def to_json(self) -> dict:
+        return {
+            "username": self.username,
+            "day": self.bucket_start.isoformat(),
+            "expected": self.expected,
+            "stored": self.stored,
+        }
+
+
+async def _since(conn: AsyncConnection, since: datetime | None) -> datetime:
+    """The first instant whose days raw history can recompute (retention may have cut it)."""
+    horizon = await conn.scalar(_HORIZON)
+    floor = horizon or datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+    if horizon is not None:
+        floor = from_us(-(-to_us(horizon) // DAY_US) * DAY_US)  # first whole day after it
+    return floor if since is None or since < floor else since
+
+
+async def verify(engine: AsyncEngine, since: datetime | None, limit: int = 100) -> list[Mismatch]:
+    """Days whose stored rollups differ from what the raw segments say (up to ``limit``)."""
+    async with engine.begin() as conn:
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        start = await _since(conn, since)
+        rows = (await conn.execute(_DIFF, {"since": start, "limit": limit})).all()
+    return [Mismatch(r.username, r.bucket_start, r.expected, r.stored) for r in rows]
+
+
+async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime, int]:
+    """Recompute the days from ``since`` (default: all raw history) from the segments.
+
+    Writers wait (SHARE ROW EXCLUSIVE on segments) so none slips between the delete and the
+    recompute; readers do not. Returns (first day rebuilt, rows written).
+    """
+    async with engine.begin() as conn:
+        await conn.execute(text("LOCK TABLE segments IN SHARE ROW EXCLUSIVE MODE"))
+        start = await _since(conn, since)
+        await conn.execute(
+            text("DELETE FROM usage_rollups WHERE bucket_start >= quota_bucket_start(:since)"),
+            {"since": start},
+        )
+        result = await conn.execute(
+            text("INSERT INTO usage_rollups SELECT * FROM quota_rollups_from_segments(:since)"),
+            {"since": start},
+        )
+        first = await conn.scalar(text("SELECT quota_bucket_start(:since)"), {"since": start})
+    return first, result.rowcount
