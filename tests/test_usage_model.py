@@ -83,8 +83,8 @@ async def test_check_usage_report_and_api_agree(fresh_db_url, engine):
         assert {"allowed", "retry_at"} <= out.keys() and (code == 0) == out["allowed"]
         surfaces[user]["check"] = out
         _, surfaces[user]["usage"] = await cli_json(fresh_db_url, "usage", user)
-    _, report = await cli_json(fresh_db_url, "report")
-    _, quick = await cli_json(fresh_db_url, "report", "--no-times")
+    _, report = await cli_json(fresh_db_url, "report", "--times")
+    _, quick = await cli_json(fresh_db_url, "report")
     for line, fast in zip(report, quick, strict=True):  # the same figures, times left null
         for name, record in line["resources"].items():
             assert fast["resources"][name]["runs_out_at"] is None

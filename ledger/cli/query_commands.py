@@ -75,11 +75,16 @@ def add_parser(subparsers, common) -> list[str]:
         help="JSON or YAML mapping username -> [groups] (default: groups the hub reported)",
     )
     p.add_argument("--sort", choices=["percent", "user"], default="percent")
-    p.add_argument(
-        "--no-times",
+    times = p.add_mutually_exclusive_group()
+    times.add_argument(
+        "--times",
         action="store_true",
-        help="skip run-out and retry times (null): they read the segments of every user "
-        "running something limited or at a limit, the slow part of a large report",
+        help="also compute run-out and retry times: they read the raw segments of every user "
+        "running something limited or at a limit (minutes at 10k users; "
+        "benchmarks/RESULTS.md, Report with the usage model)",
+    )
+    times.add_argument(
+        "--no-times", action="store_true", help="leave run-out and retry times null (default)"
     )
     add_at(p)
     add_format(p, ["table", "csv", "json"])
@@ -245,7 +250,7 @@ async def run_report(args) -> int:
     groups = load_groups_file(args.groups_file) if args.groups_file else None
     async with engine_of(args, allow_embedded=True) as engine:
         lines = await build_report(engine, policy, at, groups)
-        if not args.no_times:
+        if args.times:
             await add_times(engine, policy, lines)
     if args.sort == "percent":
         lines.sort(key=lambda line: (-line.max_percent, line.username))
