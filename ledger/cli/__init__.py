@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "decisions": "ledger.cli.query_commands",
     "enforce": "ledger.cli.enforce",
     "serve": "ledger.cli.serve",
+    "policy": "ledger.cli.policy_command",
 }
 ENTRY_POINT_GROUP = "quota_ledger.commands"
 
