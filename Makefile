@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export QUOTA_LEDGER_HOME ?= $(CURDIR)/.quota-ledger
 
-.PHONY: demo test lint fmt bench bench-prometheus browser clean
+.PHONY: demo test lint fmt bench bench-prometheus browser docker image clean
+# The container image (Dockerfile). PYTHON_IMAGE: the official image by default; where no
+# registry is reachable, the local stand-in that ../shared/tools/docker-up.sh builds.
+IMAGE ?= quota-ledger:dev
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +27,24 @@ browser:
 	      || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "warning: /usr/bin/chromium missing; browser tests will be skipped"; fi; }
 
+# A Docker engine for the image tests: started (and installed) by the shared helper when one
+# is not already answering; without the helper, Debian's docker.io.
+docker:
+	@docker info >/dev/null 2>&1 || { \
+	  if [ -f ../shared/tools/docker-up.sh ]; then bash ../shared/tools/docker-up.sh; \
+	  else (command -v dockerd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null)) \
+	    && (dockerd >/tmp/dockerd.log 2>&1 &) && for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done; fi; }
+	@docker info >/dev/null 2>&1 || echo "warning: no Docker engine; image tests will fail under CI=true"
+	@docker image inspect local/python:3.11-slim-bookworm >/dev/null 2>&1 || { \
+	  test ! -f ../shared/tools/docker-up.sh || bash ../shared/tools/docker-up.sh; }
+
+image:
+	docker build --network host --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t $(IMAGE) .
+
 demo: $(STAMP)
 	$(BIN)/quota-ledger demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser docker
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -116,6 +116,11 @@ async def apply_roles(url: str, logins: dict[str, str] | None = None) -> list[st
             done.append("roles: " + ", ".join(group_role(c) for c in COMPONENTS))
             for component, login_url in sorted(logins.items()):
                 user, password = _login(login_url, login_url_env(component))
+                if user in {group_role(c) for c in COMPONENTS}:
+                    raise RoleError(
+                        f"{login_url_env(component)}: {user!r} is one of the group roles; "
+                        "log in as a role of its own (the chart uses <release>_<component>_login)"
+                    )
                 if user == owner:
                     raise RoleError(
                         f"{login_url_env(component)} logs in as the database owner {owner!r}: "
