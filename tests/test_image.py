@@ -75,7 +75,9 @@ def _run(cmd: list[str], timeout: float = 900, **kw) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="module")
 def image(docker):
-    built = _run(["make", "-C", str(ROOT), "image", f"IMAGE={IMAGE}", f"PYTHON_IMAGE={python_image()}"])
+    built = _run(
+        ["make", "-C", str(ROOT), "image", f"IMAGE={IMAGE}", f"PYTHON_IMAGE={python_image()}"]
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return IMAGE
 
@@ -122,7 +124,10 @@ class Pod:
         outputs = []
         for init in self.spec["initContainers"]:
             name = f"{prefix}-{init['name']}-{secrets.token_hex(3)}"
-            done = _run([*self.docker_args(init, name)[:2], "--rm", *self.docker_args(init, name)[2:]], timeout=300)
+            done = _run(
+                [*self.docker_args(init, name)[:2], "--rm", *self.docker_args(init, name)[2:]],
+                timeout=300,
+            )
             assert done.returncode == 0, (init["name"], done.stdout, done.stderr)
             outputs.append(done.stdout + done.stderr)
         return outputs
@@ -227,7 +232,11 @@ async def world(image, empty_db_url, tmp_path):
                 from base64 import b64decode
 
                 store[(doc["metadata"]["name"], key)] = b64decode(value).decode()
-    mounts = [f"{socket}:/run/postgresql/{socket.name}", f"{etc}:/etc/quota-ledger:ro", f"{kube}:/kube:ro"]
+    mounts = [
+        f"{socket}:/run/postgresql/{socket.name}",
+        f"{etc}:/etc/quota-ledger:ro",
+        f"{kube}:/kube:ro",
+    ]
     pods = {
         d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: Pod(
             image, d["spec"]["template"]["spec"], store, mounts
@@ -265,7 +274,9 @@ async def test_every_chart_container_runs_in_the_image(world):
             deadline = time.monotonic() + 60
             while True:
                 async with engine.connect() as conn:
-                    segments = (await conn.execute(text("SELECT username, memory_bytes FROM segments"))).all()
+                    segments = (
+                        await conn.execute(text("SELECT username, memory_bytes FROM segments"))
+                    ).all()
                     beats = await conn.scalar(text("SELECT count(*) FROM collector_heartbeats"))
                 if segments and beats:
                     break
@@ -295,10 +306,15 @@ async def test_policy_typo_fails_the_init_container(world, tmp_path):
     bad.chmod(0o755)
     check = next(c for c in pod.spec["initContainers"] if c["name"] == "policy-check")
     mounts = [m for m in pod.mounts if not m.endswith(":/etc/quota-ledger:ro")]
-    args = Pod(pod.image, pod.spec, pod.secrets, [*mounts, f"{bad}:/etc/quota-ledger:ro"]).docker_args(check, f"ql-typo-{secrets.token_hex(3)}")
+    args = Pod(
+        pod.image, pod.spec, pod.secrets, [*mounts, f"{bad}:/etc/quota-ledger:ro"]
+    ).docker_args(check, f"ql-typo-{secrets.token_hex(3)}")
     done = _run([*args[:2], "--rm", *args[2:]], timeout=120)
     assert done.returncode == 2
-    assert "/etc/quota-ledger/policy.yaml:3: groups.regular.memroy: unknown key 'memroy'" in done.stderr
+    assert (
+        "/etc/quota-ledger/policy.yaml:3: groups.regular.memroy: unknown key 'memroy'"
+        in done.stderr
+    )
 
 
 def test_image_size_and_contents(image):
@@ -334,7 +350,10 @@ def test_hub_image_example_builds_on_the_z2jh_hub_requirements(docker, tmp_path)
     after = _run(["docker", "run", "--rm", "--entrypoint", "pip", tag, "freeze"]).stdout
     changed = set(before.splitlines()) - set(after.splitlines())
     assert not changed, f"installing quota-ledger changed hub packages: {sorted(changed)}"
-    added = {line.split("==")[0].split(" @ ")[0].lower() for line in set(after.splitlines()) - set(before.splitlines())}
+    added = {
+        line.split("==")[0].split(" @ ")[0].lower()
+        for line in set(after.splitlines()) - set(before.splitlines())
+    }
     assert added == {"quota-ledger", "asyncpg"}, added
     check = _run(["docker", "run", "--rm", "--entrypoint", "sh", tag, "-c",
                   "python -c 'from ledger.hub import install_quota_hook; print(install_quota_hook)' && pip check && id -u"])  # fmt: skip
