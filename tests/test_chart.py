@@ -12,6 +12,8 @@ import copy
 import json
 import re
 import shlex
+import subprocess
+import sys
 from base64 import b64decode
 from pathlib import Path
 
@@ -1243,3 +1245,24 @@ def test_container_args_parse_with_the_real_cli(chart, component):
     for container in spec["initContainers"] + spec["containers"]:
         parsed = parser.parse_args(container["args"])  # SystemExit(2) on an unknown flag
         assert parsed.run, container["name"]
+
+
+def test_policy_typo_in_values_fails_the_policy_check_init_container(chart, tmp_path):
+    """The schema leaves group limits open; the init container's check catches the typo."""
+    docs = render(chart, {"policy": {"groups": {"regular": {"memroy": "60 GiB-hours"}}}})
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(one(docs, "ConfigMap", "quota-ledger-config")["data"]["policy.yaml"])
+    spec = one(docs, "Deployment", "quota-ledger-collector")["spec"]["template"]["spec"]
+    check = next(c for c in spec["initContainers"] if c["name"] == "policy-check")
+    args = [str(policy) if a == "/etc/quota-ledger/policy.yaml" else a for a in check["args"]]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ledger", *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = next(i for i, t in enumerate(policy.read_text().splitlines(), 1) if "memroy" in t)
+    assert f"{policy}:{line}: groups.regular.memroy: unknown key 'memroy'" in proc.stderr
+    assert "did you mean 'memory'" in proc.stderr
+    # and the valid default passes
+    policy.write_text(one(render(chart), "ConfigMap", "quota-ledger-config")["data"]["policy.yaml"])
+    proc = subprocess.run([sys.executable, "-m", "ledger", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
