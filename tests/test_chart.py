@@ -1266,3 +1266,24 @@ def test_policy_typo_in_values_fails_the_policy_check_init_container(chart, tmp_
     policy.write_text(one(render(chart), "ConfigMap", "quota-ledger-config")["data"]["policy.yaml"])
     proc = subprocess.run([sys.executable, "-m", "ledger", *args], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_chart_readme_lists_every_documented_value():
+    readme = (CHART / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([\w.-]+)` \|", readme, flags=re.M))
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented, stack = set(), []
+    for n, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z_][\w-]*):", line)
+        if not m:
+            continue
+        stack = stack[: len(m.group(1)) // 2] + [m.group(2)]
+        comments = []
+        for prev in reversed(lines[:n]):
+            if not prev.lstrip().startswith("#"):
+                break
+            comments.append(prev)
+        if any(c.lstrip().startswith("# --") for c in comments):
+            documented.add(".".join(stack))
+    assert documented and documented == listed, documented ^ listed
+    assert "image.repository" in listed and "web.cookieSecret.value" in listed
