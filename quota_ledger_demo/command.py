@@ -1,5 +1,6 @@
 """``quota-ledger demo``: a month of usage on the embedded PostgreSQL, the admins' report,
-and seed 000's user workflow walked with real numbers — then, when the collector and hub
+and a user's month (a 4 GiB server the idle culler stops, a budget running out, a move
+to the power group) walked with real numbers — then, when the collector and hub
 parts are installed, a live fake cluster, collector, JupyterHub and quota page.
 
 The demo owns its database (``quota_ledger_demo`` in the embedded server) and resets it on

@@ -83,7 +83,7 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
     import asyncio
     import time
 
-    from sqlalchemy import text
+    from ledger.store.queries import ping
 
     deadline = time.monotonic() + wait_seconds
     delay_seconds = 0.5
@@ -91,7 +91,7 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
         engine = db.create_engine(url)
         try:
             async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                await ping(conn)
             return
         except Exception as exc:  # noqa: BLE001 - any failure to connect means "not yet"
             if time.monotonic() + delay_seconds > deadline:

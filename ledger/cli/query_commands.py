@@ -285,20 +285,12 @@ async def run_report(args) -> int:
 
 
 async def run_decisions(args) -> int:
-    from sqlalchemy import select
+    from ledger.store.queries import recent_decisions
 
-    from ledger.store.models import Decision
-
-    query = select(
-        Decision.decided_at, Decision.username, Decision.servername, Decision.source,
-        Decision.outcome, Decision.reason, Decision.message, Decision.retry_at,
-    ).order_by(Decision.decided_at.desc()).limit(args.limit)  # fmt: skip
-    if not args.all:
-        query = query.where(Decision.outcome != "allowed")
-    if args.user:
-        query = query.where(Decision.username == args.user)
     async with engine_of(args) as engine, engine.connect() as conn:
-        rows = [dict(r._mapping) for r in await conn.execute(query)]
+        rows = await recent_decisions(
+            conn, limit=args.limit, username=args.user or None, include_allowed=args.all
+        )
     if args.format == "json":
         print_json(rows)
         return 0
