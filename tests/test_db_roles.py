@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from ledger.cli import main
-from ledger.enforcer.enforcer import INSERT_ACTION_SQL
 from ledger.store import db, queries, roles, segment_writes
+from ledger.store.enforcement import INSERT_ACTION_SQL
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
