@@ -1287,3 +1287,22 @@ def test_chart_readme_lists_every_documented_value():
             documented.add(".".join(stack))
     assert documented and documented == listed, documented ^ listed
     assert "image.repository" in listed and "web.cookieSecret.value" in listed
+
+
+def test_grafana_may_reach_the_bundled_database_when_allowed(chart):
+    docs = render(chart, load_values("gitops.yaml"))
+    (policy,) = [
+        p for p in find(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-postgresql")
+    ]
+    peers = _peers(policy["spec"]["ingress"])
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "grafana"}},
+    } in peers
+    assert not find(docs, "Secret")  # GitOps: nothing generated
+    assert find(docs, "ClusterRole")
+    default = render(chart, load_values("networkpolicies.yaml"))
+    (policy,) = [
+        p for p in find(default, "NetworkPolicy") if p["metadata"]["name"].endswith("-postgresql")
+    ]
+    assert len(_peers(policy["spec"]["ingress"])) == 2  # this release's pods and the hub only
