@@ -1306,3 +1306,13 @@ def test_grafana_may_reach_the_bundled_database_when_allowed(chart):
         p for p in find(default, "NetworkPolicy") if p["metadata"]["name"].endswith("-postgresql")
     ]
     assert len(_peers(policy["spec"]["ingress"])) == 2  # this release's pods and the hub only
+
+
+def test_image_repository_is_required_with_a_message_saying_how_to_build_it(chart):
+    values = deep_merge(REQUIRED, {"image": {"repository": ""}})
+    with pytest.raises(helm.HelmError) as err:
+        render_raw(chart, values, bare=True)
+    message = str(err.value)
+    assert "image.repository is required" in message
+    assert "make image" in message and "docker push" in message and "image.tag" in message
+    assert chart.values["image"]["repository"] == ""  # nothing points at an unpublished image
