@@ -175,11 +175,15 @@ async def world(image, empty_db_url, tmp_path):
     """PostgreSQL, the fake API server with one running user pod, a real hub; rendered chart."""
     # The server's data directory (which holds its socket) is 0700, as PostgreSQL requires:
     # mount the socket itself into the container, world-connectable like the server makes it.
+    # (An external test server over TCP, QUOTA_LEDGER_TEST_DB_URL, is reached as it is.)
     host_url = make_url(empty_db_url)
-    socket = Path(host_url.query["host"]) / f".s.PGSQL.{host_url.query['port']}"
-    container_url = host_url.update_query_dict({"host": "/run/postgresql"}).render_as_string(
-        hide_password=False
-    )
+    socket_mounts, container_url = [], empty_db_url
+    if "host" in host_url.query:
+        socket = Path(host_url.query["host"]) / f".s.PGSQL.{host_url.query.get('port', 5432)}"
+        socket_mounts = [f"{socket}:/run/postgresql/{socket.name}"]
+        container_url = host_url.update_query_dict({"host": "/run/postgresql"}).render_as_string(
+            hide_password=False
+        )
     server = FakeApiServer()
     api_url = await server.start("127.0.0.1", 0)
     kube = tmp_path / "kube"
@@ -233,7 +237,7 @@ async def world(image, empty_db_url, tmp_path):
 
                 store[(doc["metadata"]["name"], key)] = b64decode(value).decode()
     mounts = [
-        f"{socket}:/run/postgresql/{socket.name}",
+        *socket_mounts,
         f"{etc}:/etc/quota-ledger:ro",
         f"{kube}:/kube:ro",
     ]
