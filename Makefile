@@ -19,13 +19,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Browser tests drive Debian's chromium through Playwright (never `playwright install`:
-# it downloads a browser build, which cannot be fetched here).
+# it downloads a browser build, which cannot be fetched here). Under CI=true a chromium that
+# cannot be installed fails the run (the browser tests would fail anyway, see
+# tests/requirements.py); elsewhere they are skipped with a warning.
 browser:
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "warning: could not install chromium; browser tests will be skipped"; \
-	  else echo "warning: /usr/bin/chromium missing; browser tests will be skipped"; fi; }
+	      || { echo "could not install chromium (apt-get install chromium)"; missing=1; }; \
+	  else echo "/usr/bin/chromium missing and not root: apt-get install chromium"; missing=1; fi; \
+	  if [ -n "$$missing" ]; then \
+	    case "$$CI" in true|1|yes) echo "error: CI=true needs chromium for the browser tests"; exit 1;; \
+	      *) echo "warning: browser tests will be skipped";; esac; fi; }
 
 # A Docker engine for the image tests: started (and installed) by the shared helper when one
 # is not already answering; without the helper, Debian's docker.io.

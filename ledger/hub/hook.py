@@ -27,19 +27,17 @@ from datetime import datetime
 
 from ledger.core import messages
 from ledger.core.decision import Decision, ServerRequest
-from ledger.core.policy import PolicyWatcher
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
 from ledger.hub.request import spawner_groups, spawner_request
-from ledger.store import queries
+from ledger.store import policy_file, queries
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
 from ledger.store.decide import record as ledger_record
 
 log = logging.getLogger("ledger.hub")
 
-CONFIG_ENV = "QUOTA_LEDGER_CONFIG"
 RECORD_CHOICES = ("all", "denials")
 RECORD_TIMEOUT_SECONDS = 10.0
 
@@ -124,13 +122,21 @@ class QuotaHook:
     ):
         if record not in RECORD_CHOICES:
             raise ValueError(f"record={record!r}: valid values are {', '.join(RECORD_CHOICES)}")
-        policy_path = policy_path or os.environ.get(CONFIG_ENV)
-        if not policy_path:
+        path = policy_file.policy_path(policy_path)
+        if not path:
             raise ValueError(
-                f"install_quota_hook: no quota policy; pass policy_path= or set ${CONFIG_ENV}"
+                f"install_quota_hook: no quota policy; pass policy_path= or set ${policy_file.CONFIG_ENV}"
             )
-        self.watcher = PolicyWatcher(policy_path)  # a bad file stops the hub here, loudly
+        self.watcher = policy_file.PolicyWatcher(path)  # a bad file stops the hub here, loudly
         self.db_url = db_url or os.environ.get(DB_URL_ENV)
+        if not self.db_url:
+            # Not raised: nothing of ours may stop the hub. Every spawn takes on_ledger_error
+            # (and logs why) until the URL is set; no embedded server is ever started here.
+            log.error(
+                "quota: no database URL (db_url= to install_quota_hook or $%s): every spawn "
+                "follows on_ledger_error=%s until one is configured",
+                DB_URL_ENV, self.watcher.current().on_ledger_error,
+            )  # fmt: skip
         self.timeout_seconds = float(timeout_seconds)
         self.quota_page_url = quota_page_url
         self.record = record
@@ -153,7 +159,8 @@ class QuotaHook:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = create_engine(resolve_url(self.db_url))
+            url = resolve_url(self.db_url, how_to_pass="db_url= to install_quota_hook")
+            self._engine = create_engine(url)
         return self._engine
 
     async def __call__(self, spawner) -> None:
