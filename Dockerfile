@@ -1,44 +1,43 @@
-# syntax=docker/dockerfile:1
-#
 # quota-ledger container image: collector, enforcer, web service and migrations
-# (`quota-ledger collect|enforce|serve|migrate ...`). Used by charts/quota-ledger.
+# (`quota-ledger collect|enforce|serve|migrate ...`), as charts/quota-ledger runs them.
 #
-#   docker build -t ghcr.io/quota-ledger/quota-ledger:0.1.0 .
+#   make image                       # = docker build -t quota-ledger:dev .
+#   docker build --build-arg PYTHON_IMAGE=local/python:3.11-slim-bookworm -t quota-ledger:dev .
 #
-# Stage 1 builds the project's wheel and the wheels of all its dependencies;
-# stage 2 installs them offline into a clean python:3.11-slim and runs as an
-# unprivileged user. No compiler, build tool or source tree reaches the final
-# image.
+# Builds with the classic builder as well as BuildKit (no RUN --mount, no syntax directive):
+# stage 1 installs the project with the role extras into a virtualenv, stage 2 copies only
+# that virtualenv onto a clean base and runs as an unprivileged user. No compiler, pip, source
+# tree or build cache reaches the final image.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# Every role the chart runs; `embedded` (a bundled PostgreSQL server) stays out of the image.
+ARG EXTRAS=collector,web,enforcer,cli
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY ledger ./ledger
 COPY collector ./collector
 COPY migrations ./migrations
-RUN pip wheel --wheel-dir /wheels .
+RUN /opt/venv/bin/pip install ".[${EXTRAS}]" \
+ && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
+ && find /opt/venv -name 'tests' -path '*/site-packages/*/tests' -prune -exec rm -rf {} +
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="quota-ledger" \
-      org.opencontainers.image.description="Compute-usage quotas for JupyterHub on Kubernetes" \
+      org.opencontainers.image.description="Compute-usage quotas for JupyterHub" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="BSD-3-Clause"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:${PATH} \
     QUOTA_LEDGER_CONFIG=/etc/quota-ledger/policy.yaml
-# Install only from the wheels built above (no index, no compilation), then
-# drop pip's build helpers; the wheels never become a layer of this image.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links /wheels quota-ledger \
- && pip uninstall --yes setuptools wheel \
- && groupadd --system --gid 10001 quota \
+COPY --from=builder /opt/venv /opt/venv
+RUN groupadd --system --gid 10001 quota \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent \
       --no-create-home --shell /usr/sbin/nologin quota
 # Numeric so that Kubernetes' runAsNonRoot can verify it.

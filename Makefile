@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export QUOTA_LEDGER_HOME ?= $(CURDIR)/.quota-ledger
 
-.PHONY: demo test lint fmt bench bench-prometheus browser docker clean
+.PHONY: demo test lint fmt bench bench-prometheus browser docker image clean
+# The container image (Dockerfile). PYTHON_IMAGE: the official image by default; where no
+# registry is reachable, the local stand-in that .ci/docker-up.sh builds (local/python:3.11-slim-bookworm).
+IMAGE ?= quota-ledger:dev
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +39,9 @@ docker:
 	@docker info >/dev/null 2>&1 && docker image inspect local/python:3.11-slim-bookworm >/dev/null 2>&1 \
 	  || { if [ "$$(id -u)" = 0 ]; then bash .ci/docker-up.sh; \
 	       else echo "warning: no Docker engine; Docker tests will be skipped"; fi; }
+
+image:
+	docker build --network host --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t $(IMAGE) .
 
 demo: $(STAMP)
 	$(BIN)/quota-ledger demo

@@ -29,6 +29,16 @@ def add_parser(subparsers, common) -> list[str]:
         metavar="SECONDS",
         help="keep retrying this long while the database is not reachable yet (a fresh install)",
     )
+    p.add_argument(
+        "--no-roles",
+        action="store_true",
+        help="do not create the component roles (the migrating role lacks CREATEROLE)",
+    )
+    p.add_argument(
+        "--print-roles-sql",
+        action="store_true",
+        help="print the SQL that creates and grants the component roles, and exit",
+    )
     p.set_defaults(run=run_migrate)
 
     p = subparsers.add_parser(
@@ -57,6 +67,11 @@ def add_parser(subparsers, common) -> list[str]:
 
 
 async def run_migrate(args) -> int:
+    from ledger.store import roles
+
+    if args.print_roles_sql:
+        print(roles.ROLES_SQL.strip())
+        return 0
     url = database_url(args, allow_embedded=True)
     await _wait_for_database(url, args.wait)
     try:
@@ -64,6 +79,13 @@ async def run_migrate(args) -> int:
     except Exception as exc:  # noqa: BLE001 - alembic wraps driver errors many ways
         raise CommandError(f"migration failed on {db.redact(url)}: {exc}") from exc
     print(f"schema is at {args.revision} ({db.head_revision()}) on {db.redact(url)}")
+    if args.no_roles:
+        return 0
+    try:
+        for line in await roles.apply_roles(url, roles.login_urls_from_env()):
+            print(line)
+    except roles.RoleError as exc:
+        raise CommandError(str(exc)) from None
     return 0
 
 

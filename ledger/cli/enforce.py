@@ -43,6 +43,11 @@ def add_parser(subparsers, common) -> list[str]:
     )
     p.add_argument("--once", action="store_true", help="run one round and exit")
     p.add_argument("--dry-run", action="store_true", help="record what would be done; stop nothing")
+    p.add_argument(
+        "--alive-file",
+        metavar="PATH",
+        help="touch this file after every round, failed or not (a liveness probe checks its age)",
+    )
     add_at(p)
     p.set_defaults(run=run)
     return ["enforce"]
@@ -83,6 +88,10 @@ async def run(args) -> int:
                 except Exception:  # noqa: BLE001 - a database hiccup must not end the service
                     failed_rounds += 1
                     log.exception("enforcer: round failed, retrying next round")
+                if args.alive_file:
+                    # the loop is turning; a hub or database outage must not restart the pod
+                    with open(args.alive_file, "w", encoding="utf-8") as alive:
+                        alive.write(now.isoformat())
                 if args.once:
                     return 0 if failed_rounds == 0 else 2
                 interval = args.interval or policy.enforcement.interval_seconds

@@ -53,8 +53,10 @@ app.kubernetes.io/part-of: quota-ledger
 {{- end }}
 {{- end -}}
 
+{{/* The image of every container of the chart (but PostgreSQL's). No image is published yet. */}}
 {{- define "quota-ledger.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $repository := required "image.repository is required: no quota-ledger image is published yet. Build one from the repository's Dockerfile and push it to a registry your cluster pulls from, e.g. `make image IMAGE=registry.example.org/quota-ledger:0.1.0 && docker push registry.example.org/quota-ledger:0.1.0`, then set image.repository=registry.example.org/quota-ledger and image.tag=0.1.0 (docs/deploy.md)" .Values.image.repository -}}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
 {{- define "quota-ledger.collector.serviceAccountName" -}}
@@ -78,18 +80,23 @@ app.kubernetes.io/part-of: quota-ledger
 {{- printf "%s-db" (include "quota-ledger.fullname" .) -}}
 {{- end -}}
 
+{{/* The components that log in to the ledger, each with its own role (ledger/store/roles.py). */}}
+{{- define "quota-ledger.dbComponents" -}}collector hub web enforcer{{- end -}}
+
 {{/* True ("true") when the chart creates the database URL Secret itself. */}}
 {{- define "quota-ledger.ownsDbSecret" -}}
-{{- if or .Values.postgresql.enabled (and (not .Values.database.existingSecret) .Values.database.url) -}}true{{- end -}}
+{{- if .Values.postgresql.enabled -}}
+{{- if not .Values.postgresql.auth.existingSecret -}}true{{- end -}}
+{{- else if and (not .Values.database.existingSecret) .Values.database.url -}}true{{- end -}}
 {{- end -}}
 
-{{/* The Secret and key holding QUOTA_LEDGER_DB_URL. Fails on contradictory values. */}}
+{{/* The Secret holding the database URLs. Fails on contradictory values. */}}
 {{- define "quota-ledger.dbUrlSecretName" -}}
 {{- if .Values.postgresql.enabled -}}
 {{- if or .Values.database.url .Values.database.existingSecret -}}
-{{- fail "postgresql.enabled=true uses the bundled database: leave database.url and database.existingSecret empty, or set postgresql.enabled=false for an external database" -}}
+{{- fail "postgresql.enabled=true uses the bundled database: leave database.url and database.existingSecret empty (postgresql.auth.existingSecret holds its credentials), or set postgresql.enabled=false for an external database" -}}
 {{- end -}}
-{{- include "quota-ledger.dbSecretName" . -}}
+{{- default (include "quota-ledger.dbSecretName" .) .Values.postgresql.auth.existingSecret -}}
 {{- else if .Values.database.existingSecret -}}
 {{- .Values.database.existingSecret -}}
 {{- else if .Values.database.url -}}
@@ -99,20 +106,58 @@ app.kubernetes.io/part-of: quota-ledger
 {{- end -}}
 {{- end -}}
 
+{{/*
+Key of the database URL a component connects with. Call with (dict "root" $ "component" c);
+component "owner" is the migrating role. With database.roles.enabled each component has its
+own login role: key "<component>-url" (database.existingSecretRoleKeys for an external
+existingSecret).
+*/}}
 {{- define "quota-ledger.dbUrlSecretKey" -}}
-{{- if and (not .Values.postgresql.enabled) .Values.database.existingSecret -}}
-{{- .Values.database.existingSecretKey -}}
+{{- $v := .root.Values -}}
+{{- $external := and (not $v.postgresql.enabled) $v.database.existingSecret -}}
+{{- if or (eq .component "owner") (not $v.database.roles.enabled) -}}
+{{- if $external }}{{ $v.database.existingSecretKey }}{{ else }}url{{ end -}}
+{{- else if $external -}}
+{{- required (printf "database.existingSecretRoleKeys.%s is required with database.roles.enabled (or set database.roles.enabled=false)" .component) (index $v.database.existingSecretRoleKeys .component) -}}
 {{- else -}}
-url
+{{- printf "%s-url" .component -}}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment shared by every container that talks to the ledger. */}}
+{{/* Login role name of a component in the chart-generated URLs. Call with (dict "root" $ "component" c). */}}
+{{- define "quota-ledger.dbLoginRole" -}}
+{{- printf "%s_%s_login" (include "quota-ledger.fullname" .root | replace "-" "_") .component -}}
+{{- end -}}
+
+{{/*
+A generated secret value that never rotates: the value given in values, else the one stored in
+the live Secret (lookup), else a new random one -- but only when lookup can see the cluster.
+`helm template`, client-side dry runs and GitOps tools that render offline (Argo CD) cannot
+look anything up: rendering fails instead of silently rolling a new password on every sync.
+Call with (dict "root" $ "secret" name "key" k "given" value "length" n "hint" "what to set").
+https://helm.sh/docs/chart_template_guide/functions_and_pipelines/#using-the-lookup-function
+*/}}
+{{- define "quota-ledger.persistentSecretValue" -}}
+{{- if .given -}}
+{{- .given -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else if lookup "v1" "Secret" .root.Release.Namespace "" -}}
+{{- randAlphaNum .length -}}
+{{- else -}}
+{{- fail (printf "cannot generate %s/%s: this render cannot look up the cluster (helm template, --dry-run, Argo CD), so a generated value would change on every render. Set %s" .secret .key .hint) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment shared by every container that talks to the ledger. Call with (dict "root" $ "component" c). */}}
 {{- define "quota-ledger.commonEnv" -}}
 - name: QUOTA_LEDGER_DB_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "quota-ledger.dbUrlSecretName" . }}
+      name: {{ include "quota-ledger.dbUrlSecretName" .root }}
       key: {{ include "quota-ledger.dbUrlSecretKey" . }}
 - name: QUOTA_LEDGER_CONFIG
   value: /etc/quota-ledger/policy.yaml
@@ -137,9 +182,25 @@ url
 {{- end -}}
 {{- end -}}
 
-{{/* The collector settings file, as mounted at /etc/quota-ledger/collector.yaml. */}}
+{{/*
+The collector settings file, as mounted at /etc/quota-ledger/collector.yaml. No namespaces
+listed means the release namespace (a Role there), unless collector.rbac.clusterWide asks for
+every namespace (a ClusterRole).
+*/}}
+{{- define "quota-ledger.collectorNamespaces" -}}
+{{- if .Values.collector.settings.namespaces -}}
+{{- toJson .Values.collector.settings.namespaces -}}
+{{- else if .Values.collector.rbac.clusterWide -}}
+[]
+{{- else -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "quota-ledger.collectorSettings" -}}
-{{- toYaml .Values.collector.settings -}}
+{{- $settings := deepCopy .Values.collector.settings -}}
+{{- $_ := set $settings "namespaces" (include "quota-ledger.collectorNamespaces" . | fromJsonArray) -}}
+{{- toYaml $settings -}}
 {{- end -}}
 
 {{/* Volumes for the config mount and a writable /tmp. Call with (dict "root" $ "items" (list "policy.yaml")). */}}
@@ -185,40 +246,54 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
-initContainer that waits until the bundled PostgreSQL accepts TCP connections,
-using the application image's Python (no extra image to pull).
+Init containers of every ledger client (collector, enforcer, web), in order:
+1. policy-check: `quota-ledger policy check` over the rendered policy, so a typo in
+   values fails the rollout (the pod never becomes Ready, `helm upgrade --wait` fails, the old
+   pods keep running) instead of the hub's next restart.
+2. migrate: `quota-ledger migrate --wait`, idempotent and serialised across pods by a
+   PostgreSQL advisory lock; it waits for a database that is still starting. Run here rather
+   than in a Helm hook so that `helm install --wait`, --atomic, Flux and Argo CD never wait on
+   a hook that waits on them. It also creates each component's login role (the URLs below).
+Call with (dict "root" $ "component" c).
 */}}
-{{- define "quota-ledger.waitForDb" -}}
-{{- if .Values.postgresql.enabled }}
-- name: wait-for-db
-  image: {{ include "quota-ledger.image" . }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
-  command:
-    - python
-    - -c
-    - |
-      import socket, sys, time
-      host, port = sys.argv[1], int(sys.argv[2])
-      for attempt in range(600):
-          try:
-              socket.create_connection((host, port), timeout=2).close()
-              print(f"database {host}:{port} is accepting connections")
-              break
-          except OSError as exc:
-              print(f"waiting for database {host}:{port}: {exc}", flush=True)
-              time.sleep(2)
-      else:
-          sys.exit(f"database {host}:{port} did not come up")
-    - {{ include "quota-ledger.postgresql.fullname" . }}
-    - "5432"
+{{- define "quota-ledger.initContainers" -}}
+{{- $root := .root }}
+- name: policy-check
+  image: {{ include "quota-ledger.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  args: ["policy", "check", "/etc/quota-ledger/policy.yaml"]
   securityContext:
-    {{- include "quota-ledger.containerSecurityContext" . | nindent 4 }}
+    {{- include "quota-ledger.containerSecurityContext" $root | nindent 4 }}
   resources:
     requests:
       cpu: 10m
-      memory: 32Mi
-    limits:
       memory: 64Mi
+    limits:
+      memory: 128Mi
+  volumeMounts:
+    {{- include "quota-ledger.configVolumeMounts" $root | nindent 4 }}
+{{- if $root.Values.migrations.enabled }}
+- name: migrate
+  image: {{ include "quota-ledger.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  args: ["migrate", "--wait", {{ $root.Values.migrations.waitSeconds | quote }}{{ if not $root.Values.database.roles.enabled }}, "--no-roles"{{ end }}]
+  env:
+    {{- include "quota-ledger.commonEnv" (dict "root" $root "component" "owner") | nindent 4 }}
+    {{- if $root.Values.database.roles.enabled }}
+    {{- range $c := splitList " " (include "quota-ledger.dbComponents" $root) }}
+    - name: QUOTA_LEDGER_{{ upper $c }}_DB_URL
+      valueFrom:
+        secretKeyRef:
+          name: {{ include "quota-ledger.dbUrlSecretName" $root }}
+          key: {{ include "quota-ledger.dbUrlSecretKey" (dict "root" $root "component" $c) }}
+    {{- end }}
+    {{- end }}
+  securityContext:
+    {{- include "quota-ledger.containerSecurityContext" $root | nindent 4 }}
+  resources:
+    {{- toYaml $root.Values.migrations.resources | nindent 4 }}
+  volumeMounts:
+    {{- include "quota-ledger.configVolumeMounts" $root | nindent 4 }}
 {{- end }}
 {{- end -}}
 
