@@ -21,7 +21,6 @@ from jupyterhub.tests.conftest import (  # noqa: F401 - fixtures
     cleanup_after,
     new_username,
     ssl_tmpdir,
-    tmp_cwd,
 )
 from jupyterhub.tests.mocking import MockHub
 from jupyterhub.tests.utils import add_user, api_request, async_requests, auth_header
@@ -32,8 +31,25 @@ from ledger.core.times import utcnow
 from ledger.hub import QuotaHook, install_quota_hook, metrics
 from ledger.hub.denial import SpawnException  # None on JupyterHub 5
 
-# MockHub starts the proxy from PATH: the pure-Python configurable-http-proxy in this venv.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+try:  # JupyterHub 6 (5 has no such fixture)
+    from jupyterhub.tests.conftest import tmp_cwd  # noqa: F401 - fixture
+except ImportError:
+    pass
+
+
+@pytest.fixture(scope="module")
+def io_loop():
+    """JupyterHub 5's ``cleanup_after`` asks for it only to run before it closes the loop;
+    its own would close the event loop this suite shares for the whole session."""
+    return None
+
+
+# MockHub starts configurable-http-proxy from PATH: the npm one `make` installs into .npm
+# (the JupyterHub 5 venv has no other), else the PyPI one in this venv.
+NPM_BIN = Path(__file__).resolve().parents[1] / ".npm" / "node_modules" / ".bin"
+os.environ["PATH"] = os.pathsep.join(
+    [str(NPM_BIN), os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+)
 
 
 @pytest.fixture(scope="module")

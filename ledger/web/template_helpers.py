@@ -77,3 +77,25 @@ def window(handler, seconds: int) -> str:
 
 def percent(handler, value) -> str:
     return "—" if value is None else f"{float(value):.0f} %"
+
+
+def limit_sources(handler, decision, username: str) -> str:
+    """Where the limits come from, as the policy says: groups, a per-user entry, the default.
+
+    Budget sources are ``group:<name>``, ``user:<name>`` and ``unlisted:<group>``
+    (``Policy.limits_for``); a per-user entry must not read as one of the user's groups.
+    """
+    names = []
+    for budget in getattr(decision, "budgets", {}).values():
+        kind, _, name = str(getattr(budget, "source", "")).partition(":")
+        if kind == "user":
+            text = "a per-user entry for " + username
+        elif kind == "unlisted":
+            text = f"{name} (the default for users in no listed group)"
+        elif kind == "group":
+            text = "group " + name.replace("+", " + ")
+        else:
+            continue
+        if text not in names:
+            names.append(text)
+    return ", ".join(names)
