@@ -57,7 +57,7 @@ def test_every_route_is_in_the_matrix(engine):
     patterns = [rule.matcher.regex for rule in app.wildcard_router.rules]
     for regex in patterns:
         static = ("static/", "(robots\\.txt)", "(favicon\\.ico)")  # tornado's static files
-        if any(part in regex.pattern for part in static) or regex.pattern == "/healthz$":
+        if any(part in regex.pattern for part in static) or regex.pattern in ("/healthz$", "/readyz$"):
             continue
         if regex.fullmatch(PREFIX.rstrip("/")):
             continue  # only redirects to the prefix with its slash (tests/test_web_routes.py)

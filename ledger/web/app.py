@@ -2,7 +2,8 @@
 
 The hub's proxy forwards ``/services/<name>/...`` to the service *without* stripping the
 prefix, so every route lives under ``JUPYTERHUB_SERVICE_PREFIX`` (``/`` when run alone).
-``/healthz`` is also served at the root for probes that talk to the service directly.
+``/healthz`` and ``/readyz`` are also served at the root for probes that talk to the service
+directly.
 https://jupyterhub.readthedocs.io/en/stable/reference/services.html#hub-managed-services
 """
 
@@ -108,6 +109,7 @@ def make_app(
     if prefix != "/":
         routes.append((re.escape(prefix.rstrip("/")), AddSlashHandler))
         routes.append((r"/healthz", HealthHandler))
+        routes.append((r"/readyz", ReadyHandler))
     return web.Application(
         routes,
         template_path=str(HERE / "templates"),
