@@ -222,7 +222,9 @@ async def test_real_hub_story(hub, engine):
         await insert(engine, [segment("bob", now - timedelta(days=5), 62.5, memory_gib=4)])
         first = await asyncio.to_thread(enforce, hub)  # the switch runs in this loop
         assert first.returncode == 0, first.stderr
-        second = await asyncio.to_thread(enforce, hub, "--at", iso(utcnow() + timedelta(minutes=11)))
+        second = await asyncio.to_thread(
+            enforce, hub, "--at", iso(utcnow() + timedelta(minutes=11))
+        )
         assert second.returncode == 0, second.stderr
 
         async def bob_stopped():

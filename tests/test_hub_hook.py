@@ -8,6 +8,7 @@ so their autouse fixtures do not reach the rest of the suite.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import sys
 from datetime import timedelta
@@ -70,7 +71,9 @@ async def app(request, ssl_tmpdir):
         pass
 
     hub.shutdown_cancel_tasks = nothing_else
-    await hub.stop()
+    stopped = hub.stop()  # a coroutine on JupyterHub 6, plain on 5
+    if inspect.isawaitable(stopped):
+        await stopped
 
 
 def _count(counter, label: str) -> float:

@@ -57,7 +57,10 @@ def test_every_route_is_in_the_matrix(engine):
     patterns = [rule.matcher.regex for rule in app.wildcard_router.rules]
     for regex in patterns:
         static = ("static/", "(robots\\.txt)", "(favicon\\.ico)")  # tornado's static files
-        if any(part in regex.pattern for part in static) or regex.pattern in ("/healthz$", "/readyz$"):
+        if any(part in regex.pattern for part in static) or regex.pattern in (
+            "/healthz$",
+            "/readyz$",
+        ):
             continue
         if regex.fullmatch(PREFIX.rstrip("/")):
             continue  # only redirects to the prefix with its slash (tests/test_web_routes.py)
@@ -90,7 +93,10 @@ async def test_users_api_does_not_say_whether_someone_exists(base_url, path):
     async with client(base_url, "dana") as c:
         r = await c.get(path)
     assert r.status_code == 403  # the same answer for both: existence is not revealed
-    assert r.json() == {"status": 403, "message": "Forbidden: only quota admins can read other users"}
+    assert r.json() == {
+        "status": 403,
+        "message": "Forbidden: only quota admins can read other users",
+    }
 
 
 async def test_own_routes_show_only_the_viewer(base_url):
