@@ -6,7 +6,7 @@ The fake Kubernetes API server runs in a child process (so the collector's memor
 are its own); PostgreSQL is a fresh embedded server in a temporary directory. Prints the
 figures and appends a ``## Collector`` section to benchmarks/RESULTS.md.
 
-Goals (issue 3): ingest ≥ 2,000 events/s, list + reconcile 20,000 pods ≤ 10 s,
+Goals: ingest ≥ 2,000 events/s, list + reconcile 20,000 pods ≤ 10 s,
 resident memory at 20,000 live pods ≤ 200 MB.
 """
 

@@ -9,7 +9,7 @@
 
 The shape of the data (same seed → same rows, byte for byte):
 
-* ``n_users`` users in seed 000's four groups (regular 70 %, power 18 %, dev 9 %, gpu-dev 3 %),
+* ``n_users`` users in the four groups of examples/policy.yaml (regular 70 %, power 18 %, dev 9 %, gpu-dev 3 %),
   named like ``ana.kim0042``.
 * Exactly ``n_segments`` segments over the ``days`` (default 90) before ``at`` (default
   2026-11-01T00:00:00Z). Activity per user is heavy-tailed (log-normal weights, σ = 1.2: the

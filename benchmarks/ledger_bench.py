@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/ledger_bench.py --users 10000 --segments 3000000 --reps 5
     .venv/bin/python benchmarks/ledger_bench.py --db postgresql://user@host/emptydb
 
-What it does (issue 2, "Performance"):
+What it does:
 
 1. Starts its own embedded PostgreSQL in a temporary directory (deleted afterwards), or uses
    ``--db URL`` (an empty database; ``--reuse`` accepts one this script already loaded).
@@ -392,8 +392,7 @@ def render(args, mach, info, dec, busy, rep, imp, explain_text, typical, report_
     lines = [
         "## Ledger",
         "",
-        "`decide()`, the 30-day report and `quota-ledger import` at hub scale "
-        '(issue 2, "Performance"). Reproduce:',
+        "`decide()`, the 30-day report and `quota-ledger import` at hub scale. Reproduce:",
         "",
         "```",
         command,
@@ -407,7 +406,7 @@ def render(args, mach, info, dec, busy, rep, imp, explain_text, typical, report_
         + "): "
         + ", ".join(f"{k}={v}" for k, v in info["settings"].items())
         + ".",
-        f"- Data (benchmarks/datagen.py, seed {args.seed}): {args.users:,} users in seed 000's "
+        f"- Data (benchmarks/datagen.py, seed {args.seed}): {args.users:,} users in examples/policy.yaml's "
         f"four groups, {args.segments:,} segments over the 90 days before "
         f"{datagen.EVAL_AT.isoformat()}, heavy-tailed per user; COPYed in start-time order "
         f"(as a collector writes them), then `VACUUM ANALYZE segments, user_groups` "

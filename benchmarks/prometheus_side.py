@@ -325,7 +325,7 @@ class PromQueries:
     # --- a careful operator: exact username via the annotation, summed server-side --------
 
     def _range(self, raw: bool) -> str:
-        # [30d:60s] is the subquery the brief's operator writes; [30d] reads the stored
+        # [30d:60s] is the subquery form PromQL quota recipes use; [30d] reads the stored
         # samples directly — the same count, without evaluating 43,200 steps per series.
         return (
             f"[{self.window_days}d]"

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/web_bench.py                       # 10k users, 3M segments
     .venv/bin/python benchmarks/web_bench.py --users 1000 --segments 300000   # scaled down
 
-What it does (issue 5, "Performance"; goals: user page ≤ 100 ms, report page ≤ 300 ms):
+What it does (goals: user page ≤ 100 ms, report page ≤ 300 ms):
 
 1. The same database as benchmarks/ledger_bench.py: an embedded PostgreSQL in a temporary
    directory (or ``--db URL``), migrated, loaded with benchmarks/datagen.py's segments by COPY

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 
-from ledger.cli.common import CommandError, engine_of
+from ledger.cli.common import CommandError, database_url, engine_of
 
 log = logging.getLogger("collector")
 
@@ -61,6 +61,7 @@ async def api_client_factory(kubeconfig: str | None):
 async def run(args) -> int:
     from collector.settings import SettingsError, load_settings
 
+    database_url(args)  # no URL: fail now; the collector never starts the embedded server
     try:
         settings = load_settings(args.settings)
     except SettingsError as exc:

@@ -1,7 +1,7 @@
 """Pure pod parsing: a Kubernetes pod (its JSON dict shape) → what the ledger charges.
 
-No I/O and no clock: the caller passes ``observed_at``. The rules are in docs/collector.md and
-DESIGN.md ("What is charged"); the Kubernetes references are linked where they apply.
+No I/O and no clock: the caller passes ``observed_at``. The rules are in docs/accounting.md ("What is
+charged") and docs/collector.md; the Kubernetes references are linked where they apply.
 """
 
 from __future__ import annotations

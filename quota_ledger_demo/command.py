@@ -1,5 +1,6 @@
 """``quota-ledger demo``: a month of usage on the embedded PostgreSQL, the admins' report,
-and seed 000's user workflow walked with real numbers — then, when the collector and hub
+and a user's month (a 4 GiB server the idle culler stops, a budget running out, a move
+to the power group) walked with real numbers — then, when the collector and hub
 parts are installed, a live fake cluster, collector, JupyterHub and quota page.
 
 The demo owns its database (``quota_ledger_demo`` in the embedded server) and resets it on
@@ -9,12 +10,14 @@ every run, so running it twice shows the same story.
 from __future__ import annotations
 
 import sys
+from importlib import resources as importlib_resources
 from pathlib import Path
 
 from ledger.cli.common import CommandError, console
 
 DEMO_DATABASE = "quota_ledger_demo"
-POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "example-policy.yaml"
+# ships inside the ledger package (ledger/data/), in a checkout and in an installed wheel alike
+POLICY_FILE = Path(str(importlib_resources.files("ledger") / "data" / "example-policy.yaml"))
 
 
 def add_parser(subparsers, common) -> list[str]:
@@ -46,7 +49,10 @@ async def run(args) -> int:
     out.rule("[bold]quota-ledger demo")
     home = embedded.default_home()
     out.print(f"embedded PostgreSQL in {home} (database {DEMO_DATABASE}, reset on every run)")
-    url = embedded.reset_database(DEMO_DATABASE, home)
+    try:
+        url = embedded.reset_database(DEMO_DATABASE, home)
+    except embedded.EmbeddedNotInstalled as exc:
+        raise CommandError(str(exc)) from None
     await db.migrate(url)
     policy = load_policy(args.config or POLICY_FILE)
     engine = db.create_engine(url)

@@ -319,7 +319,7 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     simulation = None
     if args.users:
-        from quota_ledger_demo.simulator import run_random_lifecycles
+        from quota_ledger_demo.simulated_hub import run_random_lifecycles
 
         users = [f"user{i}" for i in range(args.users)]
         simulation = asyncio.create_task(

@@ -12,17 +12,25 @@ import binascii
 import contextlib
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from quota_ledger_demo.fake_store import Pod, PodStore, ResourceVersionExpired, StoreEvent
 
-if TYPE_CHECKING:
-    from quota_ledger_demo.fake_apiserver import FakeApiServer
-
 DROP, CLOSE = "drop", "close"  # control messages for open watch streams
 Matcher = Callable[[Pod | None], bool]
+
+
+class WatchServer(Protocol):
+    """What a watch stream reads of the `FakeApiServer` that serves it (named, not imported:
+    the server imports these handlers)."""
+
+    store: PodStore
+    streams: set[asyncio.Queue]
+    bookmark_interval_seconds: float
+    default_watch_timeout_seconds: float
+    drop_after_events_count: int | None
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -108,7 +116,7 @@ def list_pods(store: PodStore, query: Any, matches: Matcher) -> web.Response:
 
 
 async def watch_pods(
-    server: FakeApiServer, request: web.Request, matches: Matcher
+    server: WatchServer, request: web.Request, matches: Matcher
 ) -> web.StreamResponse:
     """Stream watch events as JSON lines.
     https://kubernetes.io/docs/reference/using-api/api-concepts/#semantics-for-watch
@@ -191,7 +199,7 @@ async def _send(response: web.StreamResponse, event_type: str, obj: Pod) -> None
 
 
 async def _stream(
-    server: FakeApiServer,
+    server: WatchServer,
     request: web.Request,
     response: web.StreamResponse,
     queue: asyncio.Queue,

@@ -1,6 +1,6 @@
 """A month of realistic usage for the demo's hub, deterministic for a seed. Pure.
 
-Users are people in seed 000's four groups with habits: a regular user opens a 2–4 GiB
+Users are people in the four groups of examples/policy.yaml with habits: a regular user opens a 2–4 GiB
 server for an afternoon and lets the culler take it; power users run 8–16 GiB for days;
 gpu-dev users hold GPUs. Times are relative to ``now`` so the window is always full.
 """
@@ -24,7 +24,7 @@ class Persona:
 
 
 PERSONAS = {
-    # tuned so a typical member uses 60-90 % of seed 000's budget, and a few run out
+    # tuned so a typical member uses 60-90 % of their group's budget in examples/policy.yaml, and a few run out
     "regular": Persona("regular", (0.5, 3), (1, 2, 4), (0.3, 4)),
     "power": Persona("power", (1, 4), (2, 4, 8), (1, 8)),
     "dev": Persona("dev", (1, 3.5), (4, 8, 16), (2, 12)),

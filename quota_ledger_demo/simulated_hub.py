@@ -15,20 +15,30 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from quota_ledger_demo import simulator
-from quota_ledger_demo.fake_store import Pod
+from quota_ledger_demo.fake_store import Pod, PodChange, PodStore
 from quota_ledger_demo.kubespawner_names import pod_name
 
-if TYPE_CHECKING:
-    from quota_ledger_demo.fake_apiserver import FakeApiServer
+
+class PodServer(Protocol):
+    """What the simulation writes through: a `FakeApiServer` (named here, not imported, so
+    the server's standalone runner can drive a simulation without an import cycle)."""
+
+    store: PodStore
+
+    def create_pod(self, pod: Pod) -> Pod: ...
+
+    def update_pod(self, namespace: str, name: str, change: PodChange) -> Pod: ...
+
+    def delete_pod(self, namespace: str, name: str) -> Pod: ...
 
 
 class SimulatedHub:
     """Applies `quota_ledger_demo.simulator` lifecycles to pods stored in a `FakeApiServer`."""
 
-    def __init__(self, server: FakeApiServer, namespace: str = "default") -> None:
+    def __init__(self, server: PodServer, namespace: str = "default") -> None:
         self.server = server
         self.namespace = namespace
 
@@ -100,7 +110,7 @@ DEFAULT_SIZES: tuple[tuple[str, str, int], ...] = (
 
 
 async def run_random_lifecycles(
-    server: FakeApiServer,
+    server: PodServer,
     users: Sequence[str],
     seed: int,
     *,

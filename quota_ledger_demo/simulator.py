@@ -330,11 +330,3 @@ def delete(
     pod["metadata"]["deletionTimestamp"] = format_time(at + timedelta(seconds=seconds))
     pod["metadata"]["deletionGracePeriodSeconds"] = seconds
     return pod
-
-
-async def run_random_lifecycles(server: Any, users: Any, seed: int, **options: Any) -> Any:
-    """Random hub activity against a FakeApiServer; see
-    `quota_ledger_demo.simulated_hub.run_random_lifecycles` (lives there to keep modules small)."""
-    from quota_ledger_demo.simulated_hub import run_random_lifecycles as run_lifecycles
-
-    return await run_lifecycles(server, users, seed, **options)

@@ -1,6 +1,6 @@
-"""The demo's story: seed 000's workflows told with numbers from the real ledger.
+"""The demo's story: an admin's and a user's workflow told with numbers from the real ledger.
 
-Admin workflow: four groups with the seed's quota table, a month of usage, the report.
+Admin workflow: the four groups of examples/policy.yaml, a month of usage, the report.
 User workflow: "they launch a server with 4GB of RAM … keep it running for about 4 hours …
 the idle culler reclaims it after 60min … 20 GiBHour"; later "50 of their 60 GiBHour";
 "the admin moves them to the power user group … 240 GiB Hour".
@@ -88,7 +88,7 @@ def _step(out, text: str, command: str) -> None:
 
 
 async def walk_user_workflow(engine, out, policy, now: datetime) -> None:
-    out.rule("The user workflow from seed 000, with real numbers")
+    out.rule("A user's workflow, with real numbers")
     day = (now - timedelta(days=9)).replace(hour=9, minute=0)
     await _add(engine, day, 5, "demo-sam-1")
     _step(

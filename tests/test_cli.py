@@ -70,6 +70,22 @@ def test_usage_and_report_json(loaded, capsys, tmp_path):
     assert len(csv_out) == 3
 
 
+def test_decisions_lists_denials_newest_first(loaded, capsys):
+    args = ["--db", loaded, "--config", str(POLICY), "--record", "--format", "json"]
+    for user, at in (("sam", "2026-11-01T00:00:00Z"), ("bob", "2026-11-01T01:00:00Z"),
+                     ("bob", "2026-11-01T02:00:00Z")):  # fmt: skip
+        main(["check", user, "--group", "regular", "--memory", "4Gi", "--at", at, *args])
+    capsys.readouterr()
+    code, out = run_json(capsys, "decisions", "--db", loaded)
+    assert code == 0
+    assert [(d["username"], d["outcome"]) for d in out] == [("bob", "denied")] * 2
+    assert out[0]["decided_at"] > out[1]["decided_at"]
+    code, out = run_json(capsys, "decisions", "--db", loaded, "--all", "--user", "sam")
+    assert [(d["username"], d["outcome"]) for d in out] == [("sam", "allowed")]
+    code, out = run_json(capsys, "decisions", "--db", loaded, "--all", "--limit", "1")
+    assert len(out) == 1 and out[0]["username"] == "bob"
+
+
 def test_bad_at_and_bad_config_exit_2(loaded, capsys, tmp_path):
     assert main(["usage", "sam", "--db", loaded, "--at", "2026-11-01T00:00:00"]) == 2
     assert "no time zone" in capsys.readouterr().err

@@ -92,10 +92,12 @@ async def test_api_server_unreachable_for_a_while(engine, server):
     async with running(collector):
         churn(hub, T, 0, 4, expected)
         await settled(engine, collector, expected_count=len(expected))
+        before = collector.metrics.reconnects._value.get()
         server.set_unreachable(1.0)
         churn(hub, T, 4, 4, expected)
-        await asyncio.sleep(0.5)
-        assert collector.metrics.reconnects._value.get() >= 1
+        await wait_until(
+            lambda: collector.metrics.reconnects._value.get() > before, what="a reconnect"
+        )
         await _caught_up(collector, server)
         segments = await settled(engine, collector, expected_count=len(expected))
     assert sorted(shape(segments)) == sorted(expected)
@@ -110,7 +112,10 @@ async def test_restart_exact_for_what_it_saw_bounded_for_the_rest(engine, server
     async with running(first):
         hub.stop(seen, T + 60 * S)
         await settled(engine, first, expected_count=3)
-        await asyncio.sleep(0.5)  # heartbeats keep last_seen_at fresh
+        written = await _last_seen(engine, gone)
+        # heartbeats keep last_seen_at of live pods fresh
+        await wait_until(lambda: _seen_after(engine, gone, written), what="a heartbeat")
+    last_seen = await _last_seen(engine, gone)  # as the first collector left it
     down_at = simulator.datetime.now(simulator.UTC)
     # while no collector runs: one pod vanishes, one completes, one starts
     hub.stop(gone, T + 3000 * S)
@@ -128,10 +133,21 @@ async def test_restart_exact_for_what_it_saw_bounded_for_the_rest(engine, server
     assert segments[new]["started_at"] == T + 3201 * S and segments[new]["ended_at"] is None
     vanished = segments[gone]
     assert vanished["end_reason"] == "vanished"
-    # closed at the last time it was seen alive: no later than the first collector stopped,
-    # no earlier than one heartbeat before that; the unconfirmed window runs to the restart
-    assert down_at - timedelta(seconds=1) <= vanished["ended_at"] <= down_at
+    # closed at the last time it was seen alive, before the first collector stopped; the
+    # unconfirmed window runs to the restart
+    assert vanished["ended_at"] == last_seen and last_seen <= down_at
     assert vanished["noticed_gone_at"] > down_at
+
+
+async def _last_seen(engine, pod_name: str):
+    async with engine.connect() as conn:
+        return await conn.scalar(
+            text("SELECT last_seen_at FROM segments WHERE pod_name = :p"), {"p": pod_name}
+        )
+
+
+async def _seen_after(engine, pod_name: str, at) -> bool:
+    return await _last_seen(engine, pod_name) > at
 
 
 async def test_two_collectors_at_once_give_the_same_totals(engine, server):

@@ -52,7 +52,7 @@ async def add(engine, username, start, end, memory_gib=4, cpu=1000, gpu=0, name=
 
 
 async def test_seed_workflow_4gib_for_5_hours_is_20_gib_hours(engine):
-    # seed 000: a 4 GB server kept ~4 hours, culled after 60 min idle: 20 GiB-hours
+    # a 4 GB server kept ~4 hours, then culled after 60 min idle (jupyterhub-idle-culler): 20 GiB-hours
     await add(engine, "sam", NOW - timedelta(hours=6), NOW - timedelta(hours=1))
     d = await decide(engine, POLICY, "sam", ["regular"], server(), NOW)
     assert d.allowed

@@ -14,7 +14,7 @@ import pytest
 from hub_support.ledger_data import insert, segment, write_policy
 from sqlalchemy import text
 
-from ledger.core.policy import load_policy
+from ledger.core.policy import load_policy, parse_policy
 from ledger.core.times import parse_at
 from ledger.enforcer.enforcer import enforce_round
 from ledger.enforcer.hub_api import HubClient, HubError
@@ -141,8 +141,9 @@ async def test_group_change_applies_at_once(engine, policy):
 
 
 async def test_gpu_budget_stops_only_gpu_servers_when_blocks_requested(engine, tmp_path):
-    policy = load_policy(write_policy(tmp_path / "p.yaml"))
-    object.__setattr__(policy, "exhausted_budget_blocks", "requested")
+    text_ = write_policy(tmp_path / "p.yaml").read_text()
+    policy = parse_policy("exhausted_budget_blocks: requested\n" + text_, "p.yaml")
+    assert policy.exhausted_budget_blocks == "requested"
     await insert(
         engine,
         [

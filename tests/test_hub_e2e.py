@@ -34,38 +34,27 @@ import jupyterhub
 import pytest
 from hub_support.db_switch import DatabaseSwitch
 from hub_support.ledger_data import insert, segment, write_policy
+from requirements import CHROMIUM, require
 from sqlalchemy import text
 
 from ledger.core.times import iso, utcnow
-from quota_ledger_demo.hub import free_port, start_hub, stop_hub, streaming_proxy, write_hub_config
+from quota_ledger_demo.hub import free_port, start_hub, stop_hub, write_hub_config
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 JH_MAJOR = jupyterhub.__version__.split(".")[0]
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
 PASSWORD = "e2e-password"
-IN_CI = os.environ.get("CI") == "true"
-
-
-def need(path_ok: bool, what: str) -> None:
-    if not path_ok:
-        if IN_CI:
-            pytest.fail(f"{what} is missing in CI")
-        pytest.skip(f"{what} is missing")
 
 
 @pytest.fixture
 async def hub(tmp_path, fresh_db_url):
-    need(os.path.exists(CHROMIUM), f"{CHROMIUM} (apt-get install chromium)")
-    try:
-        streaming_proxy()
-    except RuntimeError as exc:
-        need(False, str(exc))
+    require("chromium")
+    require("configurable-http-proxy")  # the npm one: the PyPI one buffers the progress stream
     switch = DatabaseSwitch(fresh_db_url)  # starts down
     port, web_port = free_port(), free_port()
     admin_token, enforcer_token = secrets.token_hex(16), secrets.token_hex(16)

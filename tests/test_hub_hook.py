@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -26,6 +27,7 @@ from jupyterhub.tests.conftest import (  # noqa: F401 - fixtures
 from jupyterhub.tests.mocking import MockHub
 from jupyterhub.tests.utils import add_user, api_request, async_requests, auth_header
 from sqlalchemy import text
+from test_embedded_when_asked import postgres_processes
 from traitlets.config import Config
 
 from ledger.core.times import utcnow
@@ -278,7 +280,7 @@ async def test_hung_database_takes_the_fail_mode(app, tmp_path, on_error):
         before = _count(metrics.SPAWN_CHECK_FAILURES, "timeout")
         prepare(user, hook)
         r = await spawn(app, user)
-        assert hook.last_latency_ms < 1000  # the time budget bounds the check
+        # the port never answers: only the time budget can have ended the check
         assert _count(metrics.SPAWN_CHECK_FAILURES, "timeout") == before + 1
         if on_error == "deny":
             assert r.status_code == 503
@@ -300,8 +302,10 @@ async def test_slow_ledger_is_recorded_with_its_outcome(app, tmp_path, fresh_db_
                                                         on_error):  # fmt: skip
     from ledger.store.decide import decide
 
-    async def slow_decide(*args):
-        await asyncio.sleep(1)
+    never = asyncio.Event()
+
+    async def slow_decide(*args):  # answers only after the time budget is gone: never
+        await never.wait()
         return await decide(*args)
 
     hook = QuotaHook(db_url=fresh_db_url, timeout_seconds=0.2, decide=slow_decide,
@@ -310,14 +314,60 @@ async def test_slow_ledger_is_recorded_with_its_outcome(app, tmp_path, fresh_db_
         user = new_user(app)
         prepare(user, hook)
         r = await spawn(app, user)
-        assert r.status_code in ((503,) if on_error == "deny" else (201, 202)), r.text
+        if on_error == "deny":
+            assert r.status_code == 503, r.text
+        else:
+            assert r.status_code in (201, 202), r.text
         await hook.drain()
         [(outcome, reason, request, _)] = await decisions(engine, user.name)
-        assert (outcome, reason) == (f"error_{on_error}ed".replace("denyed", "denied")
-                                     .replace("allowed", "allowed"), "timeout")  # fmt: skip
+        expected = {"deny": "error_denied", "allow": "error_allowed"}[on_error]
+        assert (outcome, reason) == (expected, "timeout")
         assert request["memory"] == 4 * GIB
     finally:
         await hook.close()
+
+
+@pytest.mark.parametrize("on_error", ["deny", "allow"])
+async def test_no_database_url_takes_the_fail_mode_and_starts_no_postgres(
+    app, tmp_path, monkeypatch, on_error
+):
+    """A hub whose operator forgot the URL: every spawn takes on_ledger_error, with an error
+    naming the variable in the hub's log, and no embedded PostgreSQL is started."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.delenv("QUOTA_LEDGER_DB_URL", raising=False)
+    monkeypatch.setenv("QUOTA_LEDGER_HOME", str(home))
+    records = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append
+    logging.getLogger("ledger.hub").addHandler(handler)
+    try:
+        hook = install_quota_hook(
+            Config(), policy_path=str(write_policy(tmp_path / "p.yaml", on_error=on_error))
+        )
+    finally:
+        logging.getLogger("ledger.hub").removeHandler(handler)
+    assert "no database URL" in records[0].getMessage()
+    assert "QUOTA_LEDGER_DB_URL" in records[0].getMessage()
+    user = new_user(app)
+    spawner = prepare(user, hook)
+    spawner.log.addHandler(handler)
+    try:
+        r = await spawn(app, user)
+        await hook.drain()
+    finally:
+        spawner.log.removeHandler(handler)
+        await hook.close()
+    if on_error == "deny":
+        assert r.status_code == 503, r.text
+        assert "could not be checked just now" in r.json()["message"]
+    else:
+        assert r.status_code in (201, 202), r.text
+        assert "starting anyway" in user.spawner._quota_progress_events[0]["message"]
+    logged = " ".join(rec.getMessage() for rec in records[1:])
+    assert "no database configured" in logged and "$QUOTA_LEDGER_DB_URL" in logged
+    assert "db_url= to install_quota_hook" in logged
+    assert not (home / "pgdata").exists() and postgres_processes(home) == []
 
 
 async def test_failures_show_on_the_hubs_metrics(app):

@@ -43,15 +43,12 @@ def test_settings_from_the_environment(tmp_path, monkeypatch):
         install_quota_hook(Config())
 
 
-@pytest.mark.parametrize(
-    ("basis", "expected_memory", "expected_cpu"),
-    [("requests", 2 * GIB, 500), ("limits", 8 * 10**9, 2000), ("max", 8 * 10**9, 2000)],
-)
-def test_charge_basis(basis, expected_memory, expected_cpu):
+def test_the_guarantee_is_what_a_server_is_charged():
+    # The collector's default charge basis (requests): the hub judges the same amount.
     request = request_from_traits(mem_guarantee=2 * GIB, mem_limit="8G", cpu_guarantee=0.5,
-                                  cpu_limit=2, basis=basis)  # fmt: skip
-    assert request.amounts["memory"] == expected_memory
-    assert request.amounts["cpu"] == expected_cpu
+                                  cpu_limit=2)  # fmt: skip
+    assert request.amounts["memory"] == 2 * GIB
+    assert request.amounts["cpu"] == 500
 
 
 def test_limit_counts_when_there_is_no_guarantee_and_gpus_come_from_extra_resources():

@@ -39,7 +39,7 @@ async def test_schema_behind_is_refused_with_the_fix(empty_db_url):
 
 
 def test_wheel_ships_migrations_inside_ledger_not_top_level(tmp_path):
-    """The design card: `quota-ledger migrate` works from any cwd, no top-level package."""
+    """`quota-ledger migrate` works from any cwd, no top-level package."""
     import subprocess
     import sys
     import zipfile

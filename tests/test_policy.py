@@ -836,7 +836,7 @@ def test_watcher_with_the_real_clock(tmp_path):
 
 
 def test_a_group_without_a_cap_does_not_lift_another_groups_cap():
-    # seed 000's table with seed 001's concurrent GPU cap: regular + gpu-dev keeps the cap
+    # examples/policy.yaml's groups with gpu-dev's concurrent GPU cap: regular + gpu-dev keeps the cap
     policy = parse_policy(
         "groups:\n  regular: {memory: 60 GiB-hours, gpu: 0 GPU-hours}\n"
         "  gpu-dev: {memory: 640 GiB-hours, gpu: 160 GPU-hours, running: {gpu: 2}}\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from requirements import CHROMIUM, require
 from web_support import NOW, POLICY_TEXT, seed, segment
 
 from ledger.core.times import iso
@@ -29,7 +30,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -83,8 +83,8 @@ apply(c, {db_url!r}, {policy!r}, port={service_port}, admin_users=["admin"], at=
 
 @pytest.fixture
 async def hub(fresh_db_url, engine, tmp_path):
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require("chromium")
+    require("configurable-http-proxy")
     await seed(engine)
     d = timedelta(days=1)
     async with engine.begin() as conn:  # erin: a normal month, a third of the budget
@@ -183,12 +183,11 @@ async def test_user_and_admin_pages_behind_a_real_hub_login(hub):
         finally:
             await browser.close()
     print(f"browser part: {time.monotonic() - started:.1f} s")
-    # Hub shutdown must not wait for the service: it handles SIGTERM itself.
-    stop_started = time.monotonic()
+    # Hub shutdown must not wait for the service: the hub's first signal (SIGINT) stops it;
+    # ignoring it would cost the hub its interrupt_timeout before a SIGTERM.
     hub["proc"].send_signal(signal.SIGTERM)
-    hub["proc"].wait(30)
-    stop_seconds = time.monotonic() - stop_started
+    assert hub["proc"].wait(60) == 0
     log = hub["log"].read_text(errors="replace")
-    assert stop_seconds < 10, (stop_seconds, log[-2000:])
+    assert "quota web service stopping on SIGINT" in log, log[-2000:]
     assert "postgres@" not in log  # the DB URL is in the service's environment, not logs
     assert "quota web service stopped" in log

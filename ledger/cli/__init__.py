@@ -1,7 +1,7 @@
 """``quota-ledger``: the command line. Other tools script against it, so keep it stable.
 
-Exit status: 0 success (``check``: allowed), 1 ``check`` denied, 2 a usage, configuration or
-database error (with a message that says what to do).
+Exit status: 0 success (``check``: allowed), 1 ``check`` denied (``db status``: not
+running), 2 a usage, configuration or database error (with a message that says what to do).
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers, common)`` and an
 ``async def run(args) -> int``. The CLI is the composition root: it names the modules of

@@ -6,8 +6,15 @@ import sys
 
 from sqlalchemy.exc import IntegrityError
 
-from ledger.cli.common import CommandError, add_format, engine_of, print_json
+from ledger.cli.common import CommandError, add_format, database_url, engine_of, print_json
 from ledger.store import db, embedded
+
+DB_ACTIONS = {
+    "start": "start the embedded PostgreSQL (if it is not running) and print its URL",
+    "status": "say whether it runs, and its URL (exit 0 running, 1 not running)",
+    "url": "print the URL of the configured database, else of the embedded one (started)",
+    "stop": "stop the embedded PostgreSQL",
+}
 
 
 def add_parser(subparsers, common) -> list[str]:
@@ -36,17 +43,21 @@ def add_parser(subparsers, common) -> list[str]:
     add_format(p, ["table", "json"])
     p.set_defaults(run=run_import)
 
-    p = subparsers.add_parser("db", parents=[common], help="the embedded PostgreSQL: url, stop")
-    p.add_argument("action", choices=["url", "stop"])
+    p = subparsers.add_parser(
+        "db",
+        parents=[common],
+        help="the embedded PostgreSQL: start, status, url, stop",
+        description="The embedded PostgreSQL in $QUOTA_LEDGER_HOME (pip install "
+        "'quota-ledger[embedded]'), for trying quota-ledger on a laptop. "
+        + " ".join(f"{name}: {text}." for name, text in DB_ACTIONS.items()),
+    )
+    p.add_argument("action", choices=list(DB_ACTIONS))
     p.set_defaults(run=run_db)
     return ["migrate", "import", "db"]
 
 
 async def run_migrate(args) -> int:
-    try:
-        url = db.resolve_url(args.db)
-    except Exception as exc:  # noqa: BLE001
-        raise CommandError(f"cannot start the embedded PostgreSQL: {exc}") from exc
+    url = database_url(args, allow_embedded=True)
     await _wait_for_database(url, args.wait)
     try:
         await db.migrate(url, args.revision)
@@ -61,7 +72,7 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
     import asyncio
     import time
 
-    from sqlalchemy import text
+    from ledger.store.queries import ping
 
     deadline = time.monotonic() + wait_seconds
     delay_seconds = 0.5
@@ -69,7 +80,7 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
         engine = db.create_engine(url)
         try:
             async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                await ping(conn)
             return
         except Exception as exc:  # noqa: BLE001 - any failure to connect means "not yet"
             if time.monotonic() + delay_seconds > deadline:
@@ -96,7 +107,7 @@ async def run_import(args) -> int:
             rows, source = read_rows(args.file, args.input_format)
     except ImportError_ as exc:
         raise CommandError(str(exc)) from None
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         try:
             result = await write_rows(engine, rows)
         except IntegrityError as exc:
@@ -125,8 +136,33 @@ async def run_import(args) -> int:
 
 async def run_db(args) -> int:
     if args.action == "url":
-        print(db.redact(db.resolve_url(args.db)))
+        print(db.redact(database_url(args, allow_embedded=True)))
         return 0
-    stopped = embedded.stop()
+    if args.db:
+        raise CommandError(
+            f"db {args.action} manages the embedded PostgreSQL only; drop --db "
+            "(your own server is started and stopped by its own tools)"
+        )
+    if args.action == "start":
+        try:
+            url = embedded.ensure_running()
+        except Exception as exc:  # noqa: BLE001 - the embedded server can fail in many ways
+            raise CommandError(f"cannot start the embedded PostgreSQL: {exc}") from exc
+        print(db.redact(url))  # the same spelling as `db url`
+        if db.configured_url():
+            print(f"note: ${db.DB_URL_ENV} is set: commands use that database, not this one",
+                  file=sys.stderr)  # fmt: skip
+        return 0
+    if args.action == "status":
+        state = embedded.status()
+        if not state.running:
+            print(f"embedded PostgreSQL in {state.home} is not running (quota-ledger db start)")
+            return 1
+        print(f"embedded PostgreSQL in {state.home} is running: {db.redact(state.url)}")
+        return 0
+    try:
+        stopped = embedded.stop()
+    except embedded.EmbeddedNotInstalled as exc:
+        raise CommandError(str(exc)) from None
     print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
     return 0

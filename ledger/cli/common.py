@@ -29,8 +29,9 @@ def common_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--db",
         metavar="URL",
-        help=f"PostgreSQL URL (default: ${db.DB_URL_ENV}, else the embedded PostgreSQL "
-        "in $QUOTA_LEDGER_HOME)",
+        help=f"PostgreSQL URL (default: ${db.DB_URL_ENV}; without either, the commands you run "
+        "by hand use the embedded PostgreSQL in $QUOTA_LEDGER_HOME, collect, serve and "
+        "enforce refuse to start)",
     )
     common.add_argument(
         "--config",
@@ -82,13 +83,26 @@ def policy_of(args, *, required: bool = True):
         raise CommandError(f"invalid policy:\n{exc}") from None
 
 
-@contextlib.asynccontextmanager
-async def engine_of(args, *, check_schema: bool = True) -> AsyncIterator[AsyncEngine]:
-    """The database engine; refuses a schema that is behind unless ``check_schema=False``."""
+def database_url(args, *, allow_embedded: bool = False) -> str:
+    """``--db``, else ``$QUOTA_LEDGER_DB_URL``; else the embedded server if ``allow_embedded``
+    (the commands a person runs by hand), else an error naming both."""
     try:
-        url = db.resolve_url(getattr(args, "db", None))
+        return db.resolve_url(getattr(args, "db", None), allow_embedded=allow_embedded)
+    except db.DatabaseNotConfigured as exc:
+        raise CommandError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the embedded server can fail in many ways
         raise CommandError(f"cannot start the embedded PostgreSQL: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def engine_of(
+    args, *, check_schema: bool = True, allow_embedded: bool = False
+) -> AsyncIterator[AsyncEngine]:
+    """The database engine; refuses a schema that is behind unless ``check_schema=False``.
+
+    Only ``allow_embedded=True`` may start the embedded server (see :func:`database_url`).
+    """
+    url = database_url(args, allow_embedded=allow_embedded)
     engine = db.create_engine(url)
     try:
         if check_schema:

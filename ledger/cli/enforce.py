@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 
-from ledger.cli.common import CONFIG_ENV, CommandError, add_at, at_of, engine_of
+from ledger.cli.common import CONFIG_ENV, CommandError, add_at, at_of, database_url, engine_of
 
 log = logging.getLogger("ledger.enforcer.enforcer")
 
@@ -76,6 +76,7 @@ async def run(args) -> int:
 
     if args.at and not args.once:
         raise CommandError("--at only makes sense with --once (a loop always runs at now)")
+    database_url(args)  # no URL: fail now; a service never starts the embedded server
     if not args.hub_url:
         raise CommandError(f"no hub: pass --hub-url URL or set ${HUB_URL_ENV}")
     token = os.environ.get(TOKEN_ENV)

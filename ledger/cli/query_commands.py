@@ -93,18 +93,12 @@ def _user(value: str) -> str:
 
 def request_of(args):
     from ledger.core.decision import ServerRequest
-    from ledger.core.quantities import to_base_units
 
-    amounts = {}
-    for name in ("cpu", "memory", "gpu"):
-        value = getattr(args, name)
-        if value is None:
-            continue
-        try:
-            amounts[name] = to_base_units(name, value, where=f"--{name}")
-        except QuantityError as exc:
-            raise CommandError(str(exc)) from None
-    return ServerRequest(amounts, servername=args.server)
+    quantities = {name: getattr(args, name) for name in ("cpu", "memory", "gpu")}
+    try:
+        return ServerRequest.from_quantities(quantities, args.server, where="--{name}")
+    except QuantityError as exc:
+        raise CommandError(str(exc)) from None
 
 
 async def _groups(engine, args) -> list[str]:
@@ -123,7 +117,7 @@ async def run_check(args) -> int:
     policy = policy_of(args)
     request = request_of(args)
     at = at_of(args)
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
         decision = await decide(engine, policy, user, groups, request, at)
         if args.record:
@@ -178,7 +172,7 @@ async def run_usage(args) -> int:
     user = _user(args.user)
     policy = policy_of(args, required=False)
     at = at_of(args)
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
         status = await user_status(engine, policy, user, groups, at)
     if args.format == "json":
@@ -238,7 +232,7 @@ async def run_report(args) -> int:
     policy = policy_of(args, required=False)
     at = at_of(args)
     groups = load_groups_file(args.groups_file) if args.groups_file else None
-    async with engine_of(args) as engine:
+    async with engine_of(args, allow_embedded=True) as engine:
         lines = await build_report(engine, policy, at, groups)
     if args.sort == "percent":
         lines.sort(key=lambda line: (-line.max_percent, line.username))
@@ -285,20 +279,12 @@ async def run_report(args) -> int:
 
 
 async def run_decisions(args) -> int:
-    from sqlalchemy import select
+    from ledger.store.queries import recent_decisions
 
-    from ledger.store.models import Decision
-
-    query = select(
-        Decision.decided_at, Decision.username, Decision.servername, Decision.source,
-        Decision.outcome, Decision.reason, Decision.message, Decision.retry_at,
-    ).order_by(Decision.decided_at.desc()).limit(args.limit)  # fmt: skip
-    if not args.all:
-        query = query.where(Decision.outcome != "allowed")
-    if args.user:
-        query = query.where(Decision.username == args.user)
-    async with engine_of(args) as engine, engine.connect() as conn:
-        rows = [dict(r._mapping) for r in await conn.execute(query)]
+    async with engine_of(args, allow_embedded=True) as engine, engine.connect() as conn:
+        rows = await recent_decisions(
+            conn, limit=args.limit, username=args.user or None, include_allowed=args.all
+        )
     if args.format == "json":
         print_json(rows)
         return 0

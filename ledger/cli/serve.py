@@ -4,8 +4,8 @@ Hub-managed, the hub starts it with ``JUPYTERHUB_*`` variables (API token, clien
 service prefix and URL); run externally, set them yourself (docs/web.md). The port and
 address default to ``JUPYTERHUB_SERVICE_URL`` when the hub provides it.
 
-SIGTERM and SIGINT stop it at once: the hub sends SIGTERM at shutdown and would otherwise
-wait for its timeout before killing a service that ignores it.
+SIGINT and SIGTERM stop it at once: the hub sends SIGINT at shutdown, then SIGTERM and
+SIGKILL after a timeout each, to a service that ignores it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ import os
 import signal
 from urllib.parse import urlsplit
 
-from ledger.cli.common import CONFIG_ENV, CommandError, add_at, at_of, engine_of, policy_of
+from ledger.cli.common import (
+    CONFIG_ENV,
+    CommandError,
+    add_at,
+    at_of,
+    database_url,
+    engine_of,
+    policy_of,
+)
 
 log = logging.getLogger("ledger.web")
 
@@ -72,17 +80,14 @@ def add_parser(subparsers, common) -> list[str]:
 
 def _typical_request(args):
     from ledger.core.decision import ServerRequest
-    from ledger.core.quantities import QuantityError, to_base_units
+    from ledger.core.quantities import QuantityError
 
-    amounts = {}
-    for name in ("cpu", "memory", "gpu"):
-        try:
-            amounts[name] = to_base_units(
-                name, getattr(args, f"typical_{name}"), where=f"--typical-{name}"
-            )
-        except QuantityError as exc:
-            raise CommandError(str(exc)) from None
-    return ServerRequest({k: v for k, v in amounts.items() if v})
+    quantities = {name: getattr(args, f"typical_{name}") for name in ("cpu", "memory", "gpu")}
+    try:
+        request = ServerRequest.from_quantities(quantities, where="--typical-{name}")
+    except QuantityError as exc:
+        raise CommandError(str(exc)) from None
+    return ServerRequest({k: v for k, v in request.amounts.items() if v})
 
 
 def _listen_address(args) -> tuple[str, int]:
@@ -120,11 +125,19 @@ def _check_hub_environment() -> None:
         )
 
 
+def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
+    # Which signal: a hub stops its services with SIGINT first, then SIGTERM after
+    # Spawner.interrupt_timeout (jupyterhub/spawner.py, LocalProcessSpawner.stop).
+    log.info("quota web service stopping on %s", sig.name)
+    stop.set()
+
+
 async def run(args) -> int:
     from ledger.store.availability import LedgerAvailability
     from ledger.web.app import make_app, service_prefix
     from ledger.web.config import DEFAULT_ADMIN_SCOPES, WebConfig
 
+    database_url(args)  # no URL: fail now; a service never starts the embedded server
     _check_hub_environment()
     policy = _policy_source(args)
     frozen_at = at_of(args) if getattr(args, "at", None) else None
@@ -148,7 +161,7 @@ async def run(args) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stopping, stop, sig)
         server = app.listen(port, address=ip, xheaders=True)
         log.info(
             "quota web service on http://%s:%d%s (admin scopes: %s)",

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from ledger.core import usage
-from ledger.core.quantities import format_amount, format_duration, format_hours
+from ledger.core.quantities import format_amount, format_duration, format_hours, to_base_units
 from ledger.core.resources import MICROSECONDS_PER_SECOND, SERVERS, display_order, resource
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -49,6 +49,21 @@ class ServerRequest:
 
     amounts: Mapping[str, int] = field(default_factory=dict)
     servername: str = ""
+
+    @classmethod
+    def from_quantities(
+        cls, quantities: Mapping[str, object], servername: str = "", *, where: str = "{name}"
+    ) -> ServerRequest:
+        """From Kubernetes quantities: ``{"cpu": "500m", "memory": "4Gi", "gpu": 1}``.
+
+        A bad quantity raises QuantityError naming ``where`` (``{name}`` is the resource).
+        """
+        amounts = {
+            name: to_base_units(name, value, where=where.format(name=name))
+            for name, value in quantities.items()
+            if value is not None
+        }
+        return cls(amounts, servername=servername)
 
     def get(self, name: str) -> int:
         return int(self.amounts.get(name, 0))

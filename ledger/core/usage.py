@@ -1,6 +1,7 @@
 """Exact rolling-window usage of one resource, and when it crosses a limit. Pure, no I/O.
 
-Usage at time t over a window W is ``U(t) = Σ rate × |[start, end) ∩ [t − W, t)|`` (DESIGN.md).
+Usage at time t over a window W is ``U(t) = Σ rate × |[start, end) ∩ [t − W, t)|``
+(docs/accounting.md, "Usage over a window").
 Times are integer microseconds since the epoch and rates integer base units (millicores,
 bytes, devices), so U is an exact integer in base-unit·µs — no floats anywhere.
 

@@ -8,10 +8,11 @@ https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import httpx
+
+from ledger.core.enforcement_plan import HubServer, HubUser
 
 # Ask for the paginated shape: {"items": [...], "_pagination": {"next": {...} | null}}
 # https://jupyterhub.readthedocs.io/en/stable/reference/rest-api.html#pagination
@@ -21,20 +22,6 @@ PAGE_LIMIT = 200
 
 class HubError(RuntimeError):
     """The hub could not be reached or answered with an error."""
-
-
-@dataclass
-class HubServer:
-    name: str  # "" for the default server
-    ready: bool
-    pending: str | None  # "spawn" | "stop" | None
-
-
-@dataclass
-class HubUser:
-    name: str
-    groups: list[str]
-    servers: dict[str, HubServer] = field(default_factory=dict)
 
 
 def parse_user(model: dict) -> HubUser:

@@ -151,6 +151,14 @@ class QuotaHook:
             )
         self.watcher = PolicyWatcher(policy_path)  # a bad file stops the hub here, loudly
         self.db_url = db_url or os.environ.get(DB_URL_ENV)
+        if not self.db_url:
+            # Not raised: nothing of ours may stop the hub. Every spawn takes on_ledger_error
+            # (and logs why) until the URL is set; no embedded server is ever started here.
+            log.error(
+                "quota: no database URL (db_url= to install_quota_hook or $%s): every spawn "
+                "follows on_ledger_error=%s until one is configured",
+                DB_URL_ENV, self.watcher.current().on_ledger_error,
+            )  # fmt: skip
         self.timeout_seconds = float(timeout_seconds)
         self.quota_page_url = quota_page_url
         self.record = record
@@ -174,7 +182,8 @@ class QuotaHook:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = create_engine(resolve_url(self.db_url))
+            url = resolve_url(self.db_url, how_to_pass="db_url= to install_quota_hook")
+            self._engine = create_engine(url)
         return self._engine
 
     async def __call__(self, spawner) -> None:

@@ -1,9 +1,14 @@
 """Connecting to the ledger database, running migrations, refusing an old schema.
 
-Which database: ``--db URL``, else ``QUOTA_LEDGER_DB_URL``, else the embedded PostgreSQL
-(started on demand, see ledger/store/embedded.py). Every command except ``migrate`` checks that the
-schema is at the head revision first and refuses to run on an older one, the way JupyterHub's
-``check_db_revision`` does, with the fix in the message.
+Which database: ``--db URL``, else ``QUOTA_LEDGER_DB_URL``. Only a caller that asks for it
+(``resolve_url(..., allow_embedded=True)``: the demo, ``quota-ledger db``, the admin commands a
+person runs by hand) falls back to the embedded PostgreSQL of ledger/store/embedded.py. The
+collector, the web service, the enforcer and the hub hook never start one: a daemon that
+forgot its URL must fail where its operator sees it, not run a private database.
+
+Every command except ``migrate`` checks that the schema is at the head revision first and
+refuses to run on an older one, the way JupyterHub's ``check_db_revision`` does, with the fix
+in the message.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 DB_URL_ENV = "QUOTA_LEDGER_DB_URL"
@@ -26,6 +32,13 @@ class DatabaseError(RuntimeError):
 
 class SchemaBehindError(DatabaseError):
     pass
+
+
+class DatabaseNotConfigured(RuntimeError):
+    """No database URL was given, and the embedded server was not asked for.
+
+    Not a :class:`DatabaseError`: it is a configuration mistake, which retrying cannot fix.
+    """
 
 
 def normalize_url(url: str) -> str:
@@ -41,14 +54,55 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def resolve_url(url: str | None = None) -> str:
-    """The database URL to use; starts the embedded server when none is configured."""
+def configured_url(url: str | None = None) -> str | None:
+    """``url``, else ``$QUOTA_LEDGER_DB_URL`` (normalized); None when neither is set."""
     url = url or os.environ.get(DB_URL_ENV)
-    if url:
-        return normalize_url(url)
+    return normalize_url(url) if url else None
+
+
+def resolve_url(
+    url: str | None = None, *, allow_embedded: bool = False, how_to_pass: str = "--db URL"
+) -> str:
+    """The database URL: ``url``, else ``$QUOTA_LEDGER_DB_URL``.
+
+    With neither, ``allow_embedded=True`` starts (or reuses) the embedded server; otherwise
+    :class:`DatabaseNotConfigured` says to set the variable or ``how_to_pass``.
+    """
+    found = configured_url(url)
+    if found:
+        return found
+    if not allow_embedded:
+        raise DatabaseNotConfigured(
+            f"no database configured: set ${DB_URL_ENV} or pass {how_to_pass} "
+            "(a PostgreSQL URL such as postgresql://quota:PASSWORD@db-host/quota_ledger). "
+            "This never starts the embedded PostgreSQL; for a local one run "
+            "`quota-ledger db start` and use the URL it prints."
+        )
     from ledger.store import embedded
 
     return embedded.ensure_running()
+
+
+async def connect(url: str | None = None) -> AsyncEngine:
+    """An engine on the ledger at ``url`` (default ``$QUOTA_LEDGER_DB_URL``), schema checked.
+
+    For library callers (docs/library.md): never starts the embedded server, raises
+    :class:`DatabaseNotConfigured` without a URL and :class:`DatabaseError` for a database
+    that cannot be reached or whose schema is not this version's. ``await engine.dispose()``
+    when done.
+    """
+    engine = create_engine(resolve_url(url, how_to_pass="connect(url)"))
+    try:
+        await check_schema(engine)
+    except DBAPIError as exc:  # refused login, missing database …
+        await engine.dispose()
+        first_line = str(exc.orig or exc).splitlines()[0]
+        where = engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"cannot use the database at {where}: {first_line}") from None
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
 
 
 def redact(url: str) -> str:

