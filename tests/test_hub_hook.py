@@ -166,6 +166,7 @@ async def test_denied_by_budget_says_why_when_and_how(app, hook, engine):
     html_message = exc.jupyterhub_html_message
     assert "&lt;b&gt;hub admins&lt;/b&gt;" in html_message
     assert '<time datetime="' in html_message and "toLocaleString" in html_message
+    assert "timeZoneName" in html_message  # the local time names its zone
     assert '<a href="/services/quota/">' in html_message
     await hook.drain()
     [(outcome, reason, _, _)] = await decisions(engine, user.name)
