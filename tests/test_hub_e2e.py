@@ -239,7 +239,7 @@ async def test_real_hub_story(hub, engine):
                    and "could not be checked" not in line and "cannot check" not in line
                    and " 503 " not in line]  # fmt: skip
     assert error_lines == [], "\n".join(error_lines)
-    assert "QuotaRefusal" not in log  # no traceback of a refusal (JupyterHub 5 logs one)
+    assert "denial.QuotaRefusal:" not in log  # no traceback of a refusal (JupyterHub 5 logs one)
 
 
 async def browser_story(hub_url: str) -> None:
