@@ -239,8 +239,9 @@ class QuotaHook:
         outcome = "allowed" if decision.allowed else "denied"
         metrics.SPAWN_DECISIONS.labels(outcome).inc()
         if self.record == "all" or not decision.allowed:
-            self.spool.add_decision(decision_row(decision, source="spawn", latency_ms=latency_ms))
-        self.spool.add_groups(username, groups, now)
+            self._keep(decision_row(decision, source="spawn", latency_ms=latency_ms))
+        if self.db_url:
+            self.spool.add_groups(username, groups, now)
         if decision.allowed:
             events = messages.progress_events(
                 decision, policy.enforcement.warn_at_percent, quota_url
@@ -266,6 +267,12 @@ class QuotaHook:
         QUIET_REFUSALS.remember(error)
         not_a_spawn_failure(spawner)
         raise error
+
+    def _keep(self, row: dict) -> None:
+        """Queue a decision-log row; without a database URL there is nowhere it could go
+        (the hub's log said so at startup), so nothing piles up."""
+        if self.db_url:
+            self.spool.add_decision(row)
 
     def denial_of(self, user) -> dict | None:
         """The refusal ``user`` was last shown, while fresh (``templates/spawn.html``)."""
@@ -296,7 +303,7 @@ class QuotaHook:
             outcome=outcome, reason=reason, message=text, request=dict(request.amounts),
             groups=list(groups), detail={"error": detail}, latency_ms=latency_ms,
         )  # fmt: skip
-        self.spool.add_decision(row)
+        self._keep(row)
         if allow:
             events = [{"message": text, "html_message": messages.html.escape(text)}]
             gate.set(events)
