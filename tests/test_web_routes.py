@@ -66,16 +66,6 @@ async def test_an_admin_looking_at_someone_else_reads_about_them(base_url):
     assert "This user&#x27;s quota is a" in r.text
 
 
-async def test_limits_from_a_per_user_entry_are_not_called_a_group(base_url):
-    async with client(base_url, "alice") as c:  # examples/policy.yaml: users: alice
-        r = await c.get("")
-    assert "limits from a per-user entry for alice" in r.text
-    assert "limits from regular" not in r.text
-    async with client(base_url, "dana") as c:
-        r = await c.get("")
-    assert "limits from group regular" in r.text
-
-
 async def test_database_down_gives_a_reason_and_health_says_so():
     async with silent_port() as port:
         engine = db.create_engine(f"postgresql+asyncpg://quota@127.0.0.1:{port}/ledger",
