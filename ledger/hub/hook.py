@@ -38,7 +38,7 @@ from ledger.hub.denial import (
 )
 from ledger.hub.request import spawner_groups, spawner_request
 from ledger.hub.spool import DecisionSpool
-from ledger.store import policy_file, queries
+from ledger.store import policy_file
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
 from ledger.store.decide import decision_row
