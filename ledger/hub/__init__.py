@@ -6,6 +6,11 @@ of your own::
     from ledger.hub import install_quota_hook
     install_quota_hook(c)  # QUOTA_LEDGER_DB_URL, QUOTA_LEDGER_CONFIG from the environment
 
+and, for the quota page and the enforcer as hub-managed services::
+
+    from ledger.hub import install_quota_services
+    install_quota_services(c)  # appends to c.JupyterHub.services / load_roles
+
 See docs/hub.md. The enforcer (``quota-ledger enforce``) lives in ``ledger.enforcer.enforcer``.
 """
 
@@ -14,8 +19,18 @@ from __future__ import annotations
 import inspect
 
 from ledger.hub.hook import QuotaHook, attach_progress, quota_error
+from ledger.hub.pages import TEMPLATE_DIR, add_template_dir
+from ledger.hub.services import install_quota_services
 
-__all__ = ["ChainedHook", "QuotaHook", "attach_progress", "install_quota_hook", "quota_error"]
+__all__ = [
+    "ChainedHook",
+    "QuotaHook",
+    "add_template_dir",
+    "attach_progress",
+    "install_quota_hook",
+    "install_quota_services",
+    "quota_error",
+]
 
 
 def _configured_hooks(c) -> dict[str, object]:
@@ -41,6 +56,7 @@ def install_quota_hook(
     record: str = "all",
     record_usage: bool = False,
     record_usage_heartbeat_seconds: float = 30.0,
+    denial_page: bool = True,
 ) -> QuotaHook:
     """Install the quota check as ``pre_spawn_hook`` on config ``c``; returns the hook.
 
@@ -50,6 +66,8 @@ def install_quota_hook(
 
     ``record_usage=True``: the hub records the usage of servers no collector sees (any
     spawner but KubeSpawner and DockerSpawner) — see ledger/hub/recorder.py, docs/docker.md.
+    ``denial_page`` adds our templates (the friendly refusal page) to the hub's
+    ``template_paths``, after the operator's own (``ledger.hub.pages``).
     """
     options = dict(
         db_url=db_url,
@@ -68,6 +86,8 @@ def install_quota_hook(
     for section, previous in existing.items():
         # one hook (one engine, one policy watcher); each section keeps its own earlier hook
         c[section]["pre_spawn_hook"] = ChainedHook(previous, hook)
+    if denial_page:
+        add_template_dir(c, TEMPLATE_DIR, {"quota_denial_of": hook.denial_of})
     return hook
 
 
