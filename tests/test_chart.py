@@ -470,8 +470,9 @@ def test_web_service_env_and_probes(chart, base_url, prefix):
         "name": "hub",
         "key": "hub.services.quota.apiToken",
     }
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": prefix + "healthz", "port": "http"}
+    # alive while the database is down (healthz), ready only when the ledger answers (readyz)
+    assert c["livenessProbe"]["httpGet"] == {"path": prefix + "healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": prefix + "readyz", "port": "http"}
     svc = one(docs, "Service", "quota-ledger-web")
     assert svc["spec"]["ports"][0]["port"] == 8080
 
