@@ -187,3 +187,11 @@ def test_record_rounding_and_wording():
     assert text["limit_source"] == "regular (default for users in no listed group)"
     summed = LimitSource.of_budget("sum:a+b+c", ("a+b", "c"))
     assert summed.groups == ("a+b", "c")  # a "+" inside a group name survives
+
+
+def test_a_per_user_limit_is_named_as_the_users_own(fresh_db_url):
+    """alice is in `regular` but her memory limit is her own entry under `users:`: the
+    membership line must not say her memory limit comes from regular."""
+    result = cli(fresh_db_url, "usage", "alice", "--group", "regular")
+    assert result.returncode == 0, result.stderr
+    assert "limits from regular; memory set for this user" in result.stdout

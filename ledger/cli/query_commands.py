@@ -167,7 +167,7 @@ def _print_decision(status) -> None:
     verdict = "[bold green]ALLOWED[/]" if decision.allowed else "[bold red]DENIED[/]"
     out.print(verdict, end="  ")
     out.print(
-        f"{decision.username} ({usage_text.membership_text(status.membership)}) "
+        f"{decision.username} ({usage_text.membership_text(status.membership, status.resources)}) "
         f"at {iso(decision.at)}",
         markup=False,
     )
@@ -205,7 +205,8 @@ async def run_usage(args) -> int:
         return 0
     out = console()
     out.print(
-        f"{user} ({usage_text.membership_text(status.membership)}) at {iso(at)}", markup=False
+        f"{user} ({usage_text.membership_text(status.membership, status.resources)}) at {iso(at)}",
+        markup=False,
     )
     _print_resources(out, status)
     for server in status.running_servers:

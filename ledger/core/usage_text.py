@@ -11,6 +11,7 @@ times rounded down.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from ledger.core.quantities import format_amount, format_duration, format_hours
@@ -74,22 +75,34 @@ def source_text(source: LimitSource) -> str:
     return "no limit"
 
 
-def limits_text(m: Membership) -> str:
-    """``"limits from regular (default for users in no listed group)"``."""
+def limits_text(m: Membership, resources: Mapping[str, ResourceUsage] | None = None) -> str:
+    """``"limits from regular (default for users in no listed group)"``; with ``resources``,
+    the ones whose limit is the user's own entry under ``users:`` are named too
+    (``"limits from regular; memory set for this user"``)."""
     if m.denied_all:
         return "no limits: users in no listed group may not start servers"
+    own = [n for n, r in (resources or {}).items() if r.source.kind == "user"]
+    from_groups = [
+        n for n, r in (resources or {}).items() if r.source.kind in ("group", "unlisted")
+    ]
+    if own and not from_groups:
+        return "limits set for this user only"
     if m.unlisted == "unlimited":
-        return "no limits (users in no listed group are unlimited)"
-    if m.unlisted:
-        return f"limits from {m.unlisted} (default for users in no listed group)"
-    if m.policy_groups:
-        return "limits from " + ", ".join(m.policy_groups)
-    return "limits set for this user only"
+        text = "no limits (users in no listed group are unlimited)"
+    elif m.unlisted:
+        text = f"limits from {m.unlisted} (default for users in no listed group)"
+    elif m.policy_groups:
+        text = "limits from " + ", ".join(m.policy_groups)
+    else:
+        return "limits set for this user only"
+    if own:
+        text += f"; {', '.join(own)} set for this user"
+    return text
 
 
-def membership_text(m: Membership) -> str:
+def membership_text(m: Membership, resources: Mapping[str, ResourceUsage] | None = None) -> str:
     """``"groups: none; limits from regular (default for users in no listed group)"``."""
-    return f"groups: {', '.join(m.groups) or 'none'}; {limits_text(m)}"
+    return f"groups: {', '.join(m.groups) or 'none'}; {limits_text(m, resources)}"
 
 
 def cells(r: ResourceUsage, now: datetime) -> dict[str, str]:

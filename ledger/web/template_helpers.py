@@ -82,6 +82,6 @@ def percent(handler, value) -> str:
     return usage_text.percent_text(None if value is None else float(value))
 
 
-def membership(handler, m) -> str:
+def membership(handler, m, resources=None) -> str:
     """Whose limits apply: ``"limits from power"`` (``ledger.core.usage_text``)."""
-    return usage_text.limits_text(m)
+    return usage_text.limits_text(m, resources)
