@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export QUOTA_LEDGER_HOME ?= $(CURDIR)/.quota-ledger
 
-.PHONY: demo test lint fmt bench bench-prometheus browser clean
+.PHONY: demo test lint fmt bench bench-prometheus browser psql clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,22 @@ browser:
 	    case "$$CI" in true|1|yes) echo "error: CI=true needs chromium for the browser tests"; exit 1;; \
 	      *) echo "warning: browser tests will be skipped";; esac; fi; }
 
+# The docs' SQL examples run in the real psql client (tests/test_docs_sql.py); same rules as
+# the browser: installed when root, a failure under CI=true, a skip with a warning elsewhere.
+psql:
+	@test -x /usr/bin/psql || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null) \
+	      || { echo "could not install psql (apt-get install postgresql-client)"; missing=1; }; \
+	  else echo "/usr/bin/psql missing and not root: apt-get install postgresql-client"; missing=1; fi; \
+	  if [ -n "$$missing" ]; then \
+	    case "$$CI" in true|1|yes) echo "error: CI=true needs psql for the docs' SQL tests"; exit 1;; \
+	      *) echo "warning: the docs' SQL tests will be skipped";; esac; fi; }
+
 demo: $(STAMP)
 	$(BIN)/quota-ledger demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser psql
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest
