@@ -47,7 +47,7 @@ class Block:
 def blocks(path: Path) -> list[Block]:
     """Every fenced block of one Markdown file, with its markers and stated result."""
     lines = path.read_text().splitlines()
-    rel = path.relative_to(ROOT) if path.is_absolute() else path
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     found: list[Block] = []
     pending: list[str] = []
     prose = ""
