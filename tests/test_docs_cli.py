@@ -53,27 +53,34 @@ def expected_status(comment: str) -> int:
     return int(found[1]) if found else 0
 
 
-def documented_keys(command: str) -> set[str]:
-    """The JSON keys docs/cli.md's tables list for ``command`` (check, usage) and every user."""
+def documented_keys() -> dict[str, set[str]]:
+    """docs/cli.md's key tables: ``### title`` -> the backticked keys of its first column."""
     path = ROOT / "docs/cli.md"
-    if not path.exists():
-        return set()
-    keys, section = set(), None
-    for line in path.read_text().splitlines():
+    tables: dict[str, set[str]] = {}
+    title = None
+    for line in path.read_text().splitlines() if path.exists() else []:
         if line.startswith("### "):
             title = line[4:].strip()
-            section = (
-                "user"
-                if title == "Per user"
-                else command
-                if title.startswith(f"`{command} ")
-                else None
-            )
-        elif section == "user" and line.startswith("| `"):
-            keys.update(re.findall(r"`(\w+)`", line.split("|")[1]))
-        elif section == command and line.startswith("| `"):
-            keys.update(re.findall(r"`(\w+)`", line.split("|")[1]))
-    return keys
+        elif title and line.startswith("| `"):
+            tables.setdefault(title, set()).update(re.findall(r"`(\w+)`", line.split("|")[1]))
+    return tables
+
+
+def missing_keys(command: str, printed) -> list[str]:
+    """The keys docs/cli.md lists for ``command``'s JSON that ``printed`` lacks."""
+    tables = documented_keys()
+    own = next((keys for title, keys in tables.items() if title.startswith(f"`{command} ")), set())
+    users = printed if isinstance(printed, list) else [printed]
+    missing = set()
+    for user in users:
+        if not isinstance(user, dict) or "username" not in user:
+            continue  # not a per-user object (the decision log)
+        missing |= (tables.get("Per user", set()) | own) - set(user)
+        for name, record in user.get("resources", {}).items():
+            missing |= {
+                f"resources.{name}.{k}" for k in tables.get("Per resource", set()) - set(record)
+            }
+    return sorted(missing)
 
 
 @pytest.fixture(scope="module")
