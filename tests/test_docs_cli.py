@@ -54,12 +54,17 @@ def expected_status(comment: str) -> int:
 
 
 def documented_keys() -> dict[str, set[str]]:
-    """docs/cli.md's key tables: ``### title`` -> the backticked keys of its first column."""
+    """docs/cli.md's key tables: ``### title`` -> the backticked keys of its first column;
+    ``commands`` -> the commands named by the ``## JSON of …`` heading the tables belong to."""
     path = ROOT / "docs/cli.md"
     tables: dict[str, set[str]] = {}
     title = None
     for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("### "):
+        if line.startswith("## "):
+            title = None
+            if line.startswith("## JSON of"):
+                tables["commands"] = set(re.findall(r"`(\w+)`", line))
+        elif line.startswith("### "):
             title = line[4:].strip()
         elif title and line.startswith("| `"):
             tables.setdefault(title, set()).update(re.findall(r"`(\w+)`", line.split("|")[1]))
@@ -69,12 +74,12 @@ def documented_keys() -> dict[str, set[str]]:
 def missing_keys(command: str, printed) -> list[str]:
     """The keys docs/cli.md lists for ``command``'s JSON that ``printed`` lacks."""
     tables = documented_keys()
+    if command not in tables.get("commands", set()):
+        return []
     own = next((keys for title, keys in tables.items() if title.startswith(f"`{command} ")), set())
     users = printed if isinstance(printed, list) else [printed]
     missing = set()
     for user in users:
-        if not isinstance(user, dict) or "username" not in user:
-            continue  # not a per-user object (the decision log)
         missing |= (tables.get("Per user", set()) | own) - set(user)
         for name, record in user.get("resources", {}).items():
             missing |= {
