@@ -52,7 +52,7 @@ from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
 from ledger.core.decision import ServerRequest, evaluate  # noqa: E402
-from ledger.core.policy import parse_policy  # noqa: E402
+from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.store import db, importer, queries  # noqa: E402
 from ledger.store.decide import decide  # noqa: E402
 from ledger.store.report import build_report  # noqa: E402

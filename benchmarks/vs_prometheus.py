@@ -67,7 +67,7 @@ class Ledger:
 
     async def open(self) -> None:
         from ledger.core.decision import ServerRequest
-        from ledger.core.policy import parse_policy
+        from ledger.core.policy_yaml import parse_policy
         from ledger.store import db, embedded
 
         self.policy = parse_policy(BENCH_POLICY, "<benchmark policy>")

@@ -44,7 +44,7 @@ from tornado.netutil import bind_sockets  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
 from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
-from ledger.core.policy import parse_policy  # noqa: E402
+from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.store import db  # noqa: E402
 from ledger.web.app import make_app  # noqa: E402
 from ledger.web.auth import log_request  # noqa: E402

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 
-from ledger.cli.common import CommandError, database_url, engine_of
+from ledger.cli.common import CommandError, database_url, engine_of, policy_source
 
 log = logging.getLogger("collector")
 
@@ -22,7 +22,8 @@ def add_parser(subparsers, common) -> list[str]:
         parents=[common],
         help="watch Kubernetes pods and write their resource intervals to the ledger",
         description="List and watch the pods of JupyterHub servers (and configured workloads) "
-        "and keep the ledger's segments exact. See docs/collector.md.",
+        "and keep the ledger's segments exact, charged per the quota policy's accounting: "
+        "block (--config FILE or $QUOTA_LEDGER_CONFIG). See docs/collector.md.",
     )
     p.add_argument("--settings", metavar="FILE", help="collector settings YAML (default: built-in)")
     p.add_argument(
@@ -66,6 +67,9 @@ async def run(args) -> int:
         settings = load_settings(args.settings)
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
+    # The policy's accounting: block says what is charged (charge basis, extended
+    # resources); the hub hook judges spawns by the same block, so there is no default here.
+    current_policy = policy_source(args, watch=True)
     try:
         from kubernetes_asyncio.config import ConfigException
     except ModuleNotFoundError:
@@ -78,12 +82,12 @@ async def run(args) -> int:
         raise CommandError(f"no Kubernetes configuration: {exc}") from None
     try:
         async with engine_of(args) as engine:
-            return await _run_collector(args, settings, engine, api_client)
+            return await _run_collector(args, settings, current_policy, engine, api_client)
     finally:
         await api_client.close()  # idempotent; the collector closes it too
 
 
-async def _run_collector(args, settings, engine, api_client) -> int:
+async def _run_collector(args, settings, current_policy, engine, api_client) -> int:
     from collector.daemon import Collector
 
     collector = Collector(
@@ -93,6 +97,7 @@ async def _run_collector(args, settings, engine, api_client) -> int:
         collector_id=args.collector_id,
         http_host=args.http_host,
         http_port=None if args.http_port < 0 else args.http_port,
+        accounting=current_policy,
     )
     if args.once:
         return await collector.run_once()

@@ -2,12 +2,16 @@
 
 In-process API (the CLI and the demo use it)::
 
-    collector = Collector(settings, engine, api_client_factory, collector_id="demo")
+    collector = Collector(settings, engine, api_client_factory, collector_id="demo",
+                          accounting=policy_watcher.current)  # or an Accounting
     exit_code = await collector.run(stop_event)     # until stop_event is set
     exit_code = await collector.run_once()          # list, reconcile, write, return
 
 ``api_client_factory()`` returns (or awaits to) a ``kubernetes_asyncio.client.ApiClient``;
-the collector closes it. This module is the edge that reads the clock (``clock``).
+the collector closes it. ``accounting`` (``ledger.core.accounting``: charge basis and
+extended resources, the policy's ``accounting:`` block) is an ``Accounting`` or a callable
+returning the current policy or accounting; a change applies from the next event and triggers a
+re-list, so running pods are re-sized at once. This module is the edge that reads the clock.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collector.settings import Settings, Workload
 from collector.watcher import PodWatch, Scope
 from collector.write_buffer import BufferFull, WriteBuffer
 from ledger import __version__
+from ledger.core.accounting import Accounting
 from ledger.core.segment_plan import (
     CloseSegment,
     OpenSegment,
@@ -67,8 +72,12 @@ class Collector:
         http_host: str = "0.0.0.0",
         http_port: int | None = None,
         clock: Callable[[], datetime] = utcnow,
+        accounting: Accounting | Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
+        fixed = accounting or Accounting()
+        self._accounting_source = fixed if callable(fixed) else (lambda: fixed)
+        self.accounting = self._current_accounting()
         self.engine = engine
         self.api_client_factory = api_client_factory
         self.hostname = socket.gethostname()
@@ -113,8 +122,7 @@ class Collector:
             view = parse_pod(
                 pod,
                 self._identities[scope.workload.name],
-                extended=self.settings.resources,
-                charge_basis=self.settings.charge_basis,
+                accounting=self.accounting,
                 deleted=event_type == "DELETED",
                 observed_at=observed_at,
             )
@@ -213,8 +221,26 @@ class Collector:
 
     # --- periodic jobs ---------------------------------------------------------------------
 
+    def _current_accounting(self) -> Accounting:
+        current = self._accounting_source()
+        return getattr(current, "accounting", current)  # a Policy carries its Accounting
+
+    async def check_accounting(self) -> None:
+        """Apply an edited accounting: block: charge from now on, re-size running pods."""
+        current = self._current_accounting()
+        if current == self.accounting:
+            return
+        log.info(
+            "event=accounting_changed charge_basis=%s resources=%s",
+            current.charge_basis,
+            ",".join(f"{k}={v}" for k, v in current.resources.items()),
+        )
+        self.accounting = current
+        await self.relist()
+
     async def heartbeat(self) -> None:
         """Keep last_seen_at of live pods fresh and report health in collector_heartbeats."""
+        await self.check_accounting()
         now = self.clock()
         try:
             for watch in self.watches:
@@ -250,7 +276,7 @@ class Collector:
             "live_pods": live,
             "detail": {
                 "scopes": [str(s) for s in self.scopes],
-                "charge_basis": self.settings.charge_basis,
+                "charge_basis": self.accounting.charge_basis,
                 "listed": all(w.listed.is_set() for w in self.watches),
                 "writes_rejected_total": self.buffer.rejected_total,
             },

@@ -1,7 +1,8 @@
 """Pure pod parsing: a Kubernetes pod (its JSON dict shape) → what the ledger charges.
 
-No I/O and no clock: the caller passes ``observed_at``. The rules are in docs/accounting.md ("What is
-charged") and docs/collector.md; the Kubernetes references are linked where they apply.
+No I/O and no clock: the caller passes ``observed_at``. The rules are in docs/collector.md and
+docs/accounting.md; what a pod's containers are charged is ``ledger.core.accounting``, the
+rule the hub hook applies to a spawner's traits too.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger.core.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
+from ledger.core.accounting import Accounting, pod_amounts
+from ledger.core.quantities import QuantityError, memory_bytes
 from ledger.core.segment_plan import OomKill, PodView, Resources
 
 Pod = dict[str, Any]
-CHARGE_BASES = ("requests", "limits", "max")
 
 
 class PodSkipped(ValueError):
@@ -47,99 +48,6 @@ def _identity_value(meta: dict, key: str, from_label: bool) -> str | None:
     source = meta.get("labels" if from_label else "annotations") or {}
     value = source.get(key)
     return value if isinstance(value, str) else None
-
-
-def _amount(short: str, quantity: Any, where: str) -> int:
-    if short == "cpu":
-        return cpu_millicores(quantity, where=where)
-    if short == "memory":
-        return memory_bytes(quantity, where=where)
-    return device_count(quantity, where=where)
-
-
-def _container_amounts(
-    resources: dict | None, names: dict[str, str], basis: str, where: str
-) -> dict[str, int]:
-    """One container's chargeable amount per short resource name.
-
-    Kubernetes defaults a missing request to the limit; with no limit, ``limits`` falls back
-    to the request (an unlimited container is charged what it reserved).
-    https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/
-    """
-    resources = resources or {}
-    requests = resources.get("requests") or {}
-    limits = resources.get("limits") or {}
-    out: dict[str, int] = {}
-    for short, k8s_name in names.items():
-        limit_q = limits.get(k8s_name)
-        request_q = requests.get(k8s_name, limit_q)
-        request = (
-            0 if request_q is None else _amount(short, request_q, f"{where} request {k8s_name}")
-        )
-        limit = None if limit_q is None else _amount(short, limit_q, f"{where} limit {k8s_name}")
-        if basis == "requests":
-            out[short] = request
-        elif basis == "limits":
-            out[short] = request if limit is None else limit
-        else:
-            out[short] = request if limit is None else max(request, limit)
-    return out
-
-
-def effective_amounts(pod: Pod, names: dict[str, str], basis: str) -> dict[str, int]:
-    """max(sum of app containers (+ sidecars), max of each init container (+ sidecars started
-    before it)) + pod overhead, per resource.
-
-    https://kubernetes.io/docs/concepts/workloads/pods/init-containers/#resource-sharing-within-containers
-    https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/#resource-sharing-within-containers
-    https://kubernetes.io/docs/concepts/scheduling-eviction/pod-overhead/
-    App containers use ``status.containerStatuses[].resources`` when present: after an
-    in-place resize that is what the kubelet actually applied, while spec is only desired.
-    https://kubernetes.io/docs/tasks/configure-pod-container/resize-container-resources/
-    """
-    spec = pod.get("spec") or {}
-    actual = {
-        s.get("name"): s["resources"]
-        for s in (pod.get("status") or {}).get("containerStatuses") or []
-        if s.get("resources")
-    }
-    app_sum = dict.fromkeys(names, 0)
-    for container in spec.get("containers") or []:
-        name = container.get("name")
-        resources = actual.get(name, container.get("resources"))
-        for short, value in _container_amounts(
-            resources, names, basis, f"container {name}"
-        ).items():
-            app_sum[short] += value
-    sidecars = dict.fromkeys(names, 0)
-    init_max = dict.fromkeys(names, 0)
-    for container in spec.get("initContainers") or []:
-        name = container.get("name")
-        amounts = _container_amounts(
-            container.get("resources"), names, basis, f"init container {name}"
-        )
-        is_sidecar = container.get("restartPolicy") == "Always"
-        for short, value in amounts.items():
-            if is_sidecar:
-                sidecars[short] += value
-                init_max[short] = max(init_max[short], sidecars[short])
-            else:
-                init_max[short] = max(init_max[short], value + sidecars[short])
-    overhead = spec.get("overhead") or {}
-    out = {}
-    for short, k8s_name in names.items():
-        extra = (
-            0
-            if k8s_name not in overhead
-            else _amount(short, overhead[k8s_name], f"overhead {k8s_name}")
-        )
-        out[short] = max(app_sum[short] + sidecars[short], init_max[short]) + extra
-    return out
-
-
-def resource_names(extended: dict[str, str]) -> dict[str, str]:
-    """Short name → Kubernetes resource name, cpu and memory first."""
-    return {"cpu": "cpu", "memory": "memory", **extended}
 
 
 def as_resources(amounts: dict[str, int]) -> Resources:
@@ -178,7 +86,18 @@ def terminated_at(pod: Pod) -> datetime | None:
     return max(finished)
 
 
-def oom_kills(pod: Pod, names: dict[str, str]) -> tuple[OomKill, ...]:
+def effective_amounts(pod: Pod, accounting: Accounting) -> dict[str, int]:
+    """What the pod is charged per short resource name (``ledger.core.accounting.pod_amounts``),
+    with the resources the kubelet reports it applied to app containers where present."""
+    applied = {
+        s.get("name"): s["resources"]
+        for s in (pod.get("status") or {}).get("containerStatuses") or []
+        if s.get("resources")
+    }
+    return pod_amounts(pod.get("spec") or {}, accounting, applied=applied)
+
+
+def oom_kills(pod: Pod) -> tuple[OomKill, ...]:
     """Terminations with reason OOMKilled, from state and lastState of every container."""
     kills = []
     spec = pod.get("spec") or {}
@@ -210,8 +129,7 @@ def parse_pod(
     pod: Pod,
     identity: Identity,
     *,
-    extended: dict[str, str],
-    charge_basis: str = "requests",
+    accounting: Accounting,
     deleted: bool = False,
     observed_at: datetime,
 ) -> PodView:
@@ -234,9 +152,8 @@ def parse_pod(
         servername = (
             _identity_value(meta, identity.servername_key, identity.servername_from_label) or ""
         )
-    names = resource_names(extended)
     try:
-        amounts = effective_amounts(pod, names, charge_basis)
+        amounts = effective_amounts(pod, accounting)
     except QuantityError as exc:
         raise PodSkipped("bad_quantity", f"{where}: {exc}") from None
     started_at = start_time(pod)
@@ -267,5 +184,5 @@ def parse_pod(
         ended_at=ended_at,
         end_reason=end_reason,
         resize_requested_at=_condition_since(status, ("PodResizeInProgress",)),
-        oom_kills=oom_kills(pod, names),
+        oom_kills=oom_kills(pod),
     )

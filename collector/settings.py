@@ -1,25 +1,29 @@
 """The collector's settings file (YAML), validated strictly: unknown keys are errors.
 
-Durations accept seconds (``30``) or ``30s`` / ``10m`` / ``2h`` / ``400d``; ``retention: 0``
-or ``null`` keeps rows forever. Every error names the file, the key and what would be valid.
+Durations are written in the one syntax of ``ledger.core.durations`` (``30s``, ``10m``,
+``2h``, ``400d``, ``200ms``, ``1d12h``); a bare number is seconds here, so files written
+before units existed keep working. ``retention: 0`` or ``null`` keeps rows forever. Every
+error names the file, the key and what would be valid.
+
+What is charged (charge basis, extended resources) is not here: it is the policy's
+``accounting:`` block, which the hub hook reads too (``ledger.core.accounting``).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ledger.core.resources import DEFAULT_EXTENDED_RESOURCES
+from ledger.core.durations import DurationError, duration_seconds
 
 JUPYTERHUB_SELECTOR = "component=singleuser-server"  # the Zero-to-JupyterHub default
 USERNAME_ANNOTATION = "hub.jupyter.org/username"
 SERVERNAME_ANNOTATION = "hub.jupyter.org/servername"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+# Keys that moved to the policy's accounting: block; refused with where to write them, so the
+# collector and the hub hook can never charge on two different bases.
+MOVED_TO_POLICY = ("charge_basis", "resources")
 
 
 class SettingsError(ValueError):
@@ -27,17 +31,11 @@ class SettingsError(ValueError):
 
 
 def parse_duration_seconds(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or e.g. 30s, 10m, 2h, 400d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m[1]) * _UNIT_SECONDS[m[2]]
-    else:
-        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 10m, 2h, 400d or 30")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
+    """A settings duration → seconds (a bare number is seconds)."""
+    try:
+        return float(duration_seconds(value, bare_seconds=True))
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -77,8 +75,6 @@ class Settings(_Strict):
     namespaces: list[str] = []  # empty: all namespaces
     label_selector: str = JUPYTERHUB_SELECTOR
     workloads: list[Workload] = []
-    charge_basis: Literal["requests", "limits", "max"] = "requests"
-    resources: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_EXTENDED_RESOURCES))
     heartbeat_interval: float = 30.0  # seconds
     relist_interval: float = 600.0
     retention: float | None = 400 * 86400.0  # None: keep forever
@@ -114,14 +110,6 @@ class Settings(_Strict):
         seconds = parse_duration_seconds(value)
         return seconds or None
 
-    @field_validator("resources")
-    @classmethod
-    def _resources(cls, value: dict[str, str]) -> dict[str, str]:
-        for short in value:
-            if short in {"cpu", "memory"}:
-                raise ValueError(f"{short!r} is always charged; list only extended resources")
-        return value
-
     @model_validator(mode="after")
     def _unique_workloads(self) -> Settings:
         names = [w.name for w in self.all_workloads()]
@@ -145,6 +133,16 @@ def parse_settings(data: object, source: str = "<settings>") -> Settings:
         data = {}
     if not isinstance(data, dict):
         raise SettingsError(f"{source}: the settings must be a mapping of keys to values")
+    moved = [key for key in MOVED_TO_POLICY if key in data]
+    if moved:
+        lines = [f"{source}: invalid collector settings:"]
+        lines += [
+            f"  {key}: moved to the quota policy (the file of --config / $QUOTA_LEDGER_CONFIG), "
+            f"where the hub hook reads it too; write it there as accounting: "
+            f"{{{key}: {_flow(data[key])}}} and remove it here"
+            for key in moved
+        ]
+        raise SettingsError("\n".join(lines))
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
@@ -157,6 +155,16 @@ def parse_settings(data: object, source: str = "<settings>") -> Settings:
                 message = f"unknown key; valid keys here: {valid}"
             lines.append(f"  {key}: {message}")
         raise SettingsError("\n".join(lines)) from None
+
+
+def _flow(value: object) -> str:
+    """A settings value as one line of YAML flow style, for messages."""
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10**6)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
 
 
 def _fields_at(loc: tuple) -> set[str]:

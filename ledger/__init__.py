@@ -27,9 +27,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Decision": ("ledger.core.decision", "Decision"),
     "ServerRequest": ("ledger.core.decision", "ServerRequest"),
     "Policy": ("ledger.core.policy", "Policy"),
-    "PolicyError": ("ledger.core.policy", "PolicyError"),
-    "load_policy": ("ledger.core.policy", "load_policy"),
-    "parse_policy": ("ledger.core.policy", "parse_policy"),
+    "PolicyError": ("ledger.core.policy_yaml", "PolicyError"),
+    "load_policy": ("ledger.store.policy_file", "load_policy"),
+    "parse_policy": ("ledger.core.policy_yaml", "parse_policy"),
     "QuantityError": ("ledger.core.quantities", "QuantityError"),
 }
 

@@ -39,9 +39,9 @@ def add_parser(subparsers, common) -> list[str]:
 
 
 async def run(args) -> int:
-    from ledger.core.policy import load_policy
     from ledger.core.times import utcnow
     from ledger.store import db, embedded
+    from ledger.store.policy_file import load_policy
 
     if args.db:
         raise CommandError("the demo always uses its own embedded database; drop --db")

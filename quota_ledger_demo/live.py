@@ -6,7 +6,8 @@ through the real kubernetes_asyncio client into the demo's ledger. When JupyterH
 installed, a real hub runs beside them (quota_ledger_demo.hub), so a person can log in, spawn, see
 the quota progress line, hit the quota and see the denial page, and open the quota page.
 
-Lives in ``collector`` because it runs Kubernetes code, which ``ledger`` never imports.
+Its two queries (open collector segments with their 30-day usage) are the demo's own table,
+so they live here rather than in ledger.store.
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ async def run_live(engine, url: str, out, policy, home, live_seconds: float) -> 
     api_url = await server.start(host="127.0.0.1", port=0)
     out.print(f"fake Kubernetes API server at {api_url} (namespace {NAMESPACE})")
     settings = Settings(heartbeat_interval=5, relist_interval=60, namespaces=[NAMESPACE])
-    collector = Collector(settings, engine, _api_client_factory(api_url), collector_id="demo")
+    collector = Collector(
+        settings, engine, _api_client_factory(api_url), collector_id="demo",
+        accounting=policy.accounting,  # the policy the demo hub checks spawns with
+    )  # fmt: skip
     stop = asyncio.Event()
     tasks = [asyncio.create_task(collector.run(stop), name="collector")]
     tasks.append(

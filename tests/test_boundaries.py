@@ -83,6 +83,8 @@ PLANTED = [
     ("ledger.store.queries", "import tornado", "The store holds the SQL"),
     ("ledger.cli.common", "import collector.daemon", "ledger never imports the collector"),
     ("ledger.web.chart", "import kubernetes_asyncio", "ledger never imports the collector"),
+    ("ledger.enforcer.hub_api", "import docker", "ledger never imports the collector"),
+    ("ledger.core.resources", "import aiodocker", "The core is pure"),
     ("collector.daemon", "import quota_ledger_demo.fake_store", "No product module imports"),
     ("ledger.store.status", "from ledger.store import page_reads", "No import cycles"),
 ]
@@ -178,6 +180,48 @@ def test_the_string_check_catches_an_import_by_name():
         "kubernetes_asyncio",
         "quota_ledger_demo",
     ]
+
+
+SQL_BUILDERS = {"text", "select", "insert", "update", "delete", "func", "bindparam", "literal"}
+SQL_STATEMENT = re.compile(
+    r"\b(SELECT\b.+\bFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|SELECT\s+\d)\b",
+    re.DOTALL,
+)
+
+
+def _sql_in(tree: ast.AST) -> list[tuple[int, str]]:
+    """SQL statement builders imported from SQLAlchemy, and string constants holding SQL."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+            found += [(node.lineno, a.name) for a in node.names if a.name in SQL_BUILDERS]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if SQL_STATEMENT.search(node.value):
+                found.append((node.lineno, node.value.strip().splitlines()[0][:60]))
+    return found
+
+
+def test_sql_lives_in_the_store():
+    """Every SQL statement of the product is in ledger/store (the demo's live table aside)."""
+    offenders = []
+    for package in ("ledger", "collector"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.is_relative_to(ROOT / "ledger" / "store"):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            offenders += [f"{path.relative_to(ROOT)}:{n}: {what}" for n, what in _sql_in(tree)]
+    assert offenders == []
+
+
+def test_the_sql_check_finds_sql():
+    source = (
+        "from sqlalchemy import text\n"
+        "Q = 'SELECT username FROM segments WHERE x = :x'\n"
+        "async def ping(conn):\n"
+        "    await conn.execute(text('SELECT 1'))\n"
+        "HELP = 'select a user from the list'\n"  # prose, not SQL
+    )
+    assert [n for n, _ in _sql_in(ast.parse(source))] == [1, 2, 4]
 
 
 def _cycles(graph: grimp.ImportGraph, modules: set[str]) -> list[list[str]]:

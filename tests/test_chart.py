@@ -230,6 +230,8 @@ def test_release_name_containing_chart_name_is_not_repeated(chart):
         ({"collector": {"setings": {"namespaces": []}}}, "setings"),
         ({"collector": {"settings": {"label_selectr": "x"}}}, "label_selectr"),
         ({"collector": {"settings": {"charge_basis": "request"}}}, "charge_basis"),
+        ({"policy": {"accounting": {"charge_basis": "request"}}}, "charge_basis"),
+        ({"policy": {"window": 30}}, "window"),
         ({"collector": {"settings": {"retention": "forever"}}}, "retention"),
         ({"postgresql": {"persistance": {"enabled": False}}}, "persistance"),
         ({"enforcer": {"intervall": 30}}, "intervall"),
@@ -1077,13 +1079,17 @@ def _app(module: str):
 def test_rendered_settings_and_policy_load_in_the_application(chart, values_file):
     """collector.yaml and policy.yaml as rendered are accepted by the application's parsers."""
     settings_mod = _app("collector.settings")
-    policy_mod = _app("ledger.core.policy")
+    policy_mod = _app("ledger.core.policy_yaml")
     docs = render(chart, load_values(values_file) if values_file else {})
     data = one(docs, "ConfigMap", "quota-ledger-config")["data"]
     settings = settings_mod.parse_settings(yaml.safe_load(data["collector.yaml"]), "collector.yaml")
     assert settings.label_selector
     policy = policy_mod.parse_policy(data["policy.yaml"], "policy.yaml")
     assert policy.groups
+    expected_basis = (
+        "max" if values_file and values_file.endswith("namespaced.yaml") else "requests"
+    )
+    assert policy.accounting.charge_basis == expected_basis  # what the collector and hook read
     # SIGTERM flush must finish inside the pod's grace period
     collector = one(docs, "Deployment", "quota-ledger-collector")["spec"]["template"]["spec"]
     assert settings.shutdown_flush_timeout < collector["terminationGracePeriodSeconds"]
@@ -1100,7 +1106,7 @@ def test_z2jh_extra_config_imports_the_real_hook():
 def test_values_schema_knows_exactly_the_application_keys():
     """The chart's schema closes `policy` and `collector.settings` over the app's own keys."""
     settings_mod = _app("collector.settings")
-    policy_mod = _app("ledger.core.policy")
+    policy_mod = _app("ledger.core.policy_yaml")
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
     assert set(schema["policy"]["properties"]) == set(policy_mod.TOP_KEYS)
     collector = schema["collector"]["properties"]["settings"]["properties"]

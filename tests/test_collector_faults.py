@@ -250,10 +250,20 @@ async def test_cli_once_and_settings_errors(engine, fresh_db_url, server, tmp_pa
         return proc.returncode, err.decode()
 
     code, err = await cli("--once", "--kubeconfig", str(kubeconfig), "--http-port", "-1")
+    assert code == 2 and "no quota policy: pass --config FILE or set $QUOTA_LEDGER_CONFIG" in err
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("accounting: {charge_basis: requests}\n")
+    code, err = await cli(
+        "--once", "--config", str(policy), "--kubeconfig", str(kubeconfig), "--http-port", "-1"
+    )
     assert code == 0, err
     assert shape(await rows(engine)) == [("jupyter-cli", "cli", 2000, GiB, 0, T + S, None, None)]
     bad = tmp_path / "settings.yaml"
     bad.write_text(json.dumps({"charge_basis": "peak"}))
     code, err = await cli("--settings", str(bad))
     assert code == 2
-    assert f"{bad}: invalid collector settings" in err and "charge_basis" in err
+    assert f"{bad}: invalid collector settings" in err
+    assert "charge_basis: moved to the quota policy" in err and "accounting:" in err
+    policy.write_text("accounting: {charge_basis: peak}\n")
+    code, err = await cli("--config", str(policy))
+    assert code == 2 and "accounting.charge_basis: 'peak' is not one of requests" in err

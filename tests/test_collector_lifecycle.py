@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from test_collector_support import make_collector, rows, running, settled, shape, t0, wait_until
 
+from ledger.core.accounting import Accounting
 from quota_ledger_demo import simulator
 from quota_ledger_demo.fake_apiserver import FakeApiServer
 from quota_ledger_demo.simulated_hub import SimulatedHub
@@ -67,7 +68,7 @@ async def test_lifecycles_pending_running_stopped_resized_oom(engine, server):
 async def test_init_containers_overhead_and_limits_basis(engine, server):
     T = t0()
     hub = SimulatedHub(server)
-    collector = make_collector(engine, server, charge_basis="limits", http_port=None)
+    collector = make_collector(engine, server, accounting=Accounting("limits"), http_port=None)
     async with running(collector):
         name = hub.start(
             "dana", at=T, cpu="1", memory="2Gi", cpu_limit="3", memory_limit="6Gi",
@@ -78,6 +79,25 @@ async def test_init_containers_overhead_and_limits_basis(engine, server):
     assert shape(segments) == [
         ("jupyter-dana", "dana", 3250, 6 * GiB + 128 * 2**20, 0, T + S, T + 60 * S, "deleted")
     ]
+
+
+async def test_an_edited_accounting_block_resizes_running_pods_from_then_on(engine, server):
+    T = t0()
+    hub = SimulatedHub(server)
+    current = {"accounting": Accounting("requests")}
+    collector = make_collector(engine, server, accounting=lambda: current["accounting"])
+    async with running(collector):
+        hub.start("erin", at=T, cpu="1", memory="2Gi", cpu_limit="2", memory_limit="8Gi")
+        await settled(engine, collector, expected_count=1)
+        current["accounting"] = Accounting("limits")
+        await collector.check_accounting()  # what every heartbeat does
+        segments = await settled(engine, collector, expected_count=2)
+        beat = collector._heartbeat_row(collector.clock())
+    first, second = sorted(segments, key=lambda r: r["started_at"])
+    assert (first["memory_bytes"], first["end_reason"]) == (2 * GiB, "resized")
+    assert (second["memory_bytes"], second["cpu_millicores"]) == (8 * GiB, 2000)
+    assert second["ended_at"] is None and second["started_at"] == first["ended_at"]
+    assert beat["detail"]["charge_basis"] == "limits"
 
 
 async def test_malformed_pods_are_skipped_and_counted_and_ingest_continues(engine, server):

@@ -8,6 +8,7 @@ import pytest
 
 from collector.pods import Identity, PodSkipped, parse_pod
 from collector.settings import SettingsError, parse_settings
+from ledger.core.accounting import Accounting
 from ledger.core.segment_plan import CloseSegment, OpenSegment, RecordOom, ResizeSegment, plan
 from quota_ledger_demo import simulator
 
@@ -21,7 +22,8 @@ GiB = 2**30
 
 
 def view(pod, *, basis="requests", deleted=False, at=NOW):
-    return parse_pod(pod, HUB, extended=GPU, charge_basis=basis, deleted=deleted, observed_at=at)
+    accounting = Accounting(basis, GPU)
+    return parse_pod(pod, HUB, accounting=accounting, deleted=deleted, observed_at=at)
 
 
 def running(**size):
@@ -75,7 +77,8 @@ def test_extended_resources_other_than_gpu_go_to_extended():
     pod = running()
     pod["spec"]["containers"][0]["resources"]["requests"]["example.com/fpga"] = "2"
     pod["status"]["containerStatuses"][0]["resources"]["requests"]["example.com/fpga"] = "2"
-    v = parse_pod(pod, HUB, extended={**GPU, "fpga": "example.com/fpga"}, observed_at=NOW)
+    accounting = Accounting(resources={**GPU, "fpga": "example.com/fpga"})
+    v = parse_pod(pod, HUB, accounting=accounting, observed_at=NOW)
     assert v.resources[3] == (("fpga", 2),)
 
 
@@ -167,9 +170,44 @@ def test_settings_are_strict_and_name_the_key():
     assert [w.name for w in settings.all_workloads()] == ["jupyterhub", "dask"]
     assert parse_settings({"retention": 0}).retention is None
     with pytest.raises(SettingsError) as info:
-        parse_settings({"charge_basis": "average", "heartbeat_intervl": 3}, "c.yaml")
+        parse_settings({"relist_interval": "10 minutes", "heartbeat_intervl": 3}, "c.yaml")
     text = str(info.value)
-    assert "c.yaml" in text and "charge_basis" in text and "'requests', 'limits' or 'max'" in text
+    assert (
+        "c.yaml" in text
+        and "relist_interval: '10 minutes' is not a duration; write e.g. 30d" in text
+    )
     assert "heartbeat_intervl: unknown key; valid keys here:" in text
+    with pytest.raises(SettingsError, match="cannot be negative|is negative"):
+        parse_settings({"backoff_max": -1})
     with pytest.raises(SettingsError, match="exactly one of username_annotation"):
         parse_settings({"workloads": [{"name": "x", "label_selector": "a=b"}]})
+
+
+def test_settings_durations_share_the_policy_syntax_and_keep_bare_seconds():
+    settings = parse_settings({"heartbeat_interval": 30, "relist_interval": "1h30m",
+                               "watch_timeout": "1.5m", "backoff_max": "2"})  # fmt: skip
+    assert settings.heartbeat_interval == 30 and settings.relist_interval == 5400
+    assert settings.watch_timeout == 90 and settings.backoff_max == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"charge_basis": "limits"},
+            "c.yaml: invalid collector settings:\n  charge_basis: moved to the quota policy (the "
+            "file of --config / $QUOTA_LEDGER_CONFIG), where the hub hook reads it too; write it "
+            "there as accounting: {charge_basis: limits} and remove it here",
+        ),
+        (
+            {"resources": {"gpu": "amd.com/gpu"}},
+            "c.yaml: invalid collector settings:\n  resources: moved to the quota policy (the "
+            "file of --config / $QUOTA_LEDGER_CONFIG), where the hub hook reads it too; write it "
+            "there as accounting: {resources: {gpu: amd.com/gpu}} and remove it here",
+        ),
+    ],
+)
+def test_accounting_keys_in_settings_say_where_they_moved(settings, expected):
+    with pytest.raises(SettingsError) as info:
+        parse_settings(settings, "c.yaml")
+    assert str(info.value) == expected

@@ -27,7 +27,9 @@ def t0() -> datetime:
     return datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
-def make_collector(engine, server, collector_id="test", http_port=None, **settings) -> Collector:
+def make_collector(
+    engine, server, collector_id="test", http_port=None, accounting=None, **settings
+) -> Collector:
     def api_client():
         return client.ApiClient(client.Configuration(host=server.url))
 
@@ -38,6 +40,7 @@ def make_collector(engine, server, collector_id="test", http_port=None, **settin
         collector_id=collector_id,
         http_host="127.0.0.1",
         http_port=http_port,
+        accounting=accounting,
     )
 
 

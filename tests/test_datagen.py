@@ -12,7 +12,8 @@ if str(REPO) not in sys.path:  # benchmarks/ is not installed; it lives in the c
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
-from ledger.store.importer import parse_row, read_rows  # noqa: E402
+from ledger.core.import_rows import parse_row  # noqa: E402
+from ledger.store.importer import read_rows  # noqa: E402
 
 
 def _sample(seed: int) -> list[datagen.Segment]:

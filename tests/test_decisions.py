@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ledger.core.decision import ServerRequest
-from ledger.core.policy import parse_policy
+from ledger.core.policy_yaml import parse_policy
 from ledger.core.resources import GIB
 from ledger.store import queries
 from ledger.store.decide import decide, record

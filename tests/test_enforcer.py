@@ -14,10 +14,11 @@ import pytest
 from hub_support.ledger_data import insert, segment, write_policy
 from sqlalchemy import text
 
-from ledger.core.policy import load_policy, parse_policy
+from ledger.core.policy_yaml import parse_policy
 from ledger.core.times import parse_at
 from ledger.enforcer.enforcer import enforce_round
 from ledger.enforcer.hub_api import HubClient, HubError
+from ledger.store.policy_file import load_policy
 
 NOW = parse_at("2026-11-01T12:00:00Z")
 

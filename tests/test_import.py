@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from ledger.store.importer import ImportError_, read_rows, write_rows
+from ledger.core.import_rows import ImportError_
+from ledger.store.importer import read_rows, write_rows
 
 
 def jsonl(path, rows):

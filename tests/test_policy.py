@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.core.policy import (
-    Budget,
-    EffectiveLimits,
-    Enforcement,
-    Messages,
-    Policy,
-    PolicyError,
-    PolicyIssue,
-    PolicyWatcher,
-    load_policy,
-    parse_policy,
-)
+from ledger.core.accounting import Accounting
+from ledger.core.policy import Budget, EffectiveLimits, Enforcement, Messages, Policy
+from ledger.core.policy_yaml import PolicyError, PolicyIssue, parse_policy
+from ledger.store.policy_file import PolicyWatcher, load_policy
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.yaml"
 DAY = 86400
@@ -55,7 +47,7 @@ def test_example_policy_loads_as_is():
     assert policy.combine == "max"
     assert policy.unlisted_users == "regular"
     assert policy.on_ledger_error == "deny"
-    assert policy.resources == {"gpu": "nvidia.com/gpu"}
+    assert policy.accounting == Accounting("requests", {"gpu": "nvidia.com/gpu"})
     assert list(policy.groups) == ["regular", "power", "dev", "gpu-dev"]
     assert policy.groups["power"].budgets["memory"].limit_hours == 240
     assert policy.groups["gpu-dev"].budgets["gpu"].limit_hours == 160
@@ -191,9 +183,10 @@ def test_budget_windows_longer_than_the_policy_window():
 def test_extended_resources_by_short_name():
     policy = parse(
         """\
-        resources:
-          gpu: amd.com/gpu
-          fpga: xilinx.com/fpga
+        accounting:
+          resources:
+            gpu: amd.com/gpu
+            fpga: xilinx.com/fpga
         groups:
           g:
             fpga: 3 fpga-hours
@@ -201,21 +194,61 @@ def test_extended_resources_by_short_name():
             running: {fpga: 1}
         """
     )
-    assert policy.resources == {"gpu": "amd.com/gpu", "fpga": "xilinx.com/fpga"}
+    assert policy.accounting.resources == {"gpu": "amd.com/gpu", "fpga": "xilinx.com/fpga"}
     assert policy.resource_names() == ["cpu", "memory", "gpu", "fpga"]
     assert policy.groups["g"].budgets["fpga"].limit_hours == 3
     assert policy.groups["g"].running == {"fpga": 1}
 
 
 def test_resources_replace_the_default_gpu():
-    policy = parse("resources: {}\n")
-    assert policy.resources == {}
+    policy = parse("accounting: {resources: {}}\n")
+    assert policy.accounting.resources == {}
     assert policy.resource_names() == ["cpu", "memory"]
-    assert only_error("resources: {fpga: xilinx.com/fpga}\ngroups:\n  g: {gpu: 1}\n") == (
+    assert only_error(
+        "accounting: {resources: {fpga: xilinx.com/fpga}}\ngroups:\n  g: {gpu: 1}\n"
+    ) == (
         "policy.yaml:3: groups.g.gpu: unknown key 'gpu'; did you mean 'cpu'? valid keys here: "
         "cpu, memory, fpga, "
-        "running (other extended resources need a short name under resources:)"
+        "running (other extended resources need a short name under accounting.resources:)"
     )
+
+
+@pytest.mark.parametrize("basis", ["requests", "limits", "max"])
+def test_accounting_block(basis):
+    policy = parse(f"accounting:\n  charge_basis: {basis}\n  resources: {{gpu: amd.com/gpu}}\n")
+    assert policy.accounting == Accounting(basis, {"gpu": "amd.com/gpu"})
+
+
+def test_accounting_defaults_and_errors():
+    assert parse("window: 7d\n").accounting == Accounting("requests", {"gpu": "nvidia.com/gpu"})
+    assert only_error("# c\naccounting:\n  charge_basis: average\n") == (
+        "policy.yaml:3: accounting.charge_basis: 'average' is not one of requests, limits, max"
+    )
+    assert only_error("accounting: {charge_bases: limits}\n") == (
+        "policy.yaml:1: accounting.charge_bases: unknown key 'charge_bases'; did you mean "
+        "'charge_basis'? valid keys here: charge_basis, resources"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "window: 7d\nresources:\n  gpu: amd.com/gpu\n",
+            "policy.yaml:2: resources: moved under accounting: (read by the collector, the hub "
+            "hook, the enforcer and the web service alike); write it as accounting: "
+            "{resources: {gpu: amd.com/gpu}}",
+        ),
+        (
+            "charge_basis: limits\n",
+            "policy.yaml:1: charge_basis: moved under accounting: (read by the collector, the hub "
+            "hook, the enforcer and the web service alike); write it as accounting: "
+            "{charge_basis: limits}",
+        ),
+    ],
+)
+def test_keys_that_moved_under_accounting_say_where_to(text, expected):
+    assert only_error(text) == expected
 
 
 # --- running caps, durations, top-level settings ------------------------------------------
@@ -246,6 +279,8 @@ def test_running_caps_in_base_units():
         ("1d12h", DAY + 12 * 3600),
         ("1d 12h", DAY + 12 * 3600),
         ("1w2d3h4m5s", 9 * DAY + 3 * 3600 + 4 * 60 + 5),
+        ("1.5d", DAY + 12 * 3600),
+        ("2000ms", 2),
     ],
 )
 def test_durations(written, seconds):
@@ -478,14 +513,14 @@ def test_unknown_keys_list_valid_keys_and_suggest_the_closest():
     )
     assert found == [
         "policy.yaml:1: windw: unknown key 'windw'; did you mean 'window'? valid keys here: "
-        "window, combine, unlisted_users, on_ledger_error, resources, groups, users, messages, "
+        "window, combine, unlisted_users, on_ledger_error, accounting, groups, users, messages, "
         "enforcement, exhausted_budget_blocks",
         "policy.yaml:4: groups.regular.memroy: unknown key 'memroy'; did you mean 'memory'? "
         "valid keys here: cpu, memory, gpu, running (other extended resources need a short "
-        "name under resources:)",
+        "name under accounting.resources:)",
         "policy.yaml:5: groups.regular.running.gpus: unknown key 'gpus'; did you mean 'gpu'? "
         "valid keys here: cpu, memory, gpu, servers (other extended resources need a short "
-        "name under resources:)",
+        "name under accounting.resources:)",
         "policy.yaml:6: groups.regular.memory.windo: unknown key 'windo'; did you mean 'window'? "
         "valid keys here: limit, window",
         "policy.yaml:7: messages.contact_ur: unknown key 'contact_ur'; did you mean "
@@ -566,8 +601,9 @@ def test_budget_unit_mismatch_for_cpu_and_gpu():
         ("30", "'30' has no unit; durations need one, e.g. 30d or 30h"),
         ("'30'", "'30' has no unit; durations need one, e.g. 30d or 30h"),
         ("0d", "'0d' is zero; a duration must be longer than that, e.g. 30d"),
-        ("30 days", "'30 days' is not a duration; write e.g. 30d, 12h, 90m, 45s, 1w, 1d12h"),
-        ("1.5d", "'1.5d' is not a duration (whole numbers only); write e.g. 30d"),
+        ("30 days", "'30 days' is not a duration; write e.g. 30d, 12h, 90m, 45s, 200ms, 1w, 1d12h"),
+        ("1500ms", "'1500ms' is not a whole number of seconds; write e.g. 90m or 45s"),
+        ("-1d", "'-1d' is negative; a duration is 0 or more"),
         ("12h1d", "'12h1d' is not a duration; write e.g."),
         ("30D", "'30D' is not a duration; write e.g."),
         ("true", "'true' is not a duration; write e.g."),
@@ -649,22 +685,22 @@ def test_running_cap_errors(running, message):
         ("enforcement: {grace: 10}\n", "policy.yaml:1: enforcement.grace: '10' has no unit"),
         ("messages: {contact: [a]}\n", "policy.yaml:1: messages.contact: must be a single value"),
         (
-            "resources: {gpu: nvidia}\n",
-            "policy.yaml:1: resources.gpu: 'nvidia' is not a Kubernetes extended resource name; "
+            "accounting: {resources: {gpu: nvidia}}\n",
+            "policy.yaml:1: accounting.resources.gpu: 'nvidia' is not an extended resource name; "
             "write one such as nvidia.com/gpu or amd.com/gpu",
         ),
         (
-            "resources: {cpu: example.com/cpu}\n",
-            "policy.yaml:1: resources.cpu: short names are lower-case words other than cpu, "
+            "accounting: {resources: {cpu: example.com/cpu}}\n",
+            "policy.yaml:1: accounting.resources.cpu: short names are lower-case words other than cpu, "
             "memory, servers and running, e.g. gpu or fpga",
         ),
         (
-            "resources: {GPU: nvidia.com/gpu}\n",
-            "policy.yaml:1: resources.GPU: short names are lower-case words",
+            "accounting: {resources: {GPU: nvidia.com/gpu}}\n",
+            "policy.yaml:1: accounting.resources.GPU: short names are lower-case words",
         ),
         (
-            "resources:\n  gpu: nvidia.com/gpu\n  gpu2: nvidia.com/gpu\n",
-            "policy.yaml:3: resources.gpu2: nvidia.com/gpu already has another short name",
+            "accounting:\n  resources:\n    gpu: nvidia.com/gpu\n    gpu2: nvidia.com/gpu\n",
+            "policy.yaml:4: accounting.resources.gpu2: nvidia.com/gpu already has another short name",
         ),
         (
             "groups:\n  g: {memory: 1}\n  g: {memory: 2}\n",
@@ -771,7 +807,7 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_policy(tmp_path, capl
     second = watcher.current()
     assert second.groups["regular"].budgets["memory"].limit_hours == 90
 
-    with caplog.at_level(logging.ERROR, logger="ledger.core.policy"):
+    with caplog.at_level(logging.ERROR, logger="ledger.store.policy_file"):
         rewrite(path, "groups:\n  regular: {memory: 90 GiB}\n", 2)
         clock.now += 1.5
         assert watcher.current() is second  # a bad edit keeps the previous policy
@@ -780,7 +816,7 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_policy(tmp_path, capl
     assert "keeping the previous one" in caplog.text
     caplog.clear()
     clock.now += 1.5
-    with caplog.at_level(logging.ERROR, logger="ledger.core.policy"):
+    with caplog.at_level(logging.ERROR, logger="ledger.store.policy_file"):
         assert watcher.current() is second
     assert caplog.text == ""  # the same bad file is not re-reported every second
 

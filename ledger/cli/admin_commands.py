@@ -98,7 +98,8 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
 
 
 async def run_import(args) -> int:
-    from ledger.store.importer import ImportError_, read_rows, write_rows
+    from ledger.core.import_rows import ImportError_
+    from ledger.store.importer import read_rows, write_rows
 
     try:
         if args.file == "-":

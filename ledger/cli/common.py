@@ -8,16 +8,19 @@ import csv
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.core.times import TimeError, parse_at, utcnow
 from ledger.store import db
+from ledger.store.policy_file import CONFIG_ENV
 
-CONFIG_ENV = "QUOTA_LEDGER_CONFIG"
+if TYPE_CHECKING:
+    from ledger.core.policy import Policy
 
 
 class CommandError(Exception):
@@ -66,21 +69,33 @@ def at_of(args) -> datetime:
         raise CommandError(str(exc)) from None
 
 
-def policy_of(args, *, required: bool = True):
-    from ledger.core.policy import PolicyError, load_policy, parse_policy
+def policy_source(args, *, required: bool = True, watch: bool = False) -> Callable[[], Policy]:
+    """The policy of ``--config FILE``, else ``$QUOTA_LEDGER_CONFIG``: the one way every
+    command gets it. ``watch``: re-read when the file changes (long-running services);
+    without a file and not ``required``, everything is unlimited."""
+    from ledger.core.policy_yaml import parse_policy
+    from ledger.store.policy_file import PolicyError, PolicyWatcher, load_policy, policy_path
 
-    path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
+    path = policy_path(getattr(args, "config", None))
     if not path:
         if required:
             raise CommandError(
                 f"no quota policy: pass --config FILE or set ${CONFIG_ENV} "
                 "(see examples/policy.yaml)"
             )
-        return parse_policy("{}", source="<no policy: everything unlimited>")
+        unlimited = parse_policy("{}", source="<no policy: everything unlimited>")
+        return lambda: unlimited
     try:
-        return load_policy(path)
+        if watch:
+            return PolicyWatcher(path).current  # edits apply without a restart
+        policy = load_policy(path)
     except PolicyError as exc:
         raise CommandError(f"invalid policy:\n{exc}") from None
+    return lambda: policy
+
+
+def policy_of(args, *, required: bool = True) -> Policy:
+    return policy_source(args, required=required)()
 
 
 def database_url(args, *, allow_embedded: bool = False) -> str:

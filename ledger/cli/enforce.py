@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 
-from ledger.cli.common import CONFIG_ENV, CommandError, add_at, at_of, database_url, engine_of
+from ledger.cli.common import CommandError, add_at, at_of, database_url, engine_of, policy_source
 
 log = logging.getLogger("ledger.enforcer.enforcer")
 
@@ -48,18 +48,6 @@ def add_parser(subparsers, common) -> list[str]:
     return ["enforce"]
 
 
-def _watcher(args):
-    from ledger.core.policy import PolicyError, PolicyWatcher
-
-    path = args.config or os.environ.get(CONFIG_ENV)
-    if not path:
-        raise CommandError(f"no quota policy: pass --config FILE or set ${CONFIG_ENV}")
-    try:
-        return PolicyWatcher(path)
-    except PolicyError as exc:
-        raise CommandError(f"invalid policy:\n{exc}") from None
-
-
 async def run(args) -> int:
     from ledger.core.times import utcnow
     from ledger.enforcer.enforcer import enforce_round
@@ -73,7 +61,7 @@ async def run(args) -> int:
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise CommandError(f"no API token: set ${TOKEN_ENV} (the hub sets it for a service)")
-    watcher = _watcher(args)
+    current_policy = policy_source(args, watch=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -84,7 +72,7 @@ async def run(args) -> int:
     try:
         async with engine_of(args) as engine:
             while not stop.is_set():
-                policy = watcher.current()
+                policy = current_policy()
                 now = at_of(args) if args.once else utcnow()
                 try:
                     stats = await enforce_round(engine, hub, policy, now, dry_run=args.dry_run)

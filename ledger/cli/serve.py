@@ -23,7 +23,7 @@ from ledger.cli.common import (
     at_of,
     database_url,
     engine_of,
-    policy_of,
+    policy_source,
 )
 
 log = logging.getLogger("ledger.web")
@@ -99,20 +99,13 @@ def _listen_address(args) -> tuple[str, int]:
 
 
 def _policy_source(args):
-    from ledger.core.policy import PolicyError, PolicyWatcher
+    from ledger.store.policy_file import policy_path
 
-    path = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
-    if not path:
+    if not policy_path(getattr(args, "config", None)):
         log.warning(
             "no quota policy (--config or $%s): every resource shows as unlimited", CONFIG_ENV
         )
-        policy = policy_of(args, required=False)
-        return lambda: policy
-    try:
-        watcher = PolicyWatcher(path)  # re-read when the file changes: edits need no restart
-    except PolicyError as exc:
-        raise CommandError(f"invalid policy:\n{exc}") from None
-    return watcher.current
+    return policy_source(args, required=False, watch=True)
 
 
 def _check_hub_environment() -> None:

@@ -26,40 +26,21 @@ How a user's limits are worked out (``Policy.limits_for``), per resource:
 4. ``users:`` entries override, per resource, whatever the groups gave (``null`` there means
    unlimited for that user); resources the entry does not name still come from the groups.
 
-A budget without its own window uses the policy's ``window`` (default 30d). Every error in a
-file is reported at once, each with file, line, dotted key and what would be valid.
+A budget without its own window uses the policy's ``window`` (default 30d).
+
+The YAML is read by ``ledger.core.policy_yaml``; the file (and its hot reload) by
+``ledger.store.policy_file``. How servers are sized for charging is ``Policy.accounting``
+(``ledger.core.accounting``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ledger.core.policy_yaml import (
-    EXTENDED_HINT,
-    Issues,
-    PolicyError,
-    PolicyIssue,
-    YNode,
-    budget_hours,
-    check_keys,
-    child_path,
-    choice,
-    compose,
-    duration_seconds,
-    named_entries,
-    read_field,
-    resources_section,
-    running_caps,
-    scalar_text,
-)
-from ledger.core.resources import DEFAULT_EXTENDED_RESOURCES, display_order
+from ledger.core.accounting import Accounting
+from ledger.core.resources import display_order
 
 __all__ = [
     "Budget",
@@ -69,21 +50,12 @@ __all__ = [
     "GroupLimits",
     "Messages",
     "Policy",
-    "PolicyError",
-    "PolicyIssue",
-    "PolicyWatcher",
-    "load_policy",
-    "parse_policy",
 ]
-
-log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_SECONDS = 30 * 86400
 COMBINE_CHOICES = ("max", "min", "sum")
 UNLISTED_KEYWORDS = ("deny", "unlimited")
 LEDGER_ERROR_CHOICES = ("deny", "allow")
-TOP_KEYS = ("window", "combine", "unlisted_users", "on_ledger_error", "resources", "groups")
-TOP_KEYS += ("users", "messages", "enforcement", "exhausted_budget_blocks")
 EXHAUSTED_CHOICES = ("any", "requested")
 
 
@@ -144,7 +116,7 @@ class Policy:
     # any: a spent budget blocks every new server (the rule as written in the issue);
     # requested: only servers asking for that resource (spent GPU-hours, CPU server still ok)
     exhausted_budget_blocks: str = "any"
-    resources: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EXTENDED_RESOURCES))
+    accounting: Accounting = field(default_factory=Accounting)
     groups: dict[str, GroupLimits] = field(default_factory=dict)
     users: dict[str, GroupLimits] = field(default_factory=dict)
     messages: Messages = field(default_factory=Messages)
@@ -227,213 +199,4 @@ class Policy:
 
     def resource_names(self) -> list[str]:
         """cpu, memory, then the extended resources' short names (gpu first)."""
-        return display_order(["cpu", "memory", *self.resources])
-
-
-# --- reading a document ------------------------------------------------------------------------
-
-
-def parse_policy(text: str, source: str = "<string>") -> Policy:
-    """A Policy from YAML text; raises PolicyError listing every problem."""
-    issues = Issues(source)
-    root = compose(text, issues)
-    if root is None:
-        issues.raise_if_any()  # a syntax error leaves nothing to check further
-        return Policy(source=source)  # an empty file: everything unlimited
-    top = check_keys(root, "", TOP_KEYS, issues)
-    resources = resources_section(top.get("resources"), issues)
-    extended = list(resources)
-    groups = {
-        name: _limits(node, f"groups.{name}", extended, issues)
-        for name, node in named_entries(top.get("groups"), "groups", issues).items()
-    }
-    users = {
-        name: _limits(node, f"users.{name}", extended, issues)
-        for name, node in named_entries(top.get("users"), "users", issues).items()
-    }
-    unlisted = scalar_text(top.get("unlisted_users"), "unlisted_users", issues, "unlimited")
-    if unlisted not in UNLISTED_KEYWORDS and unlisted not in groups:
-        choices = [*UNLISTED_KEYWORDS, *groups]
-        issues.add(
-            top["unlisted_users"].line,
-            "unlisted_users",
-            f"{unlisted!r} is not a group in groups:; valid: {', '.join(choices)}",
-        )
-    policy = Policy(
-        window_seconds=read_field(top.get("window"), "window", duration_seconds, issues)
-        or DEFAULT_WINDOW_SECONDS,
-        combine=choice(top.get("combine"), "combine", COMBINE_CHOICES, issues),
-        unlisted_users=unlisted,
-        on_ledger_error=choice(
-            top.get("on_ledger_error"), "on_ledger_error", LEDGER_ERROR_CHOICES, issues
-        ),
-        exhausted_budget_blocks=choice(
-            top.get("exhausted_budget_blocks"), "exhausted_budget_blocks", EXHAUSTED_CHOICES, issues
-        ),
-        resources=resources,
-        groups=groups,
-        users=users,
-        messages=_messages(top.get("messages"), issues),
-        enforcement=_enforcement(top.get("enforcement"), issues),
-        source=source,
-    )
-    issues.raise_if_any()
-    return policy
-
-
-def load_policy(path: str | os.PathLike) -> Policy:
-    """A Policy from a file; a missing or unreadable file is a PolicyError naming it."""
-    source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        issue = PolicyIssue(source, None, "", f"cannot read the policy: {reason}")
-        raise PolicyError([issue]) from None
-    return parse_policy(text, source)
-
-
-def _limits(node: YNode, path: str, extended: list[str], issues: Issues) -> GroupLimits:
-    valid = ["cpu", "memory", *extended, "running"]
-    entries = check_keys(node, path, valid, issues, EXTENDED_HINT)
-    budgets: dict[str, BudgetSpec | None] = {}
-    running: dict[str, int | None] = {}
-    for name, child in entries.items():
-        key = child_path(path, name)
-        if name == "running":
-            running = running_caps(child, key, extended, issues)
-            continue
-        if child.is_mapping():
-            spec = check_keys(child, key, ["limit", "window"], issues)
-            if "limit" not in spec:
-                issues.add(child.line, key, "needs a limit, e.g. {limit: 60 GiB-hours, window: 7d}")
-                continue
-            limit_node, window_node = spec["limit"], spec.get("window")
-        else:
-            limit_node, window_node = child, None
-        before = len(issues.errors)
-        hours = read_field(limit_node, key, lambda n, r=name: budget_hours(n, r, extended), issues)
-        window = read_field(window_node, f"{key}.window", duration_seconds, issues)
-        if len(issues.errors) == before:
-            budgets[name] = None if hours is None else BudgetSpec(hours, window)
-    return GroupLimits(budgets, running)
-
-
-def _messages(node: YNode | None, issues: Issues) -> Messages:
-    keys = ("contact", "contact_url", "quota_page_url")
-    entries = check_keys(node, "messages", keys, issues) if node is not None else {}
-    default = Messages()
-    contact = scalar_text(entries.get("contact"), "messages.contact", issues, default.contact)
-    url = entries.get("contact_url")
-    contact_url = scalar_text(url, "messages.contact_url", issues, "") or None
-    page = scalar_text(entries.get("quota_page_url"), "messages.quota_page_url", issues, "")
-    return Messages(contact, contact_url, page or default.quota_page_url)
-
-
-def _enforcement(node: YNode | None, issues: Issues) -> Enforcement:
-    keys = ("enabled", "warn_at_percent", "grace", "interval")
-    entries = check_keys(node, "enforcement", keys, issues) if node is not None else {}
-    default = Enforcement()
-    enabled = entries.get("enabled")
-    if enabled is not None and not isinstance(enabled.value, bool):
-        issues.add(enabled.line, "enforcement.enabled", "must be true or false")
-    warn = default.warn_at_percent
-    warn_node = entries.get("warn_at_percent")
-    if warn_node is not None and warn_node.value is not None:
-        items = warn_node.value if isinstance(warn_node.value, list) else [warn_node]
-        good = [n.value for n in items if type(n.value) is int and 1 <= n.value <= 100]
-        if len(good) != len(items) or not isinstance(warn_node.value, list):
-            issues.add(
-                warn_node.line,
-                "enforcement.warn_at_percent",
-                "must be a list of whole percentages 1-100, e.g. [80, 95]",
-            )
-        warn = tuple(sorted(set(good)))
-    grace = read_field(entries.get("grace"), "enforcement.grace", duration_seconds, issues)
-    interval = read_field(entries.get("interval"), "enforcement.interval", duration_seconds, issues)
-    return Enforcement(
-        enabled=enabled.value if enabled is not None and isinstance(enabled.value, bool) else True,
-        warn_at_percent=warn,
-        grace_seconds=grace or default.grace_seconds,
-        interval_seconds=interval or default.interval_seconds,
-    )
-
-
-# --- reloading without restart -------------------------------------------------------------------
-
-
-class PolicyWatcher:
-    """The current policy from a file, re-read when the file changes.
-
-    ``current()`` is cheap enough for every spawn: it stats the file at most once per
-    ``check_interval_seconds`` and re-parses only when mtime, size or inode changed and the
-    content hash differs. A bad edit is logged and kept in ``last_error`` while the last good
-    policy stays in force: a typo must not lock everyone out (or let everyone in). The first
-    load has no previous policy, so it raises.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        check_interval_seconds: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.path = os.fspath(path)
-        self.check_interval_seconds = check_interval_seconds
-        self.last_error: PolicyError | None = None
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._signature = self._stat()
-        data, self._digest = self._read()
-        self._policy = self._parse(data)
-        self._checked_at = clock()
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    def _read(self) -> tuple[bytes, str]:
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError as error:
-            issue = PolicyIssue(self.path, None, "", f"cannot read the policy: {error.strerror}")
-            raise PolicyError([issue]) from None
-        return data, hashlib.sha256(data).hexdigest()
-
-    def _parse(self, data: bytes) -> Policy:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            issue = PolicyIssue(self.path, None, "", f"cannot read the policy: {error}")
-            raise PolicyError([issue]) from None
-        return parse_policy(text, self.path)
-
-    def current(self) -> Policy:
-        """The latest valid policy."""
-        with self._lock:
-            now = self._clock()
-            if now - self._checked_at < self.check_interval_seconds:
-                return self._policy
-            self._checked_at = now
-            signature = self._stat()
-            if signature == self._signature:
-                return self._policy
-            self._signature = signature  # a bad edit is reported once, not every second
-            try:
-                data, digest = self._read()
-                # Touched but unchanged (or an edit undone): keep the parsed policy.
-                policy = self._policy if digest == self._digest else self._parse(data)
-            except PolicyError as error:
-                self.last_error = error
-                log.error("quota policy not reloaded, keeping the previous one:\n%s", error)
-                return self._policy
-            if digest != self._digest:
-                log.info("quota policy reloaded from %s", self.path)
-            self._digest, self._policy, self.last_error = digest, policy, None
-            return self._policy
+        return display_order(["cpu", "memory", *self.accounting.resources])

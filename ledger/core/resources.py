@@ -56,10 +56,8 @@ GPU = Resource("gpu", "device", "GPU", 1, "gpu_count")
 
 CORE_RESOURCES: dict[str, Resource] = {r.name: r for r in (CPU, MEMORY, GPU)}
 
-# Kubernetes resource name for each core resource; extended resources are configured
-# (policy ``resources:``), with nvidia.com/gpu as ``gpu`` by default.
-# https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#extended-resources
-DEFAULT_EXTENDED_RESOURCES: dict[str, str] = {"gpu": "nvidia.com/gpu"}
+# Which extended resources are charged, under which runtime names, is configured
+# (``ledger.core.accounting``: the policy's ``accounting.resources``).
 
 # Resources that can carry a concurrent cap but are not integrated over time.
 SERVERS = "servers"

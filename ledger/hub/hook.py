@@ -27,19 +27,17 @@ from datetime import datetime
 
 from ledger.core import messages
 from ledger.core.decision import Decision, ServerRequest
-from ledger.core.policy import PolicyWatcher
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
 from ledger.hub.request import spawner_groups, spawner_request
-from ledger.store import queries
+from ledger.store import policy_file, queries
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
 from ledger.store.decide import record as ledger_record
 
 log = logging.getLogger("ledger.hub")
 
-CONFIG_ENV = "QUOTA_LEDGER_CONFIG"
 RECORD_CHOICES = ("all", "denials")
 RECORD_TIMEOUT_SECONDS = 10.0
 
@@ -124,12 +122,12 @@ class QuotaHook:
     ):
         if record not in RECORD_CHOICES:
             raise ValueError(f"record={record!r}: valid values are {', '.join(RECORD_CHOICES)}")
-        policy_path = policy_path or os.environ.get(CONFIG_ENV)
-        if not policy_path:
+        path = policy_file.policy_path(policy_path)
+        if not path:
             raise ValueError(
-                f"install_quota_hook: no quota policy; pass policy_path= or set ${CONFIG_ENV}"
+                f"install_quota_hook: no quota policy; pass policy_path= or set ${policy_file.CONFIG_ENV}"
             )
-        self.watcher = PolicyWatcher(policy_path)  # a bad file stops the hub here, loudly
+        self.watcher = policy_file.PolicyWatcher(path)  # a bad file stops the hub here, loudly
         self.db_url = db_url or os.environ.get(DB_URL_ENV)
         if not self.db_url:
             # Not raised: nothing of ours may stop the hub. Every spawn takes on_ledger_error

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from ledger.core.policy import parse_policy
+from ledger.core.policy_yaml import parse_policy
 from ledger.core.resources import GIB
 from ledger.store import queries
 from ledger.web.app import make_app

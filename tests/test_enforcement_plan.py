@@ -1,0 +1,58 @@
+"""The enforcement plan is pure: the same decisions, hub view and history give the same
+warnings and stops, with no database or hub (the full round is tests/test_enforcer.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from ledger.core.decision import SegmentRow, ServerRequest, evaluate, to_us
+from ledger.core.enforcement_plan import HubServer, HubUser, Past, plan_user
+from ledger.core.policy import parse_policy
+from ledger.core.resources import GIB
+
+NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
+POLICY = parse_policy(
+    "groups:\n  regular: {memory: 60 GiB-hours}\n"
+    "enforcement: {warn_at_percent: [80, 95], grace: 10m}\n"
+)
+
+
+def plan(memory_gib_hours: float, history=(), servers=("",), now=NOW, running=None):
+    """Plan for a user whose one server has used ``memory_gib_hours`` over the last hours."""
+    hours = 10
+    rate = int(memory_gib_hours / hours * GIB)
+    rows = [SegmentRow(to_us(now - timedelta(hours=hours)), None, "", {"memory": rate})]
+    decision = evaluate("ann", POLICY.limits_for("ann", ["regular"]), rows, ServerRequest(), now)
+    user = HubUser("ann", ["regular"], {s: HubServer(s, True, None) for s in servers})
+    running = running if running is not None else [{"servername": "", "memory": rate / GIB}]
+    return plan_user(decision, running, user, list(history), POLICY, now)
+
+
+def test_under_every_threshold_nothing_is_due():
+    assert plan(40) == []
+
+
+def test_the_highest_crossed_threshold_warns_once():
+    [warn] = plan(58)
+    assert (warn.action, warn.threshold_percent, warn.resource) == ("warn", 95, "memory")
+    earlier = Past("warn", "memory", 95, NOW - timedelta(hours=1), {})
+    assert plan(58, history=[earlier]) == []
+
+
+def test_used_up_warns_with_over_since_then_stops_after_the_grace():
+    [warn] = plan(61)
+    assert warn.threshold_percent == 100 and warn.detail["over_since"] == NOW.isoformat()
+    over = Past("warn", "memory", 100, NOW - timedelta(minutes=5), {})
+    assert plan(61, history=[over]) == []  # within the 10 minute grace
+    over = Past("warn", "memory", 100, NOW - timedelta(minutes=11), {})
+    stops = plan(61, history=[over], servers=("", "gpu"))
+    assert [(a.action, a.servername) for a in stops] == [("stop", ""), ("stop", "gpu")]
+
+
+def test_a_server_already_stopping_is_skipped():
+    rows = [SegmentRow(to_us(NOW - timedelta(hours=10)), None, "", {"memory": int(6.1 * GIB)})]
+    decision = evaluate("ann", POLICY.limits_for("ann", ["regular"]), rows, ServerRequest(), NOW)
+    stopping = HubUser("ann", ["regular"], {"": HubServer("", True, "stop")})
+    over = Past("warn", "memory", 100, NOW - timedelta(minutes=11), {})
+    [skipped] = plan_user(decision, [], stopping, [over], POLICY, NOW)
+    assert (skipped.action, skipped.servername) == ("stop_skipped", "")
