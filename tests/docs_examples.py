@@ -140,7 +140,7 @@ async def load_demo_ledger(url: str, now: datetime) -> None:
 
     from rich.console import Console
 
-    from ledger.core.policy import load_policy
+    from ledger.store.policy_file import load_policy
     from ledger.store import db
     from ledger.store.decide import decide, record
     from quota_ledger_demo.command import POLICY_FILE
