@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from ledger.core.decision import SegmentRow, ServerRequest, evaluate, to_us
 from ledger.core.enforcement_plan import HubServer, HubUser, Past, plan_user
-from ledger.core.policy import parse_policy
+from ledger.core.policy_yaml import parse_policy
 from ledger.core.resources import GIB
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)

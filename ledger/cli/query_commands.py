@@ -15,7 +15,7 @@ from ledger.cli.common import (
     print_csv,
     print_json,
 )
-from ledger.core.quantities import QuantityError, format_amount, format_duration, format_hours
+from ledger.core.quantities import QuantityError, format_duration
 from ledger.core.resources import display_order, resource
 from ledger.core.times import iso
 from ledger.core.usernames import UsernameError, check_username
@@ -55,7 +55,13 @@ def add_parser(subparsers, common) -> list[str]:
         "usage", parents=[common], help="USER's usage, limits and running servers"
     )
     p.add_argument("user")
-    p.add_argument("--group", action="append", default=None, metavar="G")
+    p.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="G",
+        help="a group the user is in (repeat; default: groups the hub last reported)",
+    )
     add_at(p)
     add_format(p, ["table", "json"])
     p.set_defaults(run=run_usage)
@@ -69,6 +75,12 @@ def add_parser(subparsers, common) -> list[str]:
         help="JSON or YAML mapping username -> [groups] (default: groups the hub reported)",
     )
     p.add_argument("--sort", choices=["percent", "user"], default="percent")
+    p.add_argument(
+        "--no-times",
+        action="store_true",
+        help="skip run-out and retry times (null): they read the segments of every user "
+        "running something limited or at a limit, the slow part of a large report",
+    )
     add_at(p)
     add_format(p, ["table", "csv", "json"])
     p.set_defaults(run=run_report)
@@ -111,7 +123,8 @@ async def _groups(engine, args) -> list[str]:
 
 
 async def run_check(args) -> int:
-    from ledger.store.decide import decide, record
+    from ledger.store.decide import record
+    from ledger.store.status import user_status
 
     user = _user(args.user)
     policy = policy_of(args)
@@ -119,54 +132,61 @@ async def run_check(args) -> int:
     at = at_of(args)
     async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
-        decision = await decide(engine, policy, user, groups, request, at)
+        status = await user_status(engine, policy, user, groups, at, request)
         if args.record:
-            await record(engine, decision, source="cli")
+            await record(engine, status.decision, source="cli")
     if args.format == "json":
-        print_json(decision.to_json())
+        print_json(status.check_json())
     else:
-        _print_decision(decision)
-    return 0 if decision.allowed else 1
+        _print_decision(status)
+    return 0 if status.decision.allowed else 1
 
 
-def _print_decision(decision) -> None:
-    from rich.table import Table
+def _print_resources(out, status) -> None:
+    from rich.table import Column, Table
 
+    from ledger.core import usage_text
+
+    # fold, never cut: a truncated time ("2026-11-…") is worse than a wrapped one
+    table = Table(*(Column(title, overflow="fold") for title in usage_text.TABLE_COLUMNS.values()))
+    for r in status.resources.values():
+        table.add_row(*(_plain(cell) for cell in usage_text.table_row(r, status.at)))
+    out.print(table)
+
+
+def _print_decision(status) -> None:
+    from ledger.core import usage_text
+
+    decision = status.decision
     out = console()
     verdict = "[bold green]ALLOWED[/]" if decision.allowed else "[bold red]DENIED[/]"
-    groups = ", ".join(decision.groups) or "none"
-    out.print(f"{verdict}  {decision.username} (groups: {groups}) at {iso(decision.at)}")
-    out.print(f"request: {decision.request.describe()}")
-    if decision.budgets:
-        table = Table("resource", "used", "limit", "left", "window", "running now",
-                      "this server could run", "can start again")  # fmt: skip
-        for b in decision.budgets.values():
-            table.add_row(
-                b.resource + (" [red](blocks)[/]" if b.blocks else ""),
-                format_hours(b.resource, b.used_hours),
-                format_hours(b.resource, b.limit_hours),
-                format_hours(b.resource, b.remaining_hours),
-                format_duration(b.window_seconds),
-                f"{b.burn_per_hour.normalize():f} {resource(b.resource).display_unit}",
-                ""
-                if b.blocks
-                else ("no limit" if b.run_seconds is None else format_duration(b.run_seconds)),
-                iso(b.retry_at) or "",
-            )
-        out.print(table)
+    out.print(verdict, end="  ")
+    out.print(
+        f"{decision.username} ({usage_text.membership_text(status.membership)}) "
+        f"at {iso(decision.at)}",
+        markup=False,
+    )
+    out.print(f"request: {decision.request.describe()}", markup=False)
+    _print_resources(out, status)
+    for b in decision.budgets.values():
+        if b.blocks:
+            out.print(f"blocks: {b.resource} ({b.blocks.replace('_', ' ')})", markup=False)
     for c in decision.caps.values():
 
         def shown(v: int, name: str = c.resource) -> str:
-            return str(v) if name == "servers" else format_amount(name, v)
+            return str(v) if name == "servers" else usage_text.held_text(name, v)
 
         out.print(
             f"running cap {c.resource}: {shown(c.running)} running + {shown(c.requested)} "
             f"requested, cap {shown(c.cap)}" + (" [red](blocks)[/]" if c.blocks else "")
         )
+    if decision.allowed and decision.run_seconds is not None and decision.request.sized:
+        out.print(f"this server could run {format_duration(decision.run_seconds)}")
     out.print(decision.message, markup=False)
 
 
 async def run_usage(args) -> int:
+    from ledger.core import usage_text
     from ledger.store.status import user_status
 
     user = _user(args.user)
@@ -178,24 +198,14 @@ async def run_usage(args) -> int:
     if args.format == "json":
         print_json(status.to_json())
         return 0
-    from rich.table import Table
-
     out = console()
-    out.print(f"{user} (groups: {', '.join(status.groups) or 'none'}) at {iso(at)}", markup=False)
-    table = Table("resource", "used", "limit", "remaining", "% used", "window", "running now")
-    for r in status.resources.values():
-        table.add_row(
-            r.resource,
-            format_hours(r.resource, r.used_hours),
-            "unlimited" if r.limit_hours is None else format_hours(r.resource, r.limit_hours),
-            "" if r.remaining_hours is None else format_hours(r.resource, r.remaining_hours),
-            "" if r.percent_used is None else f"{r.percent_used:.1f}%",
-            format_duration(r.window_seconds),
-            format_amount(r.resource, r.running),
-        )
-    out.print(table)
+    out.print(
+        f"{user} ({usage_text.membership_text(status.membership)}) at {iso(at)}", markup=False
+    )
+    _print_resources(out, status)
     for server in status.running_servers:
-        out.print(f"running: {server['servername'] or '(default server)'}", markup=False)
+        held = ", ".join(usage_text.held_text(n, v) for n, v in server.items() if n != "servername")
+        out.print(f"running: {server['servername'] or '(default server)'} ({held})", markup=False)
     if not status.decision.allowed:
         out.print(status.decision.message, markup=False)
     return 0
@@ -227,13 +237,16 @@ def load_groups_file(path: str) -> dict[str, list[str]]:
 
 
 async def run_report(args) -> int:
-    from ledger.store.report import build_report
+    from ledger.core import usage_csv, usage_text
+    from ledger.store.report import add_times, build_report
 
     policy = policy_of(args, required=False)
     at = at_of(args)
     groups = load_groups_file(args.groups_file) if args.groups_file else None
     async with engine_of(args, allow_embedded=True) as engine:
         lines = await build_report(engine, policy, at, groups)
+        if not args.no_times:
+            await add_times(engine, policy, lines)
     if args.sort == "percent":
         lines.sort(key=lambda line: (-line.max_percent, line.username))
     if args.format == "json":
@@ -241,34 +254,21 @@ async def run_report(args) -> int:
         return 0
     names = display_order({n for line in lines for n in line.resources}) or ["cpu", "memory", "gpu"]
     if args.format == "csv":
-        header = ["username", "groups", "running_servers"]
-        for n in names:
-            header += [f"{n}_used_{resource(n).hours_unit}", f"{n}_limit", f"{n}_percent_used"]
-        rows = []
-        for line in lines:
-            row = [line.username, " ".join(line.groups), line.running_servers]
-            for n in names:
-                r = line.resources[n]
-                row += [
-                    f"{r.used_hours:.6f}",
-                    "" if r.limit_hours is None else f"{r.limit_hours}",
-                    "" if r.percent_used is None else f"{r.percent_used:.2f}",
-                ]
-            rows.append(row)
-        print_csv(header, rows)
+        print_csv(
+            usage_csv.header(names),
+            [
+                usage_csv.row(line.username, line.membership, line.running_servers,
+                              line.resources, names)
+                for line in lines
+            ],
+        )  # fmt: skip
         return 0
     from rich.table import Table
 
     table = Table("user", "groups", "servers", *[f"{n} ({resource(n).hours_unit})" for n in names],
                   title=f"usage at {iso(at)}")  # fmt: skip
     for line in lines:
-        cells = []
-        for n in names:
-            r = line.resources[n]
-            cell = f"{r.used_hours:.1f}"
-            if r.limit_hours is not None:
-                cell += f" / {r.limit_hours.normalize():f} ({r.percent_used:.0f}%)"
-            cells.append(cell)
+        cells = [usage_text.short_figure(line.resources[n]) for n in names]
         table.add_row(
             _plain(line.username), _plain(", ".join(line.groups)), str(line.running_servers), *cells
         )

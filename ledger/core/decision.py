@@ -22,8 +22,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from ledger.core import usage
+from ledger.core.json_form import json_amounts, json_number
 from ledger.core.quantities import format_amount, format_duration, format_hours, to_base_units
 from ledger.core.resources import MICROSECONDS_PER_SECOND, SERVERS, display_order, resource
+from ledger.core.times import iso
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -103,19 +105,12 @@ class BudgetStatus:
     blocks: str | None  # None | "zero_limit" | "used_up"
 
     def to_json(self) -> dict:
+        """What this decision found for the budget; its usage figures are the usage model's
+        (``ledger.core.usage_model.ResourceUsage``), not repeated here."""
         return {
-            "resource": self.resource,
-            "unit": resource(self.resource).hours_unit,
-            "used": float(self.used_hours),
-            "limit": float(self.limit_hours),
-            "remaining": float(self.remaining_hours),
-            "percent_used": round(self.percent_used, 2),
-            "window_seconds": self.window_seconds,
-            "source": self.source,
-            "burn_per_hour": float(self.burn_per_hour),
-            "requested": float(resource(self.resource).to_display(self.requested)),
+            "requested": json_number(resource(self.resource).to_display(self.requested)),
             "run_seconds": self.run_seconds,
-            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "retry_at": iso(self.retry_at),
             "blocks": self.blocks,
         }
 
@@ -129,8 +124,12 @@ class CapStatus:
     blocks: bool
 
     def to_json(self) -> dict:
-        def show(v: int) -> float | int:
-            return v if self.resource == SERVERS else float(resource(self.resource).to_display(v))
+        def show(v: int) -> float | int | None:
+            return (
+                v
+                if self.resource == SERVERS
+                else json_number(resource(self.resource).to_display(v))
+            )
 
         return {
             "resource": self.resource,
@@ -161,24 +160,21 @@ class Decision:
         return self.reasons[0] if self.reasons else "ok"
 
     def to_json(self) -> dict:
+        """The decision's own fields (the decision log's ``detail``; ``check --format json``
+        adds the usage model's per-user keys, docs/cli.md)."""
         return {
             "username": self.username,
-            "at": self.at.isoformat(),
+            "at": iso(self.at),
             "allowed": self.allowed,
             "reasons": self.reasons,
-            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "retry_at": iso(self.retry_at),
             "run_seconds": self.run_seconds,
-            "groups": list(self.groups),
-            "request": {
-                n: float(resource(n).to_display(v)) for n, v in self.request.amounts.items()
-            },
-            "resources": {n: b.to_json() for n, b in self.budgets.items()},
-            "running": {n: c.to_json() for n, c in self.caps.items()},
-            "suggestion": (
-                {n: float(resource(n).to_display(v)) for n, v in self.suggestion.items()}
-                if self.suggestion is not None
-                else None
-            ),
+            "policy_groups": list(self.groups),
+            "request": json_amounts(self.request.amounts),
+            "servername": self.request.servername,
+            "budgets": {n: b.to_json() for n, b in self.budgets.items()},
+            "caps": {n: c.to_json() for n, c in self.caps.items()},
+            "suggestion": None if self.suggestion is None else json_amounts(self.suggestion),
             "message": self.message,
         }
 

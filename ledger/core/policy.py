@@ -113,7 +113,7 @@ class Policy:
     combine: str = "max"
     unlisted_users: str = "unlimited"
     on_ledger_error: str = "deny"
-    # any: a spent budget blocks every new server (the rule as written in the issue);
+    # any: a spent budget blocks every new server (a user over quota starts nothing);
     # requested: only servers asking for that resource (spent GPU-hours, CPU server still ok)
     exhausted_budget_blocks: str = "any"
     accounting: Accounting = field(default_factory=Accounting)
@@ -181,8 +181,10 @@ class Policy:
         combined: dict[str, int] = {}
         for name in display_order({n for _, limits in base for n in limits.running}):
             # Unlike budgets, a group that sets no cap does not lift another group's cap:
-            # caps guard shared capacity (seed 001), so regular + gpu-dev keeps gpu-dev's
-            # `running: {gpu: 2}`. Only the groups that set a cap are combined.
+            # caps guard shared capacity (as a ResourceQuota does for a namespace,
+            # https://kubernetes.io/docs/concepts/policy/resource-quotas/), so regular +
+            # gpu-dev keeps gpu-dev's `running: {gpu: 2}`. Only the groups that set a cap
+            # are combined.
             found = [cap for _, limits in base if (cap := limits.running.get(name)) is not None]
             if not found:
                 continue

@@ -1,4 +1,5 @@
-"""The admins' report: every user with usage in the window, their limits and percent used.
+"""The admins' report: every user with usage in the window, as usage-model records
+(``ledger.core.usage_model``): the same figures ``usage`` and ``check`` show for one user.
 
 Usage comes from the ``quota_usage`` SQL function (one aggregate query per distinct window
 the policy uses — usually one). Limits come from the policy and the user's groups (from a
@@ -7,14 +8,24 @@ groups file, or the ``user_groups`` table the hub hook and enforcer keep fresh).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.core.resources import CORE_RESOURCES, MICROSECONDS_PER_SECOND, resource
+from ledger.core.decision import SegmentRow, to_us
+from ledger.core.resources import CORE_RESOURCES, MICROSECONDS_PER_SECOND
+from ledger.core.usage_model import (
+    Membership,
+    ResourceUsage,
+    max_percent,
+    needs_times,
+    resource_usage,
+    resources_from_segments,
+    user_json,
+)
 from ledger.store import queries
 
 # quota_usage column holding each resource's exact integral, in base-unit·seconds
@@ -31,64 +42,66 @@ RUNNING_COLUMNS = {
 
 
 @dataclass
-class ResourceLine:
-    resource: str
-    used_hours: Decimal
-    limit_hours: Decimal | None  # None = unlimited
-    window_seconds: int
-    running: int  # base units held by running servers now
-
-    @property
-    def remaining_hours(self) -> Decimal | None:
-        if self.limit_hours is None:
-            return None
-        return max(Decimal(0), self.limit_hours - self.used_hours)
-
-    @property
-    def percent_used(self) -> float | None:
-        if self.limit_hours is None:
-            return None
-        if self.limit_hours == 0:
-            return 100.0 if self.used_hours > 0 else 0.0
-        return float(self.used_hours / self.limit_hours * 100)
-
-    def to_json(self) -> dict:
-        return {
-            "unit": resource(self.resource).hours_unit,
-            "used": float(round(self.used_hours, 6)),
-            "limit": None if self.limit_hours is None else float(self.limit_hours),
-            "remaining": None
-            if self.remaining_hours is None
-            else float(round(self.remaining_hours, 6)),
-            "percent_used": None if self.percent_used is None else round(self.percent_used, 2),
-            "window_seconds": self.window_seconds,
-            "running": float(resource(self.resource).to_display(self.running)),
-        }
-
-
-@dataclass
 class UserLine:
     username: str
-    groups: list[str]
-    policy_groups: list[str]
-    resources: dict[str, ResourceLine] = field(default_factory=dict)
+    at: datetime
+    membership: Membership
+    resources: dict[str, ResourceUsage] = field(default_factory=dict)
     running_servers: int = 0
-    denied_all: bool = False
+    times_added: bool = False  # run-out and retry times filled in (add_times)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self.membership.groups)
+
+    @property
+    def policy_groups(self) -> list[str]:
+        return list(self.membership.policy_groups)
+
+    @property
+    def denied_all(self) -> bool:
+        return self.membership.denied_all
 
     @property
     def max_percent(self) -> float:
-        values = [r.percent_used for r in self.resources.values() if r.percent_used is not None]
-        return max(values) if values else 0.0
+        return max_percent(self.resources.values())
 
     def to_json(self) -> dict:
-        return {
-            "username": self.username,
-            "groups": self.groups,
-            "policy_groups": self.policy_groups,
-            "running_servers": self.running_servers,
-            "max_percent_used": round(self.max_percent, 2),
-            "resources": {n: r.to_json() for n, r in self.resources.items()},
-        }
+        """One user of ``report --format json`` and ``/api/v1/report`` (docs/cli.md)."""
+        return user_json(
+            self.username, self.at, self.membership, self.resources, self.running_servers
+        )
+
+
+# The segments of several users that touch a window (the run-out and retry times of the
+# users who need them): the same index range scan as queries.USER_SEGMENTS_SQL, per user.
+USERS_SEGMENTS_SQL = """
+    SELECT username, started_at, ended_at, servername, cpu_millicores, memory_bytes,
+           gpu_count, extended
+    FROM segments
+    WHERE username = ANY($1::text[])
+      AND COALESCE(ended_at, 'infinity'::timestamptz) > $2
+      AND started_at < $3
+"""
+
+
+async def _segments_of(conn, usernames: list[str], since: datetime, until: datetime):
+    by_user: dict[str, list[SegmentRow]] = {u: [] for u in usernames}
+    if not usernames:
+        return by_user
+    raw = (await conn.get_raw_connection()).driver_connection
+    for username, started, ended, servername, cpu, mem, gpu, ext in await raw.fetch(
+        USERS_SEGMENTS_SQL, usernames, since, until
+    ):
+        by_user[username].append(
+            SegmentRow(
+                started_at_us=to_us(started),
+                ended_at_us=None if ended is None else to_us(ended),
+                servername=servername,
+                amounts=queries._row_amounts(cpu, mem, gpu, ext),
+            )
+        )
+    return by_user
 
 
 def _policy_windows(policy) -> set[int]:
@@ -107,6 +120,12 @@ async def build_report(
     at: datetime,
     groups_by_user: Mapping[str, list[str]] | None = None,
 ) -> list[UserLine]:
+    """Every user with usage in the window, as usage-model records, from the aggregate.
+
+    Run-out and retry times need each user's segments, which the aggregate does not read:
+    they are None here, and :func:`add_times` fills them for the lines that are shown (a
+    page of the admin report, or every line of ``quota-ledger report``).
+    """
     windows = _policy_windows(policy)
     usage_by_window: dict[int, dict[str, dict]] = {}
     async with engine.connect() as conn:
@@ -116,30 +135,59 @@ async def build_report(
         if groups_by_user is None:
             groups_by_user = await queries.groups_by_user(conn)
     users = sorted({u for by_user in usage_by_window.values() for u in by_user})
-    names = [n for n in policy.resource_names() if n in INTEGRAL_COLUMNS] or list(CORE_RESOURCES)
+    names = report_resources(policy)
     lines = []
     for username in users:
         groups = list(groups_by_user.get(username, []))
         limits = policy.limits_for(username, groups)
-        line = UserLine(
-            username=username,
-            groups=groups,
-            policy_groups=list(limits.groups),
-            denied_all=limits.denied_all,
-        )
+        line = UserLine(username=username, at=at, membership=Membership.of(groups, limits))
         for name in names:
             budget = limits.budgets.get(name)
             window = budget.window_seconds if budget else policy.window_seconds
             row = usage_by_window[window].get(username)
-            integral = Decimal(row[INTEGRAL_COLUMNS[name]]) if row else Decimal(0)
-            line.resources[name] = ResourceLine(
-                resource=name,
-                used_hours=resource(name).to_hours(integral * MICROSECONDS_PER_SECOND),
-                limit_hours=Decimal(budget.limit_hours) if budget else None,
-                window_seconds=window,
+            seconds = Decimal(row[INTEGRAL_COLUMNS[name]]) if row else Decimal(0)
+            line.resources[name] = resource_usage(
+                name,
+                budget,
+                window,
+                at,
+                used_base_us=int(seconds * MICROSECONDS_PER_SECOND),
                 running=int(row[RUNNING_COLUMNS[name]]) if row else 0,
+                intervals=None,
+                policy_groups=limits.groups,
             )
         default_row = usage_by_window[policy.window_seconds].get(username)
         line.running_servers = int(default_row["running_servers"]) if default_row else 0
         lines.append(line)
     return lines
+
+
+def report_resources(policy) -> list[str]:
+    """The resources the report covers: the policy's that ``quota_usage`` integrates."""
+    return [n for n in policy.resource_names() if n in INTEGRAL_COLUMNS] or list(CORE_RESOURCES)
+
+
+async def add_times(engine: AsyncEngine, policy, lines: Sequence[UserLine]) -> None:
+    """Fill in the run-out and retry times of ``lines`` (in place; idempotent).
+
+    One query reads the segments of the users whose records can have a time (running
+    something limited, or at a limit); those records are recomputed from the segments —
+    the same numbers the aggregate gave (a property test keeps ``quota_usage`` and the
+    Python integral equal), now with the times, exactly as ``usage`` shows them.
+    """
+    todo = [line for line in lines if not line.times_added]
+    wanted = [line for line in todo if any(needs_times(r) for r in line.resources.values())]
+    if wanted:
+        at = wanted[0].at
+        since = at - timedelta(seconds=max(_policy_windows(policy)))
+        async with engine.connect() as conn:
+            segments = await _segments_of(conn, [line.username for line in wanted], since, at)
+        for line in wanted:
+            limits = policy.limits_for(line.username, line.groups)
+            names = [n for n, r in line.resources.items() if needs_times(r)]
+            timed = resources_from_segments(
+                limits, segments[line.username], line.at, names, policy.window_seconds
+            )
+            line.resources = {n: timed.get(n, r) for n, r in line.resources.items()}
+    for line in todo:
+        line.times_added = True

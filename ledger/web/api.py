@@ -13,6 +13,7 @@ from tornado import web
 from ledger.core.times import iso
 from ledger.core.usernames import UsernameError, check_username
 from ledger.store import page_reads as reads
+from ledger.store.report import add_times
 from ledger.web.auth import ApiHandler
 from ledger.web.report_view import Query, ReportCache, paginate, select
 from ledger.web.user_view import build_user_view
@@ -53,6 +54,7 @@ class ReportApiHandler(ApiHandler):
         query = Query.from_args(self.get_argument, self.config.per_page)
         snapshot = await self.report_cache.get(refresh=self.get_argument("refresh", "") == "1")
         page = paginate(select(snapshot, query), query)
+        await add_times(self.config.engine, self.config.policy(), page.lines)
         self.write_json(
             {
                 "at": iso(snapshot.at),

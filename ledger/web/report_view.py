@@ -5,7 +5,8 @@ users at once); at 10,000 users and a million segments in the window that is a f
 milliseconds of PostgreSQL. Admins page, sort and filter the same figures many times in a
 row, so the built report is kept for ``WebConfig.report_ttl_seconds`` (default 30 s) and
 every page, sort, filter and the CSV export are cut from that snapshot in memory. The page
-says how old the snapshot is and offers a refresh.
+says how old the snapshot is and offers a refresh. Run-out and retry times are added to the
+lines a page shows (``ledger.store.report.add_times``, once per line and snapshot).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from ledger.core.resources import display_order, resource
+from ledger.core import usage_csv
+from ledger.core.resources import display_order
 from ledger.store.report import UserLine, build_report
 
 log = logging.getLogger(__name__)
@@ -234,36 +236,17 @@ def group_totals(lines: list[UserLine], names: list[str]) -> list[GroupTotal]:
 
 
 def to_csv(lines: list[UserLine], names: list[str]) -> str:
+    """The export: the same columns as ``quota-ledger report --format csv``."""
     out = io.StringIO()
     writer = csv.writer(out)
-    header = ["username", "groups", "policy_groups", "running_servers", "max_percent_used"]
-    for n in names:
-        unit = resource(n).hours_unit
-        header += [f"{n}_used_{unit}", f"{n}_limit_{unit}", f"{n}_percent_used"]
-    writer.writerow(header)
+    writer.writerow(usage_csv.header(names))
     for line in lines:
-        row = [
-            _csv_safe(line.username),
-            _csv_safe(" ".join(line.groups)),
-            _csv_safe(" ".join(line.policy_groups)),
-            line.running_servers,
-            round(line.max_percent, 2),
-        ]
-        for n in names:
-            r = line.resources.get(n)
-            if r is None:
-                row += ["", "", ""]
-                continue
-            row += [
-                round(r.used_hours, 6),
-                "" if r.limit_hours is None else r.limit_hours,
-                "" if r.percent_used is None else round(r.percent_used, 2),
-            ]
-        writer.writerow(row)
+        writer.writerow(
+            usage_csv.row(
+                line.username, line.membership, line.running_servers, line.resources, names
+            )
+        )
     return out.getvalue()
 
 
-def _csv_safe(value: str) -> str:
-    # A name starting with = + - @ would be run as a formula when the CSV is opened in a
-    # spreadsheet (CSV injection); a leading apostrophe makes it plain text.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+_csv_safe = usage_csv.csv_safe

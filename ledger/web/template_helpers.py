@@ -5,10 +5,11 @@ They return plain text; tornado's autoescape escapes it where it is inserted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlencode
 
+from ledger.core import usage_text
 from ledger.core.quantities import format_amount, format_duration, format_hours
 from ledger.core.resources import resource
 
@@ -29,8 +30,8 @@ def unit(handler, name: str) -> str:
     return resource(name).hours_unit
 
 
-def when(handler, at: datetime | None) -> str:
-    return "—" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def when(handler, at: datetime | None, round_up: bool = False) -> str:
+    return usage_text.time_text(at, round_up=round_up)
 
 
 def duration(handler, seconds, round_up: bool = False) -> str:
@@ -39,11 +40,17 @@ def duration(handler, seconds, round_up: bool = False) -> str:
 
 def until(handler, at: datetime | None, now: datetime) -> str:
     """'in 3 days 4 hours' (rounded up: a waiting time must not be understated)."""
-    if at is None:
-        return "—"
-    return (
-        "now" if at <= now else "in " + format_duration((at - now).total_seconds(), round_up=True)
-    )
+    return usage_text.until_text(at, now)
+
+
+def cells(handler, record, now: datetime) -> dict[str, str]:
+    """Every figure of a usage-model record as text (``ledger.core.usage_text``)."""
+    return usage_text.cells(record, now)
+
+
+def held(handler, name: str, base_units: int) -> str:
+    """What running servers hold: ``"4 GiB"``, ``"2 CPUs"``, ``"0 GPUs"``."""
+    return usage_text.held_text(name, int(base_units))
 
 
 def age(handler, at: datetime | None, now: datetime) -> str:
@@ -63,17 +70,18 @@ def qs(handler, values: dict) -> str:
     return urlencode(values)
 
 
-LABELS = {"cpu": "CPU", "memory": "Memory", "gpu": "GPU"}
-
-
 def label(handler, name: str) -> str:
-    return LABELS.get(name, name)
+    return usage_text.label(name)
 
 
 def window(handler, seconds: int) -> str:
-    days, rest = divmod(int(seconds), 86400)
-    return f"{days} days" if days and not rest else format_duration(seconds)
+    return usage_text.window_text(seconds)
 
 
 def percent(handler, value) -> str:
-    return "—" if value is None else f"{float(value):.0f} %"
+    return usage_text.percent_text(None if value is None else float(value))
+
+
+def membership(handler, m) -> str:
+    """Whose limits apply: ``"limits from power"`` (``ledger.core.usage_text``)."""
+    return usage_text.limits_text(m)

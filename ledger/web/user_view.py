@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 
-from ledger.core import usage
-from ledger.core.decision import Decision, ServerRequest, evaluate, from_us, to_us
+from ledger.core.decision import Decision, ServerRequest, evaluate, to_us
+from ledger.core.json_form import json_amounts, json_number
 from ledger.core.quantities import format_amount
 from ledger.core.resources import MICROSECONDS_PER_SECOND, display_order, resource
 from ledger.core.times import iso
+from ledger.core.usage_model import ResourceUsage, intervals_of
 from ledger.store import page_reads as reads
 from ledger.store.status import UserStatus, user_status
 from ledger.web import chart
 
-NEAR_LIMIT_PERCENT = 80.0
 MEMORY_HINT = (
     "Your server ran out of memory and the program using it was stopped. "
     "Choose a larger server, or reduce the memory your work uses (load less data at once, "
@@ -29,55 +28,12 @@ MEMORY_HINT = (
 
 
 @dataclass
-class ResourceView:
-    name: str
-    unit: str  # "GiB-hours"
-    used_hours: Decimal
-    limit_hours: Decimal | None
-    remaining_hours: Decimal | None
-    percent_used: float | None
-    window_seconds: int
-    running_amount: int  # base units held by running servers now
-    burn_per_hour: Decimal  # resource-hours per hour while they keep running
-    runs_out_at: datetime | None  # when the budget is spent if running servers continue
-    retry_at: datetime | None  # used up: when it has room again if servers stop now
-    chart_svg: str | None = None
-
-    @property
-    def state(self) -> str:
-        if self.percent_used is None:
-            return "unlimited"
-        if self.limit_hours == 0:
-            return "none"
-        if self.percent_used >= 100:
-            return "over"
-        return "near" if self.percent_used >= NEAR_LIMIT_PERCENT else "ok"
-
-    def to_json(self) -> dict:
-        return {
-            "resource": self.name,
-            "unit": self.unit,
-            "used": float(round(self.used_hours, 6)),
-            "limit": None if self.limit_hours is None else float(self.limit_hours),
-            "remaining": None
-            if self.remaining_hours is None
-            else float(round(self.remaining_hours, 6)),
-            "percent_used": None if self.percent_used is None else round(self.percent_used, 2),
-            "window_seconds": self.window_seconds,
-            "running": float(resource(self.name).to_display(self.running_amount)),
-            "burn_per_hour": float(self.burn_per_hour),
-            "runs_out_at": iso(self.runs_out_at),
-            "retry_at": iso(self.retry_at),
-            "state": self.state,
-        }
-
-
-@dataclass
 class UserView:
     status: UserStatus
     typical: Decision  # may a typical server start now; if not, when
-    limited: list[ResourceView]
-    unlimited: list[ResourceView]
+    limited: list[ResourceUsage]
+    unlimited: list[ResourceUsage]
+    charts: dict[str, str] = field(default_factory=dict)  # resource -> SVG
     sessions: list[dict] = field(default_factory=list)
     oom_kills: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
@@ -94,11 +50,8 @@ class UserView:
 
     def to_json(self) -> dict:
         data = self.status.to_json()
-        data["resources"] = {r.name: r.to_json() for r in (*self.limited, *self.unlimited)}
         data["typical_server"] = {
-            "request": {
-                n: float(resource(n).to_display(v)) for n, v in self.typical.request.amounts.items()
-            },
+            "request": json_amounts(self.typical.request.amounts),
             "allowed": self.typical.allowed,
             "retry_at": iso(self.typical.retry_at),
             "run_seconds": self.typical.run_seconds,
@@ -112,14 +65,6 @@ class UserView:
         data["oom_kills"] = [{**k, "killed_at": iso(k["killed_at"])} for k in self.oom_kills]
         data["warnings"] = [{**w, "acted_at": iso(w["acted_at"])} for w in self.warnings]
         return data
-
-
-def _intervals(status: UserStatus, name: str, now_us: int) -> list[usage.Interval]:
-    return [
-        (r.started_at_us, r.ended_at_us, int(r.amounts.get(name, 0)))
-        for r in status.segments
-        if r.amounts.get(name) and r.started_at_us < now_us
-    ]
 
 
 def _session(row: dict, now: datetime) -> dict:
@@ -136,59 +81,29 @@ def _session(row: dict, now: datetime) -> dict:
         "running": row["ended_at"] is None,
         "duration_seconds": seconds,
         "cost_hours": {
-            n: float(round(resource(n).to_hours(amounts[n] * seconds * MICROSECONDS_PER_SECOND), 4))
+            n: json_number(resource(n).to_hours(amounts[n] * seconds * MICROSECONDS_PER_SECOND))
             for n in names
         },
     }
 
 
-def resource_views(
-    status: UserStatus, typical: Decision, *, with_charts: bool
-) -> tuple[list[ResourceView], list[ResourceView]]:
+def _charts(status: UserStatus) -> dict[str, str]:
     now_us = to_us(status.at)
-    limited, unlimited = [], []
+    out = {}
     for name, r in status.resources.items():
-        budget = status.decision.budgets.get(name)
-        intervals = _intervals(status, name, now_us)
-        window_us = r.window_seconds * MICROSECONDS_PER_SECOND
-        runs_out_at = retry_at = reach = None
-        if budget is not None and r.running and budget.limit_hours > 0:
-            limit = resource(name).from_hours(budget.limit_hours)
-            reach = usage.first_reaching(intervals, now_us, window_us, limit)
-            runs_out_at = None if reach is None else from_us(reach)
-        if budget is not None:
-            retry_at = budget.retry_at
-        view = ResourceView(
-            name=name,
-            unit=resource(name).hours_unit,
-            used_hours=r.used_hours,
-            limit_hours=r.limit_hours,
-            remaining_hours=r.remaining_hours,
-            percent_used=r.percent_used,
-            window_seconds=r.window_seconds,
-            running_amount=r.running,
-            burn_per_hour=resource(name).to_display(r.running),
-            runs_out_at=runs_out_at,
-            retry_at=retry_at,
-        )
-        if budget is None:
-            unlimited.append(view)
+        if r.limit_hours is None or r.limit_hours <= 0:
             continue
-        if with_charts and budget.limit_hours > 0:
-            typical_budget = typical.budgets.get(name)
-            retry = typical_budget.retry_at if typical_budget else None
-            drawn = chart.build_chart(
-                name,
-                intervals,
-                now_us,
-                window_us,
-                resource(name).from_hours(budget.limit_hours),
-                None if retry is None else to_us(retry),
-                reach,
-            )
-            view.chart_svg = chart.render_svg(drawn)
-        limited.append(view)
-    return limited, unlimited
+        drawn = chart.build_chart(
+            name,
+            intervals_of(status.segments, name, now_us),
+            now_us,
+            r.window_seconds * MICROSECONDS_PER_SECOND,
+            resource(name).from_hours(r.limit_hours),
+            None if r.retry_at is None else to_us(r.retry_at),
+            None if r.runs_out_at is None else to_us(r.runs_out_at),
+        )
+        out[name] = chart.render_svg(drawn)
+    return out
 
 
 async def build_user_view(
@@ -206,8 +121,14 @@ async def build_user_view(
         now,
         exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
     )
-    limited, unlimited = resource_views(status, typical, with_charts=with_charts)
-    view = UserView(status, typical, limited, unlimited)
+    resources = list(status.resources.values())
+    view = UserView(
+        status,
+        typical,
+        limited=[r for r in resources if r.limit_hours is not None],
+        unlimited=[r for r in resources if r.limit_hours is None],
+        charts=_charts(status) if with_charts else {},
+    )
     if with_history:
         since = now - timedelta(seconds=max(policy.window_seconds, 7 * 86400))
         async with config.engine.connect() as conn:
