@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import datagen  # noqa: E402
 from benchmarks.ledger_bench import database, machine, prepare  # noqa: E402
-from ledger.core.policy import parse_policy  # noqa: E402
+from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.core.usage_model import needs_times  # noqa: E402
 from ledger.store import db  # noqa: E402
 from ledger.store import report as report_module  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from web_support import NOW, client, seed, segment, serve, web_config
 
-from ledger.core.policy import parse_policy
+from ledger.core.policy_yaml import parse_policy
 from ledger.core.times import iso
 from ledger.core.usage_model import LimitSource, Membership, ResourceUsage
 from ledger.core.usage_text import cells, membership_text, percent_text
