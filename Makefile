@@ -6,13 +6,39 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export QUOTA_LEDGER_HOME ?= $(CURDIR)/.quota-ledger
 
-.PHONY: demo test lint fmt bench bench-prometheus browser psql clean
+# JupyterHub 5.x: a second virtualenv that runs only the hub-facing tests (hook, web service,
+# real-hub end to end), so both supported major versions are tested in `make test`.
+JH5_VENV := .venv-jh5
+JH5_STAMP := $(JH5_VENV)/.installed-stamp
+JH5_TESTS := tests/test_hub_hook.py tests/test_hub_install.py tests/test_hub_e2e.py \
+	tests/test_web_routes.py
+# The npm configurable-http-proxy streams the spawn progress as it comes; the PyPI one buffers it.
+NPM_PREFIX := .npm
+CHP := $(NPM_PREFIX)/node_modules/.bin/configurable-http-proxy
+export PATH := $(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$(PATH)
+
+.PHONY: demo test test-jh5 lint fmt bench bench-prometheus browser psql proxy clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(JH5_STAMP): pyproject.toml tests/requirements-jh5.txt
+	test -x $(JH5_VENV)/bin/python || $(PYTHON) -m venv $(JH5_VENV)
+	$(JH5_VENV)/bin/pip install -q --upgrade pip
+	$(JH5_VENV)/bin/pip install -q -e '.[embedded]' -r tests/requirements-jh5.txt
+	touch $(JH5_STAMP)
+
+$(CHP):
+	command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "error: npm missing (apt-get install nodejs npm)"; exit 1; fi; }
+	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) configurable-http-proxy@5
+
+proxy: $(CHP)
 
 # Browser tests drive Debian's chromium through Playwright (never `playwright install`:
 # it downloads a browser build, which cannot be fetched here). Under CI=true a chromium that
@@ -40,13 +66,17 @@ psql:
 	    case "$$CI" in true|1|yes) echo "error: CI=true needs psql for the docs' SQL tests"; exit 1;; \
 	      *) echo "warning: the docs' SQL tests will be skipped";; esac; fi; }
 
-demo: $(STAMP)
+demo: $(STAMP) $(CHP)
 	$(BIN)/quota-ledger demo
 
-test: $(STAMP) browser psql
+test: $(STAMP) $(JH5_STAMP) $(CHP) browser psql
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+	$(JH5_VENV)/bin/pytest -q $(JH5_TESTS)
+
+test-jh5: $(JH5_STAMP) $(CHP) browser
+	$(JH5_VENV)/bin/pytest -q $(JH5_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -64,4 +94,4 @@ bench-prometheus: $(STAMP)
 	$(BIN)/python benchmarks/vs_prometheus.py
 
 clean:
-	rm -rf $(VENV) .quota-ledger .pytest-pg build *.egg-info
+	rm -rf $(VENV) $(JH5_VENV) $(NPM_PREFIX) .quota-ledger .pytest-pg build *.egg-info

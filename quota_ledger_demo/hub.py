@@ -1,6 +1,8 @@
 """A real JupyterHub for the demo (and the end-to-end tests), wired to the quota ledger.
 
-- :func:`write_hub_config` writes ``jupyterhub_config.py``: pure-pip configurable-http-proxy,
+- :func:`write_hub_config` writes ``jupyterhub_config.py``: the npm configurable-http-proxy
+  (:func:`streaming_proxy`; the pure-pip one holds the spawn progress stream back until the
+  spawn is over, so nobody would see the quota line),
   DummyAuthenticator with one shared password, the quota hook, the enforcer's least-privilege
   role, named servers, and :class:`DemoSpawner`.
 - :class:`DemoSpawner` runs a real local single-user server (``SimpleLocalProcessSpawner``,
@@ -35,6 +37,31 @@ SIZES = {  # name -> (cpu cores, memory, GPUs, label)
     "gpu": (4, "16G", 1, "GPU: 4 CPUs, 16 GiB, 1 GPU"),
 }
 DEFAULT_SIZE = "small"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PROXY_ENV = "QUOTA_LEDGER_PROXY"
+# `make` installs it here (npm install --prefix .npm configurable-http-proxy@5)
+NPM_PROXY = ROOT / ".npm" / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def streaming_proxy() -> str:
+    """The npm configurable-http-proxy: ``$QUOTA_LEDGER_PROXY``, the checkout's ``.npm``,
+    else one on PATH that is not the PyPI package's (which buffers server-sent events)."""
+    explicit = os.environ.get(PROXY_ENV)
+    if explicit:
+        return explicit
+    if NPM_PROXY.exists():
+        return str(NPM_PROXY)
+    venv_bin = Path(sys.executable).parent
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(directory) / "configurable-http-proxy"
+        if candidate.exists() and candidate.parent != venv_bin:
+            return str(candidate)
+    raise RuntimeError(
+        f"the npm configurable-http-proxy is not installed (run `make proxy`, or set "
+        f"${PROXY_ENV}); the PyPI one holds back the spawn progress stream"
+    )
 
 
 def free_port() -> int:
@@ -186,13 +213,15 @@ def write_hub_config(
     password: str = "quota-demo", users: dict[str, list[str]] | None = None,
     enforcer_token: str = "quota-enforcer-demo-token", admin_token: str | None = None,
     run_enforcer: bool = False, enforcer_interval_seconds: float = 30.0, extra_config: str = "",
+    hook_args: str = "", quota_hook: bool = True, enforcer_service: str = "quota-enforcer",
 ) -> Path:  # fmt: skip
     """Write ``jupyterhub_config.py`` into ``directory`` and return its path.
 
     ``fake_api_url`` is the URL of :func:`start_pod_control` (None: no pods). ``users`` maps
     demo users to their groups (default: alice→regular, bob→power, carol→gpu-dev).
     ``run_enforcer`` adds ``quota-ledger enforce`` as a hub-managed service; ``extra_config``
-    is appended verbatim (Python).
+    is appended verbatim (Python). ``quota_hook=False`` leaves the hook out (the caller's
+    ``extra_config`` installs it); ``enforcer_service`` names the token-only enforcer service.
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -203,23 +232,23 @@ def write_hub_config(
         for g in names:
             groups.setdefault(g, []).append(user)
     bin_dir = Path(sys.executable).parent
-    service = {"name": "quota-enforcer", "api_token": enforcer_token}
+    service = {"name": enforcer_service, "api_token": enforcer_token}
     if run_enforcer:
         service["command"] = [
             str(bin_dir / "quota-ledger"), "enforce", "--db", db_url, "--config",
             str(policy_path), "--interval", str(enforcer_interval_seconds), "--log-level", "info",
         ]  # fmt: skip
     services = [service]
-    roles = [{"name": "quota-enforcer", "scopes": ENFORCER_SCOPES, "services": ["quota-enforcer"]}]
+    roles = [{"name": enforcer_service, "scopes": ENFORCER_SCOPES, "services": [enforcer_service]}]
     if admin_token:
         services.append({"name": "test-admin", "api_token": admin_token})
         roles.append({"name": "test-admin", "scopes": ["admin:users", "admin:servers",
-                      "admin:groups", "tokens"], "services": ["test-admin"]})  # fmt: skip
+                      "admin:groups", "tokens", "read:metrics"], "services": ["test-admin"]})  # fmt: skip
     settings = {
         "port": port,
         "hub_port": free_port(),
         "proxy_api_port": free_port(),
-        "proxy": str(bin_dir / "configurable-http-proxy"),
+        "proxy": streaming_proxy(),
         "password": password,
         "users": sorted(users),
         "groups": {g: {"users": sorted(u)} for g, u in groups.items()},
@@ -230,6 +259,12 @@ def write_hub_config(
         "path": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "singleuser": str(bin_dir / "jupyterhub-singleuser"),
     }
+    hook = (
+        "from ledger.hub import install_quota_hook\n"
+        f"install_quota_hook(c, db_url={db_url!r}, policy_path={str(policy_path)!r}{hook_args})"
+        if quota_hook
+        else ""
+    )
     text = f"""# Written by quota_ledger_demo.hub.write_hub_config: a demo hub wired to quota-ledger.
 import asyncio
 import json
@@ -261,8 +296,7 @@ c.Spawner.environment = {{"PATH": settings["path"]}}
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 
-from ledger.hub import install_quota_hook
-install_quota_hook(c, db_url={db_url!r}, policy_path={str(policy_path)!r})
+{hook}
 {extra_config}
 """
     path = directory / "jupyterhub_config.py"

@@ -8,6 +8,7 @@ so their autouse fixtures do not reach the rest of the suite.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import sys
@@ -22,7 +23,6 @@ from jupyterhub.tests.conftest import (  # noqa: F401 - fixtures
     cleanup_after,
     new_username,
     ssl_tmpdir,
-    tmp_cwd,
 )
 from jupyterhub.tests.mocking import MockHub
 from jupyterhub.tests.utils import add_user, api_request, async_requests, auth_header
@@ -32,9 +32,27 @@ from traitlets.config import Config
 
 from ledger.core.times import utcnow
 from ledger.hub import QuotaHook, install_quota_hook, metrics
+from ledger.hub.denial import SpawnException  # None on JupyterHub 5
 
-# MockHub starts the proxy from PATH: the pure-Python configurable-http-proxy in this venv.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+try:  # JupyterHub 6 (5 has no such fixture)
+    from jupyterhub.tests.conftest import tmp_cwd  # noqa: F401 - fixture
+except ImportError:
+    pass
+
+
+@pytest.fixture(scope="module")
+def io_loop():
+    """JupyterHub 5's ``cleanup_after`` asks for it only to run before it closes the loop;
+    its own would close the event loop this suite shares for the whole session."""
+    return None
+
+
+# MockHub starts configurable-http-proxy from PATH: the npm one `make` installs into .npm
+# (the JupyterHub 5 venv has no other), else the PyPI one in this venv.
+NPM_BIN = Path(__file__).resolve().parents[1] / ".npm" / "node_modules" / ".bin"
+os.environ["PATH"] = os.pathsep.join(
+    [str(NPM_BIN), os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +73,9 @@ async def app(request, ssl_tmpdir):
         pass
 
     hub.shutdown_cancel_tasks = nothing_else
-    await hub.stop()
+    stopped = hub.stop()  # a coroutine on JupyterHub 6, plain on 5
+    if inspect.isawaitable(stopped):
+        await stopped
 
 
 def _count(counter, label: str) -> float:
@@ -142,10 +162,11 @@ async def test_denied_by_budget_says_why_when_and_how(app, hook, engine):
     assert not user.spawner.active
     # the HTML the spawn page shows: escaped text, a <time> rendered locally, links
     exc = user.spawner._spawn_future.exception()
-    assert exc.reason == "quota" and exc.status_code == 403
+    assert exc.reason == ("quota" if SpawnException else None) and exc.status_code == 403
     html_message = exc.jupyterhub_html_message
     assert "&lt;b&gt;hub admins&lt;/b&gt;" in html_message
     assert '<time datetime="' in html_message and "toLocaleString" in html_message
+    assert "timeZoneName" in html_message  # the local time names its zone
     assert '<a href="/services/quota/">' in html_message
     await hook.drain()
     [(outcome, reason, _, _)] = await decisions(engine, user.name)
@@ -264,11 +285,16 @@ async def test_hung_database_takes_the_fail_mode(app, tmp_path, on_error):
         assert _count(metrics.SPAWN_CHECK_FAILURES, "timeout") == before + 1
         if on_error == "deny":
             assert r.status_code == 503
-            assert "could not be checked just now" in r.json()["message"]
+            message = r.json()["message"]
+            assert "could not be checked just now" in message
+            # the user is not out of quota: no "ask for more quota" line
+            assert "hub admins</b> for more quota" not in message
+            assert "example.org/quota-request" not in message
         else:
             assert r.status_code in (201, 202), r.text
             assert "starting anyway" in user.spawner._quota_progress_events[0]["message"]
-        hook._pending.clear()  # the log write hangs on the same database; not awaited here
+        assert len(hook.spool) == 1  # kept for later: the log write hangs on the same database
+        hook.spool.close()
         hook._engine = None
 
 
@@ -349,3 +375,93 @@ async def test_failures_show_on_the_hubs_metrics(app):
     r = await async_requests.get(app.hub.url + "metrics", headers=auth_header(app.db, "admin"))
     assert r.status_code == 200
     assert "quota_ledger_spawn_decisions_total" in r.text
+
+
+async def test_allow_mode_says_so_to_a_stream_opened_during_the_check(app, tmp_path, fresh_db_url):
+    """The progress stream is opened while the check still waits for the ledger (as the
+    pending page does after slow_spawn_timeout): it waits for the answer and says so."""
+    from ledger.store.decide import decide
+
+    started = asyncio.Event()
+
+    async def slow_decide(*args):
+        started.set()
+        await asyncio.sleep(5)
+        return await decide(*args)
+
+    hook = QuotaHook(db_url=fresh_db_url, timeout_seconds=0.5, decide=slow_decide,
+                     policy_path=str(write_policy(tmp_path / "p.yaml", on_error="allow")))  # fmt: skip
+    try:
+        user = new_user(app)
+        spawner = prepare(user, hook)
+        spawn_task = asyncio.ensure_future(spawn(app, user))
+        await asyncio.wait_for(started.wait(), 30)
+        assert spawner._spawn_future is not None and not spawner._spawn_future.done()
+        first = await anext(aiter(spawner.progress()))  # opened before the answer
+        assert "this server is starting anyway" in first["message"], first
+        r = await spawn_task
+        assert r.status_code in (201, 202), r.text
+    finally:
+        await hook.close()
+
+
+async def test_outage_decisions_are_written_when_the_database_returns(app, tmp_path, engine,
+                                                                     fresh_db_url):  # fmt: skip
+    """Refusals while the database is down wait in the spool and reach the log afterwards."""
+    from hub_support.db_switch import DatabaseSwitch
+
+    switch = DatabaseSwitch(fresh_db_url)  # down
+    hook = QuotaHook(db_url=switch.url, timeout_seconds=1,
+                     policy_path=str(write_policy(tmp_path / "p.yaml")))  # fmt: skip
+    try:
+        users = [new_user(app), new_user(app)]
+        for user in users:
+            prepare(user, hook)
+            r = await spawn(app, user)
+            assert r.status_code == 503, r.text
+        assert len(hook.spool) == 2 and not await hook.drain(0.5)
+        await switch.up()
+        assert await hook.drain(60)
+        for user in users:
+            assert await decisions(engine, user.name) == [
+                ("error_denied", "ledger_error", {"cpu": 1000, "memory": 4 * GIB, "gpu": 0}, "")
+            ]
+    finally:
+        await hook.close()
+        await switch.down()
+
+
+async def test_a_full_spool_drops_the_oldest_and_counts_them():
+    from ledger.hub.spool import DecisionSpool
+
+    def no_engine():
+        raise OSError("database down")
+
+    spool = DecisionSpool(no_engine, max_rows=2)
+    before = metrics.SPAWN_RECORDS_DROPPED._value.get()
+    for n in range(3):
+        spool.add_groups(f"u{n}", [], utcnow())
+    assert [row["username"] for _, row in spool._rows] == ["u1", "u2"]
+    assert spool.dropped == 1 and metrics.SPAWN_RECORDS_DROPPED._value.get() == before + 1
+    spool.close()
+
+
+async def test_quota_refusals_are_logged_at_info_without_traceback(app, hook, engine, caplog):
+    """JupyterHub logs a failed spawn at ERROR (5: with a traceback); ours become INFO."""
+    import logging
+
+    user = new_user(app, groups=["regular"])
+    await insert(engine, [segment(user.name, utcnow() - timedelta(days=3), 16, memory_gib=4)])
+    prepare(user, hook)
+    with caplog.at_level(logging.DEBUG):
+        r = await spawn(app, user)
+    assert r.status_code == 403
+    ours = [rec for rec in caplog.records if user.name in rec.getMessage()
+            and ("Not starting" in rec.getMessage() or "Unhandled error" in rec.getMessage()
+                 or "Error starting" in rec.getMessage())]  # fmt: skip
+    assert ours, [rec.getMessage() for rec in caplog.records]
+    assert all(rec.levelno == logging.INFO and not rec.exc_info for rec in ours)
+    assert app.tornado_application.settings.get("failure_count", 0) <= 0  # not a failure
+    exc = user.spawner._spawn_future.exception()
+    assert exc.reason in ("quota", None)  # JupyterHub 5 could not overwrite it with 'error'
+    assert exc.quota_denial["headline"] == "You have used your memory quota"

@@ -86,3 +86,143 @@ async def test_an_unreadable_size_refuses_with_a_message(tmp_path):
     with pytest.raises(Exception, match="size could not be read") as caught:
         await hook.check(spawner)
     assert caught.value.status_code == 400
+
+
+# --- composable hub configuration -----------------------------------------------------------
+
+
+def test_install_quota_services_appends_to_what_the_config_holds(tmp_path):
+    from ledger.hub import install_quota_services
+
+    c = Config()
+    c.JupyterHub.services = [{"name": "grafana", "url": "http://grafana:3000"}]
+    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "access:services!service=grafana"]},
+                               {"name": "ops", "scopes": ["admin:users"], "users": ["o"]}]  # fmt: skip
+    install_quota_services(c, db_url="postgresql://q:pw@db/q", policy_path="/etc/p.yaml",
+                           admin_users=["dora"])  # fmt: skip
+    names = [s["name"] for s in c.JupyterHub.services]
+    assert names == ["grafana", "quota", "quota-enforcer"]
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["user"]["scopes"] == ["self", "access:services!service=grafana",
+                                       "access:services!service=quota"]  # fmt: skip
+    assert roles["ops"] == {"name": "ops", "scopes": ["admin:users"], "users": ["o"]}
+    assert roles["quota-admin"]["users"] == ["dora"]
+    assert roles["quota-enforcer"]["scopes"] == ["list:users", "read:users:groups",
+                                                 "read:servers", "delete:servers"]  # fmt: skip
+    web = c.JupyterHub.services[1]
+    assert web["oauth_client_allowed_scopes"] == ["custom:quota:admin", "admin-ui"]
+    assert "pw" not in " ".join(web["command"])  # the URL travels in the environment
+    assert web["environment"]["QUOTA_LEDGER_DB_URL"] == "postgresql://q:pw@db/q"
+    assert "custom:quota:admin" in c.JupyterHub.custom_scopes
+    # twice (hub.md's and web.md's examples both pasted): the second adds nothing twice
+    install_quota_services(c, db_url="postgresql://q@db/q", policy_path="/p.yaml",
+                           web=False, enforcer_name="quota-enforcer-2")  # fmt: skip
+    assert [s["name"] for s in c.JupyterHub.services][:3] == names
+
+
+def test_hub_admins_switch_requires_the_custom_scope_only():
+    from ledger.hub import install_quota_services
+
+    c = Config()
+    added = install_quota_services(c, db_url="postgresql://q@db/q", policy_path="/p.yaml",
+                                   hub_admins=False, enforcer=False)  # fmt: skip
+    web = added["services"][0]
+    assert web["oauth_client_allowed_scopes"] == ["custom:quota:admin"]
+    assert web["command"][-2:] == ["--admin-scope", "custom:quota:admin"]
+
+
+def test_install_quota_services_needs_a_database(monkeypatch):
+    from ledger.hub import install_quota_services
+
+    monkeypatch.delenv("QUOTA_LEDGER_DB_URL", raising=False)
+    with pytest.raises(ValueError, match="QUOTA_LEDGER_DB_URL"):
+        install_quota_services(Config(), policy_path="/p.yaml")
+
+
+def test_templates_go_after_the_operators_and_keep_their_vars(tmp_path):
+    from jupyterhub._data import DATA_FILES_PATH
+
+    from ledger.hub.pages import TEMPLATE_DIR
+
+    default = f"{DATA_FILES_PATH}/templates"
+    c = Config()
+    c.JupyterHub.template_paths = ["/srv/branding", default]
+    c.JupyterHub.template_vars = {"announcement": "Maintenance on Friday"}
+    hook = install_quota_hook(c, db_url="postgresql://x@/y",
+                              policy_path=str(write_policy(tmp_path / "p.yaml")))  # fmt: skip
+    assert c.JupyterHub.template_paths == ["/srv/branding", str(TEMPLATE_DIR), default]
+    assert c.JupyterHub.template_vars["announcement"] == "Maintenance on Friday"
+    assert c.JupyterHub.template_vars["quota_denial_of"] == hook.denial_of
+    install_quota_hook(c, db_url="postgresql://x@/y", policy_path=hook.watcher.path)
+    assert c.JupyterHub.template_paths.count(str(TEMPLATE_DIR)) == 1
+
+
+def _hub_jinja(*operator_dirs):
+    """Templates looked up as JupyterHub does (JupyterHub.init_tornado_settings)."""
+    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
+    from jupyterhub._data import DATA_FILES_PATH
+
+    from ledger.hub.pages import TEMPLATE_DIR
+
+    base = f"{DATA_FILES_PATH}/templates"
+    loader = ChoiceLoader([PrefixLoader({"templates": FileSystemLoader([base])}, "/"),
+                           FileSystemLoader([*operator_dirs, str(TEMPLATE_DIR), base])])  # fmt: skip
+    return Environment(loader=loader, autoescape=True)
+
+
+def _page_namespace():
+    class User:  # what page.html reads of the current user
+        name = "alice"
+        admin = False
+
+    return dict(static_url=lambda p, **kw: "/hub/static/" + p, base_url="/", prefix="/",
+                user=None, login_url="/hub/login", logout_url="/hub/logout",
+                parsed_scopes=set(), version_hash="", xsrf="", services=[],
+                announcement=None, no_spawner_check=True)  # fmt: skip
+
+
+def _denied_exception():
+    from datetime import UTC, datetime
+
+    from ledger.hub.denial import refusal
+
+    view = {"headline": "You have used your memory quota", "message": "m",
+            "budgets": [{"resource": "memory", "used": "64 GiB-hours",
+                         "limit": "60 GiB-hours", "window": "30 days", "percent": 107,
+                         "blocks": "used_up"}],
+            "caps": [], "request": "2 CPUs, 4 GiB",
+            "retry_at": datetime(2026, 12, 28, 2, 0, tzinfo=UTC).isoformat(),
+            "retry_at_utc": "2026-12-28 02:00 UTC", "smaller": "1 CPU, 1 GiB",
+            "contact": "Ask <b>admins</b>", "contact_url": "https://example.org/more",
+            "quota_url": "/services/quota/", "text": "t"}  # fmt: skip
+    return refusal("t", "t", status_code=403, reason="quota", view=view)
+
+
+def test_the_denial_page_is_friendly_and_other_403s_keep_the_hubs_page(tmp_path):
+    from tornado.web import HTTPError
+
+    env = _hub_jinja()
+    ns = {**_page_namespace(), "status_code": 403, "status_message": "Forbidden",
+          "message": "t", "extra_error_html": ""}  # fmt: skip
+    page = env.get_template("403.html").render(exception=_denied_exception(), **ns)
+    assert "You have used your memory quota" in page and "403 : Forbidden" not in page
+    assert "64 GiB-hours" in page and "60 GiB-hours" in page and "30 days" in page
+    assert 'datetime="2026-12-28T02:00:00+00:00"' in page and "timeZoneName" in page
+    assert "1 CPU, 1 GiB" in page and 'href="/services/quota/"' in page
+    assert "Ask &lt;b&gt;admins&lt;/b&gt;" in page  # escaped
+    other = env.get_template("403.html").render(exception=HTTPError(403, "nope"), **ns)
+    assert "403 : Forbidden" in other and "quota" not in other.lower()
+
+
+def test_the_denial_page_extends_the_operators_error_page(tmp_path):
+    (tmp_path / "error.html").write_text(
+        '{% extends "templates/error.html" %}{% block h1_error %}<p class="brand">ACME</p>'
+        "{{ super() }}{% endblock %}"
+    )
+    env = _hub_jinja(str(tmp_path))
+    ns = {**_page_namespace(), "status_code": 403, "status_message": "Forbidden",
+          "message": "t", "extra_error_html": ""}  # fmt: skip
+    page = env.get_template("403.html").render(exception=_denied_exception(), **ns)
+    assert "You have used your memory quota" in page
+    other = env.get_template("403.html").render(exception=None, **ns)
+    assert 'class="brand">ACME' in other and "403 : Forbidden" in other

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,3 +108,73 @@ def test_demo_config_applies_to_a_hub_config():
     assert service["environment"]["QUOTA_LEDGER_DB_URL"] == "postgresql://u:pw@db/x"
     assert {r["name"] for r in c.JupyterHub.load_roles} == {"user", "quota-admin"}
     assert "custom:quota:admin" in c.JupyterHub.custom_scopes
+
+
+async def _get_json(url: str):
+    async with httpx.AsyncClient(timeout=2) as c:
+        try:
+            r = await c.get(url)
+        except httpx.HTTPError:
+            return None, None
+    try:
+        return r.status_code, r.json()
+    except ValueError:
+        return r.status_code, r.text
+
+
+async def _until(check, what: str, timeout_seconds: float = 60.0):
+    import asyncio
+
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.25)
+
+
+@pytest.mark.parametrize("command", ["serve", "enforce"])
+async def test_starts_with_the_database_down_and_recovers_by_itself(fresh_db_url, tmp_path,
+                                                                    command):  # fmt: skip
+    from hub_support.db_switch import DatabaseSwitch
+
+    switch = DatabaseSwitch(fresh_db_url)  # down
+    port = free_port()
+    env = hub_env(JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}", QUOTA_LEDGER_DB_URL=switch.url)
+    args = [sys.executable, "-m", "ledger", command, "--log-level", "info"]
+    if command == "enforce":
+        args += ["--hub-url", "http://127.0.0.1:9/hub/api", "--health-port", str(port)]
+    out = open(tmp_path / "out.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    health, ready = f"http://127.0.0.1:{port}/healthz", f"http://127.0.0.1:{port}/readyz"
+    try:
+
+        async def answers():
+            assert proc.poll() is None, (tmp_path / "out.log").read_text()
+            status, body = await _get_json(health)
+            return body if status == 200 else None
+
+        body = await _until(answers, f"{command} answers /healthz with the database down")
+        assert body["status"] == "ledger unavailable" and body["attempts"] >= 1, body
+        assert (await _get_json(ready))[0] == 503
+        await switch.up()
+
+        async def recovered():
+            assert proc.poll() is None, (tmp_path / "out.log").read_text()
+            return (await _get_json(health))[1] == {"status": "ok"}
+
+        await _until(recovered, f"{command} sees the database again without a restart")
+        assert (await _get_json(ready))[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+        await switch.down()
+    log = (tmp_path / "out.log").read_text()
+    assert "ledger unavailable" in log and "retrying in" in log
+    assert "Traceback" not in log

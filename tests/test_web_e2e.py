@@ -1,4 +1,4 @@
-"""End to end: a real JupyterHub (DummyAuthenticator, pure-pip proxy) runs the quota page as
+"""End to end: a real JupyterHub (DummyAuthenticator, the npm proxy) runs the quota page as
 a hub-managed service (quota_ledger_demo.web.apply); a real Chromium logs in through the hub's
 login page and OAuth, and screenshots the pages.
 
@@ -24,6 +24,7 @@ from web_support import NOW, POLICY_TEXT, seed, segment
 
 from ledger.core.times import iso
 from ledger.store import queries
+from quota_ledger_demo.hub import streaming_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -64,6 +65,7 @@ c.JupyterHub.port = {hub_port}
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {api_port}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{proxy!r}]
 c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
 c.JupyterHub.pid_file = "{tmp}/jupyterhub.pid"
@@ -82,6 +84,7 @@ apply(c, {db_url!r}, {policy!r}, port={service_port}, admin_users=["admin"], at=
 @pytest.fixture
 async def hub(fresh_db_url, engine, tmp_path):
     require("chromium")
+    require("configurable-http-proxy")
     await seed(engine)
     d = timedelta(days=1)
     async with engine.begin() as conn:  # erin: a normal month, a third of the budget
@@ -104,6 +107,7 @@ async def hub(fresh_db_url, engine, tmp_path):
             policy=str(policy),
             at=iso(NOW),
             python=sys.executable,
+            proxy=streaming_proxy(),
             **ports,
         )  # fmt: skip
     )

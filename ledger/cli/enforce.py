@@ -20,6 +20,7 @@ log = logging.getLogger("ledger.enforcer.enforcer")
 
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
 HUB_URL_ENV = "JUPYTERHUB_API_URL"
+HEALTH_PORT_ENV = "QUOTA_LEDGER_HEALTH_PORT"
 
 
 def add_parser(subparsers, common) -> list[str]:
@@ -43,6 +44,13 @@ def add_parser(subparsers, common) -> list[str]:
     )
     p.add_argument("--once", action="store_true", help="run one round and exit")
     p.add_argument("--dry-run", action="store_true", help="record what would be done; stop nothing")
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get(HEALTH_PORT_ENV) or 0) or None,
+        metavar="N",
+        help=f"serve /healthz and /readyz on this port (default: ${HEALTH_PORT_ENV}, else none)",
+    )
     add_at(p)
     p.set_defaults(run=run)
     return ["enforce"]
@@ -52,6 +60,7 @@ async def run(args) -> int:
     from ledger.core.times import utcnow
     from ledger.enforcer.enforcer import enforce_round
     from ledger.enforcer.hub_api import HubClient, HubError
+    from ledger.store.availability import LedgerAvailability
 
     if args.at and not args.once:
         raise CommandError("--at only makes sense with --once (a loop always runs at now)")
@@ -69,9 +78,19 @@ async def run(args) -> int:
             loop.add_signal_handler(sig, stop.set)
     hub = HubClient(args.hub_url, token)
     failed_rounds = 0
+    health = None
     try:
-        async with engine_of(args) as engine:
+        # no schema check before the loop: a database that is down when the hub starts must
+        # not end this hub-managed service (the hub stops when one exits during startup)
+        async with engine_of(args, check_schema=False) as engine:
+            availability = LedgerAvailability(engine)
+            if args.health_port:
+                health = _serve_health(args.health_port, availability)
+            if args.once and not await availability.check():
+                raise CommandError(f"ledger unavailable: {availability.last_error}")
             while not stop.is_set():
+                if not availability.available and not await availability.wait(stop):
+                    break  # stopped while waiting for the database
                 policy = current_policy()
                 now = at_of(args) if args.once else utcnow()
                 try:
@@ -80,9 +99,13 @@ async def run(args) -> int:
                 except HubError as exc:
                     failed_rounds += 1
                     log.error("enforcer: the hub did not answer, retrying next round: %s", exc)
-                except Exception:  # noqa: BLE001 - a database hiccup must not end the service
+                except Exception as exc:  # noqa: BLE001 - a database hiccup must not end it
                     failed_rounds += 1
-                    log.exception("enforcer: round failed, retrying next round")
+                    if is_database_error(exc):
+                        availability.mark_failed(exc)  # next: retry with backoff
+                        log.error("enforcer: ledger unavailable: %s", availability.last_error)
+                    else:
+                        log.exception("enforcer: round failed, retrying next round")
                 if args.once:
                     return 0 if failed_rounds == 0 else 2
                 interval = args.interval or policy.enforcement.interval_seconds
@@ -90,5 +113,39 @@ async def run(args) -> int:
                     await asyncio.wait_for(stop.wait(), interval)
     finally:
         await hub.close()
+        if health is not None:
+            health.stop()
     log.info("enforcer stopped")
     return 0
+
+
+def is_database_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    return isinstance(exc, (OSError, DBAPIError, SQLAlchemyError, TimeoutError))
+
+
+def _serve_health(port: int, availability):
+    """``/healthz`` (always 200, the body says whether the ledger answers) and ``/readyz``
+    (503 while it does not), for probes of an enforcer run as its own Deployment."""
+    import json
+
+    from tornado import web
+
+    class Health(web.RequestHandler):
+        def initialize(self, ready_only: bool) -> None:
+            self.ready_only = ready_only
+
+        def get(self) -> None:
+            body = {"status": "ok"}
+            if not availability.available:
+                body = {"status": "ledger unavailable", **availability.to_json()}
+                if self.ready_only:
+                    self.set_status(503)
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(json.dumps(body))
+
+    app = web.Application(
+        [(r"/healthz", Health, {"ready_only": False}), (r"/readyz", Health, {"ready_only": True})]
+    )
+    return app.listen(port, address="")

@@ -126,6 +126,7 @@ def _stopping(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 
 async def run(args) -> int:
+    from ledger.store.availability import LedgerAvailability
     from ledger.web.app import make_app, service_prefix
     from ledger.web.config import DEFAULT_ADMIN_SCOPES, WebConfig
 
@@ -134,7 +135,11 @@ async def run(args) -> int:
     policy = _policy_source(args)
     frozen_at = at_of(args) if getattr(args, "at", None) else None
     ip, port = _listen_address(args)
-    async with engine_of(args) as engine:
+    # No schema check before listening: a database that is down at hub start must not make
+    # this hub-managed service exit (the hub stops when one does). The availability monitor
+    # retries with backoff; /healthz says "ledger unavailable" and pages answer 503 meanwhile.
+    async with engine_of(args, check_schema=False) as engine:
+        availability = LedgerAvailability(engine)
         config = WebConfig(
             engine=engine,
             policy=policy,
@@ -145,19 +150,21 @@ async def run(args) -> int:
             hub_url=(os.environ.get("JUPYTERHUB_BASE_URL") or "/").rstrip("/") + "/hub/",
         )
         app = make_app(config)
+        app.settings["quota_availability"] = availability
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stopping, stop, sig)
         server = app.listen(port, address=ip, xheaders=True)
-        app.settings["quota_report_cache"].warm()  # the first admin need not wait for it
-        log.warning(
+        log.info(
             "quota web service on http://%s:%d%s (admin scopes: %s)",
             ip or "*", port, service_prefix(), ", ".join(config.admin_scopes),
         )  # fmt: skip
+        monitor = asyncio.ensure_future(_watch_ledger(availability, app, stop))
         try:
             await stop.wait()
         finally:
+            monitor.cancel()
             server.stop()
             try:
                 await asyncio.wait_for(server.close_all_connections(), CLOSE_TIMEOUT_SECONDS)
@@ -165,5 +172,11 @@ async def run(args) -> int:
                 pass
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-        log.warning("quota web service stopped")
+        log.info("quota web service stopped")
     return 0
+
+
+async def _watch_ledger(availability, app, stop: asyncio.Event) -> None:
+    if await availability.wait(stop):
+        app.settings["quota_report_cache"].warm()  # the first admin need not wait for it
+    await availability.monitor(stop)

@@ -20,7 +20,8 @@ from ledger.core.quantities import format_hours
 LOCAL_TIME_SCRIPT = (
     "<script>document.querySelectorAll('time[data-quota-local]').forEach(function(t){"
     "var d=new Date(t.getAttribute('datetime'));"
-    "if(!isNaN(d)){t.textContent=d.toLocaleString();t.removeAttribute('data-quota-local');}"
+    "if(!isNaN(d)){t.textContent=d.toLocaleString(undefined,{timeZoneName:'short'});"
+    "t.removeAttribute('data-quota-local');}"
     "});</script>"
 )
 

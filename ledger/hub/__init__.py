@@ -6,6 +6,11 @@ of your own::
     from ledger.hub import install_quota_hook
     install_quota_hook(c)  # QUOTA_LEDGER_DB_URL, QUOTA_LEDGER_CONFIG from the environment
 
+and, for the quota page and the enforcer as hub-managed services::
+
+    from ledger.hub import install_quota_services
+    install_quota_services(c)  # appends to c.JupyterHub.services / load_roles
+
 See docs/hub.md. The enforcer (``quota-ledger enforce``) lives in ``ledger.enforcer.enforcer``.
 """
 
@@ -14,8 +19,18 @@ from __future__ import annotations
 import inspect
 
 from ledger.hub.hook import QuotaHook, attach_progress, quota_error
+from ledger.hub.pages import TEMPLATE_DIR, add_template_dir
+from ledger.hub.services import install_quota_services
 
-__all__ = ["ChainedHook", "QuotaHook", "attach_progress", "install_quota_hook", "quota_error"]
+__all__ = [
+    "ChainedHook",
+    "QuotaHook",
+    "add_template_dir",
+    "attach_progress",
+    "install_quota_hook",
+    "install_quota_services",
+    "quota_error",
+]
 
 
 def _configured_hooks(c) -> dict[str, object]:
@@ -39,12 +54,15 @@ def install_quota_hook(
     timeout_seconds: float = 2.0,
     quota_page_url: str | None = None,
     record: str = "all",
+    denial_page: bool = True,
 ) -> QuotaHook:
     """Install the quota check as ``pre_spawn_hook`` on config ``c``; returns the hook.
 
     An existing ``pre_spawn_hook`` runs first (then the quota check): it may still change
     the request. ``db_url`` defaults to ``$QUOTA_LEDGER_DB_URL``, ``policy_path`` to
     ``$QUOTA_LEDGER_CONFIG``; ``record="denials"`` logs only refusals and errors.
+    ``denial_page`` adds our templates (the friendly refusal page) to the hub's
+    ``template_paths``, after the operator's own (``ledger.hub.pages``).
     """
     options = dict(
         db_url=db_url,
@@ -61,6 +79,8 @@ def install_quota_hook(
     for section, previous in existing.items():
         # one hook (one engine, one policy watcher); each section keeps its own earlier hook
         c[section]["pre_spawn_hook"] = ChainedHook(previous, hook)
+    if denial_page:
+        add_template_dir(c, TEMPLATE_DIR, {"quota_denial_of": hook.denial_of})
     return hook
 
 

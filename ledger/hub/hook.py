@@ -8,11 +8,9 @@ the write. What happens when the ledger cannot answer in time is the policy's
 ``on_ledger_error`` (deny | allow); either way it is logged, counted on the hub's /metrics
 and recorded.
 
-Denials raise JupyterHub 6's ``SpawnException(reason="quota")``, which keeps them out of the
-spawn-failure metrics (https://github.com/jupyterhub/jupyterhub/pull/4985); the exception also
-carries ``jupyterhub_message`` / ``jupyterhub_html_message``, which is what the spawn-pending
-page's failure event reads (``format_exception`` in jupyterhub/utils.py) and what JupyterHub 5
-reads from a plain ``HTTPError``.
+Refusals are ``ledger.hub.denial.QuotaRefusal`` (JupyterHub 6's ``SpawnException`` where it
+exists): see that module for how they stay out of spawn-failure counts and error logs on
+JupyterHub 5 and 6, and for the data of the friendly denial page (``templates/403.html``).
 """
 
 from __future__ import annotations
@@ -30,79 +28,102 @@ from ledger.core.decision import Decision, ServerRequest
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
+from ledger.hub.denial import (
+    QUIET_REFUSALS,
+    TextWithHtml,  # noqa: F401 - re-exported: ledger.hub.hook.TextWithHtml
+    denial_view,
+    not_a_spawn_failure,
+    quiet_loggers,
+    refusal,
+)
 from ledger.hub.request import spawner_groups, spawner_request
-from ledger.store import policy_file, queries
+from ledger.hub.spool import DecisionSpool
+from ledger.store import policy_file
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
-from ledger.store.decide import record as ledger_record
+from ledger.store.decide import decision_row
 
 log = logging.getLogger("ledger.hub")
 
 RECORD_CHOICES = ("all", "denials")
 RECORD_TIMEOUT_SECONDS = 10.0
 
-try:  # JupyterHub >= 6
-    from jupyterhub.spawner import SpawnException
-except ImportError:  # pragma: no cover - JupyterHub 5
-    SpawnException = None
+OUTAGE_TEXT = (
+    "Your compute quota could not be checked just now, so this server was not started. "
+    "Please try again in a minute; if this keeps happening, tell your hub admins."
+)
+ALLOW_TEXT = (
+    "Your compute quota could not be checked just now; this server is starting anyway "
+    "(the hub is configured to allow spawns while the quota ledger is unavailable)."
+)
+# How long a spawn form remembers the refusal it shows (templates/spawn.html).
+DENIAL_MEMORY_SECONDS = 300.0
 
 
 def quota_error(text: str, html_text: str, status_code: int = 403) -> Exception:
-    """The exception that refuses a spawn and shows ``html_text`` on the hub's pages."""
-    if SpawnException is not None:
-        error = SpawnException(
-            text, reason="quota", message_html=html_text, status_code=status_code
-        )
-    else:  # pragma: no cover - JupyterHub 5
-        from tornado.web import HTTPError
-
-        error = HTTPError(status_code, "%s", text)
-    error.jupyterhub_message = TextWithHtml(text, html_text)
-    error.jupyterhub_html_message = html_text
-    return error
+    """An exception that refuses a spawn and shows ``html_text`` on JupyterHub's own page."""
+    return refusal(text, html_text, status_code=status_code, reason="quota")
 
 
-class TextWithHtml(str):
-    """The plain-text message that renders as its HTML in JupyterHub's Jinja templates.
+class ProgressGate:
+    """The quota lines of one spawn, for progress streams opened before they are known.
 
-    JupyterHub's spawn form (templates/spawn.html) shows ``error_message`` in preference to
-    ``error_html_message``, and ``format_exception`` (jupyterhub/utils.py) fills the former
-    from ``jupyterhub_message``: with a plain string the links and the local time would never
-    show on the form of a spawner with options (KubeSpawner profiles). Jinja's autoescape
-    inserts whatever ``__html__`` returns (markupsafe's protocol); everywhere else (REST JSON,
-    logs, the progress stream's text) this is the plain text.
+    A stream opened while the check is still waiting for the ledger (the browser's pending
+    page opens it after ``slow_spawn_timeout``; a REST client may open it at once) waits
+    for the answer, so the quota line, or the notice that the quota could not be checked,
+    is there whatever the timing.
     """
 
-    def __new__(cls, text: str, html_text: str):
-        self = super().__new__(cls, text)
-        self._html = html_text
-        return self
+    def __init__(self, spawn_future, wait_seconds: float):
+        self.spawn_future = spawn_future
+        self.wait_seconds = wait_seconds
+        self._done = asyncio.get_running_loop().create_future()
 
-    def __html__(self) -> str:
-        return self._html
+    def set(self, events: list[dict]) -> None:
+        if not self._done.done():
+            self._done.set_result(list(events))
+
+    async def events(self) -> list[dict]:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._done), self.wait_seconds)
+        except TimeoutError:
+            return []
 
 
-def attach_progress(spawner, events: list[dict]) -> None:
-    """Prepend ``events`` to this spawner's progress stream (patched once per instance).
+def _wrap_progress(spawner) -> None:
+    """Patch this spawner instance's ``progress()`` once: our events, then the spawner's.
 
     Patching the instance, not the class, works with any spawner class and with KubeSpawner
     profiles (which change traits, not the class), and composes with whatever
     ``progress()`` the class already has: its events follow ours.
     """
-    spawner._quota_progress_events = list(events)
     if getattr(spawner, "_quota_progress_wrapped", False):
         return
-    original = spawner.progress
+    original = getattr(spawner, "progress", None)
+    if original is None:  # not a JupyterHub spawner (a test double)
+        return
 
     async def progress():
-        for event in list(getattr(spawner, "_quota_progress_events", [])):
-            yield event
+        gate = getattr(spawner, "_quota_gate", None)
+        current = getattr(spawner, "_spawn_future", None)
+        if gate is not None and (current is None or gate.spawn_future is current):
+            for event in await gate.events():
+                yield event
         async with aclosing(original()) as inner:
             async for event in inner:
                 yield event
 
     spawner.progress = progress
     spawner._quota_progress_wrapped = True
+
+
+def attach_progress(spawner, events: list[dict]) -> None:
+    """Prepend ``events`` to this spawner's progress stream (for callers outside a check)."""
+    _wrap_progress(spawner)
+    gate = ProgressGate(getattr(spawner, "_spawn_future", None), 0)
+    gate.set(events)
+    spawner._quota_gate = gate
+    spawner._quota_progress_events = list(events)
 
 
 class QuotaHook:
@@ -144,7 +165,8 @@ class QuotaHook:
         self._decide = decide
         self._clock = clock
         self._engine = None
-        self._pending: set[asyncio.Task] = set()
+        self.spool = DecisionSpool(lambda: self.engine)
+        self.recent_denials: dict[str, tuple[float, dict]] = {}
         self.last_latency_ms: float | None = None  # of the last check, for tests and logs
 
     def __deepcopy__(self, memo):
@@ -172,14 +194,31 @@ class QuotaHook:
 
     async def check(self, spawner) -> Decision | None:
         """Decide, then attach the progress line or raise the denial."""
+        _wrap_progress(spawner)
+        gate = ProgressGate(getattr(spawner, "_spawn_future", None), self.timeout_seconds + 5)
+        spawner._quota_gate = gate
+        try:
+            return await self._check(spawner, gate)
+        finally:
+            gate.set([])  # a refusal or an unexpected error: nothing of ours to show
+
+    async def _check(self, spawner, gate: ProgressGate) -> Decision | None:
         policy = self.watcher.current()
         logger = getattr(spawner, "log", None) or log
+        # JupyterHub logs a failed spawn on its app log (handlers, spawner) and on tornado's
+        # app_log (User.spawn, jupyterhub/user.py)
+        quiet_loggers(
+            logger,
+            getattr(getattr(spawner, "handler", None), "log", None),
+            logging.getLogger("tornado.application"),
+        )
         username = spawner.user.name
         groups = spawner_groups(spawner)
         try:
             request = spawner_request(spawner, policy)
         except QuantityError as exc:  # a misconfigured profile: say so instead of a 500
             text = f"This server's size could not be read, so it was not started: {exc}"
+            not_a_spawn_failure(spawner)
             raise quota_error(text, messages.html.escape(text), status_code=400) from None
         now = self._clock()
         quota_url = self.quota_page_url or policy.messages.quota_page_url
@@ -192,33 +231,57 @@ class QuotaHook:
         except Exception as exc:  # noqa: BLE001 - any ledger failure takes the fail mode
             latency_ms = self.last_latency_ms = (time.perf_counter() - started) * 1000
             metrics.SPAWN_CHECK_SECONDS.observe(latency_ms / 1000)
-            return self._failed(spawner, logger, policy, exc, username, groups, request, now,
-                                latency_ms, quota_url)  # fmt: skip
+            return self._failed(spawner, gate, logger, policy, exc, username, groups, request,
+                                now, latency_ms)  # fmt: skip
         latency_ms = self.last_latency_ms = (time.perf_counter() - started) * 1000
         metrics.SPAWN_CHECK_SECONDS.observe(latency_ms / 1000)
         outcome = "allowed" if decision.allowed else "denied"
         metrics.SPAWN_DECISIONS.labels(outcome).inc()
         if self.record == "all" or not decision.allowed:
-            self._background(self._write_decision(decision, groups, now, latency_ms), logger)
+            self._keep(decision_row(decision, source="spawn", latency_ms=latency_ms))
+        if self.db_url:
+            self.spool.add_groups(username, groups, now)
         if decision.allowed:
             events = messages.progress_events(
                 decision, policy.enforcement.warn_at_percent, quota_url
             )
-            attach_progress(spawner, events)
+            gate.set(events)
+            spawner._quota_progress_events = events
             logger.info(
                 "quota: %s may start %r: %s", username, request.servername, decision.message
             )
             return decision
-        attach_progress(spawner, [])
         logger.info("quota: refused %s %r: %s", username, request.servername, decision.reason)
         contact, contact_url = policy.messages.contact, policy.messages.contact_url
-        raise quota_error(
-            messages.denial_text(decision, contact, contact_url, quota_url),
+        text = messages.denial_text(decision, contact, contact_url, quota_url)
+        view = denial_view(decision, contact, contact_url, quota_url, text)
+        error = refusal(
+            text,
             messages.denial_html(decision, contact, contact_url, quota_url),
+            status_code=403,
+            reason="quota",
+            view=view,
         )
+        self.recent_denials[username] = (time.monotonic(), view)
+        QUIET_REFUSALS.remember(error)
+        not_a_spawn_failure(spawner)
+        raise error
 
-    def _failed(self, spawner, logger, policy, exc, username, groups, request: ServerRequest,
-                now: datetime, latency_ms: float, quota_url: str):  # fmt: skip
+    def _keep(self, row: dict) -> None:
+        """Queue a decision-log row; without a database URL there is nowhere it could go
+        (the hub's log said so at startup), so nothing piles up."""
+        if self.db_url:
+            self.spool.add_decision(row)
+
+    def denial_of(self, user) -> dict | None:
+        """The refusal ``user`` was last shown, while fresh (``templates/spawn.html``)."""
+        found = self.recent_denials.get(getattr(user, "name", None))
+        if found is None or time.monotonic() - found[0] > DENIAL_MEMORY_SECONDS:
+            return None
+        return found[1]
+
+    def _failed(self, spawner, gate: ProgressGate, logger, policy, exc, username, groups,
+                request: ServerRequest, now: datetime, latency_ms: float):  # fmt: skip
         reason = "timeout" if isinstance(exc, TimeoutError) else "ledger_error"
         allow = policy.on_ledger_error == "allow"
         outcome = "error_allowed" if allow else "error_denied"
@@ -233,59 +296,28 @@ class QuotaHook:
             "quota: cannot check %s's quota (%s); on_ledger_error=%s, so the spawn is %s",
             username, detail, policy.on_ledger_error, "allowed" if allow else "refused",
         )  # fmt: skip
-        if allow:
-            text = "Quota could not be checked just now; this server is starting anyway."
-        else:
-            text = (
-                "Your compute quota could not be checked just now, so this server was not "
-                "started. Please try again in a minute. " + policy.messages.contact
-            )
+        text = ALLOW_TEXT if allow else OUTAGE_TEXT
         row = dict(
             decided_at=now, username=username, servername=request.servername, source="spawn",
             outcome=outcome, reason=reason, message=text, request=dict(request.amounts),
             groups=list(groups), detail={"error": detail}, latency_ms=latency_ms,
         )  # fmt: skip
-        self._background(self._write_row(row), logger)
+        self._keep(row)
         if allow:
-            attach_progress(spawner, [{"message": text}])
+            events = [{"message": text, "html_message": messages.html.escape(text)}]
+            gate.set(events)
+            spawner._quota_progress_events = events
             return None
-        attach_progress(spawner, [])
-        contact_url = policy.messages.contact_url
-        html_text = messages.html.escape(text)
-        if contact_url:
-            html_text += " " + messages._link(contact_url, contact_url)
-        raise quota_error(text, html_text, status_code=503)
+        not_a_spawn_failure(spawner)
+        raise refusal(text, messages.html.escape(text), status_code=503, reason="quota_unavailable")
 
-    # --- the decision log, written off the spawn's path ------------------------------------
-
-    def _background(self, coro, logger) -> None:
-        task = asyncio.ensure_future(self._bounded(coro, logger))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _bounded(self, coro, logger) -> None:
-        try:
-            await asyncio.wait_for(coro, RECORD_TIMEOUT_SECONDS)
-        except Exception as exc:  # noqa: BLE001 - the log write must never break a spawn
-            metrics.SPAWN_RECORD_FAILURES.inc()
-            logger.warning("quota: could not record the decision: %s: %s", type(exc).__name__, exc)
-
-    async def _write_decision(self, decision: Decision, groups, now, latency_ms) -> None:
-        await ledger_record(self.engine, decision, source="spawn", latency_ms=latency_ms)
-        async with self.engine.begin() as conn:
-            await queries.record_groups(conn, decision.username, groups, now)
-
-    async def _write_row(self, row: dict) -> None:
-        async with self.engine.begin() as conn:
-            await queries.record_decision(conn, **row)
-
-    async def drain(self) -> None:
-        """Wait for pending decision-log writes (tests, shutdown)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+    async def drain(self, timeout_seconds: float | None = None) -> bool:
+        """Wait until the decision log has every decision made so far (tests, shutdown)."""
+        return await self.spool.drain(timeout_seconds)
 
     async def close(self) -> None:
-        await self.drain()
+        await self.drain(RECORD_TIMEOUT_SECONDS)
+        self.spool.close()
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None

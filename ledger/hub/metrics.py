@@ -8,7 +8,7 @@ name twice raises, and a hub config may be loaded more than once in tests.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 SPAWN_DECISIONS = Counter(
     "quota_ledger_spawn_decisions",
@@ -22,7 +22,15 @@ SPAWN_CHECK_FAILURES = Counter(
 )
 SPAWN_RECORD_FAILURES = Counter(
     "quota_ledger_spawn_record_failures",
-    "Decisions that could not be written to the decision log",
+    "Attempts to write the decision log that failed (the rows are kept and retried)",
+)
+SPAWN_RECORDS_PENDING = Gauge(
+    "quota_ledger_spawn_records_pending",
+    "Decision-log rows kept in memory until the database takes writes again",
+)
+SPAWN_RECORDS_DROPPED = Counter(
+    "quota_ledger_spawn_records_dropped",
+    "Decision-log rows dropped: the in-memory queue was full, or the hub stopped first",
 )
 SPAWN_CHECK_SECONDS = Histogram(
     "quota_ledger_spawn_check_seconds",

@@ -61,17 +61,29 @@ async def record(
     """Write ``decision`` to the decision log (the admins' rejection log)."""
     async with db.begin() as conn:
         await queries.record_decision(
-            conn,
-            decided_at=decision.at,
-            username=decision.username,
-            servername=decision.request.servername,
-            source=source,
-            outcome=outcome or ("allowed" if decision.allowed else "denied"),
-            reason=decision.reason,
-            message=decision.message,
-            request=dict(decision.request.amounts),
-            groups=list(decision.groups),
-            detail=decision.to_json(),
-            retry_at=decision.retry_at,
-            latency_ms=latency_ms,
+            conn, **decision_row(decision, source=source, outcome=outcome, latency_ms=latency_ms)
         )
+
+
+def decision_row(
+    decision: Decision,
+    *,
+    source: str,
+    outcome: str | None = None,
+    latency_ms: float | None = None,
+) -> dict:
+    """The ``queries.record_decision`` arguments for ``decision`` (kept to write later)."""
+    return dict(
+        decided_at=decision.at,
+        username=decision.username,
+        servername=decision.request.servername,
+        source=source,
+        outcome=outcome or ("allowed" if decision.allowed else "denied"),
+        reason=decision.reason,
+        message=decision.message,
+        request=dict(decision.request.amounts),
+        groups=list(decision.groups),
+        detail=decision.to_json(),
+        retry_at=decision.retry_at,
+        latency_ms=latency_ms,
+    )

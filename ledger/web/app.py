@@ -2,22 +2,29 @@
 
 The hub's proxy forwards ``/services/<name>/...`` to the service *without* stripping the
 prefix, so every route lives under ``JUPYTERHUB_SERVICE_PREFIX`` (``/`` when run alone).
-``/healthz`` is also served at the root for probes that talk to the service directly.
+``/healthz`` and ``/readyz`` are also served at the root for probes that talk to the service
+directly.
 https://jupyterhub.readthedocs.io/en/stable/reference/services.html#hub-managed-services
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
-from jupyterhub.utils import url_path_join
 from tornado import web
 
 from ledger.web import admin_pages, api, template_helpers, user_pages
-from ledger.web.auth import HealthHandler, QuotaHandler, SecureHeaders, log_request
+from ledger.web.auth import (
+    HealthHandler,
+    QuotaHandler,
+    ReadyHandler,
+    SecureHeaders,
+    log_request,
+)
 from ledger.web.config import WebConfig
 from ledger.web.report_view import ReportCache
 
@@ -35,7 +42,17 @@ class StaticHandler(SecureHeaders, web.StaticFileHandler):
 
 class NotFoundHandler(QuotaHandler):
     def prepare(self) -> None:
-        raise web.HTTPError(404, "no such page")
+        raise web.HTTPError(404, "There is no such page here.")
+
+
+class AddSlashHandler(SecureHeaders, web.RequestHandler):
+    """``/services/quota`` → ``/services/quota/``: the login cookie's path is the prefix with
+    its slash (HubOAuth sets ``Path=`` to the service prefix), so a page served without it
+    would never see the cookie and send the browser round the OAuth flow forever."""
+
+    def get(self) -> None:
+        query = f"?{self.request.query}" if self.request.query else ""
+        self.redirect(self.request.path + "/" + query, permanent=True)
 
 
 def service_prefix() -> str:
@@ -56,6 +73,8 @@ def make_app(
     """The app. ``handler_mixin`` is put in front of every authenticated handler's bases
     (tests use it to inject the identified user; nothing else does)."""
     prefix = prefix or service_prefix()
+    if not prefix.endswith("/"):
+        prefix += "/"
     cache = ReportCache(config)
     plain = {"config": config}
     with_cache = {"config": config, "report_cache": cache}
@@ -66,12 +85,15 @@ def make_app(
         return type(cls.__name__, (handler_mixin, cls), {})
 
     def route(path: str) -> str:
-        return url_path_join(prefix, path)
+        # not url_path_join: on JupyterHub 5 it drops the trailing slash of
+        # url_path_join(prefix, ""), which made the root a 404
+        return prefix + path
 
     routes = [
         (route(""), h(user_pages.UserPageHandler), plain),
         (route("oauth_callback"), OAuthCallbackHandler),
         (route("healthz"), HealthHandler),
+        (route("readyz"), ReadyHandler),
         (route("admin/?"), h(admin_pages.ReportPageHandler), with_cache),
         (route("admin/report.csv"), h(admin_pages.ReportCsvHandler), with_cache),
         (route("admin/groups"), h(admin_pages.GroupsPageHandler), with_cache),
@@ -85,7 +107,9 @@ def make_app(
         (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
     ]
     if prefix != "/":
+        routes.append((re.escape(prefix.rstrip("/")), AddSlashHandler))
         routes.append((r"/healthz", HealthHandler))
+        routes.append((r"/readyz", ReadyHandler))
     return web.Application(
         routes,
         template_path=str(HERE / "templates"),

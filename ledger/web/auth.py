@@ -97,7 +97,12 @@ class QuotaHandler(SecureHeaders, HubOAuthenticated, web.RequestHandler):
     def require_admin(self) -> Viewer:
         viewer = self.require_viewer()
         if not viewer.is_admin:
-            raise web.HTTPError(403, "this page needs the quota admin scope")
+            raise web.HTTPError(
+                403,
+                "This page is for quota admins: hub admins, and users with the "
+                "quota admin scope (%s). Ask your hub admins if you need it.",
+                " or ".join(self.config.admin_scopes) or "none configured",
+            )
         return viewer
 
     def render_page(self, template: str, **values) -> None:
@@ -114,12 +119,22 @@ class QuotaHandler(SecureHeaders, HubOAuthenticated, web.RequestHandler):
             **values,
         )
 
+    def send_error(self, status_code: int = 500, **kwargs) -> None:
+        # A database that is down is not a bug of this page: say so, with 503.
+        exc_info = kwargs.get("exc_info")
+        if exc_info and is_ledger_unavailable(exc_info[1]):
+            status_code = 503
+        super().send_error(status_code, **kwargs)
+
     def write_error(self, status_code: int, **kwargs) -> None:
-        # Never a traceback, never the exception text (it may name the database).
-        reason = self._reason if status_code < 500 else "Internal server error"
+        reason, detail = error_text(status_code, kwargs.get("exc_info"))
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.render(
-            "error.html", status_code=status_code, reason=reason, hub_url=self.config.hub_url
+            "error.html",
+            status_code=status_code,
+            reason=reason,
+            detail=detail,
+            hub_url=self.config.hub_url,
         )
 
 
@@ -142,17 +157,65 @@ class ApiHandler(QuotaHandler):
         self.finish(json.dumps(value, default=str))
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        reason = self._reason if status_code < 500 else "Internal server error"
+        reason, detail = error_text(status_code, kwargs.get("exc_info"))
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"status": status_code, "message": reason}))
+        message = f"{reason}: {detail}" if detail else reason
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+
+LEDGER_UNAVAILABLE = (
+    "The quota ledger is unavailable just now (its database does not answer). "
+    "Your servers are not affected; try this page again in a minute."
+)
+
+
+def is_ledger_unavailable(exc: BaseException | None) -> bool:
+    """A database that cannot be reached or answered with an error (not a bug of ours)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
+
+    return isinstance(exc, (OSError, DBAPIError, OperationalError, TimeoutError))
+
+
+def error_text(status_code: int, exc_info) -> tuple[str, str]:
+    """(reason, detail) for an error page: our own HTTPError messages are written for people;
+    anything else is never shown (a traceback or driver message may name the database)."""
+    from http.client import responses
+
+    reason = responses.get(status_code, "Error")
+    exc = exc_info[1] if exc_info else None
+    if status_code == 503 and (exc is None or is_ledger_unavailable(exc)):
+        return "Quota ledger unavailable", LEDGER_UNAVAILABLE
+    if isinstance(exc, web.HTTPError) and exc.log_message and status_code < 500:
+        try:
+            return reason, exc.log_message % exc.args
+        except (TypeError, ValueError):
+            return reason, ""
+    if status_code >= 500:
+        return "Internal server error", "Something went wrong on our side; it has been logged."
+    return reason, ""
 
 
 class HealthHandler(SecureHeaders, web.RequestHandler):
-    """Liveness for the hub, Kubernetes probes and load balancers. No authentication, no DB."""
+    """Liveness for the hub, Kubernetes probes and load balancers. No authentication, no DB
+    query: it reports what the background check last saw (``ledger.store.availability``).
+    Always 200, so a probe does not restart the service during a database outage; the body
+    says ``"ledger unavailable"`` then. ``readyz`` answers 503 in that case instead."""
+
+    ready_only = False
 
     def get(self) -> None:
+        availability = self.settings.get("quota_availability")
+        body = {"status": "ok"}
+        if availability is not None and not availability.available:
+            body = {"status": "ledger unavailable", **availability.to_json()}
+            if self.ready_only:
+                self.set_status(503)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish('{"status": "ok"}')
+        self.finish(json.dumps(body))
+
+
+class ReadyHandler(HealthHandler):
+    ready_only = True
 
 
 # Query parameters whose values must not reach the access log: the OAuth code and state

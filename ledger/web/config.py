@@ -12,11 +12,12 @@ from ledger.core.decision import ServerRequest
 from ledger.core.resources import GIB
 from ledger.core.times import utcnow
 
-# Scopes that make a user an admin of this service (any one is enough). ``admin:users`` is
-# what hub admins hold; ``custom:quota:admin`` is the least-privilege choice: define it in
-# c.JupyterHub.custom_scopes and grant it with a role (docs/web.md).
+# Scopes that make a user an admin of this service (any one is enough). ``admin-ui`` is what
+# hub admins hold (and it grants nothing but the hub's admin page itself), ``admin:users``
+# too; ``custom:quota:admin`` is the least-privilege grant for others: define it in
+# c.JupyterHub.custom_scopes and grant it with a role (ledger.hub.services, docs/web.md).
 # https://jupyterhub.readthedocs.io/en/stable/rbac/scopes.html#custom-scopes
-DEFAULT_ADMIN_SCOPES = ("custom:quota:admin", "admin:users")
+DEFAULT_ADMIN_SCOPES = ("custom:quota:admin", "admin-ui", "admin:users")
 
 # The server size "when can I start again" is answered for: 2 CPUs / 4 GiB by default.
 DEFAULT_TYPICAL_REQUEST = ServerRequest({"cpu": 2000, "memory": 4 * GIB})

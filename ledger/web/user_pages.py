@@ -35,5 +35,6 @@ class AdminUserPageHandler(QuotaHandler):
             groups = await reads.groups_of(conn, username)
         view = await build_user_view(self.config, username, groups)
         self.render_page(
-            "user.html", view=view, subject=username, own=False, memory_hint=MEMORY_HINT
-        )
+            "user.html", view=view, subject=username, own=False, memory_hint=MEMORY_HINT,
+            section="user",  # not "My usage": this is someone else's page
+        )  # fmt: skip

@@ -47,6 +47,8 @@ USERS = {
         "scopes": ["access:services!service=quota", "custom:quota:admin"],
     },
     "hubadmin": {"kind": "user", "name": "hubadmin", "groups": [], "scopes": ["admin:users"]},
+    "uiadmin": {"kind": "user", "name": "uiadmin", "groups": [], "scopes": ["admin-ui"]},
+    "alice": {"kind": "user", "name": "alice", "groups": ["regular"], "scopes": []},
     "filtered": {"kind": "user", "name": "filtered", "groups": [], "scopes": ["admin:users!group=x"]},
     "xss": {"kind": "user", "name": XSS_NAME, "groups": ["<b>grp</b>"], "scopes": []},
     "quote": {"kind": "user", "name": QUOTE_NAME, "groups": ["regular"], "scopes": []},
