@@ -53,3 +53,23 @@ def test_markers_results_and_command_lines(tmp_path):
         ("quota-ledger check sam --memory 4Gi", "exit 1: denied"),
         ("quota-ledger usage sam", ""),
     ]
+
+
+def test_the_docs_hub_config_blocks_compose(monkeypatch, tmp_path):
+    """docs/hub.md's and docs/web.md's tagged blocks pasted into one config: each service once."""
+    from docs_examples import hub_config_source
+    from traitlets.config import Config
+
+    monkeypatch.setenv("QUOTA_LEDGER_DB_URL", "postgresql://quota@db/quota")
+    from quota_ledger_demo.command import POLICY_FILE
+
+    monkeypatch.setenv("QUOTA_LEDGER_CONFIG", str(POLICY_FILE))
+    c = Config()
+    c.JupyterHub.services = [{"name": "mine", "api_token": "x"}]  # the operator's own
+    exec(compile(hub_config_source(), "jupyterhub_config.py", "exec"), {"c": c})
+    names = [s["name"] for s in c.JupyterHub.services]
+    assert sorted(names) == ["mine", "quota", "quota-enforcer"]
+    quota = next(s for s in c.JupyterHub.services if s["name"] == "quota")
+    assert "10101" in quota["url"]  # docs/web.md's options won
+    admins = next(r for r in c.JupyterHub.load_roles if r["name"] == "quota-admin")
+    assert admins["users"] == ["dora"]
