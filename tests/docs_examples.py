@@ -140,9 +140,9 @@ async def load_demo_ledger(url: str, now: datetime) -> None:
 
     from rich.console import Console
 
-    from ledger.store.policy_file import load_policy
     from ledger.store import db
     from ledger.store.decide import decide, record
+    from ledger.store.policy_file import load_policy
     from quota_ledger_demo.command import POLICY_FILE
     from quota_ledger_demo.story import FOUR_GIB, import_month, walk_user_workflow
 
