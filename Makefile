@@ -17,7 +17,7 @@ NPM_PREFIX := .npm
 CHP := $(NPM_PREFIX)/node_modules/.bin/configurable-http-proxy
 export PATH := $(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$(PATH)
 
-.PHONY: demo test test-jh5 lint fmt bench bench-prometheus browser proxy docker image clean
+.PHONY: demo test test-jh5 lint fmt bench bench-prometheus browser psql proxy docker image clean
 # The container image (Dockerfile). PYTHON_IMAGE: the official image by default; where no
 # registry is reachable, the local stand-in that .ci/docker-up.sh builds (local/python:3.11-slim-bookworm).
 IMAGE ?= quota-ledger:dev
@@ -69,10 +69,22 @@ docker:
 image:
 	docker build --network host --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) -t $(IMAGE) .
 
+# The docs' SQL examples run in the real psql client (tests/test_docs_sql.py); same rules as
+# the browser: installed when root, a failure under CI=true, a skip with a warning elsewhere.
+psql:
+	@test -x /usr/bin/psql || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null) \
+	      || { echo "could not install psql (apt-get install postgresql-client)"; missing=1; }; \
+	  else echo "/usr/bin/psql missing and not root: apt-get install postgresql-client"; missing=1; fi; \
+	  if [ -n "$$missing" ]; then \
+	    case "$$CI" in true|1|yes) echo "error: CI=true needs psql for the docs' SQL tests"; exit 1;; \
+	      *) echo "warning: the docs' SQL tests will be skipped";; esac; fi; }
+
 demo: $(STAMP) $(CHP)
 	$(BIN)/quota-ledger demo
 
-test: $(STAMP) $(JH5_STAMP) $(CHP) browser docker
+test: $(STAMP) $(JH5_STAMP) $(CHP) browser psql docker
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest

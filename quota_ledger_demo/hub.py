@@ -213,14 +213,15 @@ def write_hub_config(
     password: str = "quota-demo", users: dict[str, list[str]] | None = None,
     enforcer_token: str = "quota-enforcer-demo-token", admin_token: str | None = None,
     run_enforcer: bool = False, enforcer_interval_seconds: float = 30.0, extra_config: str = "",
-    hook_args: str = "",
+    hook_args: str = "", quota_hook: bool = True, enforcer_service: str = "quota-enforcer",
 ) -> Path:  # fmt: skip
     """Write ``jupyterhub_config.py`` into ``directory`` and return its path.
 
     ``fake_api_url`` is the URL of :func:`start_pod_control` (None: no pods). ``users`` maps
     demo users to their groups (default: alice→regular, bob→power, carol→gpu-dev).
     ``run_enforcer`` adds ``quota-ledger enforce`` as a hub-managed service; ``extra_config``
-    is appended verbatim (Python).
+    is appended verbatim (Python). ``quota_hook=False`` leaves the hook out (the caller's
+    ``extra_config`` installs it); ``enforcer_service`` names the token-only enforcer service.
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -231,14 +232,14 @@ def write_hub_config(
         for g in names:
             groups.setdefault(g, []).append(user)
     bin_dir = Path(sys.executable).parent
-    service = {"name": "quota-enforcer", "api_token": enforcer_token}
+    service = {"name": enforcer_service, "api_token": enforcer_token}
     if run_enforcer:
         service["command"] = [
             str(bin_dir / "quota-ledger"), "enforce", "--db", db_url, "--config",
             str(policy_path), "--interval", str(enforcer_interval_seconds), "--log-level", "info",
         ]  # fmt: skip
     services = [service]
-    roles = [{"name": "quota-enforcer", "scopes": ENFORCER_SCOPES, "services": ["quota-enforcer"]}]
+    roles = [{"name": enforcer_service, "scopes": ENFORCER_SCOPES, "services": [enforcer_service]}]
     if admin_token:
         services.append({"name": "test-admin", "api_token": admin_token})
         roles.append({"name": "test-admin", "scopes": ["admin:users", "admin:servers",
@@ -258,6 +259,12 @@ def write_hub_config(
         "path": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "singleuser": str(bin_dir / "jupyterhub-singleuser"),
     }
+    hook = (
+        "from ledger.hub import install_quota_hook\n"
+        f"install_quota_hook(c, db_url={db_url!r}, policy_path={str(policy_path)!r}{hook_args})"
+        if quota_hook
+        else ""
+    )
     text = f"""# Written by quota_ledger_demo.hub.write_hub_config: a demo hub wired to quota-ledger.
 import asyncio
 import json
@@ -289,8 +296,7 @@ c.Spawner.environment = {{"PATH": settings["path"]}}
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 
-from ledger.hub import install_quota_hook
-install_quota_hook(c, db_url={db_url!r}, policy_path={str(policy_path)!r}{hook_args})
+{hook}
 {extra_config}
 """
     path = directory / "jupyterhub_config.py"

@@ -15,7 +15,6 @@ from ledger.core.decision import ServerRequest
 from ledger.core.resources import GIB
 from ledger.core.times import iso
 from ledger.store import queries
-from ledger.store.decide import decide
 from ledger.store.report import build_report
 from ledger.store.status import user_status
 from quota_ledger_demo.generate import demo_users, generate
@@ -110,20 +109,19 @@ async def walk_user_workflow(engine, out, policy, now: datetime) -> None:
         "two more working days later sam checks before starting another 4 GiB server",
         f"quota-ledger check sam --group regular --memory 4Gi --cpu 1 --at {iso(now)}",
     )
-    _print_decision(await decide(engine, policy, "sam", ["regular"], FOUR_GIB, now))
+    _print_decision(await user_status(engine, policy, "sam", ["regular"], now, FOUR_GIB))
     await _add(engine, now - timedelta(hours=3), 3, "demo-sam-4")
     _step(
         out,
         "sam runs that server for 3 more hours and asks again: the budget is spent",
         f"quota-ledger check sam --group regular --memory 4Gi --cpu 1 --at {iso(now)}",
     )
-    denied = await decide(engine, policy, "sam", ["regular"], FOUR_GIB, now)
-    _print_decision(denied)
+    _print_decision(await user_status(engine, policy, "sam", ["regular"], now, FOUR_GIB))
     _step(
         out,
         "sam asks for more; the admin moves sam to the power group",
         f"quota-ledger check sam --group power --memory 4Gi --cpu 1 --at {iso(now)}",
     )
-    _print_decision(await decide(engine, policy, "sam", ["power"], FOUR_GIB, now))
+    _print_decision(await user_status(engine, policy, "sam", ["power"], now, FOUR_GIB))
     async with engine.begin() as conn:
         await queries.record_groups(conn, "sam", ["power"], now)

@@ -100,3 +100,17 @@ async def engine(fresh_db_url):
     engine = db.create_engine(fresh_db_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def demo_ledger(pg_server_url, template_url):
+    """(URL, now): one migrated database per session with the demo's data, for the docs' examples
+    (tests/docs_examples.py). Read-only by convention: tests that write get fresh_db_url."""
+    from docs_examples import load_demo_ledger
+
+    from ledger.core.times import utcnow
+
+    now = utcnow().replace(second=0, microsecond=0)
+    async with _scratch_database(pg_server_url, "quota_ledger_docs", TEMPLATE) as url:
+        await load_demo_ledger(url, now)
+        yield url, now

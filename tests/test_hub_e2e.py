@@ -1,6 +1,8 @@
 """End to end on a real hub: a ``jupyterhub`` process (JupyterHub 6 in .venv, 5 in .venv-jh5),
 the npm configurable-http-proxy, real single-user servers, the quota hook, the quota page and
-the enforcer as hub-managed services (``install_quota_services``), and a real Chromium.
+the enforcer as hub-managed services, configured by the docs' own ``jupyterhub_config.py``
+blocks (docs/hub.md, docs/web.md: ``install_quota_hook``, ``install_quota_services``), and a
+real Chromium.
 
 One hub for the whole story (starting one takes seconds), in order:
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import httpx
 import jupyterhub
 import pytest
+from docs_examples import hub_config_source
 from hub_support.db_switch import DatabaseSwitch
 from hub_support.ledger_data import insert, segment, write_policy
 from requirements import CHROMIUM, require
@@ -59,21 +62,30 @@ async def hub(tmp_path, fresh_db_url):
     port, web_port = free_port(), free_port()
     admin_token, enforcer_token = secrets.token_hex(16), secrets.token_hex(16)
     policy = write_policy(tmp_path / "policy.yaml")
+    # The quota part of the config is the docs' tagged blocks, verbatim but for the web port
+    # (docs/hub.md + docs/web.md, tests/docs_examples.py); the environment they expect is set
+    # first, the test's own knobs after them.
+    docs_config = hub_config_source().replace("10101", str(web_port))
+    hub_env = {"QUOTA_LEDGER_DB_URL": switch.url, "QUOTA_LEDGER_CONFIG": str(policy)}
     extra = f"""
+import os
+os.environ.update({hub_env!r})  # the hub's environment, as docs/hub.md asks for it
+{docs_config}
 c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 1}}
 c.DemoSpawner.start_delay_seconds = 3
 c.Spawner.consecutive_failure_limit = 3  # as z2jh sets it: refusals must not count
-from ledger.hub import install_quota_services
-install_quota_services(c, db_url={switch.url!r}, policy_path={str(policy)!r}, port={web_port},
-                       enforcer=True, enforcer_name="quota-enforcer-managed",
-                       enforce_args=["--interval", "600"],
-                       serve_args=["--log-level", "info"])
+for service in c.JupyterHub.services:  # the test runs its own enforcement rounds
+    if service["name"] == "quota-enforcer":
+        service["command"] += ["--interval", "600"]
+    elif service["name"] == "quota":
+        service["command"] += ["--log-level", "info"]
 """
     config = write_hub_config(
         tmp_path / "hub", db_url=switch.url, policy_path=policy, fake_api_url=None,
         port=port, password=PASSWORD, users={"alice": ["regular"], "bob": ["power"],
-                                            "carol": ["regular"]},
+                                            "carol": ["regular"], "dora": ["quota-admins"]},
         admin_token=admin_token, enforcer_token=enforcer_token, extra_config=extra,
+        quota_hook=False, enforcer_service="quota-enforcer-test",
     )  # fmt: skip
     process = await asyncio.to_thread(start_hub, config)
     try:

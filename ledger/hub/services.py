@@ -79,7 +79,10 @@ def install_quota_services(
     base = list(command) if command is not None else [sys.executable, "-m", "ledger"]
     environment = {DB_URL_ENV: db_url, CONFIG_ENV: os.fspath(policy_path)}
     hub = c.JupyterHub
-    services = list(_existing(hub, "services", []))
+    # a second call (docs/hub.md's plain one, then docs/web.md's with options, pasted into one
+    # config) replaces the services it added instead of declaring them twice
+    replaced = {name if web else None, enforcer_name if enforcer else None}
+    services = [s for s in _existing(hub, "services", []) if s.get("name") not in replaced]
     roles = [dict(r) for r in _existing(hub, "load_roles", [])]
     added: dict = {"services": [], "roles": []}
     if web:
