@@ -62,6 +62,8 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO quota_ledger_collector, quota_led
 GRANT INSERT, UPDATE, DELETE ON segments, oom_kills TO quota_ledger_collector;
 GRANT INSERT, UPDATE ON collector_heartbeats TO quota_ledger_collector;
 GRANT USAGE ON SEQUENCE segments_id_seq, oom_kills_id_seq TO quota_ledger_collector;
+-- retention notes where raw history starts; the rollups keep the older days
+GRANT INSERT, UPDATE ON rollup_horizon TO quota_ledger_collector;
 
 GRANT INSERT ON decisions TO quota_ledger_hub, quota_ledger_enforcer;
 GRANT USAGE ON SEQUENCE decisions_id_seq TO quota_ledger_hub, quota_ledger_enforcer;

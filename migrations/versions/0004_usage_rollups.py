@@ -104,6 +104,10 @@ def _trigger_source(op_name: str) -> str:
 
 
 def _trigger_function(op_name: str) -> str:
+    # SECURITY DEFINER: the rollups are kept as the ledger's owner whoever writes segments,
+    # so the collector's and hub's database roles need no write access to usage_rollups
+    # (ledger/store/roles.py); the search path is pinned as PostgreSQL advises for such
+    # functions: https://www.postgresql.org/docs/current/sql-createfunction.html#SQL-CREATEFUNCTION-SECURITY
     upsert = UPSERT.format(aggregate=AGGREGATE.format(source=_trigger_source(op_name), where=""))
     skip = ""
     if op_name == "DELETE":
@@ -112,7 +116,7 @@ def _trigger_function(op_name: str) -> str:
         )
     return f"""
 CREATE FUNCTION quota_rollups_on_{op_name.lower()}() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
 BEGIN
     {skip}
     {upsert};
