@@ -17,7 +17,20 @@ NPM_PREFIX := .npm
 CHP := $(NPM_PREFIX)/node_modules/.bin/configurable-http-proxy
 export PATH := $(CURDIR)/$(NPM_PREFIX)/node_modules/.bin:$(PATH)
 
-.PHONY: demo test test-jh5 lint fmt bench bench-prometheus browser psql proxy docker image clean
+# The JupyterLab extension (jupyterlab-extension/, the wheel quota-ledger-jupyterlab), built
+# from source with npm (package-lock.json; cache in .npm/cache) and @jupyter/builder, and
+# installed into a single-user environment: JupyterLab 4 + jupyterhub-singleuser (.venv-jlab),
+# which tests/test_jupyterlab_e2e.py runs behind a real hub.
+JLAB_EXT := jupyterlab-extension
+JLAB_VENV := .venv-jlab
+JLAB_STAMP := $(JLAB_VENV)/.installed-stamp
+JLAB_NODE := $(JLAB_EXT)/node_modules/.package-lock.json
+JLAB_WHEEL_STAMP := $(JLAB_VENV)/.extension-stamp
+JLAB_SOURCES := $(wildcard $(JLAB_EXT)/src/*.ts $(JLAB_EXT)/style/* $(JLAB_EXT)/tests/*.js \
+	$(JLAB_EXT)/quota_ledger_jupyterlab/*.py $(JLAB_EXT)/jupyter-config/server-config/*.json) \
+	$(JLAB_EXT)/package.json $(JLAB_EXT)/pyproject.toml $(JLAB_EXT)/tsconfig.json
+
+.PHONY: demo test test-jh5 jupyterlab lint fmt bench bench-prometheus browser psql proxy docker image clean
 # The container image (Dockerfile). PYTHON_IMAGE: the official image by default; where no
 # registry is reachable, the local stand-in that .ci/docker-up.sh builds (local/python:3.11-slim-bookworm).
 IMAGE ?= quota-ledger:dev
@@ -43,6 +56,29 @@ $(CHP):
 	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) configurable-http-proxy@5
 
 proxy: $(CHP)
+
+$(JLAB_STAMP): tests/requirements-jlab.txt
+	test -x $(JLAB_VENV)/bin/python || $(PYTHON) -m venv $(JLAB_VENV)
+	$(JLAB_VENV)/bin/pip install -q --upgrade pip
+	$(JLAB_VENV)/bin/pip install -q -r tests/requirements-jlab.txt
+	touch $(JLAB_STAMP)
+
+$(JLAB_NODE): $(JLAB_EXT)/package-lock.json $(CHP)
+	cd $(JLAB_EXT) && npm ci --no-audit --no-fund --cache $(CURDIR)/$(NPM_PREFIX)/cache
+
+# npm test: the wording's unit tests (node --test); the wheel is built without build
+# isolation in the single-user venv (it holds JupyterLab, which runs @jupyter/builder)
+$(JLAB_WHEEL_STAMP): $(JLAB_STAMP) $(JLAB_NODE) $(JLAB_SOURCES)
+	cd $(JLAB_EXT) && npm test
+	rm -rf $(JLAB_EXT)/dist $(JLAB_EXT)/quota_ledger_jupyterlab/labextension
+	PATH=$(CURDIR)/$(JLAB_VENV)/bin:$$PATH $(JLAB_VENV)/bin/pip wheel -q --no-build-isolation \
+	  --no-deps -w $(JLAB_EXT)/dist ./$(JLAB_EXT)
+	$(JLAB_VENV)/bin/pip install -q --no-deps --force-reinstall $(JLAB_EXT)/dist/*.whl
+	$(JLAB_VENV)/bin/jupyter labextension list 2>&1 | grep -q "quota-ledger-jupyterlab.*enabled"
+	$(JLAB_VENV)/bin/jupyter server extension list 2>&1 | grep -q "quota_ledger_jupyterlab.*enabled"
+	touch $(JLAB_WHEEL_STAMP)
+
+jupyterlab: $(JLAB_WHEEL_STAMP)
 
 # Browser tests drive Debian's chromium through Playwright (never `playwright install`:
 # it downloads a browser build, which cannot be fetched here). Under CI=true a chromium that
@@ -84,7 +120,7 @@ psql:
 demo: $(STAMP) $(CHP)
 	$(BIN)/quota-ledger demo
 
-test: $(STAMP) $(JH5_STAMP) $(CHP) browser psql docker
+test: $(STAMP) $(JH5_STAMP) $(CHP) $(JLAB_WHEEL_STAMP) browser psql docker
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest
@@ -109,4 +145,6 @@ bench-prometheus: $(STAMP)
 	$(BIN)/python benchmarks/vs_prometheus.py
 
 clean:
-	rm -rf $(VENV) $(JH5_VENV) $(NPM_PREFIX) .quota-ledger .pytest-pg build *.egg-info
+	rm -rf $(VENV) $(JH5_VENV) $(JLAB_VENV) $(NPM_PREFIX) .quota-ledger .pytest-pg build *.egg-info \
+	  $(JLAB_EXT)/node_modules $(JLAB_EXT)/lib $(JLAB_EXT)/lib-test $(JLAB_EXT)/dist \
+	  $(JLAB_EXT)/quota_ledger_jupyterlab/labextension

@@ -27,6 +27,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "aiohttp": ("aiohttp", f"aiohttp: {TEST_EXTRA}"),
     "psql": ("/usr/bin/psql", "make psql: apt-get install postgresql-client (Debian's psql)"),
     "quota-ledger": (str(ROOT / ".venv" / "bin" / "quota-ledger"), "make (the checkout's venv)"),
+    "jupyterlab-singleuser": (
+        str(ROOT / ".venv-jlab" / "bin" / "jupyterhub-singleuser"),
+        "make jupyterlab (JupyterLab + the quota-ledger-jupyterlab wheel in .venv-jlab)",
+    ),
     "configurable-http-proxy": (
         str(ROOT / ".npm" / "node_modules" / ".bin" / "configurable-http-proxy"),
         "make proxy (npm install --prefix .npm configurable-http-proxy@5)",

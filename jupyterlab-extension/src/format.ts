@@ -29,7 +29,7 @@ export interface IWarning {
 export interface IMe {
   username: string;
   at: string;
-  resources: IResourceUsage[];
+  resources: { [name: string]: IResourceUsage }; // in the service's display order
   servers: { servername: string }[];
   runs_out_at: string | null;
   warnings?: IWarning[];
@@ -63,12 +63,29 @@ export function compactNumber(value: number): string {
 }
 
 export function limited(me: IMe): IResourceUsage[] {
-  return me.resources.filter(r => r.limit !== null);
+  return Object.values(me.resources).filter(r => r.limit !== null);
+}
+
+/** A zero budget that is not being used: the resource is simply not in this user's quota. */
+function notIncluded(r: IResourceUsage): boolean {
+  return r.limit === 0 && r.used === 0 && !r.burn_per_hour;
+}
+
+/** The limited resources worth a place in the status bar and the popover. */
+export function shown(me: IMe): IResourceUsage[] {
+  return limited(me).filter(r => !notIncluded(r));
+}
+
+/** "GPU" for the resources whose budget is zero (the popover names them once). */
+export function excluded(me: IMe): string[] {
+  return limited(me)
+    .filter(notIncluded)
+    .map(r => label(r.resource));
 }
 
 /** "Memory: 42 / 60 GiB-h · GPU: 1.5 / 8 GPU-h"; "Quota: unlimited" without a limit. */
 export function statusText(me: IMe): string {
-  const items = limited(me).map(
+  const items = shown(me).map(
     r =>
       `${label(r.resource)}: ${compactNumber(r.used)} / ${compactNumber(r.limit as number)} ${compactUnit(r.unit)}`
   );
@@ -77,7 +94,7 @@ export function statusText(me: IMe): string {
 
 /** The worst state of the limited resources: over > near > ok. */
 export function worstState(me: IMe): string {
-  const states = new Set(limited(me).map(r => (r.state === 'none' ? 'over' : r.state)));
+  const states = new Set(shown(me).map(r => (r.state === 'none' ? 'over' : r.state)));
   return states.has('over') ? 'over' : states.has('near') ? 'near' : 'ok';
 }
 
@@ -100,7 +117,7 @@ export function duration(seconds: number): string {
 }
 
 /** A time as the user's locale writes it, with "in 3 h" after it. */
-export function when(iso: string, now: Date, locale?: string): string {
+export function when(iso: string, now: Date, locale?: string, relative = true): string {
   const at = new Date(iso);
   const text = at.toLocaleString(locale, {
     weekday: 'short',
@@ -110,7 +127,7 @@ export function when(iso: string, now: Date, locale?: string): string {
     minute: '2-digit'
   });
   const seconds = (at.getTime() - now.getTime()) / 1000;
-  return seconds > 0 ? `${text} (in ${duration(seconds)})` : text;
+  return relative && seconds > 0 ? `${text} (in ${duration(seconds)})` : text;
 }
 
 export interface IPopoverLine {
@@ -123,7 +140,7 @@ export interface IPopoverLine {
 
 /** One line per limited resource for the popover. */
 export function resourceLines(me: IMe, now: Date, locale?: string): IPopoverLine[] {
-  return limited(me).map(r => {
+  return shown(me).map(r => {
     const percent = r.percent_used === null ? '' : ` (${Math.round(r.percent_used)} %)`;
     const windowText = duration(r.window_seconds);
     const comesBack = r.retry_at
@@ -150,7 +167,7 @@ export function runningText(me: IMe, serverName: string, now: Date, locale?: str
     return 'At its current size this server can keep running: its quota does not run out.';
   }
   const seconds = Math.max(0, (new Date(me.runs_out_at).getTime() - now.getTime()) / 1000);
-  const until = when(me.runs_out_at, now, locale);
+  const until = when(me.runs_out_at, now, locale, false);
   if (seconds === 0) {
     return 'Your quota is used up: the server may be stopped.';
   }
@@ -184,4 +201,16 @@ export function sessionStart(me: IMe, serverName: string): Date | null {
     s => s.running && s.servername === serverName
   );
   return session ? new Date(session.started_at) : null;
+}
+
+/** Whether a response body has the shape this extension reads (else: "unavailable"). */
+export function isMe(body: unknown): body is IMe {
+  const me = body as IMe;
+  return (
+    typeof me === 'object' &&
+    me !== null &&
+    typeof me.resources === 'object' &&
+    me.resources !== null &&
+    Array.isArray(me.servers)
+  );
 }

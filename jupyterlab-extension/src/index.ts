@@ -16,7 +16,9 @@ import { IStatusBar, showPopup, Popup } from '@jupyterlab/statusbar';
 import { Widget } from '@lumino/widgets';
 
 import {
+  excluded,
   IMe,
+  isMe,
   newWarnings,
   resourceLines,
   runningText,
@@ -62,7 +64,10 @@ function element(tag: string, className: string, text?: string): HTMLElement {
 }
 
 class QuotaStatus extends Widget {
-  constructor(private config: IConfig) {
+  constructor(
+    private config: IConfig,
+    private onData: (me: IMe) => void
+  ) {
     super();
     this.addClass('jp-QuotaLedger-status');
     this.node.title = 'Your compute quota (click for details)';
@@ -77,8 +82,11 @@ class QuotaStatus extends Widget {
   async refresh(): Promise<IFetched> {
     try {
       const { status, body } = await getJson('me');
-      if (status === 200 && body) {
-        this.fetched = { me: body as IMe, error: null };
+      if (status === 200 && isMe(body)) {
+        this.fetched = { me: body, error: null };
+        this.onData(body);
+      } else if (status === 200) {
+        this.fetched = { me: null, error: 'the quota service answered in an unknown format' };
       } else {
         const reason = (body && (body.message || body.reason)) || `HTTP ${status}`;
         this.fetched = { me: null, error: String(reason) };
@@ -97,6 +105,7 @@ class QuotaStatus extends Widget {
     this.removeClass('jp-mod-unavailable');
     if (me) {
       this.node.textContent = statusText(me);
+      this.node.title = 'Your compute quota (click for details)';
       const state = worstState(me);
       if (state !== 'ok') {
         this.addClass(`jp-mod-${state}`);
@@ -144,6 +153,12 @@ class QuotaStatus extends Widget {
         row.appendChild(element('div', 'jp-QuotaLedger-remaining', line.remaining));
         row.appendChild(element('div', 'jp-QuotaLedger-back', line.comesBack));
         node.appendChild(row);
+      }
+      const none = excluded(me);
+      if (none.length) {
+        node.appendChild(
+          element('p', 'jp-QuotaLedger-excluded', `Not in your quota: ${none.join(', ')}.`)
+        );
       }
       node.appendChild(
         element('p', 'jp-QuotaLedger-running', runningText(me, this.config.server_name, now))
@@ -224,17 +239,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (!config.server_name) {
       config.server_name = PageConfig.getOption('hubServerName') || '';
     }
-    const item = new QuotaStatus(config);
     const notifier = new WarningNotifier(config);
+    const item = new QuotaStatus(config, me => notifier.check(me));
     statusBar.registerStatusItem(PLUGIN_ID, { item, align: 'left', rank: 50 });
-    const tick = async () => {
-      const { me } = await item.refresh();
-      if (me) {
-        notifier.check(me);
-      }
-    };
-    await tick();
-    window.setInterval(() => void tick(), REFRESH_MS);
+    await item.refresh();
+    // every minute, and whenever the popover opens
+    window.setInterval(() => void item.refresh(), REFRESH_MS);
   }
 };
 
