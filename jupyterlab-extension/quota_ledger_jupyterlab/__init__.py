@@ -9,6 +9,7 @@ answers for this server's owner only. The token needs ``access:services!service=
 
 from __future__ import annotations
 
+
 def _jupyter_labextension_paths():
     return [{"src": "labextension", "dest": "quota-ledger-jupyterlab"}]
 
