@@ -124,8 +124,8 @@ async def lab_hub(fresh_db_url, engine, tmp_path):
     )  # fmt: skip
     base = f"http://127.0.0.1:{ports['hub_port']}"
     try:
-        await wait_for(f"{base}/hub/health", 45, proc)
-        await wait_for(f"{base}/services/quota/healthz", 30, proc)
+        await wait_for(f"{base}/hub/health", 120, proc)  # slow under load
+        await wait_for(f"{base}/services/quota/healthz", 60, proc)
         yield {"url": base, "proc": proc, "log": tmp_path / "hub.log", "engine": engine}
     finally:
         if proc.poll() is None:
@@ -241,6 +241,8 @@ async def test_status_bar_popover_and_warning_in_jupyterlab(lab_hub):
             await item.click()
             toast = page.locator(".Toastify__toast", has_text=message)
             await toast.wait_for(timeout=15000)
+            await item.click()  # the popover closed again, the toast done sliding in
+            await page.wait_for_timeout(1500)
             await page.screenshot(path=str(SCREENSHOTS / "jupyterlab-warning.png"))
             assert await page.locator("text=secret-warning-of-dana").count() == 0
 
