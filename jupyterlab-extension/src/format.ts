@@ -179,8 +179,10 @@ export function runningText(me: IMe, serverName: string, now: Date, locale?: str
 }
 
 /**
- * The enforcer's warnings (and stops) for this server that the user has not been shown:
- * newest last. `seen` holds the acted_at of those already notified.
+ * The enforcer's actions about this server that the user has not been shown, oldest first:
+ * its warnings (recorded per user, they concern every running server, this one included)
+ * and a stop of this server. `seen` holds the acted_at of those already notified; `since`
+ * leaves out what happened before this server's session.
  */
 export function newWarnings(
   me: IMe,
@@ -189,7 +191,7 @@ export function newWarnings(
   since: Date | null
 ): IWarning[] {
   return (me.warnings ?? [])
-    .filter(w => w.servername === serverName && (w.action === 'warn' || w.action === 'stop'))
+    .filter(w => w.action === 'warn' || (w.action === 'stop' && w.servername === serverName))
     .filter(w => !seen.has(w.acted_at))
     .filter(w => since === null || new Date(w.acted_at).getTime() >= since.getTime())
     .sort((a, b) => a.acted_at.localeCompare(b.acted_at));

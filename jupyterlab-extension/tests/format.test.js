@@ -23,8 +23,9 @@ const me = {
   warnings: [
     { acted_at: '2026-11-20T09:00:00Z', servername: '', action: 'warn', message: 'old' },
     { acted_at: '2026-11-20T11:30:00Z', servername: '', action: 'warn', message: 'new' },
-    { acted_at: '2026-11-20T11:40:00Z', servername: 'other', action: 'warn', message: 'x' },
-    { acted_at: '2026-11-20T11:50:00Z', servername: '', action: 'stop_failed', message: 'y' }
+    { acted_at: '2026-11-20T11:40:00Z', servername: 'other', action: 'stop', message: 'x' },
+    { acted_at: '2026-11-20T11:50:00Z', servername: '', action: 'stop_failed', message: 'y' },
+    { acted_at: '2026-11-20T11:55:00Z', servername: '', action: 'stop', message: 'stopped' }
   ]
 };
 
@@ -90,12 +91,15 @@ test('how long this server can keep running', () => {
   assert.match(f.runningText({ ...me, runs_out_at: '2026-11-20T11:00:00Z' }, '', NOW), /used up/);
 });
 
-test('new warnings: this server, this session, not seen, warn or stop only', () => {
+test('new warnings: the user\'s warnings and this server\'s stop, this session, not seen', () => {
   const since = f.sessionStart(me, '');
   assert.deepEqual(since, new Date('2026-11-20T11:00:00Z'));
   const fresh = f.newWarnings(me, '', new Set(), since);
-  assert.deepEqual(fresh.map(w => w.message), ['new']);
-  assert.deepEqual(f.newWarnings(me, '', new Set(['2026-11-20T11:30:00Z']), since), []);
+  assert.deepEqual(fresh.map(w => w.message), ['new', 'stopped']);
+  const seen = new Set(['2026-11-20T11:30:00Z', '2026-11-20T11:55:00Z']);
+  assert.deepEqual(f.newWarnings(me, '', seen, since), []);
+  // a named server: the user-level warning, not the default server's stop
+  assert.deepEqual(f.newWarnings(me, 'other', new Set(), since).map(w => w.message), ['new', 'x']);
   assert.equal(f.sessionStart(me, 'nope'), null);
 });
 
