@@ -67,9 +67,10 @@ _RUNNING = f"""
     FROM segments
     WHERE username = $1 AND COALESCE(ended_at, 'infinity'::timestamptz) > $3 AND started_at < $3
 """  # noqa: S608 - a constant column list
-# every closed segment touching the window's days (ix_segments_user_end, index only)
+# every closed segment touching the window's days (an index-only scan of
+# ix_segments_user_end: no id, which is not in the index; no other read adds to these rows)
 _WHOLE_WINDOW = f"""
-    SELECT 1, {_SEGMENT_COLUMNS.format(name="id::text")}
+    SELECT 1, {_SEGMENT_COLUMNS.format(name="NULL")}
     FROM segments
     WHERE username = $1 AND ended_at IS NOT NULL
       AND COALESCE(ended_at, 'infinity'::timestamptz) > $2 AND started_at < $3
@@ -117,8 +118,8 @@ class UserHistory:
 
     now_us: int
     buckets: dict[int, dict[str, Bucket]] = field(default_factory=dict)
-    # segment id → (start µs, end µs, amounts)
-    partial_rows: dict[str, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
+    # segment id (a number for the whole window's rows) → (start µs, end µs, amounts)
+    partial_rows: dict[str | int, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
     loaded_days: set[int] = field(default_factory=set)
     running: list[SegmentRow] = field(default_factory=list)
     whole_window: bool = False  # every closed segment of the window was read
@@ -143,7 +144,8 @@ class UserHistory:
                 for name, cover in covers.items():
                     day.setdefault(name, Bucket(0, int(cover)))
             elif kind == 1:
-                self.partial_rows[servername] = (a, b, row_amounts(cpu, memory, gpu, ext))
+                key = servername if servername is not None else len(self.partial_rows)
+                self.partial_rows[key] = (a, b, row_amounts(cpu, memory, gpu, ext))
             else:
                 self.running.append(
                     SegmentRow(a, b, servername, row_amounts(cpu, memory, gpu, ext))
