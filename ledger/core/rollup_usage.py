@@ -71,6 +71,7 @@ class ResourceHistory:
     running: list[tuple[int | None, int]] = field(default_factory=list)
     _in_bucket: dict[int, list[Interval]] = field(default_factory=dict, repr=False)
     _pieces: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+    _used: dict[int, int] = field(default_factory=dict, repr=False)
 
     def bucket_of(self, at_us: int) -> int:
         return at_us - at_us % self.bucket_us
@@ -98,12 +99,15 @@ class ResourceHistory:
         return out
 
     def _open_overlap(self, a: int, b: int) -> int:
+        if not self.open_starts:
+            return 0
         return sum(r * usage.overlap_us(s, None, a, b) for s, r in self.open_starts)
 
     def _piece_integral(self, z: int, a: int, b: int) -> int | None:
         """∫ ρ over [a, b) inside bucket z, or None if that needs z's raw segments."""
         if a == z and b == z + self.bucket_us:  # a whole bucket: its total, loaded or not
-            return self.buckets.get(z, Bucket()).used + self._open_overlap(a, b)
+            bucket = self.buckets.get(z)
+            return (bucket.used if bucket else 0) + self._open_overlap(a, b)
         if z in self.partials:
             if (a, b) not in self._pieces:
                 intervals = self._history_intervals(z)
@@ -113,6 +117,8 @@ class ResourceHistory:
 
     def used(self, window_us: int) -> int:
         """U(now): base-unit·µs used in [now − window, now)."""
+        if window_us in self._used:  # asked again by the retry and run-out questions
+            return self._used[window_us]
         total, missing = 0, set()
         for z, a, b in self._zones(self.now_us - window_us, self.now_us):
             piece = self._piece_integral(z, a, b)
@@ -122,6 +128,7 @@ class ResourceHistory:
                 total += piece
         if missing:
             raise NeedBuckets(missing)
+        self._used[window_us] = total
         return total
 
     def _future_rate(self, t_us: int, extra: int) -> int:

@@ -153,22 +153,33 @@ class UserHistory:
 
     def histories(self, names: Iterable[str]) -> dict[str, ResourceHistory]:
         now = self.now_us
+        names = list(names)
+        partials: dict[str, dict[int, list]] = {
+            name: {z: [] for z in self.loaded_days} for name in names
+        }
+        # One pass over the rows (busy users have thousands): each closed segment belongs to
+        # the loaded days it starts in or ends inside (ending at midnight is not inside).
+        for s, e, amounts in self.partial_rows.values():
+            if s >= now or e is None or e <= s:
+                continue
+            first, last = _bucket_of(s), _bucket_of(e - 1)
+            days = [first] if last == first or e == last + DAY_US else [first, last]
+            days = [z for z in days if z in self.loaded_days]
+            if not days:
+                continue
+            for name in names:
+                rate = amounts.get(name, 0)
+                if rate:
+                    for z in days:
+                        partials[name][z].append((s, e, rate))
+        started = [r for r in self.running if r.started_at_us < now]
         out = {}
         for name in names:
-            partials: dict[int, list] = {z: [] for z in self.loaded_days}
-            for s, e, amounts in self.partial_rows.values():
-                rate = amounts.get(name, 0)
-                if not rate or s >= now or e is None or e <= s:
-                    continue
-                for z in {_bucket_of(s), _bucket_of(e - 1)}:
-                    if z in partials and (z <= s < z + DAY_US or z < e < z + DAY_US):
-                        partials[z].append((s, e, rate))
-            started = [r for r in self.running if r.started_at_us < now]
             out[name] = ResourceHistory(
                 now_us=now,
                 bucket_us=DAY_US,
                 buckets={z: day[name] for z, day in self.buckets.items() if name in day},
-                partials=partials,
+                partials=partials[name],
                 open_starts=[
                     (r.started_at_us, int(r.amounts.get(name, 0)))
                     for r in started
