@@ -1,9 +1,10 @@
 """Reads of the per-day usage rollups (migrations/versions/0004), and their upkeep commands.
 
-- :func:`user_history` — what :func:`ledger.store.decide.decide` reads for one user: the
-  rollup days of the longest window, the partial segments of the edge days, and the segments
-  running at ``now``, in one round trip; :func:`load_days` adds more days' partial segments
-  when the arithmetic asks (a retry or run-out time inside a day no edge touches).
+- :func:`user_history` — what :func:`ledger.store.decide.decide` reads for one user, in
+  one round trip: the rollup days of the longest window, the segments running at ``now``,
+  and every closed segment of the window for a quiet user, or the edge days' partial
+  segments for a busy one; :func:`load_days` adds more days' partial segments when the
+  arithmetic asks (a busy user's retry or run-out time inside a day no edge touches).
 - :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``.
 """
 
