@@ -73,19 +73,18 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
 ANALYSIS = """\
-### Where the time goes now (rollups, migration 0004)
+### Where the time goes now (rollups, migrations 0004 and 0005)
 
-- **decide** reads ≤ 31 rollup rows, the raw segments starting or ending in the two edge
-  days and the running ones, in one round trip; a retry or run-out time inside another day
-  costs a second round trip for that day's raw segments (the allowed case often needs it:
-  with a 4 GiB request the run-out usually falls in the first days of the window). Cost
-  follows segments per edge day, not segments in the window (the N-segments table).
-- **report** sums users × 30 rollup rows plus two days of raw segments; it no longer scans
-  the window's segments.
+- **decide** reads ≤ 31 rollup rows, the running segments and, for a user with ≤ 256
+  closed segments in the window, all of them (else the raw segments starting or ending in
+  the two edge days) in one round trip; only a busy user's retry or run-out time inside
+  another day costs another round trip for that day's raw segments (the round-trips row).
+  Cost follows segments per edge day, not segments in the window (the N-segments table).
+- **report** sums users × 30 rollup rows plus two days of raw segments (their overlaps summed
+  as intervals per user and size); it no longer scans the window's segments.
 - **import** pays the rollup trigger once per statement: an aggregate over every imported
-  row (one rollup update per day a segment spans) on top of the INSERT … ON CONFLICT and the
-  index maintenance (two more indexes for the edge-day reads: `(username, started_at)`,
-  `(started_at)`). Parsing is unchanged: the chunked parse streamed into COPY was not built.
+  row (one rollup update per day a segment spans) on top of the write and the index
+  maintenance.
 """
 
 
