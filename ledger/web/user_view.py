@@ -98,7 +98,8 @@ def _charts(status: UserStatus) -> dict[str, str]:
             intervals_of(status.segments, name, now_us),
             now_us,
             r.window_seconds * MICROSECONDS_PER_SECOND,
-            resource(name).from_hours(r.limit_hours),
+            # the recorded usage is drawn: its limit is the policy's + grants + credits
+            resource(name).from_hours(r.limit_hours + r.credited_hours),
             None if r.retry_at is None else to_us(r.retry_at),
             None if r.runs_out_at is None else to_us(r.runs_out_at),
         )
@@ -120,6 +121,7 @@ async def build_user_view(
         request,
         now,
         exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
+        adjustments=status.adjustments,
     )
     resources = list(status.resources.values())
     view = UserView(
