@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from ledger.core import grants as ledger_grants
@@ -26,20 +26,9 @@ from ledger.core import usage
 from ledger.core.json_form import json_amounts, json_number
 from ledger.core.quantities import format_amount, format_duration, format_hours, to_base_units
 from ledger.core.resources import MICROSECONDS_PER_SECOND, SERVERS, display_order, resource
-from ledger.core.times import iso
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_us(at: datetime) -> int:
-    if at.tzinfo is None:
-        raise ValueError(f"{at!r} has no time zone; ledger times are timezone-aware")
-    delta = at - EPOCH
-    return (delta.days * 86400 + delta.seconds) * MICROSECONDS_PER_SECOND + delta.microseconds
-
-
-def from_us(at_us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=at_us)
+# µs times live in ledger.core.times; EPOCH, to_us and from_us stay importable from here
+from ledger.core.times import EPOCH, from_us, iso, to_us  # noqa: F401
 
 
 def ceil_to_second(at_us: int) -> int:

@@ -27,16 +27,9 @@ from ledger.core.json_form import json_number
 from ledger.core.quantities import format_hours
 from ledger.core.resources import resource
 from ledger.core.rollup_usage import NeedBuckets
-from ledger.core.times import iso
+from ledger.core.times import iso, to_us
 
 GRANT_STATES = ("active", "scheduled", "expired", "revoked")
-
-
-def _to_us(at: datetime) -> int:
-    # ledger.core.decision owns the µs conversion and imports this module: import late.
-    from ledger.core.decision import to_us
-
-    return to_us(at)
 
 
 @dataclass(frozen=True)
@@ -108,8 +101,8 @@ class Credit:
 
     def in_window(self, at: datetime, window_seconds: int) -> bool:
         """Inside [at − W, at): it counts against usage then."""
-        at_us = _to_us(at)
-        return at_us - window_seconds * 1_000_000 <= _to_us(self.credited_at) < at_us
+        at_us = to_us(at)
+        return at_us - window_seconds * 1_000_000 <= to_us(self.credited_at) < at_us
 
     def amount_base_us(self) -> int:
         return resource(self.resource).from_hours(self.amount_hours)
@@ -168,15 +161,15 @@ class Adjustments:
 
     def steps(self, name: str, policy_limit: int, now: datetime, window_us: int) -> LimitSteps:
         """``E(t)`` for ``t ≥ now``: the policy limit plus grants plus credits in the window."""
-        now_us = _to_us(now)
+        now_us = to_us(now)
         changes: list[tuple[int, int]] = []  # (µs, delta): E changes from that µs on
         for g in self.grants:
             if g.resource == name:
                 amount = g.amount_base_us()
-                changes += [(_to_us(g.starts_at), amount), (_to_us(g.effective_end), -amount)]
+                changes += [(to_us(g.starts_at), amount), (to_us(g.effective_end), -amount)]
         for c in self.credits:
             if c.resource == name:
-                amount, at_us = c.amount_base_us(), _to_us(c.credited_at)
+                amount, at_us = c.amount_base_us(), to_us(c.credited_at)
                 # in [t − W, t) for t in [c + 1 µs, c + W]: enters at c + 1, leaves at c + W + 1
                 changes += [(at_us + 1, amount), (at_us + window_us + 1, -amount)]
         limit = policy_limit + sum(d for at_us, d in changes if at_us <= now_us)
