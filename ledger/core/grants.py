@@ -59,7 +59,9 @@ class Grant:
         return self.starts_at <= at < self.effective_end
 
     def state(self, at: datetime) -> str:
-        if self.revoked_at is not None and self.revoked_at <= at:
+        if self.revoked_at is not None and (
+            self.revoked_at <= at or self.revoked_at <= self.starts_at  # revoked before it began
+        ):
             return "revoked"
         if at < self.starts_at:
             return "scheduled"
