@@ -1,10 +1,14 @@
-"""grants and credits: ledger entries that add to a user's limit or take back usage
+"""grants, credits and quota requests: ledger entries that add to a user's limit or take back usage
 
 - ``quota_grants``: a time-limited addition to one user's limit of one resource, valid
   ``starts_at <= t < ends_at`` (and before ``revoked_at`` once revoked), with who granted it
   and why; revoking keeps the row (who, when, why), so the history stays.
 - ``quota_credits``: usage credited back, dated: negative usage at ``credited_at``, inside a
   rolling window like usage (ledger/core/grants.py has the arithmetic).
+
+- ``quota_requests``: a user's request for more quota (resource, amount, until, why) and
+  its state; ``quota_request_events`` records every action on one (requested, approved,
+  declined) with who and when. Approving creates a grant (``quota_grants.request_id``).
 
 Amounts are resource-hours (numeric, exact) in the resource's hours unit: CPU-hours,
 GiB-hours, GPU-hours, device-hours for extended resources. Nothing here touches segments.
@@ -52,13 +56,45 @@ CREATE TABLE quota_grants (
     created_at timestamptz NOT NULL DEFAULT now()
 )""",
     "CREATE INDEX ix_quota_credits_user_at ON quota_credits (username, credited_at)",
+    """CREATE TABLE quota_requests (
+    id bigserial PRIMARY KEY,
+    username text NOT NULL CHECK (username <> ''),
+    resource text NOT NULL CHECK (resource <> ''),
+    amount_hours numeric NOT NULL CHECK (amount_hours > 0),
+    until_at timestamptz NOT NULL,
+    reason text NOT NULL CHECK (reason <> ''),
+    state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'approved', 'declined')),
+    created_at timestamptz NOT NULL,
+    decided_at timestamptz,
+    decided_by text,
+    decision_message text,
+    grant_id bigint REFERENCES quota_grants (id),
+    seen_at timestamptz,
+    CHECK ((state = 'pending') = (decided_at IS NULL))
+)""",
+    "CREATE INDEX ix_quota_requests_user ON quota_requests (username, created_at)",
+    "CREATE INDEX ix_quota_requests_pending ON quota_requests (created_at) WHERE state = 'pending'",
+    """CREATE TABLE quota_request_events (
+    id bigserial PRIMARY KEY,
+    request_id bigint NOT NULL REFERENCES quota_requests (id),
+    at timestamptz NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL CHECK (action IN ('requested', 'approved', 'declined')),
+    detail jsonb NOT NULL DEFAULT '{}'
+)""",
+    "CREATE INDEX ix_quota_request_events_request ON quota_request_events (request_id, at)",
     """COMMENT ON TABLE quota_grants IS
   'Time-limited additions to a user''s limit of one resource (resource-hours), with who and why.'""",
     """COMMENT ON TABLE quota_credits IS
   'Usage credited back: negative usage at credited_at, counted inside the rolling window.'""",
 ]
 
-DOWNGRADE = ["DROP TABLE IF EXISTS quota_credits", "DROP TABLE IF EXISTS quota_grants"]
+DOWNGRADE = [
+    "DROP TABLE IF EXISTS quota_request_events",
+    "DROP TABLE IF EXISTS quota_requests",
+    "DROP TABLE IF EXISTS quota_credits",
+    "DROP TABLE IF EXISTS quota_grants",
+]
 
 
 def upgrade() -> None:
