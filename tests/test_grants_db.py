@@ -44,7 +44,11 @@ def _policy(window_s: int, memory_gib_hours: int):
 
 async def _load(engine, segments, grant_rows, credit_rows) -> None:
     async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE segments, usage_rollups, quota_grants, quota_credits"))
+        await conn.execute(
+            text(
+                "TRUNCATE segments, usage_rollups, quota_grants, quota_credits, quota_requests, quota_request_events"
+            )
+        )
         await queries.upsert_segments(
             conn,
             [
