@@ -158,12 +158,17 @@ class ResourceHistory:
         events.sort()
         return slope, events
 
-    def first_reaching(self, window_us: int, limit: int, extra_rate: int = 0) -> int | None:
-        """The first t ≥ now with U(t) ≥ limit when everything running keeps running and a
-        server of ``extra_rate`` starts now; None if never. Equals usage.first_reaching."""
+    def first_reaching(
+        self, window_us: int, limit: int, extra_rate: int = 0, from_us: int | None = None
+    ) -> int | None:
+        """The first t ≥ now (≥ ``from_us`` if given) with U(t) ≥ limit when everything
+        running keeps running and a server of ``extra_rate`` starts now; None if never.
+        Equals usage.first_reaching (a limit that changes later asks from each change on,
+        ledger.core.grants)."""
         now = self.now_us
+        start = now if from_us is None else max(from_us, now)
         value = self.used(window_us)
-        if value >= limit:
+        if value >= limit and start == now:
             return now
         needed: set[int] = set()
         for z, a, b in self._zones(now - window_us, now):
@@ -172,14 +177,15 @@ class ResourceHistory:
             if piece is None:
                 raise NeedBuckets({z})
             end_value = value - piece + gain
+            answers = b + window_us > start  # a piece that ends before ``start`` cannot
             # U only loses what leaves the window, so it stays ≤ value + gain in this piece:
             # below the limit, the piece's shape does not matter.
-            if value + gain >= limit:
+            if answers and value + gain >= limit:
                 if z not in self.partials:
                     needed.add(z)  # U may reach the limit inside: need its shape
                 elif not needed:
                     slope, events = self._slope_events(z, a, b, window_us, extra_rate)
-                    hit = _walk_up(a + window_us, value, slope, events, b + window_us, limit)
+                    hit = _walk_up(a + window_us, value, slope, events, b + window_us, limit, start)
                     if hit is not None:
                         return hit
             if needed and end_value >= limit:
@@ -191,7 +197,7 @@ class ResourceHistory:
         ahead = [(now, e, r) for e, r in self.running]
         if extra_rate:
             ahead.append((now, None, extra_rate))
-        return usage.first_reaching(ahead, now + window_us, window_us, limit)
+        return usage.first_reaching(ahead, max(now + window_us, start), window_us, limit)
 
     def first_below_stopped(self, window_us: int, limit: int) -> int | None:
         """The first t ≥ now with U(t) < limit if everything running stopped at now; None if
@@ -220,10 +226,20 @@ class ResourceHistory:
         return now + window_us  # unreachable with limit > 0: U(now + W) = 0
 
 
-def _walk_up(t: int, value: int, slope: int, events, end: int, limit: int) -> int | None:
-    """First whole µs in [t, end] where a piecewise-linear value reaches ``limit``."""
+def _walk_up(
+    t: int, value: int, slope: int, events, end: int, limit: int, lo: int | None = None
+) -> int | None:
+    """First whole µs in [max(t, lo), end] where a piecewise-linear value reaches ``limit``."""
     for time_us, delta in [*events, (end, 0)]:
         if time_us > t:
+            if lo is not None and t < lo:
+                if time_us <= lo:  # wholly before lo: only carry the value along
+                    value, t = value + slope * (time_us - t), time_us
+                    slope += delta
+                    continue
+                value, t = value + slope * (lo - t), lo
+            if value >= limit:
+                return t
             reached = value + slope * (time_us - t)
             if slope > 0 and reached >= limit:
                 return t + -(-(limit - value) // slope)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import Decision, ServerRequest, evaluate
 from ledger.core.rollup_usage import NeedBuckets
-from ledger.store import queries, rollups
+from ledger.store import grants, queries, rollups
 
 
 # Each later round loads the days one budget's question asked for (a run-out question asks
@@ -53,7 +53,14 @@ async def _decide(conn, policy, limits, username, request, now) -> Decision:
         return evaluate(username, limits, [], request, now, exhausted_budget_blocks=blocks)
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
     history = await rollups.user_history(conn, username, now, windows)
-    for _ in range(_max_rounds(limits)):
+    # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets.
+    adjustments = (
+        await grants.user_adjustments(conn, username, now, windows[-1]) if windows else None
+    )
+    # A limit that grants or credits change later is asked about piece by piece: each piece
+    # may want its days once (ledger.core.grants batches them, this bound is for safety).
+    steps = len(adjustments.grants) * 2 + len(adjustments.credits) * 2 if adjustments else 0
+    for _ in range(_max_rounds(limits) + steps):
         try:
             return evaluate(
                 username,
@@ -63,6 +70,7 @@ async def _decide(conn, policy, limits, username, request, now) -> Decision:
                 now,
                 exhausted_budget_blocks=blocks,
                 histories=history.histories(limits.budgets),
+                adjustments=adjustments,
             )
         except NeedBuckets as need:
             await rollups.load_days(conn, username, history, need.bucket_starts)
