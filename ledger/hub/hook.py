@@ -174,6 +174,10 @@ class QuotaHook:
         self.recent_denials: dict[str, tuple[float, dict]] = {}
         self.last_latency_ms: float | None = None  # of the last check, for tests and logs
         self.recorder = None  # a HubRecorder with install_quota_hook(record_usage=True)
+        self.pages = None  # a ledger.hub.summary.HubQuotaPages with hub_pages=True
+
+    def now(self) -> datetime:
+        return self._clock()
 
     def __deepcopy__(self, memo):
         # traitlets deep-copies config values into every new spawner

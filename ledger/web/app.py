@@ -103,6 +103,8 @@ def make_app(
         (route("admin/collectors"), h(admin_pages.CollectorsPageHandler), with_cache),
         (route("admin/users/([^/]+)"), h(user_pages.AdminUserPageHandler), plain),
         (route("api/v1/me"), h(api.MeApiHandler), plain),
+        (route("api/v1/me/summary"), h(api.SummaryApiHandler), plain),
+        (route("api/v1/me/choices"), h(api.ChoicesApiHandler), plain),
         (route("api/v1/users/([^/]+)"), h(api.UserApiHandler), plain),
         (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
     ]
