@@ -11,7 +11,7 @@ note from the :class:`~ledger.core.decision.Decision` for that choice's size.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ledger.core.decision import Decision
 from ledger.core.json_form import json_amounts
@@ -110,6 +110,8 @@ def _until(at: datetime | None, now: datetime) -> str:
     if at is None:
         return ""
     at = at.astimezone(UTC)
+    if at.second or at.microsecond:  # a waiting time is never understated
+        at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
     if at.date() == now.astimezone(UTC).date():
         return f" until {at:%H:%M} UTC"
     return f" until {at:%b} {at.day}, {at:%H:%M} UTC"

@@ -123,12 +123,12 @@ def _initialized(spawner, profiles: list) -> list:
 
 async def _profile_list(spawner) -> list:
     profiles = getattr(spawner, "profile_list", None)
-    if isinstance(profiles, Mapping):  # KubeSpawner takes a dict's values in key order
-        profiles = [profiles[key] for key in sorted(profiles)]
     if callable(profiles):
         profiles = profiles(spawner)
         if inspect.isawaitable(profiles):
             profiles = await profiles
+    if isinstance(profiles, Mapping):  # KubeSpawner takes a dict's values in key order
+        profiles = [profiles[key] for key in sorted(profiles)]
     return _initialized(spawner, list(profiles or []))
 
 
