@@ -166,3 +166,34 @@ async def test_profile_choices_and_their_sizes():
     assert sizes[0]["memory"] == 64 * GIB
     assert sizes[1] == {"cpu": 500, "memory": GIB, "gpu": 1}
     assert sizes[3]["cpu"] == 4000 and sizes[4]["memory"] == 8 * GIB
+
+
+async def test_hook_sizes_a_kubespawner_profile_before_kubespawner_applies_it(tmp_path):
+    """KubeSpawner applies the chosen profile in ``_start``, after ``pre_spawn_hook``: the
+    hook charges the chosen profile's size, as the form's note did."""
+    from hub_support.ledger_data import write_policy
+
+    from ledger.hub.hook import QuotaHook
+
+    class KubeSpawner(FakeSpawner):
+        pass
+
+    profiles = [
+        {"display_name": "Small", "kubespawner_override": {"mem_guarantee": 2 * GIB}},
+        {"display_name": "Big", "kubespawner_override": {"mem_guarantee": 32 * GIB},
+         "profile_options": {"gpu": {"choices": {
+             "none": {"display_name": "none",
+                      "kubespawner_override": {"extra_resource_guarantees": {"nvidia.com/gpu": None}}},
+             "one": {"display_name": "one"}}}}},
+    ]  # fmt: skip
+    hook = QuotaHook(db_url="postgresql+asyncpg://x@/x", policy_path=str(
+        write_policy(tmp_path / "policy.yaml")))  # fmt: skip
+    policy = hook.watcher.current()
+    spawner = KubeSpawner(profile_list=profiles)
+    spawner.user_options = {"profile": "big"}
+    request = await hook._request(spawner, policy, None)
+    assert (request.get("cpu"), request.get("memory"), request.get("gpu")) == (500, 32 * GIB, 0)
+    spawner.user_options = {"profile": "big", "gpu": "one"}
+    assert (await hook._request(spawner, policy, None)).amounts["gpu"] == 1
+    spawner.user_options = {}
+    assert (await hook._request(spawner, policy, None)).amounts["memory"] == 2 * GIB

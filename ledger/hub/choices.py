@@ -179,3 +179,33 @@ async def choices_of(spawner, form_choices=None) -> list[Choice]:
     if getattr(spawner, "profile_list", None):
         found += await profile_choices(spawner)
     return found[:MAX_CHOICES]
+
+
+def is_kubespawner(spawner) -> bool:
+    return any(cls.__name__ == "KubeSpawner" for cls in type(spawner).__mro__)
+
+
+async def selected_overrides(spawner) -> tuple[Mapping, ...]:
+    """The overrides KubeSpawner will apply for ``spawner.user_options``: it applies them in
+    ``load_user_options``, called from ``_start``, i.e. *after* ``pre_spawn_hook``
+    (kubespawner/spawner.py), so the hook lays them over the traits itself. Applying them to
+    traits that already carry them changes nothing (same values, dicts merged again)."""
+    profiles = await _profile_list(spawner)
+    if not profiles:
+        return ()
+    options = getattr(spawner, "user_options", None) or {}
+    slug = options.get(PROFILE_FIELD)
+    if slug:
+        profile = next((p for p in profiles if p["slug"] == slug), None)
+    else:
+        profile = next((p for p in profiles if p.get("default")), None)
+    if profile is None:
+        return ()  # KubeSpawner refuses an unknown profile itself
+    overrides = [profile.get("kubespawner_override") or {}]
+    for key, option in (profile.get("profile_options") or {}).items():
+        if options.get(f"{key}--unlisted-choice"):
+            continue  # free text, formatted into the override by KubeSpawner; not sized here
+        chosen = options.get(key)
+        choice = (option.get("choices") or {}).get(chosen) if chosen else _default_choice(option)
+        overrides.append((choice or {}).get("kubespawner_override") or {})
+    return tuple(overrides)

@@ -28,6 +28,7 @@ from ledger.core.decision import Decision, ServerRequest
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
+from ledger.hub.choices import is_kubespawner, request_of, selected_overrides
 from ledger.hub.denial import (
     QUIET_REFUSALS,
     TextWithHtml,  # noqa: F401 - re-exported: ledger.hub.hook.TextWithHtml
@@ -283,6 +284,8 @@ class QuotaHook:
             self.recorder.track(spawner, request)
 
     async def _request(self, spawner, policy, logger) -> ServerRequest:
+        if is_kubespawner(spawner) and getattr(spawner, "profile_list", None):
+            return request_of(spawner, policy, await selected_overrides(spawner))
         if not is_docker_spawner(spawner):
             return spawner_request(spawner, policy)
         try:
