@@ -54,6 +54,7 @@ async def test_summary_and_choices_routes_match_openapi_and_own_numbers(engine):
             notes = r.json()
             bad = await dana.get("api/v1/me/choices", params={"choice": "x:memory=lots"})
             syntax = await dana.get("api/v1/me/choices", params={"choice": "nocolon"})
+            unknown = await dana.get("api/v1/me/choices", params={"choice": "x:fpga=1"})
             empty = await dana.get("api/v1/me/choices")
             me = (await dana.get("api/v1/me")).json()
         async with client(url) as anonymous:
@@ -77,6 +78,7 @@ async def test_summary_and_choices_routes_match_openapi_and_own_numbers(engine):
     assert "memory" in bad.json()["message"]
     assert syntax.status_code == 400 and "NAME:RESOURCE=QUANTITY" in syntax.json()["message"]
     assert empty.status_code == 400
+    assert unknown.status_code == 400 and "valid: cpu, memory, gpu" in unknown.json()["message"]
     assert unauthenticated.status_code == 401
 
 

@@ -91,8 +91,11 @@ MAX_CHOICES = 30
 CHOICE_SYNTAX = "choice=NAME:RESOURCE=QUANTITY,… (e.g. choice=large:cpu=4,memory=16Gi,gpu=1)"
 
 
-def parse_choice(text: str, index: int) -> tuple[str, ServerRequest]:
-    """``"large:cpu=4,memory=16Gi"`` → ("large", request); errors name the choice."""
+def parse_choice(
+    text: str, index: int, resources=("cpu", "memory", "gpu")
+) -> tuple[str, ServerRequest]:
+    """``"large:cpu=4,memory=16Gi"`` → ("large", request); errors name the choice, and
+    ``resources`` are the names a size may use (the policy's)."""
     where = f"choice {index + 1} ({text[:60]!r})"
     name, sep, sizes = text.partition(":")
     if not sep or not name.strip():
@@ -102,6 +105,10 @@ def parse_choice(text: str, index: int) -> tuple[str, ServerRequest]:
         resource, eq, value = part.partition("=")
         if not eq or not resource.strip() or not value.strip():
             raise ValueError(f"{where}: {part!r} is not RESOURCE=QUANTITY; {CHOICE_SYNTAX}")
+        if resource.strip() not in resources:
+            raise ValueError(
+                f"{where}: unknown resource {resource.strip()!r}; valid: {', '.join(resources)}"
+            )
         quantities[resource.strip()] = value.strip()
     try:
         request = ServerRequest.from_quantities(quantities, where=f"{where}: {{name}}")
@@ -119,7 +126,8 @@ class ChoicesApiHandler(ApiHandler):
         if len(texts) > MAX_CHOICES:
             raise web.HTTPError(400, "at most %d choices per request", MAX_CHOICES)
         try:
-            parsed = [parse_choice(t, i) for i, t in enumerate(texts)]
+            names = tuple(self.config.policy().resource_names())
+            parsed = [parse_choice(t, i, names) for i, t in enumerate(texts)]
         except ValueError as exc:
             raise web.HTTPError(400, "%s", str(exc)) from None
         notes = await user_choices(
