@@ -174,3 +174,52 @@ async def test_hub_pages_show_own_quota_and_annotate_choices(hub):
     assert hub["process"].poll() is None
     log = hub["log"].read_text(errors="replace")
     assert "Traceback" not in log, log
+
+
+async def test_choice_notes_script_marks_disables_and_never_parses_html():
+    """The notes' script alone in Chromium: a refused choice is disabled when the operator
+    asks for it, a note is text (markup in it is shown, not run), other fields untouched."""
+    from jinja2 import Environment, FileSystemLoader
+    from playwright.async_api import async_playwright
+
+    from ledger.hub.pages import TEMPLATE_DIR
+
+    require("chromium")
+    env = Environment(loader=FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True)
+    macro = env.from_string('{% from "quota_choices.html" import quota_choices %}'
+                            "{{ quota_choices(notes) }}")  # fmt: skip
+
+    def choice(field, value, outcome, note):
+        return {"field": field, "value": value, "label": value, "outcome": outcome,
+                "level": "refused" if outcome == "refused" else "ok", "note": note,
+                "request": {}, "run_seconds": None, "retry_at": None, "reasons": [],
+                "message": note}  # fmt: skip
+
+    notes = {"username": "u", "at": "2026-12-01T00:00:00Z", "disable_refused": True,
+             "choices": [choice("size", "small", "allowed", "can run about 6 hours"),
+                         choice("size", "gpu", "refused", "<img src=x onerror=alert(1)>"),
+                         choice("profile", "big", "refused", "over your memory budget")]}  # fmt: skip
+    form = ('<form id="spawn_form"><select name="size"><option value="small">Small</option>'
+            '<option value="gpu">GPU</option></select>'
+            '<label><input type="radio" name="profile" value="big"><h3>Big</h3></label>'
+            '<select name="other"><option value="gpu">GPU</option></select></form>')  # fmt: skip
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            dialogs = []
+            page.on("dialog", lambda d: dialogs.append(d.message))
+            await page.set_content(form + macro.render(notes=notes))
+            small = page.locator('select[name=size] option[value="small"]')
+            assert await small.inner_text() == "Small \u2014 can run about 6 hours"
+            assert await small.get_attribute("disabled") is None
+            gpu = page.locator('select[name=size] option[value="gpu"]')
+            assert await gpu.inner_text() == "GPU \u2014 <img src=x onerror=alert(1)>"
+            assert await gpu.get_attribute("disabled") is not None
+            assert await page.locator("img").count() == 0 and dialogs == []
+            assert await page.locator("input[value=big]").is_disabled()
+            note = page.locator("label .quota-choice-note")
+            assert await note.inner_text() == "over your memory budget"
+            assert await page.locator("select[name=other] option").inner_text() == "GPU"
+        finally:
+            await browser.close()
