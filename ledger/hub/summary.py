@@ -141,6 +141,8 @@ class HubQuotaPages:
         """JupyterHub's template_vars callable: the current user, or None when logged out."""
         if user is None or getattr(user, "name", None) is None:
             return None
+        if getattr(user, "kind", "user") != "user":  # a service's token: no quota of its own
+            return None
         return SummaryRef(self, user)
 
     def quota_url(self, policy) -> str:
