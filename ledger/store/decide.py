@@ -75,8 +75,9 @@ async def decide_many(
     now: datetime,
 ) -> list[Decision]:
     """:func:`decide` for several sizes of one user (the choices of a server-options form):
-    the user's history is read once and every request is evaluated on it, so a form of any
-    number of choices costs the round trip of one decision."""
+    the user's history is read once and every request is evaluated on it, and the days of
+    raw segments the sizes' run-out times fall in are read together, so a form of any number
+    of choices costs the round trips of one decision."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     limits = policy.limits_for(username, groups)
@@ -90,27 +91,23 @@ async def decide_many(
             return await decide_many(conn, policy, username, groups, requests, now)
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
     history = await rollups.user_history(db, username, now, windows)
-    decisions = []
-    for request in requests:
-        for _ in range(_max_rounds(limits)):
+    decisions: list[Decision | None] = [None] * len(requests)
+    pending = list(range(len(requests)))
+    for _ in range(_max_rounds(limits)):
+        # every size asks for the days it needs; the union is read in one round trip
+        histories, needed, waiting = history.histories(limits.budgets), set(), []
+        for i in pending:
             try:
-                decisions.append(
-                    evaluate(
-                        username,
-                        limits,
-                        history.running,
-                        request,
-                        now,
-                        exhausted_budget_blocks=blocks,
-                        histories=history.histories(limits.budgets),
-                    )  # fmt: skip
-                )
-                break
-            except NeedBuckets as need:  # the days loaded stay for the next request
-                await rollups.load_days(db, username, history, need.bucket_starts)
-        else:
-            raise RuntimeError(f"decide for {username!r} kept asking for more days")
-    return decisions
+                decisions[i] = evaluate(username, limits, history.running, requests[i], now,
+                                        exhausted_budget_blocks=blocks, histories=histories)  # fmt: skip
+            except NeedBuckets as need:
+                needed |= need.bucket_starts
+                waiting.append(i)
+        if not waiting:
+            return decisions
+        await rollups.load_days(db, username, history, needed)
+        pending = waiting
+    raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
 
 
 async def record(
