@@ -164,3 +164,14 @@ def short_figure(r: ResourceUsage) -> str:
         return used
     limit = format_hours(r.resource, r.limit_hours).rsplit(" ", 1)[0]
     return f"{used} / {limit} ({percent_text(r.percent_used)})"
+
+
+def used_of_limit_text(r: ResourceUsage) -> str:
+    """``"42 / 60 GiB-hours"`` (the hub's summary and the JupyterLab status bar)."""
+    if r.limit_hours is None:
+        return format_hours(r.resource, r.used_hours)
+
+    def number(hours) -> str:
+        return format_hours(r.resource, hours).rsplit(" ", 1)[0]
+
+    return f"{number(r.used_hours)} / {number(r.limit_hours)} {resource(r.resource).hours_unit}"

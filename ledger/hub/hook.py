@@ -28,6 +28,7 @@ from ledger.core.decision import Decision, ServerRequest
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import metrics
+from ledger.hub.choices import is_kubespawner, request_of, selected_overrides
 from ledger.hub.denial import (
     QUIET_REFUSALS,
     TextWithHtml,  # noqa: F401 - re-exported: ledger.hub.hook.TextWithHtml
@@ -174,6 +175,10 @@ class QuotaHook:
         self.recent_denials: dict[str, tuple[float, dict]] = {}
         self.last_latency_ms: float | None = None  # of the last check, for tests and logs
         self.recorder = None  # a HubRecorder with install_quota_hook(record_usage=True)
+        self.pages = None  # a ledger.hub.summary.HubQuotaPages with hub_pages=True
+
+    def now(self) -> datetime:
+        return self._clock()
 
     def __deepcopy__(self, memo):
         # traitlets deep-copies config values into every new spawner
@@ -300,6 +305,8 @@ class QuotaHook:
             self.recorder.track(spawner, request)
 
     async def _request(self, spawner, policy, logger) -> ServerRequest:
+        if is_kubespawner(spawner) and getattr(spawner, "profile_list", None):
+            return request_of(spawner, policy, await selected_overrides(spawner))
         if not is_docker_spawner(spawner):
             return spawner_request(spawner, policy)
         try:

@@ -13,7 +13,7 @@ so a caller on a deadline (the hub hook) can answer first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -74,6 +74,50 @@ async def _decide(conn, policy, limits, username, request, now) -> Decision:
             )
         except NeedBuckets as need:
             await rollups.load_days(conn, username, history, need.bucket_starts)
+    raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
+
+
+async def decide_many(
+    db: AsyncEngine | AsyncConnection,
+    policy,
+    username: str,
+    groups: Iterable[str],
+    requests: Sequence[ServerRequest],
+    now: datetime,
+) -> list[Decision]:
+    """:func:`decide` for several sizes of one user (the choices of a server-options form):
+    the user's history is read once and every request is evaluated on it, and the days of
+    raw segments the sizes' run-out times fall in are read together, so a form of any number
+    of choices costs the round trips of one decision."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    limits = policy.limits_for(username, groups)
+    blocks = getattr(policy, "exhausted_budget_blocks", "any")
+    if not (limits.budgets or limits.running):
+        return [
+            evaluate(username, limits, [], r, now, exhausted_budget_blocks=blocks) for r in requests
+        ]
+    if not isinstance(db, AsyncConnection):
+        async with db.connect() as conn:
+            return await decide_many(conn, policy, username, groups, requests, now)
+    windows = sorted({b.window_seconds for b in limits.budgets.values()})
+    history = await rollups.user_history(db, username, now, windows)
+    decisions: list[Decision | None] = [None] * len(requests)
+    pending = list(range(len(requests)))
+    for _ in range(_max_rounds(limits)):
+        # every size asks for the days it needs; the union is read in one round trip
+        histories, needed, waiting = history.histories(limits.budgets), set(), []
+        for i in pending:
+            try:
+                decisions[i] = evaluate(username, limits, history.running, requests[i], now,
+                                        exhausted_budget_blocks=blocks, histories=histories)  # fmt: skip
+            except NeedBuckets as need:
+                needed |= need.bucket_starts
+                waiting.append(i)
+        if not waiting:
+            return decisions
+        await rollups.load_days(db, username, history, needed)
+        pending = waiting
     raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
 
 

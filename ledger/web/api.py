@@ -8,6 +8,9 @@
   ``POST``: file one for the caller. ``POST /api/v1/requests/{id}/approve|decline``: admins.
   POSTs authenticated by the login cookie need the xsrf token (``X-XSRFToken``); a request
   with ``Authorization: token …`` does not (JupyterHub's rule, ledger/web/request_pages.py).
+- ``GET /api/v1/me/summary``: the caller's compact summary (the hub's header and home page).
+- ``GET /api/v1/me/choices?choice=NAME:cpu=2,memory=4Gi``: may the caller start each of
+  these sizes, and for how long (the notes of the hub's server-options form).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import json
 
 from tornado import web
 
+from ledger.core.decision import ServerRequest
 from ledger.core.grant_input import GrantInputError
+from ledger.core.quantities import QuantityError
 from ledger.core.times import iso
 from ledger.core.usernames import UsernameError, check_username
 from ledger.store import page_reads as reads
 from ledger.store import quota_requests as requests_store
 from ledger.store.report import add_times
+from ledger.store.summary import user_choices, user_summary
 from ledger.web.auth import ApiHandler
 from ledger.web.report_view import Query, ReportCache, paginate, select
 from ledger.web.request_pages import answer_request, file_request
@@ -140,3 +146,64 @@ class AnswerApiHandler(WriteApiHandler):
         self.write_json(
             {"request": request.to_json(), "grant": None if grant is None else grant.to_json(at)}
         )
+
+
+class SummaryApiHandler(ApiHandler):
+    async def get(self) -> None:
+        viewer = self.require_viewer()
+        policy = self.config.policy()
+        summary = await user_summary(
+            self.config.engine, policy, viewer.name, viewer.groups, self.config.now(),
+            quota_url=self.settings.get("quota_prefix", "/"),
+        )  # fmt: skip
+        self.write_json(summary)
+
+
+MAX_CHOICES = 30
+CHOICE_SYNTAX = "choice=NAME:RESOURCE=QUANTITY,… (e.g. choice=large:cpu=4,memory=16Gi,gpu=1)"
+
+
+def parse_choice(
+    text: str, index: int, resources=("cpu", "memory", "gpu")
+) -> tuple[str, ServerRequest]:
+    """``"large:cpu=4,memory=16Gi"`` → ("large", request); errors name the choice, and
+    ``resources`` are the names a size may use (the policy's)."""
+    where = f"choice {index + 1} ({text[:60]!r})"
+    name, sep, sizes = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"{where}: expected {CHOICE_SYNTAX}")
+    quantities = {}
+    for part in filter(None, (p.strip() for p in sizes.split(","))):
+        resource, eq, value = part.partition("=")
+        if not eq or not resource.strip() or not value.strip():
+            raise ValueError(f"{where}: {part!r} is not RESOURCE=QUANTITY; {CHOICE_SYNTAX}")
+        if resource.strip() not in resources:
+            raise ValueError(
+                f"{where}: unknown resource {resource.strip()!r}; valid: {', '.join(resources)}"
+            )
+        quantities[resource.strip()] = value.strip()
+    try:
+        request = ServerRequest.from_quantities(quantities, where=f"{where}: {{name}}")
+    except (QuantityError, KeyError, ValueError) as exc:
+        raise ValueError(str(exc).strip("'\"")) from None
+    return name.strip(), request
+
+
+class ChoicesApiHandler(ApiHandler):
+    async def get(self) -> None:
+        viewer = self.require_viewer()
+        texts = self.get_arguments("choice")
+        if not texts:
+            raise web.HTTPError(400, "no choice given; %s", CHOICE_SYNTAX)
+        if len(texts) > MAX_CHOICES:
+            raise web.HTTPError(400, "at most %d choices per request", MAX_CHOICES)
+        try:
+            names = tuple(self.config.policy().resource_names())
+            parsed = [parse_choice(t, i, names) for i, t in enumerate(texts)]
+        except ValueError as exc:
+            raise web.HTTPError(400, "%s", str(exc)) from None
+        notes = await user_choices(
+            self.config.engine, self.config.policy(), viewer.name, viewer.groups,
+            self.config.now(), [("choice", name, name, request) for name, request in parsed],
+        )  # fmt: skip
+        self.write_json(notes)

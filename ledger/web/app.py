@@ -107,6 +107,8 @@ def make_app(
         (route("api/v1/requests"), h(api.RequestsApiHandler), plain),
         (route("api/v1/requests/([^/]+)/([^/]+)"), h(api.AnswerApiHandler), plain),
         (route("api/v1/me"), h(api.MeApiHandler), plain),
+        (route("api/v1/me/summary"), h(api.SummaryApiHandler), plain),
+        (route("api/v1/me/choices"), h(api.ChoicesApiHandler), plain),
         (route("api/v1/users/([^/]+)"), h(api.UserApiHandler), plain),
         (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
     ]
