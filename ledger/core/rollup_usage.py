@@ -71,6 +71,7 @@ class ResourceHistory:
     running: list[tuple[int | None, int]] = field(default_factory=list)
     _in_bucket: dict[int, list[Interval]] = field(default_factory=dict, repr=False)
     _pieces: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+    _used: dict[int, int] = field(default_factory=dict, repr=False)
 
     def bucket_of(self, at_us: int) -> int:
         return at_us - at_us % self.bucket_us
@@ -98,21 +99,26 @@ class ResourceHistory:
         return out
 
     def _open_overlap(self, a: int, b: int) -> int:
+        if not self.open_starts:
+            return 0
         return sum(r * usage.overlap_us(s, None, a, b) for s, r in self.open_starts)
 
     def _piece_integral(self, z: int, a: int, b: int) -> int | None:
         """∫ ρ over [a, b) inside bucket z, or None if that needs z's raw segments."""
+        if a == z and b == z + self.bucket_us:  # a whole bucket: its total, loaded or not
+            bucket = self.buckets.get(z)
+            return (bucket.used if bucket else 0) + self._open_overlap(a, b)
         if z in self.partials:
             if (a, b) not in self._pieces:
                 intervals = self._history_intervals(z)
                 self._pieces[a, b] = sum(r * usage.overlap_us(s, e, a, b) for s, e, r in intervals)
             return self._pieces[a, b]
-        if a == z and b == z + self.bucket_us:
-            return self.buckets.get(z, Bucket()).used + self._open_overlap(a, b)
         return None
 
     def used(self, window_us: int) -> int:
         """U(now): base-unit·µs used in [now − window, now)."""
+        if window_us in self._used:  # asked again by the retry and run-out questions
+            return self._used[window_us]
         total, missing = 0, set()
         for z, a, b in self._zones(self.now_us - window_us, self.now_us):
             piece = self._piece_integral(z, a, b)
@@ -122,6 +128,7 @@ class ResourceHistory:
                 total += piece
         if missing:
             raise NeedBuckets(missing)
+        self._used[window_us] = total
         return total
 
     def _future_rate(self, t_us: int, extra: int) -> int:
@@ -161,20 +168,20 @@ class ResourceHistory:
         needed: set[int] = set()
         for z, a, b in self._zones(now - window_us, now):
             gain = self._future_integral(a + window_us, b + window_us, extra_rate)
-            if z in self.partials:
-                end_value = value - self._piece_integral(z, a, b) + gain
-                if not needed:
+            piece = self._piece_integral(z, a, b)
+            if piece is None:
+                raise NeedBuckets({z})
+            end_value = value - piece + gain
+            # U only loses what leaves the window, so it stays ≤ value + gain in this piece:
+            # below the limit, the piece's shape does not matter.
+            if value + gain >= limit:
+                if z not in self.partials:
+                    needed.add(z)  # U may reach the limit inside: need its shape
+                elif not needed:
                     slope, events = self._slope_events(z, a, b, window_us, extra_rate)
                     hit = _walk_up(a + window_us, value, slope, events, b + window_us, limit)
                     if hit is not None:
                         return hit
-            else:
-                piece = self._piece_integral(z, a, b)
-                if piece is None:
-                    raise NeedBuckets({z})
-                if value + gain >= limit:  # U may reach the limit inside: need its shape
-                    needed.add(z)
-                end_value = value - piece + gain
             if needed and end_value >= limit:
                 raise NeedBuckets(needed)
             value = end_value

@@ -1,11 +1,14 @@
 """``decide()``: the async entry point every caller uses (hub hook, enforcer, CLI, web).
 
-Usage comes from the per-day rollups (ledger/store/rollups.py): one round trip reads the
-rollup days of the longest window, the raw segments of the edge days and what runs now. A
-second one is needed only when a retry or run-out time falls inside a day no edge touches
-(its raw segments are read then); the arithmetic is the pure
-:func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write so
-a caller on a deadline (the hub hook) can answer first.
+Usage comes from the per-day rollups (ledger/store/rollups.py). One round trip reads the
+rollup days of the longest window, the segments running now, and either every closed segment
+of the window (a user with at most ``rollups.WHOLE_WINDOW_SEGMENTS`` of them: then no answer
+needs more) or, for a busier user, the raw segments of the edge days only. For a busy user a
+retry or run-out time inside a day no edge touches costs another round trip (that day's raw
+segments; a run-out question asks for all its candidate days at once): at most
+``2 + 2 × budgets`` in all, two or three in practice. The arithmetic is the pure
+:func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write
+so a caller on a deadline (the hub hook) can answer first.
 """
 
 from __future__ import annotations

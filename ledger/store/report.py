@@ -137,9 +137,15 @@ async def build_report(
     users = sorted({u for by_user in usage_by_window.values() for u in by_user})
     names = report_resources(policy)
     lines = []
+    # Users in the same groups (and no entry of their own) have the same limits: computing
+    # them once per combination keeps 10k users' report to the aggregate's cost.
+    limits_by_key: dict = {}
     for username in users:
         groups = list(groups_by_user.get(username, []))
-        limits = policy.limits_for(username, groups)
+        key = (username if username in policy.users else None, frozenset(groups))
+        limits = limits_by_key.get(key)
+        if limits is None:
+            limits = limits_by_key[key] = policy.limits_for(username, groups)
         line = UserLine(username=username, at=at, membership=Membership.of(groups, limits))
         for name in names:
             budget = limits.budgets.get(name)
