@@ -91,6 +91,9 @@ _times = st.one_of(
     st.datetimes(
         min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
     ).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    st.dates()
+    .map(str)
+    .flatmap(lambda d: st.sampled_from([d, d + "Z", d + "+01:00", d + "-0130", d + " 10:00Z"])),
     _text,
     st.none(),
     st.integers(),

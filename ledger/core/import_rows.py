@@ -145,7 +145,9 @@ _NAMES = ("servername", "pod_uid", "namespace", "pod_name")
 
 
 def _fast_time(value) -> datetime | None:
-    if value.__class__ is not str:
+    # a date and a time ("2026-10-01T…"); anything else (a bare date, spaces, …) is for
+    # parse_iso to judge and explain
+    if value.__class__ is not str or len(value) < 16 or value[10] not in "Tt":
         return None
     try:
         parsed = datetime.fromisoformat(value)
