@@ -55,6 +55,11 @@ async def test_migration_partitions_a_loaded_ledger_in_place(empty_db_url):
             await queries.upsert_segments(conn, _rows(3000))
             await conn.execute(text("CREATE VIEW my_dashboard AS SELECT * FROM quota_segments"))
             await conn.execute(text("COMMENT ON VIEW my_dashboard IS 'an operator''s view'"))
+            await conn.execute(text(  # a body parsed at creation depends on the table
+                "CREATE FUNCTION my_open_count() RETURNS bigint LANGUAGE sql "
+                "BEGIN ATOMIC SELECT count(*) FROM segments WHERE ended_at IS NULL; END"
+            ))  # fmt: skip
+            opened = await conn.scalar(text("SELECT my_open_count()"))
             max_id = await conn.scalar(text("SELECT max(id) FROM segments"))
         reports, decisions = await _reports(engine), await _decisions(engine)
         await db.migrate(empty_db_url)
@@ -70,6 +75,7 @@ async def test_migration_partitions_a_loaded_ledger_in_place(empty_db_url):
             in_default = await conn.scalar(text("SELECT count(*) FROM segments_default"))
             comment = await conn.scalar(text("SELECT obj_description('my_dashboard'::regclass)"))
             assert await conn.scalar(text("SELECT count(*) FROM my_dashboard")) == 3000
+            assert await conn.scalar(text("SELECT my_open_count()")) == opened == 60
         assert (kind, months, in_default, comment) == ("p", 2, 0, "an operator's view")
         assert await rollups.verify(engine, None) == []
         assert await _reports(engine) == reports
@@ -83,6 +89,7 @@ async def test_migration_partitions_a_loaded_ledger_in_place(empty_db_url):
         await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0004")
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT relkind::text FROM pg_class WHERE relname = 'segments'")) == "r"  # fmt: skip
+            assert await conn.scalar(text("SELECT my_open_count()")) == opened
         assert await rollups.verify(engine, None) == []
         assert await _reports(engine) == reports
     finally:

@@ -28,8 +28,8 @@ closed, ended before the cutoff and are in the rollups, and records the cut in
 ``rollup_horizon``.
 
 The conversion copies the rows into the new table under an exclusive lock; views on
-``segments``, its triggers, indexes, comments and grants are read from the catalog as they
-are at upgrade time and recreated, so whatever a later or parallel revision defined on the
+``segments``, functions whose bodies depend on it (BEGIN ATOMIC), its triggers, indexes,
+comments and grants are read from the catalog as they are at upgrade time and recreated, so whatever a later or parallel revision defined on the
 table survives.
 
 Revision ID: 0006
@@ -279,7 +279,8 @@ def _refuse_other_dependents() -> None:
         WHERE refobjid = 'segments'::regclass AND deptype = 'n'
           AND classid NOT IN ('pg_rewrite'::regclass, 'pg_trigger'::regclass,
                               'pg_constraint'::regclass, 'pg_class'::regclass,
-                              'pg_attrdef'::regclass, 'pg_index'::regclass)
+                              'pg_attrdef'::regclass, 'pg_index'::regclass,
+                              'pg_proc'::regclass)
         UNION ALL
         SELECT conname || ' on ' || conrelid::regclass FROM pg_constraint
         WHERE confrelid = 'segments'::regclass
@@ -323,6 +324,44 @@ def _views() -> list[dict]:
             }
         )
     return views
+
+
+def _functions() -> list[dict]:
+    """SQL functions whose body is parsed at creation (BEGIN ATOMIC) and so depends on
+    segments; plain-string bodies are resolved at call time and need nothing."""
+    out = []
+    for f in _all(
+        "SELECT DISTINCT p.oid, p.oid::regprocedure::text AS signature, "
+        "pg_get_functiondef(p.oid) AS definition, obj_description(p.oid, 'pg_proc') AS comment "
+        "FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid "
+        "WHERE d.classid = 'pg_proc'::regclass AND d.refobjid = 'segments'::regclass"
+    ):
+        grants = _all(
+            "SELECT format('GRANT EXECUTE ON FUNCTION %s TO %s', p.oid::regprocedure, "
+            "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) "
+            "END) FROM pg_proc p, aclexplode(p.proacl) a "
+            "WHERE p.oid = CAST(:oid AS oid) AND a.grantee <> p.proowner",
+            oid=f.oid,
+        )
+        public = _all(
+            "SELECT p.proacl IS NOT NULL AND NOT EXISTS (SELECT 1 FROM aclexplode(p.proacl) a "
+            "WHERE a.grantee = 0) FROM pg_proc p WHERE p.oid = CAST(:oid AS oid)",
+            oid=f.oid,
+        )[0][0]
+        out.append({"signature": f.signature, "definition": f.definition, "comment": f.comment,
+                    "grants": [g[0] for g in grants], "revoke_public": public})  # fmt: skip
+    return out
+
+
+def _recreate_functions(functions: list[dict]) -> None:
+    for f in functions:
+        op.execute(f["definition"])
+        if f["revoke_public"]:
+            op.execute(f"REVOKE EXECUTE ON FUNCTION {f['signature']} FROM PUBLIC")
+        for statement in f["grants"]:
+            op.execute(statement)
+        if f["comment"] is not None:
+            op.execute(f"COMMENT ON FUNCTION {f['signature']} IS {_literal(f['comment'])}")
 
 
 def _recreate_views(views: list[dict]) -> None:
@@ -424,9 +463,12 @@ def _convert(partitioned: bool) -> None:
     op.execute("LOCK TABLE segments IN ACCESS EXCLUSIVE MODE")
     _refuse_other_dependents()
     views = _views()
+    functions = _functions()
     state = _table_state()
     for v in reversed(views):
         op.execute(f"DROP {v['kind']} {v['name']}")
+    for f in functions:
+        op.execute(f"DROP FUNCTION {f['signature']}")
     op.execute("ALTER TABLE segments RENAME TO segments_unlayered")
     for name, _ in state["indexes"]:
         op.execute(f'DROP INDEX "{name}"')
@@ -458,6 +500,7 @@ def _convert(partitioned: bool) -> None:
         op.execute(statement)
     if state["comment"] is not None:
         op.execute(f"COMMENT ON TABLE segments IS {_literal(state['comment'])}")
+    _recreate_functions(functions)
     _recreate_views(views)
     op.execute("ANALYZE segments")
 
