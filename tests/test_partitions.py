@@ -48,7 +48,7 @@ async def _where(engine, pod_uid: str) -> str:
 
 
 async def test_migration_partitions_a_loaded_ledger_in_place(empty_db_url):
-    await db.migrate(empty_db_url, "0004")
+    await db.migrate(empty_db_url, "0008")
     engine = db.create_engine(empty_db_url)
     try:
         async with engine.begin() as conn:
@@ -86,7 +86,7 @@ async def test_migration_partitions_a_loaded_ledger_in_place(empty_db_url):
             )
             assert await conn.scalar(text("SELECT id FROM segments WHERE pod_uid = 'new'")) > max_id
             await conn.execute(text("DELETE FROM segments WHERE pod_uid = 'new'"))
-        await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0004")
+        await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0008")
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT relkind::text FROM pg_class WHERE relname = 'segments'")) == "r"  # fmt: skip
             assert await conn.scalar(text("SELECT my_open_count()")) == opened

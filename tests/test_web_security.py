@@ -25,7 +25,7 @@ from ledger.web.app import make_app
 from ledger.web.auth import redacted_uri
 
 # Every route with the data of users other than the viewer it could leak.
-USER_ROUTES = ["", "api/v1/me"]
+USER_ROUTES = ["", "api/v1/me", "request"]
 ADMIN_ROUTES = [
     "admin/",
     "admin",
@@ -37,10 +37,12 @@ ADMIN_ROUTES = [
     "admin/collectors",
     "admin/users/bob",
     "api/v1/report",
+    "admin/requests",
 ]
 SELF_OR_ADMIN_ROUTES = ["api/v1/users/bob"]
 ALL_ROUTES = [*USER_ROUTES, *ADMIN_ROUTES, *SELF_OR_ADMIN_ROUTES, "healthz", "readyz",
-              "oauth_callback"]  # fmt: skip
+              "oauth_callback", "api/v1/requests", "api/v1/requests/1/approve"]  # fmt: skip
+# (the request routes' own matrix, POSTs included: tests/test_web_requests.py)
 SECRETS_OF_OTHERS = ["bob", "secret-warning-of-bob", "secret-denial-of-bob", "power"]
 
 

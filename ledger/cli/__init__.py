@@ -35,6 +35,10 @@ COMMANDS: dict[str, str] = {
     "rollups": "ledger.cli.rollups",
     "partitions": "ledger.cli.partitions",
     "policy": "ledger.cli.policy_command",
+    "grant": "ledger.cli.grant_commands",
+    "credit": "ledger.cli.grant_commands",
+    "grants": "ledger.cli.grant_commands",
+    "revoke": "ledger.cli.grant_commands",
 }
 ENTRY_POINT_GROUP = "quota_ledger.commands"
 

@@ -43,7 +43,7 @@ from ledger.hub.docker_request import (
 )
 from ledger.hub.request import spawner_groups, spawner_request
 from ledger.hub.spool import DecisionSpool
-from ledger.store import policy_file
+from ledger.store import policy_file, quota_requests
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
 from ledger.store.decide import decision_row
@@ -251,6 +251,7 @@ class QuotaHook:
             events = messages.progress_events(
                 decision, policy.enforcement.warn_at_percent, quota_url
             )
+            events += await self._request_news(username, now, logger)
             gate.set(events)
             spawner._quota_progress_events = events
             logger.info(
@@ -273,6 +274,26 @@ class QuotaHook:
         QUIET_REFUSALS.remember(error)
         not_a_spawn_failure(spawner)
         raise error
+
+    async def _request_news(self, username: str, now: datetime, logger) -> list[dict]:
+        """Progress lines for the user's quota requests decided since they were last told
+        (then marked told). A failure here costs the lines, never the spawn."""
+        if not self.db_url:
+            return []
+        try:
+            async with asyncio.timeout(self.timeout_seconds), self.engine.begin() as conn:
+                found = await quota_requests.unseen_decisions(conn, username)
+                await quota_requests.mark_seen(conn, [r.id for r in found], now)
+        except Exception as exc:  # noqa: BLE001 - a notice is not worth a failed spawn
+            logger.warning("quota: could not read %s's quota requests: %s", username, exc)
+            return []
+        lines = [
+            messages.request_news(
+                r.id, r.state, r.resource, r.amount_hours, r.decided_by, r.decision_message
+            )
+            for r in found
+        ]
+        return [{"message": line, "html_message": messages.html.escape(line)} for line in lines]
 
     def _record_usage(self, spawner, request: ServerRequest) -> None:
         if self.recorder is not None and self.recorder.covers(spawner):

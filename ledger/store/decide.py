@@ -1,11 +1,14 @@
 """``decide()``: the async entry point every caller uses (hub hook, enforcer, CLI, web).
 
-Usage comes from the per-day rollups (ledger/store/rollups.py): one round trip reads the
-rollup days of the longest window, the raw segments of the edge days and what runs now. A
-second one is needed only when a retry or run-out time falls inside a day no edge touches
-(its raw segments are read then); the arithmetic is the pure
-:func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write so
-a caller on a deadline (the hub hook) can answer first.
+Usage comes from the per-day rollups (ledger/store/rollups.py). One round trip reads the
+rollup days of the longest window, the segments running now, and either every closed segment
+of the window (a user with at most ``rollups.WHOLE_WINDOW_SEGMENTS`` of them: then no answer
+needs more) or, for a busier user, the raw segments of the edge days only. For a busy user a
+retry or run-out time inside a day no edge touches costs another round trip (that day's raw
+segments; a run-out question asks for all its candidate days at once): at most
+``2 + 2 × budgets`` in all, two or three in practice. The arithmetic is the pure
+:func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write
+so a caller on a deadline (the hub hook) can answer first.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import Decision, ServerRequest, evaluate
 from ledger.core.rollup_usage import NeedBuckets
-from ledger.store import queries, rollups
+from ledger.store import grants, queries, rollups
 
 
 # Each later round loads the days one budget's question asked for (a run-out question asks
@@ -50,7 +53,14 @@ async def _decide(conn, policy, limits, username, request, now) -> Decision:
         return evaluate(username, limits, [], request, now, exhausted_budget_blocks=blocks)
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
     history = await rollups.user_history(conn, username, now, windows)
-    for _ in range(_max_rounds(limits)):
+    # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets.
+    adjustments = (
+        await grants.user_adjustments(conn, username, now, windows[-1]) if windows else None
+    )
+    # A limit that grants or credits change later is asked about piece by piece: each piece
+    # may want its days once (ledger.core.grants batches them, this bound is for safety).
+    steps = len(adjustments.grants) * 2 + len(adjustments.credits) * 2 if adjustments else 0
+    for _ in range(_max_rounds(limits) + steps):
         try:
             return evaluate(
                 username,
@@ -60,6 +70,7 @@ async def _decide(conn, policy, limits, username, request, now) -> Decision:
                 now,
                 exhausted_budget_blocks=blocks,
                 histories=history.histories(limits.budgets),
+                adjustments=adjustments,
             )
         except NeedBuckets as need:
             await rollups.load_days(conn, username, history, need.bucket_starts)

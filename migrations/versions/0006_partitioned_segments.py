@@ -33,7 +33,7 @@ comments and grants are read from the catalog as they are at upgrade time and re
 table survives.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0008 (written against 0004; re-chained after merging main)
 """
 
 # ruff: noqa: S608 - SQL assembled from catalog names quoted by the server and constants
@@ -45,7 +45,7 @@ from alembic import op
 from sqlalchemy import text
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
