@@ -65,6 +65,9 @@ GRANT INSERT, UPDATE ON collector_heartbeats TO quota_ledger_collector;
 GRANT USAGE ON SEQUENCE segments_id_seq, oom_kills_id_seq TO quota_ledger_collector;
 -- retention notes where raw history starts; the rollups keep the older days
 GRANT INSERT, UPDATE ON rollup_horizon TO quota_ledger_collector;
+-- month partitions of segments: made ahead and dropped by retention, as the owner
+GRANT EXECUTE ON FUNCTION quota_segment_partition_create(timestamptz),
+  quota_segment_partitions_drop(timestamptz, boolean) TO quota_ledger_collector;
 
 GRANT INSERT ON decisions TO quota_ledger_hub, quota_ledger_enforcer;
 GRANT USAGE ON SEQUENCE decisions_id_seq TO quota_ledger_hub, quota_ledger_enforcer;
