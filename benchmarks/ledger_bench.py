@@ -20,9 +20,10 @@ What it does:
    ``--reps`` times (and the ``quota_usage`` SQL alone).
    (d) ``EXPLAIN (ANALYZE, BUFFERS)`` of the per-user query for a typical (median) user.
    (c) the ``quota-ledger import FILE`` path end to end on a JSONL file of
-   ``--import-segments`` new segments: ``read_rows`` (parse + validate) and ``write_rows``
-   (COPY + INSERT … ON CONFLICT) timed separately, into the loaded ledger; then the same file
-   again (idempotent re-import). The imported rows are deleted afterwards.
+   ``--import-segments`` new segments: ``read_rows`` (parse + validate) alone, then
+   ``import_file`` (the command's path: chunks parsed while the previous one is COPYed,
+   then the set-based writes) into the loaded ledger; then the same file again (idempotent
+   re-import). The imported rows are deleted afterwards.
 4. Prints a table and rewrites the ``## Ledger`` section of benchmarks/RESULTS.md (other
    sections are kept) unless ``--no-results``.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import random
@@ -54,7 +56,7 @@ from benchmarks import datagen  # noqa: E402
 from ledger.core.decision import ServerRequest, evaluate  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.core.rollup_usage import NeedBuckets  # noqa: E402
-from ledger.store import db, importer, queries, rollups  # noqa: E402
+from ledger.store import db, importer, partitions, queries, rollups  # noqa: E402
 from ledger.store.decide import decide  # noqa: E402
 from ledger.store.report import build_report  # noqa: E402
 
@@ -72,19 +74,18 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
 ANALYSIS = """\
-### Where the time goes now (rollups, migration 0004)
+### Where the time goes now (rollups, migrations 0004 and 0005)
 
-- **decide** reads ≤ 31 rollup rows, the raw segments starting or ending in the two edge
-  days and the running ones, in one round trip; a retry or run-out time inside another day
-  costs a second round trip for that day's raw segments (the allowed case often needs it:
-  with a 4 GiB request the run-out usually falls in the first days of the window). Cost
-  follows segments per edge day, not segments in the window (the N-segments table).
-- **report** sums users × 30 rollup rows plus two days of raw segments; it no longer scans
-  the window's segments.
+- **decide** reads ≤ 31 rollup rows, the running segments and, for a user with ≤ 256
+  closed segments in the window, all of them (else the raw segments starting or ending in
+  the two edge days) in one round trip; only a busy user's retry or run-out time inside
+  another day costs another round trip for that day's raw segments (the round-trips row).
+  Cost follows segments per edge day, not segments in the window (the N-segments table).
+- **report** sums users × 30 rollup rows plus two days of raw segments (their overlaps summed
+  as intervals per user and size); it no longer scans the window's segments.
 - **import** pays the rollup trigger once per statement: an aggregate over every imported
-  row (one rollup update per day a segment spans) on top of the INSERT … ON CONFLICT and the
-  index maintenance (two more indexes for the edge-day reads: `(username, started_at)`,
-  `(started_at)`). Parsing is unchanged: the chunked parse streamed into COPY was not built.
+  row (one rollup update per day a segment spans) on top of the write and the index
+  maintenance.
 """
 
 
@@ -200,6 +201,13 @@ async def prepare(url: str, args, log) -> dict:
         # Bulk load as a restore would: triggers off, then one rollup backfill (what
         # migration 0004 does on an existing ledger). The import below runs with triggers.
         engine = db.create_engine(url)
+        # the month partitions of the data (the collector makes them ahead of time; a bulk
+        # load of old history makes its own, as `quota-ledger import` does)
+        await partitions.ensure(
+            engine,
+            datagen.EVAL_AT - timedelta(days=datagen.DAYS + 1),
+            datagen.EVAL_AT + timedelta(days=31),
+        )
         async with engine.begin() as conn:
             await conn.execute(text("ALTER TABLE segments DISABLE TRIGGER USER"))
         t = time.perf_counter()
@@ -222,10 +230,16 @@ async def prepare(url: str, args, log) -> dict:
         await conn.execute(text("VACUUM ANALYZE user_groups"))
         await conn.execute(text("VACUUM ANALYZE usage_rollups"))
         info["segments_size"] = await conn.scalar(
-            text("SELECT pg_size_pretty(pg_table_size('segments'))")
+            text(
+                "SELECT pg_size_pretty(sum(pg_table_size(relid))) "
+                "FROM pg_partition_tree('segments')"
+            )
         )
         info["indexes_size"] = await conn.scalar(
-            text("SELECT pg_size_pretty(pg_indexes_size('segments'))")
+            text(
+                "SELECT pg_size_pretty(sum(pg_indexes_size(relid))) "
+                "FROM pg_partition_tree('segments')"
+            )
         )
     await engine.dispose()
     info["vacuum_s"] = time.perf_counter() - t
@@ -253,7 +267,7 @@ async def window_counts(engine, policy) -> dict[str, int]:
 
 async def bench_decide(engine, policy, groups, users: list[str]) -> dict:
     at = datagen.EVAL_AT
-    totals, sqls, pythons = [], [], []
+    totals, sqls, pythons, round_trips = [], [], [], []
     since = at - timedelta(seconds=policy.max_window_seconds())
     allowed = 0
     for username in users:
@@ -275,18 +289,36 @@ async def bench_decide(engine, policy, groups, users: list[str]) -> dict:
             with contextlib.suppress(NeedBuckets):
                 evaluate(username, limits, history.running, REQUEST, at, histories=histories)
             t2 = time.perf_counter()
+            trips = 1  # decide's round trips for this user (the timing above is the first)
+            while True:
+                try:
+                    evaluate(
+                        username,
+                        limits,
+                        history.running,
+                        REQUEST,
+                        at,
+                        histories=history.histories(limits.budgets),
+                    )
+                    break
+                except NeedBuckets as need:
+                    await rollups.load_days(conn, username, history, need.bucket_starts)
+                    trips += 1
+            round_trips.append(trips)
+            t2b = time.perf_counter()
             rows = await queries.user_segments(conn, username, since, at)
             evaluate(username, limits, rows, REQUEST, at)
             t3 = time.perf_counter()
             sqls.append(t1 - t0)
             pythons.append(t2 - t1)
-            raws.append(t3 - t2)
+            raws.append(t3 - t2b)
     return {
         "decide": summary_ms(totals),
         "sql": summary_ms(sqls),
         "python": summary_ms(pythons),
         "raw": summary_ms(raws),
         "allowed": allowed,
+        "round_trips": {n: round_trips.count(n) for n in sorted(set(round_trips))},
     }
 
 
@@ -395,20 +427,20 @@ async def bench_import(engine, url: str, args, workdir: Path, log) -> dict:
     )
     out = {"rows": n, "file_mb": path.stat().st_size / 1e6}
     try:
+        # parse + validate alone, then the command's path end to end: the chunked parse
+        # streamed into COPY (ledger/store/importer.py import_file), then the same file again
         t0 = time.perf_counter()
         rows, _source = importer.read_rows(path)
-        t1 = time.perf_counter()
-        result = await importer.write_rows(engine, rows)
-        t2 = time.perf_counter()
-        out.update(parse_s=t1 - t0, write_s=t2 - t1, inserted=result.inserted)
+        out.update(parse_s=time.perf_counter() - t0)
         del rows
+        log(f"  parse alone {n / out['parse_s']:,.0f} /s")
         t0 = time.perf_counter()
-        rows, _source = importer.read_rows(path)
-        t1 = time.perf_counter()
-        again = await importer.write_rows(engine, rows)
-        t2 = time.perf_counter()
-        out.update(reparse_s=t1 - t0, rewrite_s=t2 - t1, reinserted=again.inserted)
-        del rows
+        result = await importer.import_file(engine, path)
+        out.update(import_s=time.perf_counter() - t0, inserted=result.inserted)
+        log(f"  import {n / out['import_s']:,.0f} /s")
+        t0 = time.perf_counter()
+        again = await importer.import_file(engine, path)
+        out.update(reimport_s=time.perf_counter() - t0, reinserted=again.inserted)
     finally:
         async with engine.begin() as conn:
             await conn.execute(
@@ -436,7 +468,7 @@ def render(
     full = sorted(rep["full"])
     sql = sorted(rep["sql"])
     report_s = statistics.median(full)
-    imp_total = imp["parse_s"] + imp["write_s"] if imp else None
+    imp_total = imp["import_s"] if imp else None
     rate = imp["rows"] / imp_total if imp else None
     lines = [
         "## Ledger",
@@ -476,6 +508,9 @@ def render(
         f"| {dec['sql']['p50']:.2f} / {dec['sql']['p99']:.2f} ms | | |",
         f"| … of which Python arithmetic p50 / p99 | {dec['python']['p50']:.2f} / "
         f"{dec['python']['p99']:.2f} ms | | |",
+        "| … round trips per decision (users) | "
+        + ", ".join(f"{n}: {c:,}" for n, c in dec["round_trips"].items())
+        + " | | |",
         f"| same users, the raw-segment engine (all window segments + sweep) p50 / p99 "
         f"| {dec['raw']['p50']:.2f} / {dec['raw']['p99']:.2f} ms | | |",
         f"| `decide` for the 1 % busiest users ({busy['decide']['n']}, "
@@ -500,13 +535,10 @@ def render(
             f"the loaded ledger, end to end | {rate:,.0f} segments/s ({imp_total:.1f} s) "
             f"| ≥ {GOALS['import_rows_per_s']:,} /s "
             f"| {verdict(rate >= GOALS['import_rows_per_s'])} |",
-            f"| … `read_rows` (parse + validate) | {imp['rows'] / imp['parse_s']:,.0f} /s "
-            f"({imp['parse_s']:.1f} s) | | |",
-            f"| … `write_rows` (COPY + INSERT … ON CONFLICT + rollup trigger) | "
-            f"{imp['rows'] / imp['write_s']:,.0f} /s ({imp['write_s']:.1f} s) | | |",
+            f"| … `read_rows` alone (parse + validate, no database) | "
+            f"{imp['rows'] / imp['parse_s']:,.0f} /s ({imp['parse_s']:.1f} s) | | |",
             f"| … same file again (idempotent, {imp['reinserted']} inserted) | "
-            f"{imp['rows'] / (imp['reparse_s'] + imp['rewrite_s']):,.0f} /s "
-            f"(parse {imp['reparse_s']:.1f} s + write {imp['rewrite_s']:.1f} s) | | |",
+            f"{imp['rows'] / imp['reimport_s']:,.0f} /s ({imp['reimport_s']:.1f} s) | | |",
         ]
     lines += [
         "",
@@ -567,7 +599,9 @@ def write_section(section: str, path: Path = RESULTS) -> None:
 
 async def run(args) -> None:
     def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        # the load average with every step: the machine is shared, figures need their load
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"{time.strftime('%H:%M:%S')} [load {load}] {message}", file=sys.stderr, flush=True)
 
     mach = machine()
     policy = parse_policy((REPO / "examples" / "policy.yaml").read_text(), "examples/policy.yaml")
@@ -582,13 +616,16 @@ async def run(args) -> None:
             sample = rng.sample(everyone, min(args.decide_users, len(everyone)))
             log(f"(a) decide for {len(sample)} random users …")
             await bench_decide(engine, policy, groups, sample[:200])  # warm up
+            loads = {"decide": machine()["load"]}
             dec = await bench_decide(engine, policy, groups, sample)
             by_rows = sorted(counts, key=lambda u: counts[u])
             top = by_rows[-max(1, len(by_rows) // 100) :]
+            loads["busy"] = machine()["load"]
             busy = await bench_decide(engine, policy, groups, top)
             busy.update(min_rows=counts[top[0]], max_rows=counts[top[-1]])
             log(f"(b) report × {args.reps} …")
             await build_report(engine, policy, datagen.EVAL_AT)  # warm up
+            loads["report"] = machine()["load"]
             rep = await bench_report(engine, policy, args.reps)
             typical = (by_rows[len(by_rows) // 2], counts[by_rows[len(by_rows) // 2]])
             since = datagen.EVAL_AT - timedelta(seconds=policy.max_window_seconds())
@@ -606,6 +643,7 @@ async def run(args) -> None:
                 {"at": datagen.EVAL_AT, "window": timedelta(seconds=policy.window_seconds)},
             )
             log("decide against segments per user …")
+            loads["flat"] = machine()["load"]
             flat = await bench_flat(engine, policy, await add_flat_users(engine, policy))
             sizes = await rollup_sizes(engine)
             imp = None
@@ -618,6 +656,9 @@ async def run(args) -> None:
         args, mach, info, dec, busy, rep, imp, explain_text, typical, report_explain, flat, sizes
     )
     print(section)
+    if args.json:
+        figures = dict(loads=loads, decide=dec, busy=busy, report=rep, flat=flat, sizes=sizes)
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
     if not args.no_results:
         write_section(section)
         log(f"wrote the ## Ledger section of {RESULTS.relative_to(REPO)}")
@@ -634,6 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decide-users", type=int, default=2_000)
     parser.add_argument("--import-segments", type=int, default=1_000_000)
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--json", help="also write the figures (and load averages) to this file")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     args.command_is_default = not argv

@@ -48,6 +48,7 @@ from ledger.core.segment_plan import (
     plan,
 )
 from ledger.core.times import utcnow
+from ledger.store import partitions
 from ledger.store import segment_writes as ledger_writer
 
 log = logging.getLogger("collector")
@@ -294,11 +295,28 @@ class Collector:
         }
 
     async def retention(self) -> None:
+        """Month partitions ahead of time, then retention (both run as the ledger's owner
+        through SECURITY DEFINER functions; ledger/store/partitions.py)."""
+        now = self.clock()
+        try:
+            made = await partitions.ensure(self.engine, *partitions.months_ahead(now))
+        except Exception as exc:  # noqa: BLE001 - rows land in the default partition meanwhile
+            log.warning("event=partitions_failed error=%r", str(exc)[:200])
+        else:
+            if made:
+                log.info("event=partitions_created partitions=%s", ",".join(made))
         if self.settings.retention is None:
+            return
+        current = self._accounting_source()
+        longest = getattr(current, "max_window_seconds", lambda: 0)()
+        try:
+            partitions.retention_cutoff(now, self.settings.retention, longest)
+        except partitions.RetentionError as exc:
+            log.error("event=retention_refused error=%r", str(exc))
             return
         try:
             segments, ooms = await ledger_writer.delete_older_than(
-                self.engine, self.clock(), self.settings.retention
+                self.engine, now, self.settings.retention
             )
         except Exception as exc:  # noqa: BLE001
             log.warning("event=retention_failed error=%r", str(exc)[:200])
@@ -382,7 +400,7 @@ class Collector:
         s = self.settings
         scheduler.add_job(self.heartbeat, "interval", seconds=s.heartbeat_interval, next_run_time=self.clock(), max_instances=1, coalesce=True)  # fmt: skip
         scheduler.add_job(self.relist, "interval", seconds=s.relist_interval, max_instances=1, coalesce=True)  # fmt: skip
-        scheduler.add_job(self.retention, "interval", seconds=s.retention_check_interval, max_instances=1, coalesce=True)  # fmt: skip
+        scheduler.add_job(self.retention, "interval", seconds=s.retention_check_interval, next_run_time=self.clock(), max_instances=1, coalesce=True)  # fmt: skip
         scheduler.start()
         log.info(
             "event=started collector_id=%s scopes=%s",

@@ -1043,27 +1043,35 @@ def test_dockerfile_is_multi_stage_non_root_without_build_tools():
     # the classic builder (Debian's docker.io has no BuildKit): no RUN --mount, no syntax line
     assert not (ROOT / "Dockerfile").read_text().startswith("# syntax")
     assert not any("--mount" in a for stage in stages for _, a in stage["steps"])
-    assert len(stages) == 2
-    builder, final = stages
-    assert builder["name"] == "builder"
-    assert builder["image"] == final["image"] == "python:3.11-slim-bookworm"  # PYTHON_IMAGE
+    assert len(stages) == 3
+    builder, runtime, final = stages
+    assert builder["name"] == "builder" and runtime["name"] == "runtime"
+    assert builder["image"] == runtime["image"] == "python:3.11-slim-bookworm"  # PYTHON_IMAGE
     builder_runs = " ".join(a for i, a in builder["steps"] if i == "RUN")
     assert "python -m venv /opt/venv" in builder_runs
-    assert '/opt/venv/bin/pip install ".[${EXTRAS}]"' in builder_runs
+    assert '/opt/venv/bin/pip install --no-compile ".[${EXTRAS}]"' in builder_runs
     assert "pip uninstall --yes pip setuptools wheel" in builder_runs
+    assert "image/slim_venv.py /opt/venv" in builder_runs
     extras = next(a for i, a in builder["steps"] if i == "ARG" and a.startswith("EXTRAS="))
     assert "embedded" not in extras and {"collector", "web", "enforcer"} <= set(
         extras.split("=", 1)[1].split(",")
     )
-    steps = final["steps"]
-    runs = " ".join(a for i, a in steps if i == "RUN")
+    runs = " ".join(a for i, a in runtime["steps"] if i == "RUN")
     for tool in ("gcc", "g++", "build-essential", "make ", "apt-get install", "pip install"):
-        assert tool not in runs, f"final stage runs {tool}"
-    copies = [a for i, a in steps if i == "COPY"]
-    assert copies == ["--from=builder /opt/venv /opt/venv"], "only the venv reaches the image"
+        assert tool not in runs, f"runtime stage runs {tool}"
+    assert "slim_base.sh" in runs and "--uid 10001" in runs
+    copies = [a for i, a in runtime["steps"] if i == "COPY"]
+    assert copies[-1] == "--from=builder /opt/venv /opt/venv", (
+        "only the venv comes from the builder"
+    )
+    # the final stage is that file system in one layer, nothing else
+    assert final["image"] == "scratch"
+    steps = final["steps"]
+    assert [a for i, a in steps if i in ("COPY", "ADD", "RUN")] == ["--from=runtime / /"]
+    env = " ".join(a for i, a in steps if i == "ENV")
+    assert "PATH=/opt/venv/bin:/usr/local/bin:" in env and "LANG=C.UTF-8" in env
     users = [a for i, a in steps if i == "USER"]
     assert users and users[-1] == "10001:10001"
-    assert "--uid 10001" in runs
     entry = [a for i, a in steps if i == "ENTRYPOINT"]
     assert entry and json.loads(entry[-1]) == ["quota-ledger"]
 
@@ -1083,13 +1091,15 @@ def test_dockerignore_keeps_the_context_to_the_sources():
         "ledger",
         "collector",
         "migrations",
+        "image",  # the image's build helpers (slim_venv.py, slim_base.sh)
     }
     for path in included:
         assert (ROOT / path).exists(), f"{path} is in the build context but missing"
     copied = set()
-    for instr, arg in _dockerfile_stages(ROOT / "Dockerfile")[0]["steps"]:
-        if instr == "COPY":
-            copied.update(p.rstrip("/") for p in shlex.split(arg)[:-1])
+    for stage in _dockerfile_stages(ROOT / "Dockerfile"):
+        for instr, arg in stage["steps"]:
+            if instr == "COPY" and not arg.startswith("--from="):
+                copied.update(p.rstrip("/").split("/")[0] for p in shlex.split(arg)[:-1])
     assert copied <= included, copied - included
 
 
@@ -1346,3 +1356,30 @@ def test_image_repository_is_required_with_a_message_saying_how_to_build_it(char
     assert "image.repository is required" in message
     assert "make image" in message and "docker push" in message and "image.tag" in message
     assert chart.values["image"]["repository"] == ""  # nothing points at an unpublished image
+
+
+def test_each_component_may_run_an_image_of_its_own(chart):
+    """`<component>.image` (an image built for that role) for its init containers too."""
+    docs = render(chart, load_values("role-images.yaml"))
+    expected = {
+        "collector": ("registry.example.org/quota-ledger-collector:0.1.0", "IfNotPresent"),
+        "web": ("registry.example.org/quota-ledger:0.1.0-web", "Always"),
+        "enforcer": ("registry.example.org/quota-ledger:0.1.0-enforcer", "IfNotPresent"),
+    }
+    for component, (image, policy) in expected.items():
+        spec = one(docs, "Deployment", f"quota-ledger-{component}")["spec"]["template"]["spec"]
+        containers = [*spec["initContainers"], *spec["containers"]]
+        assert {c["name"] for c in spec["initContainers"]} >= {"policy-check", "migrate"}
+        assert {(c["image"], c["imagePullPolicy"]) for c in containers} == {(image, policy)}
+    # unset, every component runs `image`
+    for deployment in find(render(chart), "Deployment"):
+        if deployment["metadata"]["name"].endswith("-postgresql"):
+            continue
+        spec = deployment["spec"]["template"]["spec"]
+        images = {c["image"] for c in [*spec["initContainers"], *spec["containers"]]}
+        assert images == {"registry.example.org/quota-ledger:0.1.0"}, images
+    # only a component's own repository, nothing else, stands in for image.repository
+    values = deep_merge(REQUIRED, {"image": {"repository": ""}})
+    values = deep_merge(values, {"collector": {"image": {"repository": "r.example.org/c"}}})
+    with pytest.raises(helm.HelmError, match="image.repository is required"):
+        render_raw(chart, values, bare=True)

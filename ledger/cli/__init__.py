@@ -33,7 +33,12 @@ COMMANDS: dict[str, str] = {
     "enforce": "ledger.cli.enforce",
     "serve": "ledger.cli.serve",
     "rollups": "ledger.cli.rollups",
+    "partitions": "ledger.cli.partitions",
     "policy": "ledger.cli.policy_command",
+    "grant": "ledger.cli.grant_commands",
+    "credit": "ledger.cli.grant_commands",
+    "grants": "ledger.cli.grant_commands",
+    "revoke": "ledger.cli.grant_commands",
 }
 ENTRY_POINT_GROUP = "quota_ledger.commands"
 

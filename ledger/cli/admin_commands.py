@@ -121,22 +121,20 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
 
 async def run_import(args) -> int:
     from ledger.core.import_rows import ImportError_
-    from ledger.store.importer import read_rows, write_rows
+    from ledger.store.importer import import_file
 
-    try:
-        if args.file == "-":
-            rows, source = read_rows("-", args.input_format, stream=sys.stdin)
-        else:
-            rows, source = read_rows(args.file, args.input_format)
-    except ImportError_ as exc:
-        raise CommandError(str(exc)) from None
+    source = "<stdin>" if args.file == "-" else args.file
     async with engine_of(args, allow_embedded=True) as engine:
         try:
-            result = await write_rows(engine, rows)
+            if args.file == "-":
+                result = await import_file(engine, "-", args.input_format, stream=sys.stdin)
+            else:
+                result = await import_file(engine, args.file, args.input_format)
+        except ImportError_ as exc:
+            raise CommandError(str(exc)) from None
         except IntegrityError as exc:
             raise CommandError(
-                f"{source}: nothing was imported: a row conflicts with the ledger "
-                f"(an open segment for the same pod_uid with another start?): "
+                f"{source}: nothing was imported: a row conflicts with the ledger: "
                 f"{str(exc.orig).splitlines()[0]}"
             ) from None
     if args.format == "json":

@@ -12,7 +12,10 @@ derived from (username, servername, namespace, started_at) — not from ended_at
 exported while a server ran and again after it stopped updates the open segment's end
 instead of adding a second one.
 
-Writing them is ledger/store/importer.py (``write_rows``: COPY, then one INSERT … ON CONFLICT).
+Reading is chunked (:func:`parse_chunks`) so the writer can stream one chunk to the database
+while the next is parsed; well-formed rows take a fast path (:func:`parse_row_fast`) that
+gives exactly what :func:`parse_row` gives, and any row it is unsure of goes through
+:func:`parse_row` for the full error message. Writing them is ledger/store/importer.py.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from ledger.core.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
@@ -33,6 +36,7 @@ FORMATS = ("csv", "jsonl")
 REQUIRED = ("username", "started_at")
 OPTIONAL = ("ended_at", "cpu", "memory", "gpu", "servername", "pod_uid", "namespace", "pod_name")
 KNOWN = REQUIRED + OPTIONAL
+_KNOWN_SET = frozenset(KNOWN)
 MAX_ERRORS_LISTED = 200
 
 
@@ -134,6 +138,77 @@ def parse_row(row: dict) -> dict:
     return out
 
 
+# Usernames already checked (a file has far fewer users than rows); bounded.
+_VALID_USERNAMES: set[str] = set()
+_QUANTITIES = (("cpu", _cpu, "cpu_millicores"), ("memory", _memory, "memory_bytes"), ("gpu", _gpu, "gpu_count"))  # fmt: skip
+_NAMES = ("servername", "pod_uid", "namespace", "pod_name")
+
+
+def _fast_time(value) -> datetime | None:
+    # a date and a time ("2026-10-01T…"); anything else (a bare date, spaces, …) is for
+    # parse_iso to judge and explain
+    if value.__class__ is not str or len(value) < 16 or value[10] not in "Tt":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC)
+
+
+def parse_row_fast(row: dict) -> dict | None:
+    """:func:`parse_row` for a well-formed row, without its error bookkeeping; ``None`` for
+    anything unusual (then :func:`parse_row` decides and says what is wrong). Whenever it
+    returns a segment, it is the one :func:`parse_row` returns (a property test checks)."""
+    if not _KNOWN_SET.issuperset(row):
+        return None
+    username = row.get("username")
+    if username.__class__ is not str:
+        return None
+    if username not in _VALID_USERNAMES:
+        try:
+            check_username(username)
+        except UsernameError:
+            return None
+        if len(_VALID_USERNAMES) < 200_000:
+            _VALID_USERNAMES.add(username)
+    started = _fast_time(row.get("started_at"))
+    if started is None:
+        return None
+    ended = row.get("ended_at")
+    if ended is not None and ended != "":
+        ended = _fast_time(ended)
+        if ended is None or ended < started:
+            return None
+    else:
+        ended = None
+    out = {"username": username, "started_at": started, "ended_at": ended}
+    for key, parse, column in _QUANTITIES:
+        value = row.get(key)
+        if value is None or value == "":
+            out[column] = 0
+        elif value.__class__ is str or value.__class__ is int:
+            try:
+                out[column] = parse(str(value))
+            except QuantityError:
+                return None
+        else:
+            return None
+    for key in _NAMES:
+        value = row.get(key)
+        if value is None:
+            out[key] = ""
+        elif value.__class__ is str:
+            out[key] = value
+        else:
+            return None
+    if not out["pod_uid"]:
+        out["pod_uid"] = _uid(username, out["servername"], out["namespace"], started)
+    return out
+
+
 def _read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict | None, str | None]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -173,12 +248,16 @@ def format_of(source: str, fmt: str | None) -> str:
     return fmt
 
 
-def parse_lines(lines: Iterable[str], fmt: str, source: str) -> list[dict]:
-    """Validate a whole file's lines. Returns the segments (each with its ``_line``) or
-    raises ImportError_ listing every bad line: one bad row imports nothing."""
-    rows: list[dict] = []
+def parse_chunks(
+    lines: Iterable[str], fmt: str, source: str, chunk_rows: int = 50_000
+) -> Iterator[list[dict]]:
+    """Validate a file's lines, yielding the segments (each with its ``_line``) in chunks of
+    ``chunk_rows``. After the first bad line nothing more is yielded; once every line is
+    read, ImportError_ lists every bad line: one bad row imports nothing, so the writer
+    must not commit what it was given before."""
+    chunk: list[dict] = []
     errors: list[tuple[int, str]] = []
-    seen: dict[tuple[str, datetime], int] = {}
+    seen: set[tuple[str, datetime]] = set()
     open_pods: dict[str, int] = {}
     reader = _read_csv(lines) if fmt == "csv" else _read_jsonl(lines)
     try:
@@ -186,16 +265,18 @@ def parse_lines(lines: Iterable[str], fmt: str, source: str) -> list[dict]:
             if problem:
                 errors.append((number, problem))
                 continue
-            try:
-                segment = parse_row(row)
-            except ValueError as exc:
-                errors.append((number, str(exc)))
-                continue
+            segment = parse_row_fast(row)
+            if segment is None:
+                try:
+                    segment = parse_row(row)
+                except ValueError as exc:
+                    errors.append((number, str(exc)))
+                    continue
             key = (segment["pod_uid"], segment["started_at"])
             if key in seen:
                 # the same segment twice in one file: keep it once, as a re-import would
                 continue
-            seen[key] = number
+            seen.add(key)
             if segment["ended_at"] is None:
                 earlier = open_pods.get(segment["pod_uid"])
                 if earlier is not None:
@@ -207,10 +288,22 @@ def parse_lines(lines: Iterable[str], fmt: str, source: str) -> list[dict]:
                     )
                     continue
                 open_pods[segment["pod_uid"]] = number
+            if errors:
+                continue
             segment["_line"] = number
-            rows.append(segment)
+            chunk.append(segment)
+            if len(chunk) >= chunk_rows:
+                yield chunk
+                chunk = []
     except (UnicodeDecodeError, csv.Error) as exc:
         errors.append((0, f"cannot read the file: {exc}"))
     if errors:
         raise ImportError_(source, errors)
-    return rows
+    if chunk:
+        yield chunk
+
+
+def parse_lines(lines: Iterable[str], fmt: str, source: str) -> list[dict]:
+    """Validate a whole file's lines. Returns the segments (each with its ``_line``) or
+    raises ImportError_ listing every bad line: one bad row imports nothing."""
+    return [segment for chunk in parse_chunks(lines, fmt, source) for segment in chunk]

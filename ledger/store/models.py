@@ -53,7 +53,9 @@ class Segment(Base):
     """A period in which one pod held a constant set of resources.
 
     ``(pod_uid, started_at)`` is unique so writing the same segment twice (two collectors,
-    a re-imported file) counts once. At most one open segment per pod (partial unique index).
+    a re-imported file) counts once. Partitioned by month of ``started_at`` (migration 0006),
+    so the primary key includes it; at most one open segment per pod is kept by a trigger
+    (a partitioned table's unique indexes must contain the partition key).
     """
 
     __tablename__ = "segments"
@@ -73,7 +75,7 @@ class Segment(Base):
     extended: Mapped[dict] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
-    started_at: Mapped[datetime] = mapped_column(TZ, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(TZ, nullable=False, primary_key=True)
     ended_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     # last time a collector saw the pod alive (heartbeat); a vanished pod is closed here
     last_seen_at: Mapped[datetime] = mapped_column(TZ, nullable=False)
@@ -110,12 +112,8 @@ class Segment(Base):
         ),
         # The all-users report: every segment that ends inside the window.
         Index("ix_segments_end", SEGMENT_END),
-        Index(
-            "uq_segments_open_pod",
-            "pod_uid",
-            unique=True,
-            postgresql_where=text("ended_at IS NULL"),
-        ),
+        Index("ix_segments_open_pod", "pod_uid", postgresql_where=text("ended_at IS NULL")),
+        {"postgresql_partition_by": "RANGE (started_at)"},
     )
 
 

@@ -7,7 +7,8 @@ each only what its component does:
 * ``quota_ledger_collector``: writes segments, OOM kills and its heartbeat; deletes segments
   and OOM kills past the retention it is configured with (its own rows).
 * ``quota_ledger_hub``: the spawn hook reads usage, writes decisions and the group cache.
-* ``quota_ledger_web``: reads only (also a fit for a Grafana data source).
+* ``quota_ledger_web``: reads; writes quota requests, their events and the grants an admin
+  approves on its pages (a Grafana data source wants a SELECT-only login, docs/deploy.md).
 * ``quota_ledger_enforcer``: reads, writes enforcement actions, decisions and the group cache.
 
 None of them owns a table, so none can DROP, ALTER or TRUNCATE anything
@@ -64,12 +65,22 @@ GRANT INSERT, UPDATE ON collector_heartbeats TO quota_ledger_collector;
 GRANT USAGE ON SEQUENCE segments_id_seq, oom_kills_id_seq TO quota_ledger_collector;
 -- retention notes where raw history starts; the rollups keep the older days
 GRANT INSERT, UPDATE ON rollup_horizon TO quota_ledger_collector;
+-- month partitions of segments: made ahead and dropped by retention, as the owner
+GRANT EXECUTE ON FUNCTION quota_segment_partition_create(timestamptz),
+  quota_segment_partitions_drop(timestamptz, boolean) TO quota_ledger_collector;
 
 GRANT INSERT ON decisions TO quota_ledger_hub, quota_ledger_enforcer;
 GRANT USAGE ON SEQUENCE decisions_id_seq TO quota_ledger_hub, quota_ledger_enforcer;
 GRANT INSERT, UPDATE, DELETE ON user_groups TO quota_ledger_hub, quota_ledger_enforcer;
 
 GRANT INSERT ON enforcement_actions TO quota_ledger_enforcer;
+-- quota requests: users file them on the quota page, admins approve (a grant) or decline
+GRANT INSERT, UPDATE ON quota_requests TO quota_ledger_web;
+GRANT INSERT ON quota_request_events, quota_grants TO quota_ledger_web;
+GRANT USAGE ON SEQUENCE quota_requests_id_seq, quota_request_events_id_seq,
+  quota_grants_id_seq TO quota_ledger_web;
+-- the spawn hook tells the user of a decided request once, then notes it was told
+GRANT UPDATE (seen_at) ON quota_requests TO quota_ledger_hub;
 GRANT USAGE ON SEQUENCE enforcement_actions_id_seq TO quota_ledger_enforcer;
 """
 

@@ -28,6 +28,7 @@ from ledger.core.segment_plan import (
     SegmentRow,
     VanishSegments,
 )
+from ledger.store import partitions
 
 _INSERT_SEGMENT = text(
     """
@@ -274,11 +275,16 @@ async def delete_older_than(
 ) -> tuple[int, int]:
     """Retention: closed segments that ended, and OOM kills, before now − retention.
 
-    Their days stay in ``usage_rollups`` for reports (the delete trigger is told to keep
-    them), and ``rollup_horizon`` records from when raw history is complete. Retention must
-    exceed the longest policy window: a decision reads raw segments of its window's first day.
+    Whole month partitions before the cutoff go first (``partitions.drop_before``: a DROP,
+    no dead rows to vacuum); the remaining old rows are deleted. Their days stay in
+    ``usage_rollups`` for reports (the delete trigger is told to keep them), and
+    ``rollup_horizon`` records from when raw history is complete. Callers check the
+    retention against the longest policy window (``partitions.retention_cutoff``).
+    Returns (segments removed, OOM kills removed).
     """
     cutoff = now - timedelta(seconds=retention_seconds)
+    dropped = await partitions.drop_before(engine, cutoff)
+    in_partitions = sum(d.segments for d in dropped if d.dropped)
     async with engine.begin() as conn:
         await conn.execute(text("SET LOCAL quota_ledger.keep_rollups = 'on'"))
         await conn.execute(
@@ -289,14 +295,18 @@ async def delete_older_than(
             ),
             {"cutoff": cutoff},
         )
+        # started_at < cutoff too: partition pruning skips the months after the cutoff
         segments = await conn.execute(
-            text("DELETE FROM segments WHERE ended_at IS NOT NULL AND ended_at < :cutoff"),
+            text(
+                "DELETE FROM segments WHERE ended_at IS NOT NULL AND ended_at < :cutoff "
+                "AND started_at < :cutoff"
+            ),
             {"cutoff": cutoff},
         )
         ooms = await conn.execute(
             text("DELETE FROM oom_kills WHERE killed_at < :cutoff"), {"cutoff": cutoff}
         )
-    return segments.rowcount, ooms.rowcount
+    return in_partitions + segments.rowcount, ooms.rowcount
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,15 @@
 # does (build tools for the two packages without wheels, psycopg2 and pycurl, then removed).
 # `wheel` goes: the hub image does not pin it, and a newer one than its `packaging` allows
 # would fail `pip check` before quota-ledger is even installed.
+# The real k8s-hub 4.x image runs Python 3.12; the local base is Debian bookworm's 3.11, so
+# this stand-in installs the same pins on 3.11 (every pinned version supports both).
 # Build context: tests/constraints/. Used by tests/test_image.py.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY z2jh-hub-3.0.x.txt /tmp/hub-requirements.txt
+# The constraints file of the z2jh version under test (tests/constraints/).
+ARG CONSTRAINTS=z2jh-hub-4.x.txt
+COPY ${CONSTRAINTS} /tmp/hub-requirements.txt
 # Python's headers: in /usr/local/include on the official image; Debian's python3-dev elsewhere.
 RUN headers="$(python -c 'import os, sysconfig; print("" if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else "python3-dev")')" \
  && apt-get update -qq \

@@ -53,10 +53,21 @@ app.kubernetes.io/part-of: quota-ledger
 {{- end }}
 {{- end -}}
 
-{{/* The image of every container of the chart (but PostgreSQL's). No image is published yet. */}}
+{{/*
+The image of a component's containers (its init containers too): `<component>.image.repository`
+and `.tag` where set (an image built for that role, `--build-arg EXTRAS=...`), else `image`.
+No image is published yet. Call with (dict "root" $ "component" "collector"|"web"|"enforcer").
+*/}}
 {{- define "quota-ledger.image" -}}
-{{- $repository := required "image.repository is required: no quota-ledger image is published yet. Build one from the repository's Dockerfile and push it to a registry your cluster pulls from, e.g. `make image IMAGE=registry.example.org/quota-ledger:0.1.0 && docker push registry.example.org/quota-ledger:0.1.0`, then set image.repository=registry.example.org/quota-ledger and image.tag=0.1.0 (docs/deploy.md)" .Values.image.repository -}}
-{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $own := (index .root.Values .component).image | default dict -}}
+{{- $repository := $own.repository | default .root.Values.image.repository -}}
+{{- $repository = required "image.repository is required: no quota-ledger image is published yet. Build one from the repository's Dockerfile and push it to a registry your cluster pulls from, e.g. `make image IMAGE=registry.example.org/quota-ledger:0.1.0 && docker push registry.example.org/quota-ledger:0.1.0`, then set image.repository=registry.example.org/quota-ledger and image.tag=0.1.0 (docs/deploy.md)" $repository -}}
+{{- printf "%s:%s" $repository ($own.tag | default .root.Values.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "quota-ledger.imagePullPolicy" -}}
+{{- $own := (index .root.Values .component).image | default dict -}}
+{{- $own.pullPolicy | default .root.Values.image.pullPolicy -}}
 {{- end -}}
 
 {{- define "quota-ledger.collector.serviceAccountName" -}}
@@ -259,8 +270,8 @@ Call with (dict "root" $ "component" c).
 {{- define "quota-ledger.initContainers" -}}
 {{- $root := .root }}
 - name: policy-check
-  image: {{ include "quota-ledger.image" $root }}
-  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  image: {{ include "quota-ledger.image" . }}
+  imagePullPolicy: {{ include "quota-ledger.imagePullPolicy" . }}
   args: ["policy", "check", "/etc/quota-ledger/policy.yaml"]
   securityContext:
     {{- include "quota-ledger.containerSecurityContext" $root | nindent 4 }}
@@ -274,8 +285,8 @@ Call with (dict "root" $ "component" c).
     {{- include "quota-ledger.configVolumeMounts" $root | nindent 4 }}
 {{- if $root.Values.migrations.enabled }}
 - name: migrate
-  image: {{ include "quota-ledger.image" $root }}
-  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  image: {{ include "quota-ledger.image" . }}
+  imagePullPolicy: {{ include "quota-ledger.imagePullPolicy" . }}
   args: ["migrate", "--wait", {{ $root.Values.migrations.waitSeconds | quote }}{{ if not $root.Values.database.roles.enabled }}, "--no-roles"{{ end }}]
   env:
     {{- include "quota-ledger.commonEnv" (dict "root" $root "component" "owner") | nindent 4 }}
