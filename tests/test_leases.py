@@ -63,7 +63,7 @@ async def test_fifty_concurrent_checks_for_two_free_gpus_under_a_hub_cap(engine,
     assert (neck.level, neck.scope, neck.resource, neck.in_use, neck.limit) == (
         "hub", "hub", "gpu", 4, 4)  # fmt: skip
     assert refused[0].status.may_wait  # gpu waits by default
-    assert "4 GPUs of 4 GPUs in use on this hub" in refused[0].status.message()
+    assert "4 of 4 GPUs in use on this hub" in refused[0].status.message()
 
 
 async def test_fifty_concurrent_checks_for_a_group_pool(engine, fresh_db_url):

@@ -37,6 +37,7 @@ __all__ = [
     "SharedLimits",
     "SharedStatus",
     "SharedUsage",
+    "attach",
     "evaluate_shared",
     "pools_for",
 ]
@@ -143,8 +144,13 @@ class ScopeCheck:
             if self.blocks == "zero_limit":
                 return f"{owner} has no {self.resource} budget (limit 0)"
             return f"{owner} has used {used} of its {limit} in the last {days} days"
-        in_use = format_amount(self.resource, self.in_use)
         cap = format_amount(self.resource, self.limit)
+        # "3 of 4 GPUs"; amounts with a unit of their own stay whole: "12 GiB of 2 TiB"
+        in_use = (
+            format_amount(self.resource, self.in_use)
+            if self.resource in ("cpu", "memory")
+            else str(self.in_use)
+        )
         if self.level == USER:
             return f"{in_use} of your cap of {cap} in use (servers that are starting included)"
         return f"{in_use} of {cap} in use on {owner}"
@@ -177,6 +183,16 @@ class SharedStatus:
         order = {HUB: 0, POOL: 1, USER: 2}
         blocking = sorted(self.blocking, key=lambda c: (order[c.level], c.scope, c.resource))
         return blocking[0] if blocking else None
+
+    def summary(self, request: Mapping[str, int]) -> str:
+        """The shared caps this server draws on, for the progress line of an allowed spawn."""
+        parts = [
+            c.describe()
+            for c in self.checks
+            if c.kind == "running" and c.level != USER and _requested(request, c.resource)
+            and c.resource != SERVERS
+        ]
+        return f"Shared: {'; '.join(parts)}." if parts else ""
 
     def reasons(self) -> list[str]:
         return [c.reason for c in self.blocking]
@@ -274,3 +290,25 @@ def evaluate_shared(
                 ScopeCheck(level, scope, name, "budget", limit, used, asked, blocks, False, window)
             )
     return SharedStatus(checks, tuple(pools_for(pools, pools)))
+
+
+def attach(decision, status: SharedStatus):
+    """``decision`` (ledger.core.decision.Decision) with the shared limits' verdict added: a
+    refusing pool or hub limit refuses the spawn, and the message says which and how full."""
+    from ledger.core.decision import describe
+
+    decision.shared = status
+    if status.blocking:
+        was_allowed = decision.allowed
+        decision.allowed = False
+        decision.reasons = [*decision.reasons, *status.reasons()]
+        if was_allowed:
+            decision.suggestion = None
+            decision.run_seconds = None
+        own = describe(decision) if not was_allowed else ""
+        decision.message = " ".join(p for p in (own, status.message()) if p)
+    else:
+        summary = status.summary(decision.request.amounts)
+        if summary:
+            decision.message = f"{decision.message} {summary}".strip()
+    return decision

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ledger.core import shared_capacity
 from ledger.core.resources import SERVERS
 from ledger.core.shared_capacity import (
     HUB,
@@ -141,7 +142,9 @@ async def _raw(conn: AsyncConnection):
 
 def applies(policy, limits, groups: Iterable[str]) -> bool:
     """Whether shared capacity has anything to say about this user (else nothing is read)."""
-    return bool(pools_for(policy.pools, groups) or policy.hub.running) or bool(limits.running)
+    pools = getattr(policy, "pools", {})
+    hub = getattr(policy, "hub", None)
+    return bool(pools_for(pools, groups) or (hub is not None and hub.running))
 
 
 async def read_usage(
@@ -193,6 +196,18 @@ async def shared_status(
     raw = await _raw(conn)
     usage = await read_usage(raw, policy, username, groups, servername, now, who=who)
     return evaluate(policy, limits, username, groups, request_amounts, usage)
+
+
+async def attach(conn: AsyncConnection, policy, limits, groups: Iterable[str], decision):
+    """``decision`` with the pools' and the hub's verdict (nothing read when none apply)."""
+    groups = list(groups)
+    if not applies(policy, limits, groups) or limits.denied_all:
+        return decision
+    status = await shared_status(
+        conn, policy, limits, decision.username, groups, decision.request.amounts,
+        decision.request.servername, decision.at,
+    )  # fmt: skip
+    return shared_capacity.attach(decision, status)
 
 
 def evaluate(policy, limits, username, groups, request_amounts, usage) -> SharedStatus:
