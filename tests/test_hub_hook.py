@@ -465,3 +465,68 @@ async def test_quota_refusals_are_logged_at_info_without_traceback(app, hook, en
     exc = user.spawner._spawn_future.exception()
     assert exc.reason in ("quota", None)  # JupyterHub 5 could not overwrite it with 'error'
     assert exc.quota_denial["headline"] == "You have used your memory quota"
+
+
+HUB_CAP_POLICY = """
+groups:
+  lab: {memory: 640 GiB-hours, pool: {running: {gpu: 2}}}
+hub: {running: {gpu: 1}, wait: {gpu: false}}
+"""
+
+
+@pytest.fixture
+async def cap_hook(fresh_db_url, tmp_path):
+    path = tmp_path / "caps.yaml"
+    path.write_text(HUB_CAP_POLICY, encoding="utf-8")
+    hook = QuotaHook(db_url=fresh_db_url, policy_path=str(path))
+    hook.watcher.check_interval_seconds = 0
+    yield hook
+    await hook.close()
+
+
+async def test_hub_cap_lease_refuses_the_second_gpu_and_names_the_bottleneck(app, cap_hook,
+                                                                             engine):  # fmt: skip
+    from ledger.store import leases
+
+    first, second = new_user(app, ["lab"]), new_user(app, ["lab"])
+    prepare(first, cap_hook, gpu=1)
+    r = await spawn(app, first)
+    assert r.status_code in (201, 202), r.text
+    [held] = await leases.live_leases(engine, utcnow())
+    assert (held["username"], held["gpu_count"], held["pools"]) == (first.name, 1, ["lab"])
+    line = first.spawner._quota_progress_events[0]["message"]
+    assert (
+        "Shared: 0 of 2 GPUs in use in the lab group's pool; 0 of 1 GPU in use on this hub" in line
+    )
+    prepare(second, cap_hook, gpu=1)
+    r = await spawn(app, second)
+    assert r.status_code == 403
+    assert "Not enough gpu free: 1 of 1 GPU in use on this hub" in r.json()["message"]
+    await cap_hook.drain()
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT reason, bottleneck_level, bottleneck_resource FROM decisions "
+            "WHERE username = :u"), {"u": second.name})).one()  # fmt: skip
+    assert tuple(row) == ("hub_running:gpu", "hub", "gpu")
+
+
+async def test_a_failed_spawn_releases_its_lease(app, cap_hook, engine):
+    from ledger.store import leases
+
+    user = new_user(app, ["lab"])
+    spawner = prepare(user, cap_hook, gpu=1)
+
+    async def broken_start():
+        raise RuntimeError("the image does not exist")
+
+    spawner.start = broken_start
+    await spawn(app, user)
+    for _ in range(100):
+        if spawner._spawn_future is None or spawner._spawn_future.done():
+            break
+        await asyncio.sleep(0.05)
+    for _ in range(100):  # the release runs from the future's done callback
+        if not await leases.live_leases(engine, utcnow()):
+            break
+        await asyncio.sleep(0.05)
+    assert await leases.live_leases(engine, utcnow()) == []

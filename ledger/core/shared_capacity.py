@@ -153,7 +153,7 @@ class ScopeCheck:
         )
         if self.level == USER:
             return f"{in_use} of your cap of {cap} in use (servers that are starting included)"
-        return f"{in_use} of {cap} in use on {owner}"
+        return f"{in_use} of {cap} in use {'on' if self.level == HUB else 'in'} {owner}"
 
 
 @dataclass
@@ -189,7 +189,9 @@ class SharedStatus:
         parts = [
             c.describe()
             for c in self.checks
-            if c.kind == "running" and c.level != USER and _requested(request, c.resource)
+            if c.kind == "running"
+            and c.level != USER
+            and _requested(request, c.resource)
             and c.resource != SERVERS
         ]
         return f"Shared: {'; '.join(parts)}." if parts else ""

@@ -27,7 +27,7 @@ from ledger.core import messages
 from ledger.core.decision import Decision, ServerRequest
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
-from ledger.hub import metrics
+from ledger.hub import capacity, metrics
 from ledger.hub.denial import (
     QUIET_REFUSALS,
     TextWithHtml,  # noqa: F401 - re-exported: ledger.hub.hook.TextWithHtml
@@ -229,11 +229,14 @@ class QuotaHook:
         now = self._clock()
         quota_url = self.quota_page_url or policy.messages.quota_page_url
         started = time.perf_counter()
+
+        async def decide_and_hold() -> Decision:
+            decision = await self._decide(self.engine, policy, username, groups, request, now)
+            return await capacity.hold(self.engine, spawner, policy, groups, request, now,
+                                       decision)  # fmt: skip
+
         try:
-            decision = await asyncio.wait_for(
-                self._decide(self.engine, policy, username, groups, request, now),
-                self.timeout_seconds,
-            )
+            decision = await asyncio.wait_for(decide_and_hold(), self.timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - any ledger failure takes the fail mode
             latency_ms = self.last_latency_ms = (time.perf_counter() - started) * 1000
             metrics.SPAWN_CHECK_SECONDS.observe(latency_ms / 1000)
