@@ -56,7 +56,9 @@ async def test_pool_budget_is_the_exact_sum_of_its_members_usage(engine):
         for _ in range(12):  # closed segments across the window's edges and inside it
             start = NOW - timedelta(seconds=rng.randrange(0, 33 * 86400))
             end = start + timedelta(seconds=rng.randrange(1, 3 * 86400))
-            await add(engine, user, start, min(end, NOW - timedelta(seconds=1)), rng.randrange(1, 9))
+            await add(
+                engine, user, start, min(end, NOW - timedelta(seconds=1)), rng.randrange(1, 9)
+            )
     await add(engine, "m1", NOW - timedelta(hours=5, microseconds=7), None, 3, name="open")
     await groups(engine, "outsider", ["plain"])
     await add(engine, "outsider", NOW - timedelta(days=2), NOW - timedelta(days=1), 64)
