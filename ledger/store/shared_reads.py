@@ -231,3 +231,20 @@ def extended_json(amounts: Mapping[str, int]) -> str:
 
 
 __all__ = ["HUB", "USER", "applies", "evaluate", "read_usage", "shared_status"]
+
+
+async def totals(engine, policy, now: datetime, *, who: bool = False) -> SharedStatus:
+    """Every pool's and the hub's figures at ``now`` (the report and admin views): what
+    each pool used of its budgets, and what runs (plus live leases) against each cap."""
+    pools = list(getattr(policy, "pools", {}))
+    hub = getattr(policy, "hub", None)
+    if not pools and not (hub is not None and hub.running):
+        return SharedStatus()
+    async with engine.connect() as conn:
+        raw = await _raw(conn)
+        # no requesting user: "" is nobody's name, so every member comes from user_groups
+        usage = await read_usage(raw, policy, "", pools, "", now, who=who)
+    return evaluate_shared(
+        "", {}, {g: policy.pools[g] for g in pools_for(policy.pools, pools)}, policy.hub, {},
+        usage, window_seconds=policy.window_seconds,
+    )  # fmt: skip

@@ -26,7 +26,7 @@ from ledger.core.usage_model import (
     servers_json,
     user_json,
 )
-from ledger.store import queries
+from ledger.store import queries, shared_reads
 
 
 @dataclass
@@ -56,6 +56,7 @@ class UserStatus:
             "retry_at": iso(self.decision.retry_at),
             "message": self.decision.message,
             "servers": servers_json(self.running_servers),
+            "shared": None if self.decision.shared is None else self.decision.shared.to_json(),
         }
 
     def check_json(self) -> dict:
@@ -76,14 +77,15 @@ async def user_status(
     since = now - timedelta(seconds=max(policy.max_window_seconds(), policy.window_seconds))
     async with engine.connect() as conn:
         rows = await queries.user_segments(conn, username, since, now)
-    decision = evaluate(
-        username,
-        limits,
-        rows,
-        request or ServerRequest(),
-        now,
-        exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
-    )
+        decision = evaluate(
+            username,
+            limits,
+            rows,
+            request or ServerRequest(),
+            now,
+            exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
+        )
+        decision = await shared_reads.attach(conn, policy, limits, groups, decision)
     names = display_order(set(CORE_RESOURCES) | set(policy.resource_names()) | set(limits.budgets))
     return UserStatus(
         username=username,
