@@ -83,3 +83,13 @@ users:
         "policy.yaml:11: users.bob.pool: unknown key 'pool'",
     ):
         assert expected in text, (expected, text)
+
+
+def test_the_documented_example_parses():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "accounting.md").read_text()
+    block = doc.split("## Shared capacity")[1].split("```yaml")[1].split("```")[0]
+    policy = parse_policy(block, "docs/accounting.md")
+    assert policy.pools["gpu-dev"].running == {"gpu": 4, "servers": 30}
+    assert policy.hub.running["servers"] == 200
