@@ -530,3 +530,94 @@ async def test_a_failed_spawn_releases_its_lease(app, cap_hook, engine):
             break
         await asyncio.sleep(0.05)
     assert await leases.live_leases(engine, utcnow()) == []
+
+
+WAIT_POLICY = """
+groups:
+  lab: {memory: 640 GiB-hours}
+hub: {running: {gpu: 1}}
+"""
+
+
+async def _until(predicate, seconds=30.0):
+    for _ in range(int(seconds / 0.1)):
+        if await predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leaves(
+    app, fresh_db_url, tmp_path, engine
+):
+    from ledger.hub import waiting_line
+
+    path = tmp_path / "wait.yaml"
+    path.write_text(WAIT_POLICY, encoding="utf-8")
+    hook = QuotaHook(db_url=fresh_db_url, policy_path=str(path))
+    hook.watcher.check_interval_seconds = 0
+    waiting_line.POLL_SECONDS = 0.2
+    try:
+        first, second, third = (new_user(app, ["lab"]) for _ in range(3))
+        for user in (first, second, third):
+            prepare(user, hook, gpu=1)
+        assert (await spawn(app, first)).status_code in (201, 202)
+        assert await _until(lambda: _ready(first))
+        await spawn(app, second)
+        await spawn(app, third)
+
+        async def both_in_line():
+            return [len(v) for v in hook.line.snapshot().values()] == [2]
+
+        assert await _until(both_in_line)
+        lines = {u.name: u.spawner._quota_gate._updates[-1]["message"] for u in (second, third)}
+        assert lines[second.name].startswith(
+            "Waiting for a GPU: 1 of 1 GPU in use on this hub; you are number 1 in line"
+        )
+        assert "you are number 2 in line" in lines[third.name]
+        # the progress stream a browser reads carries the same line
+        stream = second.spawner.progress()
+        assert (await stream.__anext__())["message"].startswith("Waiting for a GPU")
+        await stream.aclose()
+        # raising the cap in the policy file wakes the first in line, no restart
+        path.write_text(WAIT_POLICY.replace("gpu: 1}", "gpu: 2}"), encoding="utf-8")
+        assert await _until(lambda: _ready(second))
+        assert hook.line.snapshot() == {"hub_running:gpu": [(third.name, "")]}
+        # cancelling the third spawn (the hub cancels its spawn task) leaves the line
+        r = await api_request(
+            app, "users", third.name, "server", method="delete", stream=True, bypass_proxy=True
+        )
+        assert r.status_code in (202, 204), (r.status_code, r.text[-1500:])
+
+        async def line_empty():
+            return hook.line.snapshot() == {}
+
+        assert await _until(line_empty)
+        await hook.drain()
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT username, outcome, reason, bottleneck_level FROM decisions "
+                "WHERE outcome IN ('waiting', 'woke') ORDER BY id"))).all()  # fmt: skip
+        assert [tuple(r) for r in rows] == [
+            (second.name, "waiting", "hub_running:gpu", "hub"),
+            (third.name, "waiting", "hub_running:gpu", "hub"),
+            (second.name, "woke", "ok", None),
+        ]
+    finally:
+        waiting_line.POLL_SECONDS = 2.0
+        for user in (first, second, third):
+            if user.spawner.active:
+                await api_request(
+                    app,
+                    "users",
+                    user.name,
+                    "server",
+                    method="delete",
+                    stream=True,
+                    bypass_proxy=True,
+                )
+        await hook.close()
+
+
+async def _ready(user):
+    return bool(user.spawner.ready)
