@@ -36,3 +36,35 @@ async def test_quota_page_and_api_show_pools_and_hub_caps(engine):
     hub = [c for c in shared["checks"] if c["level"] == "hub"]
     assert {c["resource"] for c in hub} == {"memory", "servers"}
     assert all("holders" not in c for c in shared["checks"])
+
+
+async def test_admin_rejections_page_shows_the_waiting_line(engine):
+    from datetime import timedelta
+
+    from ledger.store import queries
+
+    await seed(engine)
+    deadline = (NOW + timedelta(minutes=5)).isoformat()
+    async with engine.begin() as conn:
+        for i, user in enumerate(("<w1>", "w2")):
+            await queries.record_decision(
+                conn, decided_at=NOW - timedelta(seconds=30 - i), username=user, source="spawn",
+                outcome="waiting", reason="hub_running:gpu", message=f"Waiting {user}",
+                detail={"wait_deadline": deadline,
+                        "shared": {"bottleneck": {"level": "hub", "scope": "hub",
+                                                  "resource": "gpu"}}},
+            )  # fmt: skip
+        # w3 waited, then woke: no longer in line
+        for outcome in ("waiting", "woke"):
+            await queries.record_decision(
+                conn, decided_at=NOW - timedelta(seconds=20), username="w3", source="spawn",
+                outcome=outcome, reason="hub_running:gpu", detail={"wait_deadline": deadline},
+            )  # fmt: skip
+    policy = parse_policy(SHARED, "policy.yaml")
+    config = WebConfig(engine=engine, policy=lambda: policy, frozen_at=NOW)
+    async with serve(config) as url, client(url, "admin") as c:
+        page = (await c.get("admin/rejections")).text
+    line = page.split("Waiting line")[1].split("</section>")[0]
+    assert "&lt;w1&gt;" in line and "<w1>" not in line  # escaped
+    assert line.index("&lt;w1&gt;") < line.index("w2") and "w3" not in line
+    assert "gpu (hub)" in line and "<td>2</td>" in line

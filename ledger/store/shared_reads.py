@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.core import shared_capacity
@@ -248,3 +249,26 @@ async def totals(engine, policy, now: datetime, *, who: bool = False) -> SharedS
         "", {}, {g: policy.pools[g] for g in pools_for(policy.pools, pools)}, policy.hub, {},
         usage, window_seconds=policy.window_seconds,
     )  # fmt: skip
+
+
+# The line as the decision log has it: spawns whose latest decision is "waiting" and whose
+# wait has not run out (the hub writes waiting / woke / gave_up / allowed / denied rows).
+_LINE_SQL = text(
+    """
+    SELECT username, servername, reason, bottleneck_level, bottleneck_scope,
+           bottleneck_resource, decided_at AS waiting_since, message
+    FROM (
+        SELECT DISTINCT ON (username, servername) *
+        FROM decisions
+        WHERE source = 'spawn' AND decided_at > CAST(:now AS timestamptz) - interval '1 day'
+        ORDER BY username, servername, decided_at DESC, id DESC
+    ) latest
+    WHERE outcome = 'waiting' AND CAST(detail ->> 'wait_deadline' AS timestamptz) > :now
+    ORDER BY reason, decided_at, username
+    """
+)
+
+
+async def waiting_line(conn: AsyncConnection, now: datetime) -> list[dict]:
+    """Who waits for which bottleneck, first in line first (admin pages)."""
+    return [dict(r._mapping) for r in await conn.execute(_LINE_SQL, {"now": now})]
