@@ -7,7 +7,13 @@ is refused rather than guessed. ``now`` is the only place the CLI reads the cloc
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+# A bare date, with or without a zone. Python's fromisoformat reads "2026-10-01+01:00" as
+# 01:00 local time on that day (the "+" taken as the date/time separator), so dates are
+# caught before it: a decision at "a day" is ambiguous, and the error says how to write one.
+_DATE_ONLY = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[zZ]|[+-]\d{2}(?::?\d{2})?)?")
 
 
 class TimeError(ValueError):
@@ -22,6 +28,13 @@ def utcnow() -> datetime:
 def parse_iso(text: str, *, what: str) -> datetime:
     """ISO 8601 with a time zone → aware datetime in UTC; TimeError says what is valid."""
     raw = text.strip()
+    date_only = _DATE_ONLY.fullmatch(raw)
+    if date_only:
+        day = date_only.group(1)
+        raise TimeError(
+            f"{what} {text!r} is a date without a time; write e.g. {day}T00:00:00Z for the "
+            f"start of that day in UTC, or {day}T00:00:00+01:00"
+        )
     if raw.endswith(("z", "Z")):
         raw = raw[:-1] + "+00:00"
     try:
