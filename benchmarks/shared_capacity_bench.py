@@ -93,10 +93,18 @@ async def bench_decide(engine, plain, shared, groups, users) -> dict:
 
 
 async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
-    policy = parse_policy(f"hub: {{running: {{gpu: {free}}}}}")
+    at = datagen.EVAL_AT
+    engine = db.create_engine(url)
+    async with engine.connect() as conn:  # GPUs the generated data runs at ``at``
+        busy = await conn.scalar(
+            text("SELECT COALESCE(sum(gpu_count), 0) FROM segments "
+                 "WHERE COALESCE(ended_at, 'infinity') > :at AND started_at <= :at"),
+            {"at": at},
+        )  # fmt: skip
+    await engine.dispose()
+    policy = parse_policy(f"hub: {{running: {{gpu: {int(busy) + free}}}}}")
     limits = policy.limits_for("x", [])
     engines = [db.create_engine(url, pool_size=1) for _ in range(concurrency)]
-    at = datagen.EVAL_AT
     seconds, exact = [], 0
     try:
         for e in engines:

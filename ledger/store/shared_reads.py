@@ -92,7 +92,7 @@ _SCOPED = f"""
 # ∫[za, at) of closed segments (covering rate and the edge days' partial segments), plus the
 # open segments' share — the decomposition of quota_usage (migrations/versions/0004).
 _POOL_USED = """
-    WITH members AS (
+    WITH members AS MATERIALIZED (
         SELECT username FROM user_groups WHERE group_name = $1 AND username <> $2
         UNION SELECT $2 WHERE $3
     ), p AS (
@@ -104,33 +104,31 @@ _POOL_USED = """
         UNION ALL SELECT za, 1, $4::timestamptz FROM p
     ), parts AS (
         SELECT r.cpu_used AS cpu, r.memory_used AS memory, r.gpu_used AS gpu
-        FROM usage_rollups r, p
-        WHERE r.username IN (SELECT username FROM members)
-          AND r.bucket_start >= p.zs AND r.bucket_start < p.za
+        FROM members m CROSS JOIN p
+        JOIN usage_rollups r ON r.username = m.username
+         AND r.bucket_start >= p.zs AND r.bucket_start < p.za
         UNION ALL
         SELECT e.sign * r.cpu_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z)),
                e.sign * r.memory_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z)),
                e.sign * r.gpu_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z))
-        FROM edges e JOIN usage_rollups r ON r.bucket_start = e.z
-        WHERE r.username IN (SELECT username FROM members)
+        FROM members m CROSS JOIN edges e
+        JOIN usage_rollups r ON r.username = m.username AND r.bucket_start = e.z
         UNION ALL
         SELECT e.sign * s.cpu_millicores::numeric * o.us, e.sign * s.memory_bytes::numeric * o.us,
                e.sign * s.gpu_count::numeric * o.us
-        FROM edges e
-        JOIN segments s ON s.ended_at IS NOT NULL AND (
+        FROM members m CROSS JOIN edges e
+        JOIN segments s ON s.username = m.username AND s.ended_at IS NOT NULL AND (
             (s.started_at >= e.z AND s.started_at < e.z + interval '24 hours')
             OR (COALESCE(s.ended_at, 'infinity'::timestamptz) > e.z
                 AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'))
         CROSS JOIN LATERAL (SELECT GREATEST(0, quota_epoch_us(LEAST(s.ended_at, e.point))
                                                - quota_epoch_us(GREATEST(s.started_at, e.z))) AS us) o
-        WHERE s.username IN (SELECT username FROM members)
         UNION ALL
         SELECT s.cpu_millicores::numeric * o.us, s.memory_bytes::numeric * o.us,
                s.gpu_count::numeric * o.us
-        FROM segments s CROSS JOIN p
+        FROM members m CROSS JOIN p
+        JOIN segments s ON s.username = m.username AND s.ended_at IS NULL AND s.started_at < $4
         CROSS JOIN LATERAL (SELECT quota_epoch_us($4) - quota_epoch_us(GREATEST(s.started_at, p.since)) AS us) o
-        WHERE s.ended_at IS NULL AND s.started_at < $4
-          AND s.username IN (SELECT username FROM members)
     )
     SELECT COALESCE(sum(cpu), 0)::text, COALESCE(sum(memory), 0)::text, COALESCE(sum(gpu), 0)::text
     FROM parts
