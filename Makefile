@@ -11,7 +11,7 @@ export QUOTA_LEDGER_HOME ?= $(CURDIR)/.quota-ledger
 JH5_VENV := .venv-jh5
 JH5_STAMP := $(JH5_VENV)/.installed-stamp
 JH5_TESTS := tests/test_hub_hook.py tests/test_hub_install.py tests/test_hub_e2e.py \
-	tests/test_web_routes.py
+	tests/test_web_routes.py tests/test_hub_pages.py
 # The npm configurable-http-proxy streams the spawn progress as it comes; the PyPI one buffers it.
 NPM_PREFIX := .npm
 CHP := $(NPM_PREFIX)/node_modules/.bin/configurable-http-proxy

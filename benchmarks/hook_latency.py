@@ -91,12 +91,12 @@ async def bench_decide_only(hook: QuotaHook, users: list[str], groups: dict[str,
     return summary_ms(seconds)
 
 
-def write_section(section: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Hub hook`` section (up to the next ``## ``), keep everything else."""
+def write_section(section: str, path: Path = RESULTS, heading: str = SECTION) -> None:
+    """Replace the ``heading`` section (up to the next ``## ``), keep everything else."""
     existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     out, skipping, replaced = [], False, False
     for line in existing.splitlines(keepends=True):
-        if line.rstrip("\n") == SECTION:
+        if line.rstrip("\n") == heading:
             skipping, replaced = True, True
             out.append(section.rstrip("\n") + "\n\n")
             continue

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import random
@@ -72,19 +73,18 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 
 
 ANALYSIS = """\
-### Where the time goes now (rollups, migration 0004)
+### Where the time goes now (rollups, migrations 0004 and 0005)
 
-- **decide** reads ≤ 31 rollup rows, the raw segments starting or ending in the two edge
-  days and the running ones, in one round trip; a retry or run-out time inside another day
-  costs a second round trip for that day's raw segments (the allowed case often needs it:
-  with a 4 GiB request the run-out usually falls in the first days of the window). Cost
-  follows segments per edge day, not segments in the window (the N-segments table).
-- **report** sums users × 30 rollup rows plus two days of raw segments; it no longer scans
-  the window's segments.
+- **decide** reads ≤ 31 rollup rows, the running segments and, for a user with ≤ 256
+  closed segments in the window, all of them (else the raw segments starting or ending in
+  the two edge days) in one round trip; only a busy user's retry or run-out time inside
+  another day costs another round trip for that day's raw segments (the round-trips row).
+  Cost follows segments per edge day, not segments in the window (the N-segments table).
+- **report** sums users × 30 rollup rows plus two days of raw segments (their overlaps summed
+  as intervals per user and size); it no longer scans the window's segments.
 - **import** pays the rollup trigger once per statement: an aggregate over every imported
-  row (one rollup update per day a segment spans) on top of the INSERT … ON CONFLICT and the
-  index maintenance (two more indexes for the edge-day reads: `(username, started_at)`,
-  `(started_at)`). Parsing is unchanged: the chunked parse streamed into COPY was not built.
+  row (one rollup update per day a segment spans) on top of the write and the index
+  maintenance.
 """
 
 
@@ -253,7 +253,7 @@ async def window_counts(engine, policy) -> dict[str, int]:
 
 async def bench_decide(engine, policy, groups, users: list[str]) -> dict:
     at = datagen.EVAL_AT
-    totals, sqls, pythons = [], [], []
+    totals, sqls, pythons, round_trips = [], [], [], []
     since = at - timedelta(seconds=policy.max_window_seconds())
     allowed = 0
     for username in users:
@@ -275,18 +275,36 @@ async def bench_decide(engine, policy, groups, users: list[str]) -> dict:
             with contextlib.suppress(NeedBuckets):
                 evaluate(username, limits, history.running, REQUEST, at, histories=histories)
             t2 = time.perf_counter()
+            trips = 1  # decide's round trips for this user (the timing above is the first)
+            while True:
+                try:
+                    evaluate(
+                        username,
+                        limits,
+                        history.running,
+                        REQUEST,
+                        at,
+                        histories=history.histories(limits.budgets),
+                    )
+                    break
+                except NeedBuckets as need:
+                    await rollups.load_days(conn, username, history, need.bucket_starts)
+                    trips += 1
+            round_trips.append(trips)
+            t2b = time.perf_counter()
             rows = await queries.user_segments(conn, username, since, at)
             evaluate(username, limits, rows, REQUEST, at)
             t3 = time.perf_counter()
             sqls.append(t1 - t0)
             pythons.append(t2 - t1)
-            raws.append(t3 - t2)
+            raws.append(t3 - t2b)
     return {
         "decide": summary_ms(totals),
         "sql": summary_ms(sqls),
         "python": summary_ms(pythons),
         "raw": summary_ms(raws),
         "allowed": allowed,
+        "round_trips": {n: round_trips.count(n) for n in sorted(set(round_trips))},
     }
 
 
@@ -476,6 +494,9 @@ def render(
         f"| {dec['sql']['p50']:.2f} / {dec['sql']['p99']:.2f} ms | | |",
         f"| … of which Python arithmetic p50 / p99 | {dec['python']['p50']:.2f} / "
         f"{dec['python']['p99']:.2f} ms | | |",
+        "| … round trips per decision (users) | "
+        + ", ".join(f"{n}: {c:,}" for n, c in dec["round_trips"].items())
+        + " | | |",
         f"| same users, the raw-segment engine (all window segments + sweep) p50 / p99 "
         f"| {dec['raw']['p50']:.2f} / {dec['raw']['p99']:.2f} ms | | |",
         f"| `decide` for the 1 % busiest users ({busy['decide']['n']}, "
@@ -582,13 +603,16 @@ async def run(args) -> None:
             sample = rng.sample(everyone, min(args.decide_users, len(everyone)))
             log(f"(a) decide for {len(sample)} random users …")
             await bench_decide(engine, policy, groups, sample[:200])  # warm up
+            loads = {"decide": machine()["load"]}
             dec = await bench_decide(engine, policy, groups, sample)
             by_rows = sorted(counts, key=lambda u: counts[u])
             top = by_rows[-max(1, len(by_rows) // 100) :]
+            loads["busy"] = machine()["load"]
             busy = await bench_decide(engine, policy, groups, top)
             busy.update(min_rows=counts[top[0]], max_rows=counts[top[-1]])
             log(f"(b) report × {args.reps} …")
             await build_report(engine, policy, datagen.EVAL_AT)  # warm up
+            loads["report"] = machine()["load"]
             rep = await bench_report(engine, policy, args.reps)
             typical = (by_rows[len(by_rows) // 2], counts[by_rows[len(by_rows) // 2]])
             since = datagen.EVAL_AT - timedelta(seconds=policy.max_window_seconds())
@@ -606,6 +630,7 @@ async def run(args) -> None:
                 {"at": datagen.EVAL_AT, "window": timedelta(seconds=policy.window_seconds)},
             )
             log("decide against segments per user …")
+            loads["flat"] = machine()["load"]
             flat = await bench_flat(engine, policy, await add_flat_users(engine, policy))
             sizes = await rollup_sizes(engine)
             imp = None
@@ -618,6 +643,9 @@ async def run(args) -> None:
         args, mach, info, dec, busy, rep, imp, explain_text, typical, report_explain, flat, sizes
     )
     print(section)
+    if args.json:
+        figures = dict(loads=loads, decide=dec, busy=busy, report=rep, flat=flat, sizes=sizes)
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
     if not args.no_results:
         write_section(section)
         log(f"wrote the ## Ledger section of {RESULTS.relative_to(REPO)}")
@@ -634,6 +662,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decide-users", type=int, default=2_000)
     parser.add_argument("--import-segments", type=int, default=1_000_000)
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--json", help="also write the figures (and load averages) to this file")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     args.command_is_default = not argv

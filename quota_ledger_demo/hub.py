@@ -74,7 +74,7 @@ def free_port() -> int:
 
 try:
     from jupyterhub.spawner import SimpleLocalProcessSpawner
-    from traitlets import Float, Unicode
+    from traitlets import Any, Float, Unicode
 except ImportError:  # pragma: no cover - only the hub process needs this part
     SimpleLocalProcessSpawner = object
 else:
@@ -160,6 +160,75 @@ else:
                     self.log.warning("demo: could not delete pod %s: %s", self.pod_name, exc)
                 self.pod_name = ""
             await super().stop(now=now)
+
+    class ProfilesDemoSpawner(DemoSpawner):
+        """DemoSpawner with KubeSpawner's ``profile_list`` (profiles and ``profile_options``):
+        the same form field names and markup structure as KubeSpawner's ``form.html``, and
+        the chosen overrides applied before ``pre_spawn_hook``. Stands in for KubeSpawner,
+        which needs a Kubernetes cluster to start anything."""
+
+        profile_list = Any([], config=True, help="KubeSpawner-style profile_list")
+
+        def _options_form_default(self):
+            import html
+
+            from ledger.hub.choices import _initialized
+
+            parts = ['<div class="form-group" id="kubespawner-profiles-list">']
+            for p in _initialized(self, list(self.profile_list)):
+                slug = html.escape(p["slug"], quote=True)
+                checked = " checked" if p.get("default") else ""
+                parts.append(
+                    f'<label for="profile-item-{slug}" class="profile js-profile-label">'
+                    f'<div class="radio"><input type="radio" name="profile" '
+                    f'id="profile-item-{slug}" value="{slug}"{checked} /></div>'
+                    f"<div><h3>{html.escape(p['display_name'])}</h3>"
+                )
+                for key, option in (p.get("profile_options") or {}).items():
+                    name = f"profile-option-{slug}--{html.escape(key, quote=True)}"
+                    parts.append(f'<select name="{name}" class="form-control">')
+                    for value, choice in option["choices"].items():
+                        selected = " selected" if choice.get("default") else ""
+                        parts.append(
+                            f'<option value="{html.escape(value, quote=True)}"{selected}>'
+                            f"{html.escape(choice['display_name'])}</option>"
+                        )
+                    parts.append("</select>")
+                parts.append("</div></label>")
+            parts.append("</div>")
+            return "".join(parts)
+
+        def options_from_form(self, formdata):
+            profile = (formdata.get("profile") or [""])[0]
+            options = {"profile": profile}
+            prefix = f"profile-option-{profile}--"
+            for key, values in formdata.items():
+                if key.startswith(prefix):
+                    options[key[len(prefix) :]] = values[0]
+            return options
+
+        def _apply_size(self) -> None:
+            from ledger.hub.choices import _initialized, merged
+
+            profiles = _initialized(self, list(self.profile_list))
+            wanted = (self.user_options or {}).get("profile")
+            profile = next((p for p in profiles if p["slug"] == wanted), None) or next(
+                p for p in profiles if p.get("default")
+            )
+            overrides = [profile.get("kubespawner_override") or {}]
+            for key, option in (profile.get("profile_options") or {}).items():
+                chosen = (self.user_options or {}).get(key)
+                choice = option["choices"].get(chosen) or next(
+                    c for c in option["choices"].values() if c.get("default")
+                )
+                overrides.append(choice.get("kubespawner_override") or {})
+            for override in overrides:  # as KubeSpawner's _apply_overrides
+                for name, value in override.items():
+                    value = value(self) if callable(value) else value
+                    current = getattr(self, name, None)
+                    if isinstance(value, dict) and isinstance(current, dict):
+                        value = merged(current, value)
+                    setattr(self, name, value)
 
 
 # --- the pod writes, served next to the FakeApiServer ----------------------------------------

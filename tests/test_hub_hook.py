@@ -621,3 +621,29 @@ async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leav
 
 async def _ready(user):
     return bool(user.spawner.ready)
+
+
+async def test_next_spawn_says_a_request_was_approved_once(app, hook, engine):
+    from decimal import Decimal
+
+    from ledger.store import quota_requests
+
+    user = new_user(app)
+    now = utcnow()
+    async with engine.begin() as conn:
+        asked = await quota_requests.create(
+            conn, username=user.name, resource_name="memory", amount_hours=Decimal(100),
+            until_at=now + timedelta(days=30), reason="thesis", at=now,
+        )  # fmt: skip
+        await quota_requests.approve(conn, asked.id, by="admin", at=now, message="good luck")
+    spawner = prepare(user, hook)
+    r = await spawn(app, user)
+    assert r.status_code in (201, 202), r.text
+    lines = [e["message"] for e in spawner._quota_progress_events]
+    assert lines[0].startswith("Quota: 0 of 160 GiB-hours")  # the grant is in the limit
+    assert (
+        f"Your request {asked.id} for 100 GiB-hours of memory was approved by admin: good luck"
+        in lines
+    )
+    async with engine.connect() as conn:
+        assert await quota_requests.unseen_decisions(conn, user.name) == []  # told once

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -104,10 +105,13 @@ groups:
     cpu_hours=st.integers(1, 300),
     request_gib=st.integers(0, 8),
 )
+@pytest.mark.parametrize("read", ["whole window", "edge days"])
 async def test_decide_from_rollups_equals_raw_engine(
-    engine, first, late, reconcile_at_us, now_us, window_s, memory_gib_hours, cpu_hours,
-    request_gib,
+    engine, monkeypatch, read, first, late, reconcile_at_us, now_us, window_s, memory_gib_hours,
+    cpu_hours, request_gib,
 ):  # fmt: skip
+    # the first round trip reads every segment of a quiet user, the edge days of a busy one
+    monkeypatch.setattr(rollups, "WHOLE_WINDOW_SEGMENTS", 10_000 if read == "whole window" else -1)
     await _load(engine, first, late, reconcile_at_us)
     policy = _policy(window_s, memory_gib_hours, cpu_hours)
     now = BASE + timedelta(microseconds=now_us)
@@ -130,6 +134,7 @@ async def test_decide_from_rollups_equals_raw_engine(
         # an extended resource the policy does not list: same integral from rollups
         async with engine.connect() as conn:
             history = await rollups.user_history(conn, user, now, [window_s])
+        assert history.whole_window == (read == "whole window")
         fpga = history.histories(["example.com/fpga"])["example.com/fpga"]
         raw = usage.RawHistory(
             [

@@ -19,7 +19,7 @@ from ledger.core.policy_yaml import parse_policy
 from ledger.core.times import iso
 from ledger.core.usage_model import LimitSource, Membership, ResourceUsage
 from ledger.core.usage_text import cells, membership_text, percent_text
-from ledger.store import queries
+from ledger.store import grants, queries
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ROOT / "examples" / "policy.yaml"
@@ -29,7 +29,8 @@ USER_KEYS = {"username", "at", "groups", "policy_groups", "unlisted_users",
              "running_servers", "max_percent_used", "resources"}  # fmt: skip
 RESOURCE_KEYS = {"resource", "unit", "used", "limit", "remaining", "percent_used", "state",
                  "window_seconds", "running", "running_unit", "burn_per_hour", "runs_out_at",
-                 "retry_at", "limit_source"}  # fmt: skip
+                 "retry_at", "limit_source", "policy_limit", "granted", "credited",
+                 "grants"}  # fmt: skip
 
 
 def cli(db_url: str, *argv: str) -> subprocess.CompletedProcess:
@@ -76,6 +77,16 @@ async def test_check_usage_report_and_api_agree(fresh_db_url, engine):
                 segment("alice", NOW - 2 * d, None, memory_gib=16),  # running for 48 h
             ],
         )
+        # erin: a grant and a credit (ledger entries) that every surface must show alike
+        await grants.add_grant(
+            conn, username="erin", resource="memory", amount_hours=Decimal(100),
+            starts_at=NOW - d, ends_at=NOW + 10 * d, reason="thesis", granted_by="admin",
+            created_at=NOW - d,
+        )  # fmt: skip
+        await grants.add_credit(
+            conn, username="erin", resource="memory", amount_hours=Decimal("2.5"),
+            credited_at=NOW - 2 * d, reason="outage", credited_by="admin", created_at=NOW,
+        )  # fmt: skip
     users = ["dana", "bob", "erin", "alice"]
     surfaces: dict[str, dict[str, dict]] = {u: {} for u in users}
     for user in users:
@@ -110,6 +121,10 @@ async def test_check_usage_report_and_api_agree(fresh_db_url, engine):
     user_usage, user_status = openapi_validator("UserUsage"), openapi_validator("UserStatus")
     user_status.validate(surfaces["dana"]["api me"])
     openapi_validator("ReportPage").validate(api_report)
+    erin = surfaces["erin"]["usage"]["resources"]
+    assert erin["memory"]["granted"] == 100 and erin["memory"]["limit"] == 160
+    assert [g["reason"] for g in erin["memory"]["grants"]] == ["thesis"]
+    assert erin["memory"]["credited"] == 2.5
     for user, by_surface in surfaces.items():
         for obj in by_surface.values():
             user_usage.validate(obj)  # every surface: the documented component
@@ -144,7 +159,7 @@ async def test_check_usage_report_and_api_agree(fresh_db_url, engine):
     erin = surfaces["erin"]["usage"]
     assert erin["groups"] == [] and erin["policy_groups"] == ["regular"]
     assert erin["unlisted_users"] == "regular"
-    assert erin["resources"]["memory"]["used"] == 15.0
+    assert erin["resources"]["memory"]["used"] == 15.0 - 2.5  # net of the credit
     assert erin["resources"]["memory"]["limit_source"]["kind"] == "unlisted"
     assert erin["resources"]["cpu"]["used"] == 7.5
 

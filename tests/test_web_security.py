@@ -25,7 +25,7 @@ from ledger.web.app import make_app
 from ledger.web.auth import redacted_uri
 
 # Every route with the data of users other than the viewer it could leak.
-USER_ROUTES = ["", "api/v1/me"]
+USER_ROUTES = ["", "api/v1/me", "request"]
 ADMIN_ROUTES = [
     "admin/",
     "admin",
@@ -37,10 +37,14 @@ ADMIN_ROUTES = [
     "admin/collectors",
     "admin/users/bob",
     "api/v1/report",
+    "admin/requests",
 ]
 SELF_OR_ADMIN_ROUTES = ["api/v1/users/bob"]
-ALL_ROUTES = [*USER_ROUTES, *ADMIN_ROUTES, *SELF_OR_ADMIN_ROUTES, "healthz", "readyz",
-              "oauth_callback"]  # fmt: skip
+# the viewer's own summary and choice notes (tests/test_quota_notes.py checks their figures)
+SUMMARY_ROUTES = ["api/v1/me/summary", "api/v1/me/choices"]
+ALL_ROUTES = [*USER_ROUTES, *ADMIN_ROUTES, *SELF_OR_ADMIN_ROUTES, *SUMMARY_ROUTES, "healthz",
+              "readyz", "oauth_callback", "api/v1/requests", "api/v1/requests/1/approve"]  # fmt: skip
+# (the request routes' own matrix, POSTs included: tests/test_web_requests.py)
 SECRETS_OF_OTHERS = ["bob", "secret-warning-of-bob", "secret-denial-of-bob", "power"]
 
 
@@ -113,12 +117,14 @@ async def test_own_routes_show_only_the_viewer(base_url):
 async def test_query_parameters_cannot_switch_user(base_url):
     async with client(base_url, "dana") as c:
         for params in [{"user": "bob"}, {"username": "bob"}, {"name": "bob"}]:
-            for path in USER_ROUTES:
+            for path in [*USER_ROUTES, *SUMMARY_ROUTES]:
                 r = await c.get(path, params=params)
                 assert "secret-warning-of-bob" not in r.text and "bob" not in r.text
 
 
-@pytest.mark.parametrize("path", [*USER_ROUTES, *ADMIN_ROUTES, *SELF_OR_ADMIN_ROUTES])
+@pytest.mark.parametrize(
+    "path", [*USER_ROUTES, *ADMIN_ROUTES, *SELF_OR_ADMIN_ROUTES, *SUMMARY_ROUTES]
+)
 async def test_anonymous_gets_login_redirect_or_401(base_url, path):
     async with client(base_url) as c:
         r = await c.get(path)

@@ -34,6 +34,10 @@ COMMANDS: dict[str, str] = {
     "serve": "ledger.cli.serve",
     "rollups": "ledger.cli.rollups",
     "policy": "ledger.cli.policy_command",
+    "grant": "ledger.cli.grant_commands",
+    "credit": "ledger.cli.grant_commands",
+    "grants": "ledger.cli.grant_commands",
+    "revoke": "ledger.cli.grant_commands",
 }
 ENTRY_POINT_GROUP = "quota_ledger.commands"
 

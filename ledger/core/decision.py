@@ -18,27 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
+from ledger.core import grants as ledger_grants
 from ledger.core import usage
 from ledger.core.json_form import json_amounts, json_number
 from ledger.core.quantities import format_amount, format_duration, format_hours, to_base_units
 from ledger.core.resources import MICROSECONDS_PER_SECOND, SERVERS, display_order, resource
-from ledger.core.times import iso
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_us(at: datetime) -> int:
-    if at.tzinfo is None:
-        raise ValueError(f"{at!r} has no time zone; ledger times are timezone-aware")
-    delta = at - EPOCH
-    return (delta.days * 86400 + delta.seconds) * MICROSECONDS_PER_SECOND + delta.microseconds
-
-
-def from_us(at_us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=at_us)
+# µs times live in ledger.core.times; EPOCH, to_us and from_us stay importable from here
+from ledger.core.times import EPOCH, from_us, iso, to_us  # noqa: F401
 
 
 def ceil_to_second(at_us: int) -> int:
@@ -103,6 +93,10 @@ class BudgetStatus:
     run_seconds: int | None  # how long the requested server could run; None = no end in sight
     retry_at: datetime | None
     blocks: str | None  # None | "zero_limit" | "used_up"
+    # limit_hours is the policy limit plus these active grants; used_hours is net of credits
+    granted_hours: Decimal = Decimal(0)
+    credited_hours: Decimal = Decimal(0)
+    grants: tuple = ()  # the active ledger.core.grants.Grant records
 
     def to_json(self) -> dict:
         """What this decision found for the budget; its usage figures are the usage model's
@@ -112,6 +106,7 @@ class BudgetStatus:
             "run_seconds": self.run_seconds,
             "retry_at": iso(self.retry_at),
             "blocks": self.blocks,
+            "grant_ids": [g.id for g in self.grants],
         }
 
 
@@ -210,13 +205,17 @@ def evaluate(
     *,
     exhausted_budget_blocks: str = "any",
     histories: Mapping[str, usage.UsageHistory] | None = None,
+    adjustments: ledger_grants.Adjustments | None = None,
 ) -> Decision:
     """The decision for ``request`` given the user's segments and effective limits (policy).
 
     ``rows`` must hold at least the segments running at ``now`` (caps and burn rate). Usage
     comes from ``histories`` (per resource, e.g. rollup-based) when given, else from ``rows``,
-    which must then hold every segment in the longest window.
+    which must then hold every segment in the longest window. ``adjustments``: the user's
+    grants (added to the limit while valid) and credits (negative usage inside the window),
+    ledger.core.grants.
     """
+    adjustments = adjustments or ledger_grants.NO_ADJUSTMENTS
     now_us = to_us(now)
     reasons: list[str] = []
     budgets: dict[str, BudgetStatus] = {}
@@ -230,12 +229,16 @@ def evaluate(
         budget = limits.budgets[name]
         res = resource(name)
         window_us = budget.window_seconds * MICROSECONDS_PER_SECOND
-        limit = res.from_hours(budget.limit_hours)
+        adjusted = ledger_grants.BudgetAdjustment.of(adjustments, name, now, budget.window_seconds)
+        limit_hours = Decimal(budget.limit_hours) + adjusted.granted_hours
+        limit = res.from_hours(limit_hours)
+        steps = adjustments.steps(name, res.from_hours(budget.limit_hours), now, window_us)
         if histories is None:
             history = usage.RawHistory(_intervals(rows, name, now_us), now_us)
         else:
             history = histories.get(name) or usage.RawHistory([], now_us)
-        used = history.used(window_us)
+        recorded = history.used(window_us)
+        used = recorded - res.from_hours(adjusted.credited_hours)
         requested = request.get(name)
         burn = sum(int(r.amounts.get(name, 0)) for r in running_rows)
         blocks = None
@@ -245,11 +248,11 @@ def evaluate(
                 blocks = "zero_limit"
                 waiting_helps = False
                 suggestion[name] = 0
-        elif used >= limit and (
+        elif recorded >= steps.now_limit and (
             requested > 0 or exhausted_budget_blocks == "any" or not request.sized
         ):
             blocks = "used_up"
-            below_us = history.first_below_stopped(window_us, limit)
+            below_us = ledger_grants.first_below_stopped(history, window_us, steps)
             if below_us is None:
                 waiting_helps = False
             else:
@@ -258,28 +261,31 @@ def evaluate(
                 retry_candidates.append(retry_us)
         run_seconds = None
         if blocks is None and requested > 0 and limit > 0:
-            reach_us = history.first_reaching(window_us, limit, requested)
+            reach_us = ledger_grants.first_reaching(history, window_us, steps, requested)
             if reach_us is not None:
                 run_seconds = (reach_us - now_us) // MICROSECONDS_PER_SECOND
                 run_candidates.append(run_seconds)
         if blocks:
             reasons.append(f"{blocks}:{name}")
-        used_hours = res.to_hours(used)
+        used_hours = res.to_hours(recorded) - adjusted.credited_hours
         budgets[name] = BudgetStatus(
             resource=name,
-            limit_hours=Decimal(budget.limit_hours),
+            limit_hours=limit_hours,
             window_seconds=budget.window_seconds,
             source=budget.source,
             used_hours=used_hours,
-            remaining_hours=max(Decimal(0), Decimal(budget.limit_hours) - used_hours),
-            percent_used=float(used_hours / Decimal(budget.limit_hours) * 100)
-            if budget.limit_hours
-            else (100.0 if used else 0.0),
+            remaining_hours=max(Decimal(0), limit_hours - used_hours),
+            percent_used=float(used_hours / limit_hours * 100)
+            if limit_hours
+            else (100.0 if used > 0 else 0.0),
             burn_per_hour=res.to_display(burn),
             requested=requested,
             run_seconds=run_seconds,
             retry_at=retry_at,
             blocks=blocks,
+            granted_hours=adjusted.granted_hours,
+            credited_hours=adjusted.credited_hours,
+            grants=adjusted.grants,
         )
 
     caps: dict[str, CapStatus] = {}
@@ -351,10 +357,11 @@ def describe(decision: Decision) -> str:
                 f"{format_amount(b.resource, b.requested)}."
             )
         elif b.blocks == "used_up":
+            extra = ledger_grants.adjustment_text(b.resource, b.grants, b.credited_hours)
             lines.append(
                 f"You have used {format_hours(b.resource, b.used_hours)} of your "
                 f"{format_hours(b.resource, b.limit_hours)} of {b.resource} "
-                f"in the last {window}."
+                f"in the last {window}{f' ({extra})' if extra else ''}."
             )
     for c in decision.caps.values():
         if c.blocks:

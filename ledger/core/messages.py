@@ -95,3 +95,19 @@ def progress_events(
     for line in warning_lines(decision, warn_at_percent):
         events.append({"message": line, "html_message": html.escape(line)})
     return events
+
+
+def request_news(
+    request_id: int,
+    state: str,
+    resource_name: str,
+    amount_hours,
+    decided_by: str | None,
+    message: str | None,
+) -> str:
+    """``"Your request 3 for 100 GiB-hours of memory was approved by admin: half now."``"""
+    text = (
+        f"Your request {request_id} for {format_hours(resource_name, amount_hours)} of "
+        f"{resource_name} was {state} by {decided_by}"
+    )
+    return f"{text}: {message}" if message else f"{text}."

@@ -71,6 +71,7 @@ class ResourceHistory:
     running: list[tuple[int | None, int]] = field(default_factory=list)
     _in_bucket: dict[int, list[Interval]] = field(default_factory=dict, repr=False)
     _pieces: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+    _used: dict[int, int] = field(default_factory=dict, repr=False)
 
     def bucket_of(self, at_us: int) -> int:
         return at_us - at_us % self.bucket_us
@@ -98,21 +99,26 @@ class ResourceHistory:
         return out
 
     def _open_overlap(self, a: int, b: int) -> int:
+        if not self.open_starts:
+            return 0
         return sum(r * usage.overlap_us(s, None, a, b) for s, r in self.open_starts)
 
     def _piece_integral(self, z: int, a: int, b: int) -> int | None:
         """∫ ρ over [a, b) inside bucket z, or None if that needs z's raw segments."""
+        if a == z and b == z + self.bucket_us:  # a whole bucket: its total, loaded or not
+            bucket = self.buckets.get(z)
+            return (bucket.used if bucket else 0) + self._open_overlap(a, b)
         if z in self.partials:
             if (a, b) not in self._pieces:
                 intervals = self._history_intervals(z)
                 self._pieces[a, b] = sum(r * usage.overlap_us(s, e, a, b) for s, e, r in intervals)
             return self._pieces[a, b]
-        if a == z and b == z + self.bucket_us:
-            return self.buckets.get(z, Bucket()).used + self._open_overlap(a, b)
         return None
 
     def used(self, window_us: int) -> int:
         """U(now): base-unit·µs used in [now − window, now)."""
+        if window_us in self._used:  # asked again by the retry and run-out questions
+            return self._used[window_us]
         total, missing = 0, set()
         for z, a, b in self._zones(self.now_us - window_us, self.now_us):
             piece = self._piece_integral(z, a, b)
@@ -122,6 +128,7 @@ class ResourceHistory:
                 total += piece
         if missing:
             raise NeedBuckets(missing)
+        self._used[window_us] = total
         return total
 
     def _future_rate(self, t_us: int, extra: int) -> int:
@@ -151,30 +158,36 @@ class ResourceHistory:
         events.sort()
         return slope, events
 
-    def first_reaching(self, window_us: int, limit: int, extra_rate: int = 0) -> int | None:
-        """The first t ≥ now with U(t) ≥ limit when everything running keeps running and a
-        server of ``extra_rate`` starts now; None if never. Equals usage.first_reaching."""
+    def first_reaching(
+        self, window_us: int, limit: int, extra_rate: int = 0, from_us: int | None = None
+    ) -> int | None:
+        """The first t ≥ now (≥ ``from_us`` if given) with U(t) ≥ limit when everything
+        running keeps running and a server of ``extra_rate`` starts now; None if never.
+        Equals usage.first_reaching (a limit that changes later asks from each change on,
+        ledger.core.grants)."""
         now = self.now_us
+        start = now if from_us is None else max(from_us, now)
         value = self.used(window_us)
-        if value >= limit:
+        if value >= limit and start == now:
             return now
         needed: set[int] = set()
         for z, a, b in self._zones(now - window_us, now):
             gain = self._future_integral(a + window_us, b + window_us, extra_rate)
-            if z in self.partials:
-                end_value = value - self._piece_integral(z, a, b) + gain
-                if not needed:
+            piece = self._piece_integral(z, a, b)
+            if piece is None:
+                raise NeedBuckets({z})
+            end_value = value - piece + gain
+            answers = b + window_us > start  # a piece that ends before ``start`` cannot
+            # U only loses what leaves the window, so it stays ≤ value + gain in this piece:
+            # below the limit, the piece's shape does not matter.
+            if answers and value + gain >= limit:
+                if z not in self.partials:
+                    needed.add(z)  # U may reach the limit inside: need its shape
+                elif not needed:
                     slope, events = self._slope_events(z, a, b, window_us, extra_rate)
-                    hit = _walk_up(a + window_us, value, slope, events, b + window_us, limit)
+                    hit = _walk_up(a + window_us, value, slope, events, b + window_us, limit, start)
                     if hit is not None:
                         return hit
-            else:
-                piece = self._piece_integral(z, a, b)
-                if piece is None:
-                    raise NeedBuckets({z})
-                if value + gain >= limit:  # U may reach the limit inside: need its shape
-                    needed.add(z)
-                end_value = value - piece + gain
             if needed and end_value >= limit:
                 raise NeedBuckets(needed)
             value = end_value
@@ -184,7 +197,7 @@ class ResourceHistory:
         ahead = [(now, e, r) for e, r in self.running]
         if extra_rate:
             ahead.append((now, None, extra_rate))
-        return usage.first_reaching(ahead, now + window_us, window_us, limit)
+        return usage.first_reaching(ahead, max(now + window_us, start), window_us, limit)
 
     def first_below_stopped(self, window_us: int, limit: int) -> int | None:
         """The first t ≥ now with U(t) < limit if everything running stopped at now; None if
@@ -213,10 +226,20 @@ class ResourceHistory:
         return now + window_us  # unreachable with limit > 0: U(now + W) = 0
 
 
-def _walk_up(t: int, value: int, slope: int, events, end: int, limit: int) -> int | None:
-    """First whole µs in [t, end] where a piecewise-linear value reaches ``limit``."""
+def _walk_up(
+    t: int, value: int, slope: int, events, end: int, limit: int, lo: int | None = None
+) -> int | None:
+    """First whole µs in [max(t, lo), end] where a piecewise-linear value reaches ``limit``."""
     for time_us, delta in [*events, (end, 0)]:
         if time_us > t:
+            if lo is not None and t < lo:
+                if time_us <= lo:  # wholly before lo: only carry the value along
+                    value, t = value + slope * (time_us - t), time_us
+                    slope += delta
+                    continue
+                value, t = value + slope * (lo - t), lo
+            if value >= limit:
+                return t
             reached = value + slope * (time_us - t)
             if slope > 0 and reached >= limit:
                 return t + -(-(limit - value) // slope)

@@ -8,7 +8,9 @@ is refused rather than guessed. ``now`` is the only place the CLI reads the cloc
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A bare date, with or without a zone. Python's fromisoformat reads "2026-10-01+01:00" as
 # 01:00 local time on that day (the "+" taken as the date/time separator), so dates are
@@ -60,3 +62,15 @@ def parse_at(text: str, *, what: str = "--at:") -> datetime:
 
 def iso(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_us(at: datetime) -> int:
+    """Microseconds since the epoch: the ledger's arithmetic is integer µs (exact)."""
+    if at.tzinfo is None:
+        raise ValueError(f"{at!r} has no time zone; ledger times are timezone-aware")
+    delta = at - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(at_us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=at_us)

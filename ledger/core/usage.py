@@ -145,7 +145,9 @@ class UsageHistory(Protocol):
 
     def first_below_stopped(self, window_us: int, limit: int) -> int | None: ...
 
-    def first_reaching(self, window_us: int, limit: int, extra_rate: int = 0) -> int | None: ...
+    def first_reaching(
+        self, window_us: int, limit: int, extra_rate: int = 0, from_us: int | None = None
+    ) -> int | None: ...
 
 
 @dataclass
@@ -163,6 +165,9 @@ class RawHistory:
         stopped = stopped_at(self.intervals, self.now_us)
         return first_below(stopped, self.now_us, window_us, limit)
 
-    def first_reaching(self, window_us: int, limit: int, extra_rate: int = 0) -> int | None:
+    def first_reaching(
+        self, window_us: int, limit: int, extra_rate: int = 0, from_us: int | None = None
+    ) -> int | None:
         with_extra = [*self.intervals, (self.now_us, None, extra_rate)]
-        return first_reaching(with_extra, self.now_us, window_us, limit)
+        start_us = self.now_us if from_us is None else max(from_us, self.now_us)
+        return first_reaching(with_extra, start_us, window_us, limit)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from ledger.core import grants as ledger_grants
 from ledger.core import usage
 from ledger.core.decision import SegmentRow, ceil_to_second, from_us, to_us
 from ledger.core.json_form import json_amounts, json_number
@@ -102,8 +103,10 @@ class Membership:
 class ResourceUsage:
     """One resource of one user at one time, over the resource's rolling window.
 
-    Grants and group pools will add to this record (a limit made of the policy limit plus
-    active grants; a pool's usage next to the user's); the JSON keys here stay.
+    ``limit_hours`` is the policy limit plus the active grants (``granted_hours``, listed
+    in ``grants``); ``used_hours`` is the recorded usage minus the credits inside the window
+    (``credited_hours``), ledger.core.grants. Group pools will add to this record; the JSON
+    keys here stay.
     """
 
     resource: str
@@ -114,6 +117,13 @@ class ResourceUsage:
     source: LimitSource
     runs_out_at: datetime | None = None  # spent at this time if running servers keep running
     retry_at: datetime | None = None  # used up: has room again at this time if servers stop now
+    granted_hours: Decimal = Decimal(0)
+    credited_hours: Decimal = Decimal(0)
+    grants: tuple = ()  # active ledger.core.grants.Grant records, limit_hours includes them
+
+    @property
+    def policy_limit_hours(self) -> Decimal | None:
+        return None if self.limit_hours is None else self.limit_hours - self.granted_hours
 
     @property
     def unit(self) -> str:
@@ -167,6 +177,19 @@ class ResourceUsage:
             "runs_out_at": iso(self.runs_out_at),
             "retry_at": iso(self.retry_at),
             "limit_source": self.source.to_json(),
+            "policy_limit": json_number(self.policy_limit_hours),
+            "granted": json_number(self.granted_hours),
+            "credited": json_number(self.credited_hours),
+            "grants": [
+                {
+                    "id": g.id,
+                    "amount": json_number(g.amount_hours),
+                    "ends_at": iso(g.effective_end),
+                    "reason": g.reason,
+                    "granted_by": g.granted_by,
+                }
+                for g in self.grants
+            ],
         }
 
 
@@ -189,35 +212,50 @@ def resource_usage(
     running: int,
     intervals: Sequence[usage.Interval] | None,
     policy_groups: Sequence[str] = (),
+    adjustments: ledger_grants.Adjustments | None = None,
 ) -> ResourceUsage:
-    """The record of ``name`` given its exact usage (base-unit·µs) and what runs now.
+    """The record of ``name`` given its exact recorded usage (base-unit·µs) and what runs now.
 
     ``budget`` is the policy ``Budget`` that applies, or None (unlimited). ``intervals`` are
     needed only for the two times; without them (the all-users report's aggregate) both are
-    None: the caller fills them for the records where :func:`needs_times`.
+    None: the caller fills them for the records where :func:`needs_times`. ``adjustments``:
+    the user's grants and credits (ledger.core.grants); they count only where a budget does.
     """
     res = resource(name)
     runs_out_at = retry_at = None
+    adjusted = ledger_grants.BudgetAdjustment()
+    if budget is not None:
+        adjusted = ledger_grants.BudgetAdjustment.of(
+            adjustments or ledger_grants.NO_ADJUSTMENTS, name, now, window_seconds
+        )
     if budget is not None and intervals is not None:
         now_us = to_us(now)
         window_us = window_seconds * MICROSECONDS_PER_SECOND
-        limit = res.from_hours(budget.limit_hours)
+        steps = (adjustments or ledger_grants.NO_ADJUSTMENTS).steps(
+            name, res.from_hours(budget.limit_hours), now, window_us
+        )
+        limit = res.from_hours(Decimal(budget.limit_hours) + adjusted.granted_hours)
+        history = usage.RawHistory(list(intervals), now_us)
         if limit > 0 and running > 0:
-            reach = usage.first_reaching(intervals, now_us, window_us, limit)
+            reach = ledger_grants.first_reaching(history, window_us, steps)
             runs_out_at = None if reach is None else from_us(_floor_to_second(reach))
-        if limit > 0 and used_base_us >= limit:
-            stopped = usage.stopped_at(intervals, now_us)
-            below = usage.first_below(stopped, now_us, window_us, limit)
+        if limit > 0 and used_base_us >= steps.now_limit:
+            below = ledger_grants.first_below_stopped(history, window_us, steps)
             retry_at = None if below is None else from_us(ceil_to_second(below))
     return ResourceUsage(
         resource=name,
-        used_hours=res.to_hours(used_base_us),
-        limit_hours=None if budget is None else Decimal(budget.limit_hours),
+        used_hours=res.to_hours(used_base_us) - adjusted.credited_hours,
+        limit_hours=None
+        if budget is None
+        else Decimal(budget.limit_hours) + adjusted.granted_hours,
         window_seconds=window_seconds,
         running=running,
         source=LimitSource.of_budget(None if budget is None else budget.source, policy_groups),
         runs_out_at=runs_out_at,
         retry_at=retry_at,
+        granted_hours=adjusted.granted_hours,
+        credited_hours=adjusted.credited_hours,
+        grants=adjusted.grants,
     )
 
 
@@ -235,8 +273,10 @@ def resources_from_segments(
     now: datetime,
     names: Iterable[str],
     default_window_seconds: int,
+    adjustments: ledger_grants.Adjustments | None = None,
 ) -> dict[str, ResourceUsage]:
-    """Every resource in ``names`` for a user whose segments in the window are ``rows``."""
+    """Every resource in ``names`` for a user whose segments in the window are ``rows``
+    (and whose grants and credits are ``adjustments``)."""
     now_us = to_us(now)
     out = {}
     for name in names:
@@ -252,6 +292,7 @@ def resources_from_segments(
             running=usage.burn_rate(intervals, now_us),
             intervals=intervals,
             policy_groups=limits.groups,
+            adjustments=adjustments,
         )
     return out
 

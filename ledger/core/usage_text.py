@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from ledger.core.grants import adjustment_text
 from ledger.core.quantities import format_amount, format_duration, format_hours
 from ledger.core.resources import resource
 from ledger.core.usage_model import LimitSource, Membership, ResourceUsage
@@ -111,7 +112,7 @@ def cells(r: ResourceUsage, now: datetime) -> dict[str, str]:
     return {
         "resource": r.resource,
         "used": format_hours(r.resource, r.used_hours),
-        "limit": "unlimited" if unlimited else format_hours(r.resource, r.limit_hours),
+        "limit": "unlimited" if unlimited else _limit_text(r),
         "remaining": "—" if unlimited else format_hours(r.resource, r.remaining_hours),
         "percent_used": percent_text(r.percent_used),
         "window": window_text(r.window_seconds),
@@ -122,7 +123,18 @@ def cells(r: ResourceUsage, now: datetime) -> dict[str, str]:
         "retry_at": time_text(r.retry_at, round_up=True),
         "retry_in": until_text(r.retry_at, now),
         "limit_source": source_text(r.source),
+        "adjustments": adjustment_text(r.resource, r.grants, r.credited_hours),
     }
+
+
+def _limit_text(r: ResourceUsage) -> str:
+    """``"160 GiB-hours"``; with active grants ``"160 GiB-hours (60 + 100 granted)"``."""
+    text = format_hours(r.resource, r.limit_hours)
+    if r.granted_hours:
+        policy = format_hours(r.resource, r.policy_limit_hours).rsplit(" ", 1)[0]
+        granted = format_hours(r.resource, r.granted_hours).rsplit(" ", 1)[0]
+        text += f" ({policy} + {granted} granted)"
+    return text
 
 
 # Column titles of the per-resource table (``check`` and ``usage``).
@@ -152,3 +164,14 @@ def short_figure(r: ResourceUsage) -> str:
         return used
     limit = format_hours(r.resource, r.limit_hours).rsplit(" ", 1)[0]
     return f"{used} / {limit} ({percent_text(r.percent_used)})"
+
+
+def used_of_limit_text(r: ResourceUsage) -> str:
+    """``"42 / 60 GiB-hours"`` (the hub's summary and the JupyterLab status bar)."""
+    if r.limit_hours is None:
+        return format_hours(r.resource, r.used_hours)
+
+    def number(hours) -> str:
+        return format_hours(r.resource, hours).rsplit(" ", 1)[0]
+
+    return f"{number(r.used_hours)} / {number(r.limit_hours)} {resource(r.resource).hours_unit}"

@@ -57,6 +57,10 @@ def install_quota_hook(
     record_usage: bool = False,
     record_usage_heartbeat_seconds: float = 30.0,
     denial_page: bool = True,
+    hub_pages: bool = True,
+    summary_cache_seconds: float = 30.0,
+    form_choices=None,
+    disable_refused_choices: bool = False,
 ) -> QuotaHook:
     """Install the quota check as ``pre_spawn_hook`` on config ``c``; returns the hook.
 
@@ -68,6 +72,14 @@ def install_quota_hook(
     spawner but KubeSpawner and DockerSpawner) — see ledger/hub/recorder.py, docs/docker.md.
     ``denial_page`` adds our templates (the friendly refusal page) to the hub's
     ``template_paths``, after the operator's own (``ledger.hub.pages``).
+
+    ``hub_pages`` (needs ``denial_page``: the same template directory) adds the user's quota
+    summary to the hub's header and home page (cached ``summary_cache_seconds`` per user)
+    and a quota note to every choice of the server-options form: KubeSpawner's
+    ``profile_list``, and the fields of any ``options_form`` that ``form_choices`` describes
+    (``{"size": {"small": {"mem_guarantee": "2G", "cpu_guarantee": 1}}}``: field → value →
+    trait overrides, or a callable of the spawner returning that). Refused choices are
+    marked; ``disable_refused_choices=True`` also disables them (``ledger.hub.summary``).
     """
     options = dict(
         db_url=db_url,
@@ -87,7 +99,18 @@ def install_quota_hook(
         # one hook (one engine, one policy watcher); each section keeps its own earlier hook
         c[section]["pre_spawn_hook"] = ChainedHook(previous, hook)
     if denial_page:
-        add_template_dir(c, TEMPLATE_DIR, {"quota_denial_of": hook.denial_of})
+        variables = {"quota_denial_of": hook.denial_of}
+        if hub_pages:
+            from ledger.hub.summary import HubQuotaPages  # jinja2: only inside a hub
+
+            hook.pages = HubQuotaPages(
+                hook,
+                cache_seconds=summary_cache_seconds,
+                disable_refused=disable_refused_choices,
+                form_choices=form_choices,
+            )
+            variables["quota_summary"] = hook.pages
+        add_template_dir(c, TEMPLATE_DIR, variables)
     return hook
 
 

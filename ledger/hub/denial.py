@@ -197,6 +197,12 @@ def denial_view(
         "contact_url": contact_url,
         "quota_url": quota_url,
         "text": text,
+        # "Request more quota": a GET form to the quota page's request form, which confirms
+        # and files it (its POST needs the quota service's xsrf token, which this page lacks)
+        "request_url": quota_url.rstrip("/") + "/request" if quota_url and budgets else None,
+        "request_resources": [
+            {"name": b["resource"], "unit": resource(b["resource"]).hours_unit} for b in budgets
+        ],
     }
 
 

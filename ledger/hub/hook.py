@@ -28,6 +28,7 @@ from ledger.core.decision import Decision, ServerRequest
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
 from ledger.hub import capacity, metrics, waiting_line
+from ledger.hub.choices import is_kubespawner, request_of, selected_overrides
 from ledger.hub.denial import (
     QUIET_REFUSALS,
     TextWithHtml,  # noqa: F401 - re-exported: ledger.hub.hook.TextWithHtml
@@ -43,7 +44,7 @@ from ledger.hub.docker_request import (
 )
 from ledger.hub.request import spawner_groups, spawner_request
 from ledger.hub.spool import DecisionSpool
-from ledger.store import policy_file
+from ledger.store import policy_file, quota_requests
 from ledger.store.db import DB_URL_ENV, create_engine, resolve_url
 from ledger.store.decide import decide as ledger_decide
 from ledger.store.decide import decision_row
@@ -199,6 +200,10 @@ class QuotaHook:
         self.last_latency_ms: float | None = None  # of the last check, for tests and logs
         self.recorder = None  # a HubRecorder with install_quota_hook(record_usage=True)
         self.line = waiting_line.WaitingLine()  # spawns waiting for shared capacity
+        self.pages = None  # a ledger.hub.summary.HubQuotaPages with hub_pages=True
+
+    def now(self) -> datetime:
+        return self._clock()
 
     def __deepcopy__(self, memo):
         # traitlets deep-copies config values into every new spawner
@@ -302,6 +307,7 @@ class QuotaHook:
             events = messages.progress_events(
                 decision, policy.enforcement.warn_at_percent, quota_url
             )
+            events += await self._request_news(username, now, logger)
             gate.set(events)
             spawner._quota_progress_events = events
             logger.info(
@@ -325,11 +331,33 @@ class QuotaHook:
         not_a_spawn_failure(spawner)
         raise error
 
+    async def _request_news(self, username: str, now: datetime, logger) -> list[dict]:
+        """Progress lines for the user's quota requests decided since they were last told
+        (then marked told). A failure here costs the lines, never the spawn."""
+        if not self.db_url:
+            return []
+        try:
+            async with asyncio.timeout(self.timeout_seconds), self.engine.begin() as conn:
+                found = await quota_requests.unseen_decisions(conn, username)
+                await quota_requests.mark_seen(conn, [r.id for r in found], now)
+        except Exception as exc:  # noqa: BLE001 - a notice is not worth a failed spawn
+            logger.warning("quota: could not read %s's quota requests: %s", username, exc)
+            return []
+        lines = [
+            messages.request_news(
+                r.id, r.state, r.resource, r.amount_hours, r.decided_by, r.decision_message
+            )
+            for r in found
+        ]
+        return [{"message": line, "html_message": messages.html.escape(line)} for line in lines]
+
     def _record_usage(self, spawner, request: ServerRequest) -> None:
         if self.recorder is not None and self.recorder.covers(spawner):
             self.recorder.track(spawner, request)
 
     async def _request(self, spawner, policy, logger) -> ServerRequest:
+        if is_kubespawner(spawner) and getattr(spawner, "profile_list", None):
+            return request_of(spawner, policy, await selected_overrides(spawner))
         if not is_docker_spawner(spawner):
             return spawner_request(spawner, policy)
         try:

@@ -120,19 +120,26 @@ def request_from_traits(
     return ServerRequest(amounts=pod_amounts(spec, accounting), servername=servername or "")
 
 
+# The spawner traits a server's size is read from (KubeSpawner's names; any spawner with
+# the standard traits), and the keyword of ``request_from_traits`` each one goes to.
+REQUEST_TRAITS = {
+    "mem_guarantee": "mem_guarantee",
+    "mem_limit": "mem_limit",
+    "cpu_guarantee": "cpu_guarantee",
+    "cpu_limit": "cpu_limit",
+    "extra_resource_guarantees": "extra_guarantees",
+    "extra_resource_limits": "extra_limits",
+    "extra_container_config": "extra_container_config",
+    "extra_containers": "extra_containers",
+    "init_containers": "init_containers",
+    "extra_pod_config": "extra_pod_config",
+}
+
+
 def spawner_request(spawner, policy) -> ServerRequest:
     """The request of a JupyterHub spawner (any class with the standard traits)."""
     return request_from_traits(
-        mem_guarantee=getattr(spawner, "mem_guarantee", None),
-        mem_limit=getattr(spawner, "mem_limit", None),
-        cpu_guarantee=getattr(spawner, "cpu_guarantee", None),
-        cpu_limit=getattr(spawner, "cpu_limit", None),
-        extra_guarantees=getattr(spawner, "extra_resource_guarantees", None),
-        extra_limits=getattr(spawner, "extra_resource_limits", None),
-        extra_container_config=getattr(spawner, "extra_container_config", None),
-        extra_containers=getattr(spawner, "extra_containers", None),
-        init_containers=getattr(spawner, "init_containers", None),
-        extra_pod_config=getattr(spawner, "extra_pod_config", None),
+        **{keyword: getattr(spawner, trait, None) for trait, keyword in REQUEST_TRAITS.items()},
         accounting=policy.accounting,
         servername=getattr(spawner, "name", "") or "",
     )
@@ -140,5 +147,9 @@ def spawner_request(spawner, policy) -> ServerRequest:
 
 def spawner_groups(spawner) -> list[str]:
     """Group names of the spawner's user (``User.groups`` is a list of orm.Group)."""
-    user = getattr(spawner, "user", None)
+    return user_groups(getattr(spawner, "user", None))
+
+
+def user_groups(user) -> list[str]:
+    """Group names of a hub user (``User.groups`` is a list of orm.Group)."""
     return sorted({getattr(g, "name", g) for g in (getattr(user, "groups", None) or [])})

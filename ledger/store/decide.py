@@ -1,23 +1,26 @@
 """``decide()``: the async entry point every caller uses (hub hook, enforcer, CLI, web).
 
-Usage comes from the per-day rollups (ledger/store/rollups.py): one round trip reads the
-rollup days of the longest window, the raw segments of the edge days and what runs now. A
-second one is needed only when a retry or run-out time falls inside a day no edge touches
-(its raw segments are read then); the arithmetic is the pure
-:func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write so
-a caller on a deadline (the hub hook) can answer first.
+Usage comes from the per-day rollups (ledger/store/rollups.py). One round trip reads the
+rollup days of the longest window, the segments running now, and either every closed segment
+of the window (a user with at most ``rollups.WHOLE_WINDOW_SEGMENTS`` of them: then no answer
+needs more) or, for a busier user, the raw segments of the edge days only. For a busy user a
+retry or run-out time inside a day no edge touches costs another round trip (that day's raw
+segments; a run-out question asks for all its candidate days at once): at most
+``2 + 2 × budgets`` in all, two or three in practice. The arithmetic is the pure
+:func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write
+so a caller on a deadline (the hub hook) can answer first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import Decision, ServerRequest, evaluate
 from ledger.core.rollup_usage import NeedBuckets
-from ledger.store import queries, rollups, shared_reads
+from ledger.store import grants, queries, rollups, shared_reads
 
 
 # Each later round loads the days one budget's question asked for (a run-out question asks
@@ -52,7 +55,14 @@ async def _decide(conn, policy, limits, username, request, now) -> Decision:
         return evaluate(username, limits, [], request, now, exhausted_budget_blocks=blocks)
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
     history = await rollups.user_history(conn, username, now, windows)
-    for _ in range(_max_rounds(limits)):
+    # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets.
+    adjustments = (
+        await grants.user_adjustments(conn, username, now, windows[-1]) if windows else None
+    )
+    # A limit that grants or credits change later is asked about piece by piece: each piece
+    # may want its days once (ledger.core.grants batches them, this bound is for safety).
+    steps = len(adjustments.grants) * 2 + len(adjustments.credits) * 2 if adjustments else 0
+    for _ in range(_max_rounds(limits) + steps):
         try:
             return evaluate(
                 username,
@@ -62,9 +72,54 @@ async def _decide(conn, policy, limits, username, request, now) -> Decision:
                 now,
                 exhausted_budget_blocks=blocks,
                 histories=history.histories(limits.budgets),
+                adjustments=adjustments,
             )
         except NeedBuckets as need:
             await rollups.load_days(conn, username, history, need.bucket_starts)
+    raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
+
+
+async def decide_many(
+    db: AsyncEngine | AsyncConnection,
+    policy,
+    username: str,
+    groups: Iterable[str],
+    requests: Sequence[ServerRequest],
+    now: datetime,
+) -> list[Decision]:
+    """:func:`decide` for several sizes of one user (the choices of a server-options form):
+    the user's history is read once and every request is evaluated on it, and the days of
+    raw segments the sizes' run-out times fall in are read together, so a form of any number
+    of choices costs the round trips of one decision."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    limits = policy.limits_for(username, groups)
+    blocks = getattr(policy, "exhausted_budget_blocks", "any")
+    if not (limits.budgets or limits.running):
+        return [
+            evaluate(username, limits, [], r, now, exhausted_budget_blocks=blocks) for r in requests
+        ]
+    if not isinstance(db, AsyncConnection):
+        async with db.connect() as conn:
+            return await decide_many(conn, policy, username, groups, requests, now)
+    windows = sorted({b.window_seconds for b in limits.budgets.values()})
+    history = await rollups.user_history(db, username, now, windows)
+    decisions: list[Decision | None] = [None] * len(requests)
+    pending = list(range(len(requests)))
+    for _ in range(_max_rounds(limits)):
+        # every size asks for the days it needs; the union is read in one round trip
+        histories, needed, waiting = history.histories(limits.budgets), set(), []
+        for i in pending:
+            try:
+                decisions[i] = evaluate(username, limits, history.running, requests[i], now,
+                                        exhausted_budget_blocks=blocks, histories=histories)  # fmt: skip
+            except NeedBuckets as need:
+                needed |= need.bucket_starts
+                waiting.append(i)
+        if not waiting:
+            return decisions
+        await rollups.load_days(db, username, history, needed)
+        pending = waiting
     raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
 
 

@@ -73,12 +73,15 @@ USAGE_REPORT_SQL = text(
 )
 
 
+_USAGE_REPORT_POSITIONAL = USAGE_REPORT_SQL.text.replace("(:at, :window)", "($1, $2)")
+
+
 async def usage_report(conn: AsyncConnection, at: datetime, window_seconds: int) -> list[dict]:
     """Every user with usage in [at − window, at): exact base-unit·second integrals."""
-    result = await conn.execute(
-        USAGE_REPORT_SQL, {"at": at, "window": timedelta(seconds=window_seconds)}
-    )
-    return [dict(row._mapping) for row in result]
+    # asyncpg directly: SQLAlchemy's row mappings cost more than the query for 10k users
+    raw = (await conn.get_raw_connection()).driver_connection
+    rows = await raw.fetch(_USAGE_REPORT_POSITIONAL, at, timedelta(seconds=window_seconds))
+    return [dict(r) for r in rows]
 
 
 SEGMENT_DEFAULTS = {
@@ -165,8 +168,9 @@ async def record_groups(
 
 
 async def groups_by_user(conn: AsyncConnection) -> dict[str, list[str]]:
-    result = await conn.execute(
-        text("SELECT username, group_name FROM user_groups ORDER BY username, group_name")
+    raw = (await conn.get_raw_connection()).driver_connection
+    result = await raw.fetch(
+        "SELECT username, group_name FROM user_groups ORDER BY username, group_name"
     )
     out: dict[str, list[str]] = {}
     for username, group in result:

@@ -16,6 +16,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.core.decision import SegmentRow, to_us
+from ledger.core.grants import NO_ADJUSTMENTS, Adjustments
 from ledger.core.resources import CORE_RESOURCES, MICROSECONDS_PER_SECOND
 from ledger.core.usage_model import (
     Membership,
@@ -26,7 +27,7 @@ from ledger.core.usage_model import (
     resources_from_segments,
     user_json,
 )
-from ledger.store import queries
+from ledger.store import grants, queries
 
 # quota_usage column holding each resource's exact integral, in base-unit·seconds
 INTEGRAL_COLUMNS = {
@@ -49,6 +50,7 @@ class UserLine:
     resources: dict[str, ResourceUsage] = field(default_factory=dict)
     running_servers: int = 0
     times_added: bool = False  # run-out and retry times filled in (add_times)
+    adjustments: Adjustments = NO_ADJUSTMENTS  # the user's grants and credits
 
     @property
     def groups(self) -> list[str]:
@@ -134,13 +136,25 @@ async def build_report(
             usage_by_window[window] = {r["username"]: r for r in rows}
         if groups_by_user is None:
             groups_by_user = await queries.groups_by_user(conn)
+        adjustments = await grants.adjustments_by_user(conn, at, max(windows))
     users = sorted({u for by_user in usage_by_window.values() for u in by_user})
     names = report_resources(policy)
     lines = []
+    # Users in the same groups (and no entry of their own) have the same limits: computing
+    # them once per combination keeps 10k users' report to the aggregate's cost.
+    limits_by_key: dict = {}
     for username in users:
         groups = list(groups_by_user.get(username, []))
-        limits = policy.limits_for(username, groups)
-        line = UserLine(username=username, at=at, membership=Membership.of(groups, limits))
+        key = (username if username in policy.users else None, frozenset(groups))
+        limits = limits_by_key.get(key)
+        if limits is None:
+            limits = limits_by_key[key] = policy.limits_for(username, groups)
+        line = UserLine(
+            username=username,
+            at=at,
+            membership=Membership.of(groups, limits),
+            adjustments=adjustments.get(username, NO_ADJUSTMENTS),
+        )
         for name in names:
             budget = limits.budgets.get(name)
             window = budget.window_seconds if budget else policy.window_seconds
@@ -155,6 +169,7 @@ async def build_report(
                 running=int(row[RUNNING_COLUMNS[name]]) if row else 0,
                 intervals=None,
                 policy_groups=limits.groups,
+                adjustments=line.adjustments,
             )
         default_row = usage_by_window[policy.window_seconds].get(username)
         line.running_servers = int(default_row["running_servers"]) if default_row else 0
@@ -186,7 +201,12 @@ async def add_times(engine: AsyncEngine, policy, lines: Sequence[UserLine]) -> N
             limits = policy.limits_for(line.username, line.groups)
             names = [n for n, r in line.resources.items() if needs_times(r)]
             timed = resources_from_segments(
-                limits, segments[line.username], line.at, names, policy.window_seconds
+                limits,
+                segments[line.username],
+                line.at,
+                names,
+                policy.window_seconds,
+                line.adjustments,
             )
             line.resources = {n: timed.get(n, r) for n, r in line.resources.items()}
     for line in todo:

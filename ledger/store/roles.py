@@ -8,7 +8,8 @@ each only what its component does:
   and OOM kills past the retention it is configured with (its own rows).
 * ``quota_ledger_hub``: the spawn hook reads usage, writes decisions and the group cache,
   takes and releases leases.
-* ``quota_ledger_web``: reads only (also a fit for a Grafana data source).
+* ``quota_ledger_web``: reads; writes quota requests, their events and the grants an admin
+  approves on its pages (a Grafana data source wants a SELECT-only login, docs/deploy.md).
 * ``quota_ledger_enforcer``: reads, writes enforcement actions, decisions and the group cache.
 
 None of them owns a table, so none can DROP, ALTER or TRUNCATE anything
@@ -75,6 +76,13 @@ GRANT INSERT, UPDATE, DELETE ON leases TO quota_ledger_hub;
 GRANT USAGE ON SEQUENCE leases_id_seq TO quota_ledger_hub;
 
 GRANT INSERT ON enforcement_actions TO quota_ledger_enforcer;
+-- quota requests: users file them on the quota page, admins approve (a grant) or decline
+GRANT INSERT, UPDATE ON quota_requests TO quota_ledger_web;
+GRANT INSERT ON quota_request_events, quota_grants TO quota_ledger_web;
+GRANT USAGE ON SEQUENCE quota_requests_id_seq, quota_request_events_id_seq,
+  quota_grants_id_seq TO quota_ledger_web;
+-- the spawn hook tells the user of a decided request once, then notes it was told
+GRANT UPDATE (seen_at) ON quota_requests TO quota_ledger_hub;
 GRANT USAGE ON SEQUENCE enforcement_actions_id_seq TO quota_ledger_enforcer;
 """
 

@@ -1,9 +1,10 @@
 """Reads of the per-day usage rollups (migrations/versions/0004), and their upkeep commands.
 
-- :func:`user_history` — what :func:`ledger.store.decide.decide` reads for one user: the
-  rollup days of the longest window, the partial segments of the edge days, and the segments
-  running at ``now``, in one round trip; :func:`load_days` adds more days' partial segments
-  when the arithmetic asks (a retry or run-out time inside a day no edge touches).
+- :func:`user_history` — what :func:`ledger.store.decide.decide` reads for one user, in
+  one round trip: the rollup days of the longest window, the segments running at ``now``,
+  and every closed segment of the window for a quiet user, or the edge days' partial
+  segments for a busy one; :func:`load_days` adds more days' partial segments when the
+  arithmetic asks (a busy user's retry or run-out time inside a day no edge touches).
 - :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``.
 """
 
@@ -24,17 +25,39 @@ from ledger.store.queries import row_amounts
 
 CORE_COLUMNS = {"cpu": 0, "memory": 1, "gpu": 2}
 
-# One row shape for the three parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a
-# running segment): times as epoch µs and integrals as text keep the Python side to int()
-# calls; empty extended maps come back NULL so no JSON is decoded for them.
+# A user with at most this many closed segments in the longest window (counted from the
+# rollups) gets all of them in the first round trip: every day's shape is then known, so a
+# retry or run-out time inside any day needs no second one. Busier users get the edge days'
+# segments only (their cost stays flat in history) and a second trip when the answer needs
+# another day. Reading ~100 more short rows costs less than a round trip.
+WHOLE_WINDOW_SEGMENTS = 256
+
+# One row shape for the parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a running
+# segment, 3 = "every segment of the window is here"): times as epoch µs and integrals as
+# text keep the Python side to int() calls; empty extended maps come back NULL so no JSON is
+# decoded for them.
+_DAYS = """
+    WITH days AS (
+        SELECT bucket_start, cpu_cover, memory_cover, gpu_cover, extended_cover, cpu_used,
+               memory_used, gpu_used, extended_used, segments_started, segments_covering
+        FROM usage_rollups
+        WHERE username = $1 AND bucket_start >= $2 AND bucket_start <= $3
+    ), whole AS (
+        SELECT COALESCE(SUM(segments_started), 0) + COALESCE(MAX(segments_covering), 0) <= $4
+               AS whole
+        FROM days
+    )
+"""
 _ROLLUPS = """
     SELECT 2 AS kind, quota_epoch_us(bucket_start) AS a, NULL::bigint AS b, '' AS servername,
            cpu_cover AS cpu, memory_cover AS memory, gpu_cover AS gpu,
            NULLIF(extended_cover, '{}') AS ext,
            cpu_used::text AS cpu_used, memory_used::text AS memory_used,
            gpu_used::text AS gpu_used, NULLIF(extended_used, '{}') AS ext_used
-    FROM usage_rollups
-    WHERE username = $1 AND bucket_start >= $2 AND bucket_start <= $3
+    FROM days
+    UNION ALL
+    SELECT 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    WHERE (SELECT whole FROM whole)
 """
 _SEGMENT_COLUMNS = (
     "quota_epoch_us(started_at), quota_epoch_us(ended_at), {name}, cpu_millicores, "
@@ -45,9 +68,18 @@ _RUNNING = f"""
     FROM segments
     WHERE username = $1 AND COALESCE(ended_at, 'infinity'::timestamptz) > $3 AND started_at < $3
 """  # noqa: S608 - a constant column list
+# every closed segment touching the window's days (an index-only scan of
+# ix_segments_user_end: no id, which is not in the index; no other read adds to these rows)
+_WHOLE_WINDOW = f"""
+    SELECT 1, {_SEGMENT_COLUMNS.format(name="NULL")}
+    FROM segments
+    WHERE username = $1 AND ended_at IS NOT NULL
+      AND COALESCE(ended_at, 'infinity'::timestamptz) > $2 AND started_at < $3
+      AND (SELECT whole FROM whole)
+"""  # noqa: S608 - a constant column list
 
 
-def _partials_sql(first_param: int, count: int) -> str:
+def _partials_sql(first_param: int, count: int, gate: str = "") -> str:
     # Per day: closed segments starting inside it or ending inside it. Each OR arm is an index
     # range scan (ix_segments_user_start, ix_segments_user_end).
     arms = []
@@ -60,12 +92,13 @@ def _partials_sql(first_param: int, count: int) -> str:
     return f"""
     SELECT 1, {_SEGMENT_COLUMNS.format(name="id::text")}
     FROM segments
-    WHERE username = $1 AND ended_at IS NOT NULL AND ({" OR ".join(arms)})
+    WHERE username = $1 AND ended_at IS NOT NULL AND ({" OR ".join(arms)}) {gate}
     """  # noqa: S608 - constants and placeholders only
 
 
 def _history_sql(days: int) -> str:
-    return f"{_ROLLUPS} UNION ALL {_RUNNING} UNION ALL {_partials_sql(4, days)}"
+    edges = _partials_sql(5, days, gate="AND NOT (SELECT whole FROM whole)")
+    return f"{_DAYS} {_ROLLUPS} UNION ALL {_RUNNING} UNION ALL {_WHOLE_WINDOW} UNION ALL {edges}"
 
 
 def _bucket_of(at_us: int) -> int:
@@ -86,14 +119,17 @@ class UserHistory:
 
     now_us: int
     buckets: dict[int, dict[str, Bucket]] = field(default_factory=dict)
-    # segment id → (start µs, end µs, amounts)
-    partial_rows: dict[str, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
+    # segment id (a number for the whole window's rows) → (start µs, end µs, amounts)
+    partial_rows: dict[str | int, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
     loaded_days: set[int] = field(default_factory=set)
     running: list[SegmentRow] = field(default_factory=list)
+    whole_window: bool = False  # every closed segment of the window was read
 
     def add_records(self, records) -> None:
         for kind, a, b, servername, cpu, memory, gpu, ext, *used in records:
-            if kind == 2:
+            if kind == 3:
+                self.whole_window = True
+            elif kind == 2:
                 day = self.buckets.setdefault(a, {})
                 cpu_used, memory_used, gpu_used, ext_used = used
                 for name, total, cover in (
@@ -109,7 +145,8 @@ class UserHistory:
                 for name, cover in covers.items():
                     day.setdefault(name, Bucket(0, int(cover)))
             elif kind == 1:
-                self.partial_rows[servername] = (a, b, row_amounts(cpu, memory, gpu, ext))
+                key = servername if servername is not None else len(self.partial_rows)
+                self.partial_rows[key] = (a, b, row_amounts(cpu, memory, gpu, ext))
             else:
                 self.running.append(
                     SegmentRow(a, b, servername, row_amounts(cpu, memory, gpu, ext))
@@ -117,22 +154,33 @@ class UserHistory:
 
     def histories(self, names: Iterable[str]) -> dict[str, ResourceHistory]:
         now = self.now_us
+        names = list(names)
+        partials: dict[str, dict[int, list]] = {
+            name: {z: [] for z in self.loaded_days} for name in names
+        }
+        # One pass over the rows (busy users have thousands): each closed segment belongs to
+        # the loaded days it starts in or ends inside (ending at midnight is not inside).
+        for s, e, amounts in self.partial_rows.values():
+            if s >= now or e is None or e <= s:
+                continue
+            first, last = _bucket_of(s), _bucket_of(e - 1)
+            days = [first] if last == first or e == last + DAY_US else [first, last]
+            days = [z for z in days if z in self.loaded_days]
+            if not days:
+                continue
+            for name in names:
+                rate = amounts.get(name, 0)
+                if rate:
+                    for z in days:
+                        partials[name][z].append((s, e, rate))
+        started = [r for r in self.running if r.started_at_us < now]
         out = {}
         for name in names:
-            partials: dict[int, list] = {z: [] for z in self.loaded_days}
-            for s, e, amounts in self.partial_rows.values():
-                rate = amounts.get(name, 0)
-                if not rate or s >= now or e is None or e <= s:
-                    continue
-                for z in {_bucket_of(s), _bucket_of(e - 1)}:
-                    if z in partials and (z <= s < z + DAY_US or z < e < z + DAY_US):
-                        partials[z].append((s, e, rate))
-            started = [r for r in self.running if r.started_at_us < now]
             out[name] = ResourceHistory(
                 now_us=now,
                 bucket_us=DAY_US,
                 buckets={z: day[name] for z, day in self.buckets.items() if name in day},
-                partials=partials,
+                partials=partials[name],
                 open_starts=[
                     (r.started_at_us, int(r.amounts.get(name, 0)))
                     for r in started
@@ -154,21 +202,27 @@ async def _raw(conn: AsyncConnection):
 async def user_history(
     conn: AsyncConnection, username: str, now: datetime, windows_seconds: Sequence[int]
 ) -> UserHistory:
-    """One round trip: rollup days of the longest window, edge days' partial segments (the
-    day of ``now`` and the day of each window's start) and the segments running at ``now``."""
+    """One round trip: rollup days of the longest window, the segments running at ``now``, and
+    either every closed segment of the window (a user with at most
+    :data:`WHOLE_WINDOW_SEGMENTS`) or the edge days' partial segments (the day of ``now`` and
+    the day of each window's start)."""
     now_us = to_us(now)
     longest = max(windows_seconds, default=0) * 1_000_000
+    first_day = _bucket_of(now_us - longest)
     edges = sorted({_bucket_of(now_us)} | {_bucket_of(now_us - w * 1_000_000) for w in windows_seconds})  # fmt: skip
     history = UserHistory(now_us=now_us, loaded_days=set(edges))
     raw = await _raw(conn)
     records = await raw.fetch(
         _history_sql(len(edges)),
         username,
-        from_us(_bucket_of(now_us - longest)),
+        from_us(first_day),
         now,
+        WHOLE_WINDOW_SEGMENTS,
         *(from_us(z) for z in edges),
     )
     history.add_records(records)
+    if history.whole_window:
+        history.loaded_days.update(range(first_day, _bucket_of(now_us) + 1, DAY_US))
     return history
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.core.decision import Decision, SegmentRow, ServerRequest, evaluate
+from ledger.core.grants import Adjustments
 from ledger.core.resources import CORE_RESOURCES, display_order
 from ledger.core.times import iso
 from ledger.core.usage_model import (
@@ -26,7 +27,7 @@ from ledger.core.usage_model import (
     servers_json,
     user_json,
 )
-from ledger.store import queries, shared_reads
+from ledger.store import grants, queries, shared_reads
 
 
 @dataclass
@@ -38,6 +39,7 @@ class UserStatus:
     decision: Decision  # for the request asked about (unsized: may any server start)
     running_servers: list[dict]  # servername and what each holds (base units)
     segments: list[SegmentRow]  # the rows read, for pages that draw the window
+    adjustments: Adjustments = Adjustments()  # grants and credits that count at or after at
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -74,9 +76,11 @@ async def user_status(
 ) -> UserStatus:
     groups = tuple(groups)
     limits = policy.limits_for(username, groups)
-    since = now - timedelta(seconds=max(policy.max_window_seconds(), policy.window_seconds))
+    window_seconds = max(policy.max_window_seconds(), policy.window_seconds)
+    since = now - timedelta(seconds=window_seconds)
     async with engine.connect() as conn:
         rows = await queries.user_segments(conn, username, since, now)
+        adjustments = await grants.user_adjustments(conn, username, now, window_seconds)
         decision = evaluate(
             username,
             limits,
@@ -84,6 +88,7 @@ async def user_status(
             request or ServerRequest(),
             now,
             exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
+            adjustments=adjustments,
         )
         decision = await shared_reads.attach(conn, policy, limits, groups, decision)
     names = display_order(set(CORE_RESOURCES) | set(policy.resource_names()) | set(limits.budgets))
@@ -91,8 +96,11 @@ async def user_status(
         username=username,
         at=now,
         membership=Membership.of(groups, limits),
-        resources=resources_from_segments(limits, rows, now, names, policy.window_seconds),
+        resources=resources_from_segments(
+            limits, rows, now, names, policy.window_seconds, adjustments
+        ),
         decision=decision,
         running_servers=running_servers(rows, now),
         segments=rows,
+        adjustments=adjustments,
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
 
-from ledger.web import admin_pages, api, template_helpers, user_pages
+from ledger.web import admin_pages, api, request_pages, template_helpers, user_pages
 from ledger.web.auth import (
     HealthHandler,
     QuotaHandler,
@@ -102,7 +102,13 @@ def make_app(
         (route("admin/enforcement"), h(admin_pages.EnforcementPageHandler), with_cache),
         (route("admin/collectors"), h(admin_pages.CollectorsPageHandler), with_cache),
         (route("admin/users/([^/]+)"), h(user_pages.AdminUserPageHandler), plain),
+        (route("request"), h(request_pages.RequestFormHandler), plain),
+        (route("admin/requests(?:/([0-9]+))?"), h(request_pages.AdminRequestsHandler), plain),
+        (route("api/v1/requests"), h(api.RequestsApiHandler), plain),
+        (route("api/v1/requests/([^/]+)/([^/]+)"), h(api.AnswerApiHandler), plain),
         (route("api/v1/me"), h(api.MeApiHandler), plain),
+        (route("api/v1/me/summary"), h(api.SummaryApiHandler), plain),
+        (route("api/v1/me/choices"), h(api.ChoicesApiHandler), plain),
         (route("api/v1/users/([^/]+)"), h(api.UserApiHandler), plain),
         (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
     ]
@@ -119,7 +125,7 @@ def make_app(
         ui_methods=template_helpers,
         autoescape="xhtml_escape",  # tornado's default, stated: every {{ }} is escaped
         cookie_secret=_cookie_secret(),
-        xsrf_cookies=True,  # no POST routes today; any added later is protected
+        xsrf_cookies=True,  # the request forms (ledger/web/request_pages.py) carry the token
         log_function=log_request,
         default_handler_class=h(NotFoundHandler),
         default_handler_args=plain,

@@ -108,6 +108,10 @@ class QuotaHandler(SecureHeaders, HubOAuthenticated, web.RequestHandler):
     def render_page(self, template: str, **values) -> None:
         policy = self.config.policy()
         values.setdefault("section", "me")
+        # the quota request form on user.html (ledger/web/request_pages.py fills them)
+        values.setdefault("request_fields", {})
+        values.setdefault("request_error", None)
+        values.setdefault("confirm", False)
         self.render(
             template,
             viewer=self.viewer,

@@ -17,6 +17,7 @@ from ledger.core.resources import MICROSECONDS_PER_SECOND, display_order, resour
 from ledger.core.times import iso
 from ledger.core.usage_model import ResourceUsage, intervals_of
 from ledger.store import page_reads as reads
+from ledger.store import quota_requests
 from ledger.store.status import UserStatus, user_status
 from ledger.web import chart
 
@@ -37,6 +38,8 @@ class UserView:
     sessions: list[dict] = field(default_factory=list)
     oom_kills: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
+    requests: list = field(default_factory=list)  # the user's quota requests, newest first
+    requestable: list[str] = field(default_factory=list)  # resources they may ask more of
 
     @property
     def runs_out_at(self) -> datetime | None:
@@ -64,6 +67,7 @@ class UserView:
         ]
         data["oom_kills"] = [{**k, "killed_at": iso(k["killed_at"])} for k in self.oom_kills]
         data["warnings"] = [{**w, "acted_at": iso(w["acted_at"])} for w in self.warnings]
+        data["requests"] = [r.to_json() for r in self.requests]
         return data
 
 
@@ -98,7 +102,8 @@ def _charts(status: UserStatus) -> dict[str, str]:
             intervals_of(status.segments, name, now_us),
             now_us,
             r.window_seconds * MICROSECONDS_PER_SECOND,
-            resource(name).from_hours(r.limit_hours),
+            # the recorded usage is drawn: its limit is the policy's + grants + credits
+            resource(name).from_hours(r.limit_hours + r.credited_hours),
             None if r.retry_at is None else to_us(r.retry_at),
             None if r.runs_out_at is None else to_us(r.runs_out_at),
         )
@@ -120,6 +125,7 @@ async def build_user_view(
         request,
         now,
         exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
+        adjustments=status.adjustments,
     )
     resources = list(status.resources.values())
     view = UserView(
@@ -128,6 +134,7 @@ async def build_user_view(
         limited=[r for r in resources if r.limit_hours is not None],
         unlimited=[r for r in resources if r.limit_hours is None],
         charts=_charts(status) if with_charts else {},
+        requestable=display_order(policy.limits_for(username, status.groups).budgets),
     )
     if with_history:
         since = now - timedelta(seconds=max(policy.window_seconds, 7 * 86400))
@@ -135,5 +142,6 @@ async def build_user_view(
             rows = await reads.recent_sessions(conn, username, since, now, config.recent_sessions)
             view.oom_kills = await reads.oom_kills(conn, username, since, now)
             view.warnings = await reads.enforcement_for_user(conn, username, since, now)
+            view.requests = await quota_requests.of_user(conn, username)
         view.sessions = [_session(r, now) for r in rows]
     return view

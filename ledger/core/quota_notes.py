@@ -1,0 +1,175 @@
+"""The compact quota summary and the per-choice notes of the server-options form. Pure.
+
+Both are JSON first (``QuotaSummary`` and ``ChoiceNotes`` in docs/openapi.yaml): the hub's
+home page and header, the annotated options form, the quota service's
+``/api/v1/me/summary`` and ``/api/v1/me/choices`` and the JupyterLab status bar all render
+these objects, so they say the same thing. A summary is built from the usage model
+(:class:`~ledger.core.usage_model.ResourceUsage`, whose JSON it embeds unchanged); a choice
+note from the :class:`~ledger.core.decision.Decision` for that choice's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from ledger.core.decision import Decision
+from ledger.core.json_form import json_amounts
+from ledger.core.quantities import format_duration
+from ledger.core.times import iso
+from ledger.core.usage_model import ResourceUsage
+from ledger.core.usage_text import label, used_of_limit_text, window_text
+
+# levels of a summary line / of the whole summary
+LEVELS = ("ok", "warn", "over")
+# outcomes of a choice; "waits" is reserved for shared capacity (a spawn that would wait in
+# line for a GPU instead of being refused): a refused decision whose only reasons are
+# running caps that waiting can satisfy will get that outcome and its own note.
+OUTCOMES = ("allowed", "refused", "waits")
+SHORT_RUN_SECONDS = 3600  # an allowed choice that cannot run an hour is flagged "short"
+
+
+def level_of(r: ResourceUsage, warn_at_percent: float) -> str:
+    """ok | warn (at or above the policy's first warning threshold) | over (used up)."""
+    percent = r.percent_used
+    if percent is None:
+        return "ok"
+    if percent >= 100:
+        return "over"
+    return "warn" if percent >= warn_at_percent else "ok"
+
+
+def first_warning_percent(warn_at_percent: Iterable[int]) -> float:
+    """The policy's ``enforcement.warn_at_percent`` is a list; the summary warns at its
+    lowest threshold (80 when the list is empty, the usage model's "near")."""
+    values = sorted(float(p) for p in warn_at_percent)
+    return values[0] if values else 80.0
+
+
+def summary_json(
+    username: str,
+    at: datetime,
+    resources: Mapping[str, ResourceUsage],
+    *,
+    warn_at_percent: Iterable[int],
+    quota_url: str | None,
+) -> dict:
+    """The compact summary: one line per limited resource (limit above 0)."""
+    warn = first_warning_percent(warn_at_percent)
+    lines = []
+    for name, r in resources.items():
+        if r.limit_hours is None or r.limit_hours <= 0:
+            continue  # unlimited or not included: nothing to watch
+        percent = r.percent_used or 0.0
+        lines.append(
+            {
+                "resource": name,
+                "label": label(name),
+                "level": level_of(r, warn),
+                "text": used_of_limit_text(r),
+                "window": window_text(r.window_seconds),
+                "bar_percent": round(min(100.0, max(0.0, percent)), 1),
+                "usage": r.to_json(),
+            }
+        )
+    levels = {line["level"] for line in lines}
+    return {
+        "username": username,
+        "at": iso(at),
+        "available": True,
+        "state": next((s for s in ("over", "warn") if s in levels), "ok"),
+        "warn_at_percent": warn,
+        "quota_url": quota_url or None,
+        "resources": lines,
+    }
+
+
+def unavailable_summary(username: str, at: datetime, quota_url: str | None) -> dict:
+    """What the hub's pages show when the ledger does not answer: no numbers, a notice."""
+    return {
+        "username": username,
+        "at": iso(at),
+        "available": False,
+        "state": "unavailable",
+        "warn_at_percent": None,
+        "quota_url": quota_url or None,
+        "resources": [],
+    }
+
+
+def about_text(seconds: int) -> str:
+    """``"about 4 hours"``: one unit, rounded down (never promise more than can run)."""
+    if seconds >= 2 * 86400:
+        return f"about {seconds // 86400} days"
+    if seconds >= 2 * 3600:
+        return f"about {seconds // 3600} hours"
+    return f"about {format_duration(seconds)}"
+
+
+def _until(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return ""
+    at = at.astimezone(UTC)
+    if at.second or at.microsecond:  # a waiting time is never understated
+        at = at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if at.date() == now.astimezone(UTC).date():
+        return f" until {at:%H:%M} UTC"
+    return f" until {at:%b} {at.day}, {at:%H:%M} UTC"
+
+
+def _name(resource_name: str) -> str:
+    """``memory``, ``GPU``, ``CPU`` mid-sentence."""
+    text = label(resource_name)
+    return text if text.isupper() else text.lower()
+
+
+def choice_outcome(decision: Decision) -> str:
+    return "allowed" if decision.allowed else "refused"
+
+
+def choice_note(decision: Decision, now: datetime) -> str:
+    """One short line a person reads next to a choice, before picking it."""
+    if decision.allowed:
+        if decision.run_seconds is None:
+            return "within your quota"
+        return f"can run {about_text(decision.run_seconds)}"
+    reasons = decision.reasons
+    if "unlisted" in reasons:
+        return "you may not start servers on this hub"
+    used_up = [r.split(":", 1)[1] for r in reasons if r.startswith("used_up:")]
+    if used_up:
+        names = " and ".join(_name(n) for n in used_up)
+        return f"over your {names} budget{_until(decision.retry_at, now)}"
+    zero = [r.split(":", 1)[1] for r in reasons if r.startswith("zero_limit:")]
+    if zero:
+        return f"{' and '.join(_name(n) for n in zero)} not included in your quota"
+    caps = [r.split(":", 1)[1] for r in reasons if r.startswith("running:")]
+    if caps:
+        names = " and ".join("servers" if n == "servers" else _name(n) for n in caps)
+        return f"over what you may run at a time ({names})"
+    return decision.message
+
+
+def choice_json(
+    field: str, value: str, decision: Decision, now: datetime, *, label_text: str = ""
+) -> dict:
+    """One choice's annotation: the form ``field`` and ``value`` it belongs to."""
+    outcome = choice_outcome(decision)
+    short = decision.run_seconds is not None and decision.run_seconds < SHORT_RUN_SECONDS
+    return {
+        "field": field,
+        "value": value,
+        "label": label_text,
+        "outcome": outcome,
+        "level": "refused" if outcome == "refused" else ("short" if short else "ok"),
+        "note": choice_note(decision, now),
+        "request": json_amounts(decision.request.amounts),
+        "run_seconds": decision.run_seconds,
+        "retry_at": iso(decision.retry_at),
+        "reasons": list(decision.reasons),
+        "message": decision.message,
+    }
+
+
+def choices_json(username: str, at: datetime, choices: Iterable[dict]) -> dict:
+    return {"username": username, "at": iso(at), "choices": list(choices)}

@@ -1,0 +1,232 @@
+"""Grants and credits in the ledger (migrations/versions/0008): writes, lists, and the read
+the decision makes. The arithmetic is ledger/core/grants.py.
+
+:func:`user_adjustments` is what :func:`ledger.store.decide.decide` and the user's pages
+read: the grants that still count at ``now`` and the credits inside the longest window, in
+one statement (one round trip, served by ix_quota_grants_user_end and
+ix_quota_credits_user_at).
+"""
+
+# ruff: noqa: S608 - column lists are constants of this module; values are bound parameters
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.core.grants import Adjustments, Credit, Grant, by_user
+
+GRANT_COLUMNS = (
+    "id, username, resource, amount_hours, starts_at, ends_at, reason, granted_by, created_at, "
+    "revoked_at, revoked_by, revoke_reason, request_id"
+)
+CREDIT_COLUMNS = (
+    "id, username, resource, amount_hours, credited_at, reason, credited_by, created_at"
+)
+
+# Grants whose end (or revocation) is after now, and credits dated since now − window: what
+# can still count at or after now. Both halves share one row shape (kind 0 grant, 1 credit).
+_ADJUSTMENTS_SQL = f"""
+    SELECT 0 AS kind, {GRANT_COLUMNS}
+    FROM quota_grants
+    WHERE username = $1 AND ends_at > $2 AND (revoked_at IS NULL OR revoked_at > $2)
+    UNION ALL
+    SELECT 1, id, username, resource, amount_hours, credited_at, NULL, reason, credited_by,
+           created_at, NULL, NULL, NULL, NULL
+    FROM quota_credits
+    WHERE username = $1 AND credited_at >= $3
+"""
+
+
+class GrantError(ValueError):
+    """A grant that does not exist or cannot change the way asked."""
+
+
+def grant_of(row) -> Grant:
+    return Grant(*row)
+
+
+def credit_of(row) -> Credit:
+    return Credit(*row)
+
+
+def _split(records) -> Adjustments:
+    grants, credits = [], []
+    for kind, *row in records:
+        if kind == 0:
+            grants.append(Grant(*row))
+        else:
+            cid, username, res, amount, at, _, reason, by, created, *_ = row
+            credits.append(Credit(cid, username, res, amount, at, reason, by, created))
+    return Adjustments(tuple(grants), tuple(credits))
+
+
+async def user_adjustments(
+    conn: AsyncConnection, username: str, now: datetime, window_seconds: int
+) -> Adjustments:
+    """``username``'s grants that count at or after ``now`` and credits of the last window."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    since = now - timedelta(seconds=window_seconds)
+    return _split(await raw.fetch(_ADJUSTMENTS_SQL, username, now, since))
+
+
+async def adjustments_by_user(
+    conn: AsyncConnection, now: datetime, window_seconds: int
+) -> dict[str, Adjustments]:
+    """Every user's :func:`user_adjustments` (the all-users report)."""
+    since = now - timedelta(seconds=window_seconds)
+    grants = await conn.execute(
+        text(
+            f"SELECT {GRANT_COLUMNS} FROM quota_grants WHERE ends_at > :now "
+            "AND (revoked_at IS NULL OR revoked_at > :now)"
+        ),
+        {"now": now},
+    )
+    credits = await conn.execute(
+        text(f"SELECT {CREDIT_COLUMNS} FROM quota_credits WHERE credited_at >= :since"),
+        {"since": since},
+    )
+    return by_user([grant_of(r) for r in grants], [credit_of(r) for r in credits])
+
+
+async def add_grant(
+    conn: AsyncConnection,
+    *,
+    username: str,
+    resource: str,
+    amount_hours: Decimal,
+    starts_at: datetime,
+    ends_at: datetime,
+    reason: str,
+    granted_by: str,
+    created_at: datetime,
+    request_id: int | None = None,
+) -> Grant:
+    row = (
+        await conn.execute(
+            text(
+                "INSERT INTO quota_grants (username, resource, amount_hours, starts_at, ends_at, "
+                "reason, granted_by, created_at, request_id) VALUES (:username, :resource, "
+                ":amount, :starts_at, :ends_at, :reason, :by, :created_at, :request_id) "
+                f"RETURNING {GRANT_COLUMNS}"
+            ),
+            dict(
+                username=username,
+                resource=resource,
+                amount=amount_hours,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                reason=reason,
+                by=granted_by,
+                created_at=created_at,
+                request_id=request_id,
+            ),
+        )
+    ).one()
+    return grant_of(row)
+
+
+async def add_credit(
+    conn: AsyncConnection,
+    *,
+    username: str,
+    resource: str,
+    amount_hours: Decimal,
+    credited_at: datetime,
+    reason: str,
+    credited_by: str,
+    created_at: datetime,
+) -> Credit:
+    row = (
+        await conn.execute(
+            text(
+                "INSERT INTO quota_credits (username, resource, amount_hours, credited_at, "
+                "reason, credited_by, created_at) VALUES (:username, :resource, :amount, "
+                f":credited_at, :reason, :by, :created_at) RETURNING {CREDIT_COLUMNS}"
+            ),
+            dict(
+                username=username,
+                resource=resource,
+                amount=amount_hours,
+                credited_at=credited_at,
+                reason=reason,
+                by=credited_by,
+                created_at=created_at,
+            ),
+        )
+    ).one()
+    return credit_of(row)
+
+
+async def revoke_grant(
+    conn: AsyncConnection, grant_id: int, *, by: str, reason: str, at: datetime
+) -> Grant:
+    """Revoke a grant from ``at`` on; GrantError if there is none or it already stopped."""
+    row = (
+        await conn.execute(
+            text(f"SELECT {GRANT_COLUMNS} FROM quota_grants WHERE id = :id FOR UPDATE"),
+            {"id": grant_id},
+        )
+    ).one_or_none()
+    if row is None:
+        raise GrantError(f"there is no grant {grant_id} (quota-ledger grants lists them)")
+    grant = grant_of(row)
+    if grant.revoked_at is not None:
+        raise GrantError(
+            f"grant {grant_id} was already revoked at {grant.revoked_at:%Y-%m-%d %H:%M:%S} UTC "
+            f"by {grant.revoked_by}"
+        )
+    if grant.ends_at <= at:
+        raise GrantError(f"grant {grant_id} already ended at {grant.ends_at:%Y-%m-%d %H:%M:%S} UTC")
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE quota_grants SET revoked_at = :at, revoked_by = :by, "
+                f"revoke_reason = :reason WHERE id = :id RETURNING {GRANT_COLUMNS}"
+            ),
+            {"id": grant_id, "at": max(at, grant.starts_at), "by": by, "reason": reason},
+        )
+    ).one()
+    return grant_of(row)
+
+
+async def list_grants(
+    conn: AsyncConnection,
+    usernames: Iterable[str] | None = None,
+    *,
+    since: datetime | None = None,
+) -> list[Grant]:
+    """Grants (of ``usernames`` if given) that ended at or after ``since`` (all if None),
+    newest first."""
+    where, params = ["TRUE"], {}
+    if usernames is not None:
+        where.append("username IN :usernames")
+        params["usernames"] = list(usernames)
+    if since is not None:
+        where.append("LEAST(ends_at, COALESCE(revoked_at, ends_at)) >= :since")
+        params["since"] = since
+    stmt = text(
+        f"SELECT {GRANT_COLUMNS} FROM quota_grants WHERE {' AND '.join(where)} "
+        "ORDER BY created_at DESC, id DESC"
+    )
+    if usernames is not None:
+        stmt = stmt.bindparams(bindparam("usernames", expanding=True))
+    return [grant_of(r) for r in await conn.execute(stmt, params)]
+
+
+async def list_credits(
+    conn: AsyncConnection, usernames: Iterable[str] | None = None
+) -> list[Credit]:
+    where, params = "TRUE", {}
+    if usernames is not None:
+        where, params = "username IN :usernames", {"usernames": list(usernames)}
+    stmt = text(
+        f"SELECT {CREDIT_COLUMNS} FROM quota_credits WHERE {where} "
+        "ORDER BY credited_at DESC, id DESC"
+    )
+    if usernames is not None:
+        stmt = stmt.bindparams(bindparam("usernames", expanding=True))
+    return [credit_of(r) for r in await conn.execute(stmt, params)]

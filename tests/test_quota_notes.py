@@ -1,0 +1,201 @@
+"""The compact summary and the per-choice notes: ``decide_many`` against ``decide`` on a real
+PostgreSQL, the JSON API routes against their docs/openapi.yaml components, the notes'
+wording, and how a form's choices are sized (KubeSpawner's override rules)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from test_usage_model import openapi_validator
+from web_support import NOW, client, seed, serve, web_config
+
+from ledger.core.decision import ServerRequest
+from ledger.core.policy_yaml import parse_policy
+from ledger.core.quota_notes import choice_note, summary_json
+from ledger.core.resources import GIB
+from ledger.core.usage_model import LimitSource, ResourceUsage
+from ledger.hub.choices import Overlay, choices_of, merged, request_of
+from ledger.store.decide import decide, decide_many
+
+SIZES = [
+    ServerRequest({"cpu": 1000, "memory": 2 * GIB}),
+    ServerRequest({"cpu": 2000, "memory": 4 * GIB}),
+    ServerRequest({"cpu": 8000, "memory": 64 * GIB}),
+    ServerRequest({"cpu": 1000, "memory": 8 * GIB, "gpu": 1}),
+    ServerRequest(),
+]
+
+
+async def test_decide_many_equals_decide_for_every_size(engine):
+    await seed(engine)
+    config = web_config(engine)
+    policy = config.policy()
+    for user, groups in [("dana", ["regular"]), ("bob", ["power"]), ("nobody", [])]:
+        many = await decide_many(engine, policy, user, groups, SIZES, NOW)
+        one_by_one = [await decide(engine, policy, user, groups, r, NOW) for r in SIZES]
+        assert [d.to_json() for d in many] == [d.to_json() for d in one_by_one], user
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await decide_many(engine, policy, "dana", [], SIZES, NOW.replace(tzinfo=None))
+
+
+async def test_summary_and_choices_routes_match_openapi_and_own_numbers(engine):
+    await seed(engine)
+    summary_schema = openapi_validator("QuotaSummary")
+    notes_schema = openapi_validator("ChoiceNotes")
+    async with serve(web_config(engine)) as url:
+        async with client(url, "dana") as dana, client(url, "bob") as bob:
+            mine = (await dana.get("api/v1/me/summary")).json()
+            theirs = (await bob.get("api/v1/me/summary")).json()
+            params = [("choice", "small:cpu=1,memory=2Gi"), ("choice", "big:memory=64Gi")]
+            r = await dana.get("api/v1/me/choices", params=params)
+            assert r.status_code == 200, r.text
+            notes = r.json()
+            bad = await dana.get("api/v1/me/choices", params={"choice": "x:memory=lots"})
+            syntax = await dana.get("api/v1/me/choices", params={"choice": "nocolon"})
+            unknown = await dana.get("api/v1/me/choices", params={"choice": "x:fpga=1"})
+            empty = await dana.get("api/v1/me/choices")
+            me = (await dana.get("api/v1/me")).json()
+        async with client(url) as anonymous:
+            unauthenticated = await anonymous.get("api/v1/me/summary")
+    summary_schema.validate(mine)
+    summary_schema.validate(theirs)
+    notes_schema.validate(notes)
+    assert mine["username"] == "dana" and theirs["username"] == "bob"
+    memory = next(line for line in mine["resources"] if line["resource"] == "memory")
+    assert memory["text"] == "52 / 60 GiB-hours" and memory["level"] == "warn"  # 87 % ≥ 80
+    assert memory["usage"] == me["resources"]["memory"]  # the usage model, unchanged
+    assert [line["resource"] for line in mine["resources"]] == ["memory"]  # gpu limit 0: left out
+    assert theirs["state"] == "over" and "52 / 60" not in str(theirs)
+    assert mine["quota_url"] == "/services/quota/"
+    small, big = notes["choices"]
+    assert (small["value"], small["outcome"]) == ("small", "allowed")
+    # 8 GiB-hours left, her 4 GiB server keeps burning: 2 GiB more runs 8 / 6 h = 1 h 20 min
+    assert small["note"] == "can run about 1 hour 20 minutes" and small["run_seconds"] == 4800
+    assert big["outcome"] == "allowed" and big["level"] == "short"
+    assert bad.status_code == 400 and "choice 1" in bad.json()["message"]
+    assert "memory" in bad.json()["message"]
+    assert syntax.status_code == 400 and "NAME:RESOURCE=QUANTITY" in syntax.json()["message"]
+    assert empty.status_code == 400
+    assert unknown.status_code == 400 and "valid: cpu, memory, gpu" in unknown.json()["message"]
+    assert unauthenticated.status_code == 401
+
+
+def usage(used: str, limit: str | None, name: str = "memory") -> ResourceUsage:
+    return ResourceUsage(name, Decimal(used), None if limit is None else Decimal(limit),
+                         30 * 86400, 0, LimitSource("group", ("regular",)))  # fmt: skip
+
+
+def test_summary_levels_follow_the_policys_first_warning():
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    resources = {"memory": usage("42", "60"), "cpu": usage("10", None, "cpu"),
+                 "gpu": usage("0", "0", "gpu")}  # fmt: skip
+    s = summary_json("u", at, resources, warn_at_percent=[95, 70], quota_url="/q/")
+    assert [line["resource"] for line in s["resources"]] == ["memory"]
+    assert s["resources"][0]["level"] == "warn" and s["state"] == "warn"  # 70 % ≥ 70
+    s = summary_json("u", at, resources, warn_at_percent=[80], quota_url="/q/")
+    assert s["state"] == "ok" and s["resources"][0]["bar_percent"] == 70.0
+    over = summary_json("u", at, {"memory": usage("75", "60")}, warn_at_percent=[80],
+                        quota_url=None)  # fmt: skip
+    assert over["state"] == "over" and over["resources"][0]["bar_percent"] == 100.0
+
+
+async def test_choice_notes_wording(engine):
+    await seed(engine)
+    policy = web_config(engine).policy()
+    bob = await decide(engine, policy, "bob", ["power"], SIZES[1], NOW)
+    assert choice_note(bob, NOW) == "over your memory budget until Nov 25, 13:01 UTC"  # rounded up
+    dana = await decide(engine, policy, "dana", ["regular"], SIZES[3], NOW)
+    assert choice_note(dana, NOW) == "GPU not included in your quota"
+    later = NOW + timedelta(days=5, minutes=30)
+    assert choice_note(bob, later).endswith(" until 13:01 UTC")  # the same day: the time only
+
+
+class FakeSpawner:
+    """Only the traits a size is read from (a real JupyterHub spawner in test_hub_pages)."""
+
+    mem_guarantee = 1 * GIB
+    cpu_guarantee = 0.5
+    extra_resource_guarantees = {"nvidia.com/gpu": "1", "example.com/fpga": "1"}
+    name = ""
+
+    def __init__(self, profile_list=None):
+        self.profile_list = profile_list
+
+
+def test_overrides_merge_like_kubespawner():
+    assert merged({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"c": None, "e": 3}}) == {
+        "a": {"b": 1, "e": 3}, "d": 1}  # fmt: skip
+    spawner = FakeSpawner()
+    overlay = Overlay(spawner, [{"extra_resource_guarantees": {"nvidia.com/gpu": None}},
+                                {"mem_guarantee": lambda s: 2 * s.mem_guarantee,
+                                 "image": lambda s: 1 / 0}])  # fmt: skip
+    assert overlay.extra_resource_guarantees == {"example.com/fpga": "1"}
+    assert overlay.mem_guarantee == 2 * GIB  # callables get the spawner; "image" not called
+    assert spawner.extra_resource_guarantees["nvidia.com/gpu"] == "1"  # never mutated
+
+
+async def test_profile_choices_and_their_sizes():
+    policy = parse_policy("groups: {}\n", "<test>")
+
+    async def profiles(spawner):  # KubeSpawner accepts an (async) callable
+        return {
+            "b": {"display_name": "GPU box", "kubespawner_override": {"mem_guarantee": 8 * GIB}},
+            "a": {
+                "display_name": "Small One!",
+                "profile_options": {
+                    "image": {
+                        "choices": {
+                            "lab": {"display_name": "Lab"},
+                            "big": {
+                                "display_name": "Big",
+                                "kubespawner_override": {"cpu_guarantee": 4},
+                            },
+                        }
+                    }
+                },
+            },
+        }
+
+    spawner = FakeSpawner(profile_list=profiles)
+    found = await choices_of(spawner, {"size": {"xl": {"mem_guarantee": 64 * GIB}}})
+    keys = [(c.field, c.value) for c in found]
+    assert keys == [("size", "xl"), ("profile", "small-one"),
+                    ("profile-option-small-one--image", "lab"),
+                    ("profile-option-small-one--image", "big"), ("profile", "gpu-box")]  # fmt: skip
+    sizes = [request_of(spawner, policy, c.overrides).amounts for c in found]
+    assert sizes[0]["memory"] == 64 * GIB
+    assert sizes[1] == {"cpu": 500, "memory": GIB, "gpu": 1}
+    assert sizes[3]["cpu"] == 4000 and sizes[4]["memory"] == 8 * GIB
+
+
+async def test_hook_sizes_a_kubespawner_profile_before_kubespawner_applies_it(tmp_path):
+    """KubeSpawner applies the chosen profile in ``_start``, after ``pre_spawn_hook``: the
+    hook charges the chosen profile's size, as the form's note did."""
+    from hub_support.ledger_data import write_policy
+
+    from ledger.hub.hook import QuotaHook
+
+    class KubeSpawner(FakeSpawner):
+        pass
+
+    profiles = [
+        {"display_name": "Small", "kubespawner_override": {"mem_guarantee": 2 * GIB}},
+        {"display_name": "Big", "kubespawner_override": {"mem_guarantee": 32 * GIB},
+         "profile_options": {"gpu": {"choices": {
+             "none": {"display_name": "none",
+                      "kubespawner_override": {"extra_resource_guarantees": {"nvidia.com/gpu": None}}},
+             "one": {"display_name": "one"}}}}},
+    ]  # fmt: skip
+    hook = QuotaHook(db_url="postgresql+asyncpg://x@/x", policy_path=str(
+        write_policy(tmp_path / "policy.yaml")))  # fmt: skip
+    policy = hook.watcher.current()
+    spawner = KubeSpawner(profile_list=profiles)
+    spawner.user_options = {"profile": "big"}
+    request = await hook._request(spawner, policy, None)
+    assert (request.get("cpu"), request.get("memory"), request.get("gpu")) == (500, 32 * GIB, 0)
+    spawner.user_options = {"profile": "big", "gpu": "one"}
+    assert (await hook._request(spawner, policy, None)).amounts["gpu"] == 1
+    spawner.user_options = {}
+    assert (await hook._request(spawner, policy, None)).amounts["memory"] == 2 * GIB
