@@ -15,13 +15,13 @@ so the rejection log can be filtered and grouped in SQL without a change to how 
 written.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0008 (written against 0004; chained after main's 0005 and 0008 when main was merged)
 """
 
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
