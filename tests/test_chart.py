@@ -77,6 +77,7 @@ FREE_FORM = {
     "global",
     "policy.groups.*",
     "policy.users.*",
+    "policy.hub",  # running caps and wait switches, validated by the application
     "postgresql.affinity",
     "collector.affinity",
     "enforcer.affinity",

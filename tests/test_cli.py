@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -166,3 +167,39 @@ def test_rollups_verify_and_rebuild(loaded, capsys):
     assert code == 0 and out["rows"] == 2 and out["rebuilt_from"].startswith("2026-10-01")
     assert main(["rollups", "verify", "--db", loaded]) == 0
     assert main(["rollups", "verify", "--since", "not a time", "--db", loaded]) == 2
+
+
+def test_check_and_report_show_pools_and_hub_caps(loaded, capsys, tmp_path):
+    policy = tmp_path / "shared.yaml"
+    policy.write_text(
+        POLICY.read_text().replace(
+            "  regular: {memory: 60 GiB-hours, gpu: 0 GPU-hours}",
+            "  regular: {memory: 60 GiB-hours, gpu: 0 GPU-hours,\n"
+            "            pool: {memory: 80 GiB-hours, running: {servers: 3}}}",
+        )
+        + "hub:\n  running: {memory: 64Gi}\n"
+    )
+    args = ["--db", loaded, "--config", str(policy), "--at", AT]
+
+    async def members():  # the group cache the hub hook keeps
+        from ledger.core.times import parse_at
+        from ledger.store import db, queries
+
+        engine = db.create_engine(loaded)
+        async with engine.begin() as conn:
+            for user in ("bob", "sam"):
+                await queries.record_groups(conn, user, ["regular"], parse_at(AT))
+        await engine.dispose()
+
+    asyncio.run(members())
+    # the pool counts every member's usage: bob's 64 + sam's 20 GiB-hours > 80
+    code, out = run_json(capsys, "check", "sam", "--group", "regular", "--memory", "4Gi", *args)
+    assert code == 1 and out["reasons"] == ["pool:regular_used_up:memory"]
+    assert out["shared"]["bottleneck"]["level"] == "pool"
+    assert main(["check", "sam", "--group", "regular", "--memory", "4Gi", *args]) == 1
+    text = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "pool regular memory: the regular group's pool has used 84 GiB-hours of its 80" in text
+    assert "hub memory: 0 bytes of 64 GiB in use on this hub" in text
+    assert main(["report", *args]) == 0
+    text = capsys.readouterr().out
+    assert "shared capacity" in text and "pool regular" in text and "84" in text

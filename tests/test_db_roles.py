@@ -151,3 +151,20 @@ async def test_migrate_command_creates_login_roles_from_the_environment(
     assert "database owner" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["migrate", "--print-roles-sql"]) == 0
     assert "CREATE ROLE quota_ledger_collector NOLOGIN" in capsys.readouterr().out
+
+
+async def test_hub_takes_and_releases_leases_and_no_one_else_writes_them(logins):
+    from ledger.core.policy_yaml import parse_policy
+    from ledger.store import leases
+
+    policy = parse_policy("hub: {running: {gpu: 1}}")
+    limits = policy.limits_for("alice", [])
+    taken = await leases.take(logins["hub"], policy, limits, "alice", [], {"gpu": 1}, "", NOW, 60)
+    assert taken.granted and taken.lease_id
+    refused = await leases.take(logins["hub"], policy, limits, "bob", [], {"gpu": 1}, "", NOW, 60)
+    assert not refused.granted
+    assert await leases.release(logins["hub"], taken.lease_id)
+    lease = "INSERT INTO leases (username, taken_at, expires_at) VALUES ('x', :t, CAST(:t AS timestamptz) + interval '1m')"
+    for component in ("web", "collector", "enforcer"):
+        await _denied(logins[component], lease, {"t": NOW})
+        await _denied(logins[component], "DELETE FROM leases")

@@ -467,6 +467,162 @@ async def test_quota_refusals_are_logged_at_info_without_traceback(app, hook, en
     assert exc.quota_denial["headline"] == "You have used your memory quota"
 
 
+HUB_CAP_POLICY = """
+groups:
+  lab: {memory: 640 GiB-hours, pool: {running: {gpu: 2}}}
+hub: {running: {gpu: 1}, wait: {gpu: false}}
+"""
+
+
+@pytest.fixture
+async def cap_hook(fresh_db_url, tmp_path):
+    path = tmp_path / "caps.yaml"
+    path.write_text(HUB_CAP_POLICY, encoding="utf-8")
+    hook = QuotaHook(db_url=fresh_db_url, policy_path=str(path))
+    hook.watcher.check_interval_seconds = 0
+    yield hook
+    await hook.close()
+
+
+async def test_hub_cap_lease_refuses_the_second_gpu_and_names_the_bottleneck(app, cap_hook,
+                                                                             engine):  # fmt: skip
+    from ledger.store import leases
+
+    first, second = new_user(app, ["lab"]), new_user(app, ["lab"])
+    prepare(first, cap_hook, gpu=1)
+    r = await spawn(app, first)
+    assert r.status_code in (201, 202), r.text
+    [held] = await leases.live_leases(engine, utcnow())
+    assert (held["username"], held["gpu_count"], held["pools"]) == (first.name, 1, ["lab"])
+    line = first.spawner._quota_progress_events[0]["message"]
+    assert (
+        "Shared: 0 of 2 GPUs in use in the lab group's pool; 0 of 1 GPU in use on this hub" in line
+    )
+    prepare(second, cap_hook, gpu=1)
+    r = await spawn(app, second)
+    assert r.status_code == 403
+    assert "Not enough gpu free: 1 of 1 GPU in use on this hub" in r.json()["message"]
+    await cap_hook.drain()
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT reason, bottleneck_level, bottleneck_resource FROM decisions "
+            "WHERE username = :u"), {"u": second.name})).one()  # fmt: skip
+    assert tuple(row) == ("hub_running:gpu", "hub", "gpu")
+
+
+async def test_a_failed_spawn_releases_its_lease(app, cap_hook, engine):
+    from ledger.store import leases
+
+    user = new_user(app, ["lab"])
+    spawner = prepare(user, cap_hook, gpu=1)
+
+    async def broken_start():
+        raise RuntimeError("the image does not exist")
+
+    spawner.start = broken_start
+    await spawn(app, user)
+    for _ in range(100):
+        if spawner._spawn_future is None or spawner._spawn_future.done():
+            break
+        await asyncio.sleep(0.05)
+    for _ in range(100):  # the release runs from the future's done callback
+        if not await leases.live_leases(engine, utcnow()):
+            break
+        await asyncio.sleep(0.05)
+    assert await leases.live_leases(engine, utcnow()) == []
+
+
+WAIT_POLICY = """
+groups:
+  lab: {memory: 640 GiB-hours}
+hub: {running: {gpu: 1}}
+"""
+
+
+async def _until(predicate, seconds=30.0):
+    for _ in range(int(seconds / 0.1)):
+        if await predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leaves(
+    app, fresh_db_url, tmp_path, engine
+):
+    from ledger.hub import waiting_line
+
+    path = tmp_path / "wait.yaml"
+    path.write_text(WAIT_POLICY, encoding="utf-8")
+    hook = QuotaHook(db_url=fresh_db_url, policy_path=str(path))
+    hook.watcher.check_interval_seconds = 0
+    waiting_line.POLL_SECONDS = 0.2
+    try:
+        first, second, third = (new_user(app, ["lab"]) for _ in range(3))
+        for user in (first, second, third):
+            prepare(user, hook, gpu=1)
+        assert (await spawn(app, first)).status_code in (201, 202)
+        assert await _until(lambda: _ready(first))
+        await spawn(app, second)
+        await spawn(app, third)
+
+        async def both_in_line():
+            return [len(v) for v in hook.line.snapshot().values()] == [2]
+
+        assert await _until(both_in_line)
+        lines = {u.name: u.spawner._quota_gate._updates[-1]["message"] for u in (second, third)}
+        assert lines[second.name].startswith(
+            "Waiting for a GPU: 1 of 1 GPU in use on this hub; you are number 1 in line"
+        )
+        assert "you are number 2 in line" in lines[third.name]
+        # the progress stream a browser reads carries the same line
+        stream = second.spawner.progress()
+        assert (await stream.__anext__())["message"].startswith("Waiting for a GPU")
+        await stream.aclose()
+        # raising the cap in the policy file wakes the first in line, no restart
+        path.write_text(WAIT_POLICY.replace("gpu: 1}", "gpu: 2}"), encoding="utf-8")
+        assert await _until(lambda: _ready(second))
+        assert hook.line.snapshot() == {"hub_running:gpu": [(third.name, "")]}
+        # cancelling the third spawn (the hub cancels its spawn task) leaves the line
+        r = await api_request(
+            app, "users", third.name, "server", method="delete", stream=True, bypass_proxy=True
+        )
+        assert r.status_code in (202, 204), (r.status_code, r.text[-1500:])
+
+        async def line_empty():
+            return hook.line.snapshot() == {}
+
+        assert await _until(line_empty)
+        await hook.drain()
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT username, outcome, reason, bottleneck_level FROM decisions "
+                "WHERE outcome IN ('waiting', 'woke') ORDER BY id"))).all()  # fmt: skip
+        assert [tuple(r) for r in rows] == [
+            (second.name, "waiting", "hub_running:gpu", "hub"),
+            (third.name, "waiting", "hub_running:gpu", "hub"),
+            (second.name, "woke", "ok", None),
+        ]
+    finally:
+        waiting_line.POLL_SECONDS = 2.0
+        for user in (first, second, third):
+            if user.spawner.active:
+                await api_request(
+                    app,
+                    "users",
+                    user.name,
+                    "server",
+                    method="delete",
+                    stream=True,
+                    bypass_proxy=True,
+                )
+        await hook.close()
+
+
+async def _ready(user):
+    return bool(user.spawner.ready)
+
+
 async def test_next_spawn_says_a_request_was_approved_once(app, hook, engine):
     from decimal import Decimal
 

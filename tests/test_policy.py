@@ -209,7 +209,7 @@ def test_resources_replace_the_default_gpu():
     ) == (
         "policy.yaml:3: groups.g.gpu: unknown key 'gpu'; did you mean 'cpu'? valid keys here: "
         "cpu, memory, fpga, "
-        "running (other extended resources need a short name under accounting.resources:)"
+        "running, pool (other extended resources need a short name under accounting.resources:)"
     )
 
 
@@ -514,9 +514,9 @@ def test_unknown_keys_list_valid_keys_and_suggest_the_closest():
     assert found == [
         "policy.yaml:1: windw: unknown key 'windw'; did you mean 'window'? valid keys here: "
         "window, combine, unlisted_users, on_ledger_error, accounting, groups, users, messages, "
-        "enforcement, exhausted_budget_blocks",
+        "enforcement, exhausted_budget_blocks, hub",
         "policy.yaml:4: groups.regular.memroy: unknown key 'memroy'; did you mean 'memory'? "
-        "valid keys here: cpu, memory, gpu, running (other extended resources need a short "
+        "valid keys here: cpu, memory, gpu, running, pool (other extended resources need a short "
         "name under accounting.resources:)",
         "policy.yaml:5: groups.regular.running.gpus: unknown key 'gpus'; did you mean 'gpu'? "
         "valid keys here: cpu, memory, gpu, servers (other extended resources need a short "
@@ -661,7 +661,7 @@ def test_running_cap_errors(running, message):
         (
             "groups:\n  regular: 60\n",
             "policy.yaml:2: groups.regular: must be a mapping with keys cpu, memory, gpu, "
-            "running; got '60'",
+            "running, pool; got '60'",
         ),
         ("- a\n- b\n", "policy.yaml:1: must be a mapping with keys window, combine,"),
         ("just text\n", "policy.yaml:1: must be a mapping with keys window, combine,"),

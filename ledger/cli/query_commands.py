@@ -187,6 +187,11 @@ def _print_decision(status) -> None:
         )
     if decision.allowed and decision.run_seconds is not None and decision.request.sized:
         out.print(f"this server could run {format_duration(decision.run_seconds)}")
+    if decision.shared is not None:  # group pools and hub caps (docs/accounting.md)
+        for c in decision.shared.checks:
+            blocks = " (blocks)" if c.blocks else ""
+            where = c.level if c.level != "pool" else f"pool {c.scope}"
+            out.print(f"{where} {c.resource}: {c.describe()}{blocks}", markup=False)
     out.print(decision.message, markup=False)
 
 
@@ -244,6 +249,7 @@ def load_groups_file(path: str) -> dict[str, list[str]]:
 
 async def run_report(args) -> int:
     from ledger.core import usage_csv, usage_text
+    from ledger.store import shared_reads
     from ledger.store.report import add_times, build_report
 
     policy = policy_of(args, required=False)
@@ -251,6 +257,7 @@ async def run_report(args) -> int:
     groups = load_groups_file(args.groups_file) if args.groups_file else None
     async with engine_of(args, allow_embedded=True) as engine:
         lines = await build_report(engine, policy, at, groups)
+        shared = await shared_reads.totals(engine, policy, at)
         if args.times:
             await add_times(engine, policy, lines)
     if args.sort == "percent":
@@ -281,6 +288,12 @@ async def run_report(args) -> int:
     out = console()
     out.print(table)
     out.print(f"{len(lines)} users with usage in the window")
+    if shared.checks:  # group pools and hub caps (docs/accounting.md)
+        pools = Table("scope", "resource", "limit", "in use", title="shared capacity")
+        for c in shared.checks:
+            where = "hub" if c.level == "hub" else f"pool {c.scope}"
+            pools.add_row(_plain(where), c.resource, str(c.show(c.limit)), str(c.show(c.in_use)))
+        out.print(pools)
     return 0
 
 

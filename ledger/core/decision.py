@@ -149,6 +149,8 @@ class Decision:
     run_seconds: int | None
     suggestion: dict[str, int] | None  # a smaller server that would be allowed, base units
     message: str
+    # group pools and hub caps (ledger.core.shared_capacity.SharedStatus), when the policy has any
+    shared: object | None = None
 
     @property
     def reason(self) -> str:
@@ -171,6 +173,7 @@ class Decision:
             "caps": {n: c.to_json() for n, c in self.caps.items()},
             "suggestion": None if self.suggestion is None else json_amounts(self.suggestion),
             "message": self.message,
+            "shared": None if self.shared is None else self.shared.to_json(),
         }
 
 

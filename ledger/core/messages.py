@@ -89,7 +89,7 @@ def progress_events(
     """Events for ``Spawner.progress``: the quota line, then any warnings."""
     events = []
     text = decision.message
-    if decision.budgets or decision.run_seconds is not None:
+    if decision.budgets or decision.run_seconds is not None or decision.shared is not None:
         link = f' (<a href="{html.escape(quota_url, quote=True)}">details</a>)' if quota_url else ""
         events.append({"message": text, "html_message": html.escape(text) + link})
     for line in warning_lines(decision, warn_at_percent):

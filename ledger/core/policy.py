@@ -28,6 +28,9 @@ How a user's limits are worked out (``Policy.limits_for``), per resource:
 
 A budget without its own window uses the policy's ``window`` (default 30d).
 
+A group's ``pool:`` and the top-level ``hub:`` limit what users hold *together*; they are
+``ledger.core.shared_capacity`` (its docstring has the multi-group rule).
+
 The YAML is read by ``ledger.core.policy_yaml``; the file (and its hot reload) by
 ``ledger.store.policy_file``. How servers are sized for charging is ``Policy.accounting``
 (``ledger.core.accounting``).
@@ -41,6 +44,7 @@ from decimal import Decimal
 
 from ledger.core.accounting import Accounting
 from ledger.core.resources import display_order
+from ledger.core.shared_capacity import SharedLimits
 
 __all__ = [
     "Budget",
@@ -121,6 +125,9 @@ class Policy:
     users: dict[str, GroupLimits] = field(default_factory=dict)
     messages: Messages = field(default_factory=Messages)
     enforcement: Enforcement = field(default_factory=Enforcement)
+    # shared capacity (ledger.core.shared_capacity): a group's members together; the hub
+    pools: dict[str, SharedLimits] = field(default_factory=dict)
+    hub: SharedLimits = field(default_factory=SharedLimits)
     source: str = "<string>"
 
     def limits_for(self, username: str, groups: Iterable[str]) -> EffectiveLimits:
@@ -195,7 +202,7 @@ class Policy:
     def max_window_seconds(self) -> int:
         """The longest window any budget uses: how far back the one usage query must read."""
         windows = [self.window_seconds]
-        for limits in (*self.groups.values(), *self.users.values()):
+        for limits in (*self.groups.values(), *self.users.values(), *self.pools.values()):
             windows += [s.window_seconds for s in limits.budgets.values() if s and s.window_seconds]
         return max(windows)
 

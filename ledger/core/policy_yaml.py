@@ -25,6 +25,12 @@ from ledger.core.policy import (
 )
 from ledger.core.policy_values import EXTENDED_HINT, budget_hours, running_caps, whole_seconds
 from ledger.core.resources import SERVERS
+from ledger.core.shared_capacity import (
+    DEFAULT_WAIT,
+    POOL_BUDGET_RESOURCES,
+    PoolBudget,
+    SharedLimits,
+)
 from ledger.core.yaml_lines import (
     Issues,
     PolicyError,
@@ -42,7 +48,7 @@ from ledger.core.yaml_lines import (
 __all__ = ["PolicyError", "PolicyIssue", "parse_policy"]
 
 TOP_KEYS = ("window", "combine", "unlisted_users", "on_ledger_error", "accounting", "groups")
-TOP_KEYS += ("users", "messages", "enforcement", "exhausted_budget_blocks")
+TOP_KEYS += ("users", "messages", "enforcement", "exhausted_budget_blocks", "hub")
 # Keys that moved under accounting: (a policy file is refused with where to put them, rather
 # than read in two places that could disagree).
 MOVED_TO_ACCOUNTING = ("resources", "charge_basis")
@@ -63,10 +69,13 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
     top = check_keys(root, "", TOP_KEYS, issues)
     accounting = _accounting(top.get("accounting"), issues)
     extended = list(accounting.resources)
-    groups = {
-        name: _limits(node, f"groups.{name}", extended, issues)
-        for name, node in named_entries(top.get("groups"), "groups", issues).items()
-    }
+    groups, pools = {}, {}
+    for name, node in named_entries(top.get("groups"), "groups", issues).items():
+        pool = node.value.pop("pool", None) if node.is_mapping() else None
+        if pool is not None:
+            pools[name] = _shared(pool, f"groups.{name}.pool", extended, issues, budgets=True)
+        groups[name] = _limits(node, f"groups.{name}", extended, issues, pool_hint=True)
+    hub = top.get("hub")
     users = {
         name: _limits(node, f"users.{name}", extended, issues)
         for name, node in named_entries(top.get("users"), "users", issues).items()
@@ -95,6 +104,8 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
         users=users,
         messages=_messages(top.get("messages"), issues),
         enforcement=_enforcement(top.get("enforcement"), issues),
+        pools=pools,
+        hub=SharedLimits() if hub is None else _shared(hub, "hub", extended, issues, budgets=False),
         source=source,
     )
     issues.raise_if_any()
@@ -162,8 +173,10 @@ def _resources(node: YNode | None, issues: Issues) -> dict[str, str]:
     return resources
 
 
-def _limits(node: YNode, path: str, extended: list[str], issues: Issues) -> GroupLimits:
-    valid = ["cpu", "memory", *extended, "running"]
+def _limits(
+    node: YNode, path: str, extended: list[str], issues: Issues, *, pool_hint: bool = False
+) -> GroupLimits:
+    valid = ["cpu", "memory", *extended, "running", *(["pool"] if pool_hint else [])]
     entries = check_keys(node, path, valid, issues, EXTENDED_HINT)
     budgets: dict[str, BudgetSpec | None] = {}
     running: dict[str, int | None] = {}
@@ -171,21 +184,70 @@ def _limits(node: YNode, path: str, extended: list[str], issues: Issues) -> Grou
         key = child_path(path, name)
         if name == "running":
             running = running_caps(child, key, extended, issues)
-            continue
-        if child.is_mapping():
-            spec = check_keys(child, key, ["limit", "window"], issues)
-            if "limit" not in spec:
-                issues.add(child.line, key, "needs a limit, e.g. {limit: 60 GiB-hours, window: 7d}")
-                continue
-            limit_node, window_node = spec["limit"], spec.get("window")
-        else:
-            limit_node, window_node = child, None
-        before = len(issues.errors)
-        hours = read_field(limit_node, key, lambda n, r=name: budget_hours(n, r, extended), issues)
-        window = read_field(window_node, f"{key}.window", whole_seconds, issues)
-        if len(issues.errors) == before:
-            budgets[name] = None if hours is None else BudgetSpec(hours, window)
+        elif (read := _budget(child, key, name, extended, issues)) is not False:
+            budgets[name] = read
     return GroupLimits(budgets, running)
+
+
+def _budget(child: YNode, key: str, name: str, extended: list[str], issues: Issues):
+    """A budget entry → BudgetSpec, None (unlimited) or False (an error was filed)."""
+    if child.is_mapping():
+        spec = check_keys(child, key, ["limit", "window"], issues)
+        if "limit" not in spec:
+            issues.add(child.line, key, "needs a limit, e.g. {limit: 60 GiB-hours, window: 7d}")
+            return False
+        limit_node, window_node = spec["limit"], spec.get("window")
+    else:
+        limit_node, window_node = child, None
+    before = len(issues.errors)
+    hours = read_field(limit_node, key, lambda n, r=name: budget_hours(n, r, extended), issues)
+    window = read_field(window_node, f"{key}.window", whole_seconds, issues)
+    if len(issues.errors) != before:
+        return False
+    return None if hours is None else BudgetSpec(hours, window)
+
+
+def _shared(
+    node: YNode, path: str, extended: list[str], issues: Issues, *, budgets: bool
+) -> SharedLimits:
+    """A group's ``pool:`` (budgets, running caps, wait) or the ``hub:`` (running, wait)."""
+    valid = [*(POOL_BUDGET_RESOURCES if budgets else ()), "running", "wait"]
+    hint = (
+        f"; a pool's budgets cover {', '.join(POOL_BUDGET_RESOURCES)} (its running: caps "
+        "cover every resource)"
+        if budgets
+        else "; the hub section caps what runs at once: hub: {running: {gpu: 8}}"
+    )
+    entries = check_keys(node, path, valid, issues, hint)
+    pool_budgets: dict[str, PoolBudget] = {}
+    running: dict[str, int] = {}
+    for name, child in entries.items():
+        key = child_path(path, name)
+        if name == "running":
+            caps = running_caps(child, key, extended, issues)
+            running = {n: cap for n, cap in caps.items() if cap is not None}
+        elif name != "wait":
+            read = _budget(child, key, name, extended, issues)
+            if read:
+                pool_budgets[name] = PoolBudget(read.limit_hours, read.window_seconds)
+    return SharedLimits(pool_budgets, running, _wait(entries.get("wait"), path, running, issues))
+
+
+def _wait(node: YNode | None, path: str, running: dict[str, int], issues: Issues) -> frozenset:
+    """``wait: {gpu: true, servers: false}``: which caps a refused spawn waits for."""
+    key = child_path(path, "wait")
+    if node is None:
+        return DEFAULT_WAIT
+    wait = set(DEFAULT_WAIT)
+    for name, child in check_keys(node, key, [*running], issues,
+                                  " (wait: names caps set under running:)").items():  # fmt: skip
+        if not isinstance(child.value, bool):
+            issues.add(child.line, child_path(key, name), "must be true or false")
+        elif child.value:
+            wait.add(name)
+        else:
+            wait.discard(name)
+    return frozenset(wait)
 
 
 def _messages(node: YNode | None, issues: Issues) -> Messages:

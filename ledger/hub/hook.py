@@ -27,7 +27,7 @@ from ledger.core import messages
 from ledger.core.decision import Decision, ServerRequest
 from ledger.core.quantities import QuantityError
 from ledger.core.times import utcnow
-from ledger.hub import metrics
+from ledger.hub import capacity, metrics, waiting_line
 from ledger.hub.choices import is_kubespawner, request_of, selected_overrides
 from ledger.hub.denial import (
     QUIET_REFUSALS,
@@ -84,16 +84,40 @@ class ProgressGate:
         self.spawn_future = spawn_future
         self.wait_seconds = wait_seconds
         self._done = asyncio.get_running_loop().create_future()
+        self._updates: list[dict] = []  # lines while the spawn waits in line (waiting_line)
+        self._changed = asyncio.Event()
 
     def set(self, events: list[dict]) -> None:
         if not self._done.done():
             self._done.set_result(list(events))
+        self._changed.set()
+
+    def update(self, event: dict) -> None:
+        """A line shown while the check goes on (the spawn waits for capacity)."""
+        self._updates.append(event)
+        self._changed.set()
 
     async def events(self) -> list[dict]:
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._done), self.wait_seconds)
-        except TimeoutError:
-            return []
+        return [event async for event in self.stream()]
+
+    async def stream(self):
+        """The waiting lines as they come, then the check's own lines. Without a line from
+        the check within ``wait_seconds`` (the ledger is silent), nothing."""
+        sent = 0
+        while True:
+            while sent < len(self._updates):
+                yield self._updates[sent]
+                sent += 1
+            if self._done.done():
+                break
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), self.wait_seconds)
+            except TimeoutError:
+                if not self._updates:
+                    return
+        for event in self._done.result():
+            yield event
 
 
 def _wrap_progress(spawner) -> None:
@@ -113,7 +137,7 @@ def _wrap_progress(spawner) -> None:
         gate = getattr(spawner, "_quota_gate", None)
         current = getattr(spawner, "_spawn_future", None)
         if gate is not None and (current is None or gate.spawn_future is current):
-            for event in await gate.events():
+            async for event in gate.stream():
                 yield event
         async with aclosing(original()) as inner:
             async for event in inner:
@@ -175,6 +199,7 @@ class QuotaHook:
         self.recent_denials: dict[str, tuple[float, dict]] = {}
         self.last_latency_ms: float | None = None  # of the last check, for tests and logs
         self.recorder = None  # a HubRecorder with install_quota_hook(record_usage=True)
+        self.line = waiting_line.WaitingLine()  # spawns waiting for shared capacity
         self.pages = None  # a ledger.hub.summary.HubQuotaPages with hub_pages=True
 
     def now(self) -> datetime:
@@ -234,10 +259,19 @@ class QuotaHook:
         now = self._clock()
         quota_url = self.quota_page_url or policy.messages.quota_page_url
         started = time.perf_counter()
+
+        queue = self.line.busy_keys(request.amounts)  # FIFO: nobody overtakes a waiter
+
+        async def decide_and_hold(policy, at, hold: bool = True) -> Decision:
+            decision = await self._decide(self.engine, policy, username, groups, request, at)
+            if not hold:
+                return decision
+            return await capacity.hold(self.engine, spawner, policy, groups, request, at,
+                                       decision)  # fmt: skip
+
         try:
             decision = await asyncio.wait_for(
-                self._decide(self.engine, policy, username, groups, request, now),
-                self.timeout_seconds,
+                decide_and_hold(policy, now, hold=not queue), self.timeout_seconds
             )
         except Exception as exc:  # noqa: BLE001 - any ledger failure takes the fail mode
             latency_ms = self.last_latency_ms = (time.perf_counter() - started) * 1000
@@ -246,6 +280,23 @@ class QuotaHook:
                                 now, latency_ms)  # fmt: skip
         latency_ms = self.last_latency_ms = (time.perf_counter() - started) * 1000
         metrics.SPAWN_CHECK_SECONDS.observe(latency_ms / 1000)
+        key = waiting_line.key_for(decision, queue)
+        if key is not None:
+
+            async def ask(at) -> Decision:
+                return await asyncio.wait_for(
+                    decide_and_hold(self.watcher.current(), at), self.timeout_seconds
+                )
+
+            def keep(d: Decision, outcome: str, limit_seconds: float) -> None:
+                row = decision_row(d, source="spawn", outcome=outcome)
+                row["detail"] = {**row["detail"], **waiting_line.deadline_detail(d, limit_seconds)}
+                self._keep(row)
+                logger.info("quota: %s %s for %s (%s)", username, outcome, key, request.servername)
+
+            decision = await waiting_line.wait_for_capacity(
+                self.line, key, decision, spawner, gate, ask, keep, self._clock
+            )
         outcome = "allowed" if decision.allowed else "denied"
         metrics.SPAWN_DECISIONS.labels(outcome).inc()
         if self.record == "all" or not decision.allowed:

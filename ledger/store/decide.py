@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import Decision, ServerRequest, evaluate
 from ledger.core.rollup_usage import NeedBuckets
-from ledger.store import grants, queries, rollups
+from ledger.store import grants, queries, rollups, shared_reads
 
 
 # Each later round loads the days one budget's question asked for (a run-out question asks
@@ -42,9 +42,11 @@ async def decide(
         raise ValueError("now must be timezone-aware")
     limits = policy.limits_for(username, groups)
     if isinstance(db, AsyncConnection):
-        return await _decide(db, policy, limits, username, request, now)
+        decision = await _decide(db, policy, limits, username, request, now)
+        return await shared_reads.attach(db, policy, limits, groups, decision)
     async with db.connect() as conn:
-        return await _decide(conn, policy, limits, username, request, now)
+        decision = await _decide(conn, policy, limits, username, request, now)
+        return await shared_reads.attach(conn, policy, limits, groups, decision)
 
 
 async def _decide(conn, policy, limits, username, request, now) -> Decision:

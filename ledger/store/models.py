@@ -24,7 +24,7 @@ from sqlalchemy import (
     literal_column,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names so alembic migrations can refer to them.
@@ -175,6 +175,32 @@ class Decision(Base):
     __table_args__ = (
         Index("ix_decisions_decided_at", "decided_at"),
         Index("ix_decisions_user_decided", "username", "decided_at"),
+    )
+
+
+class Lease(Base):
+    """Capacity a spawn holds until the collector records its server (migration 0007,
+    ledger/store/leases.py)."""
+
+    __tablename__ = "leases"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    username: Mapped[str] = mapped_column(Text, nullable=False)
+    servername: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    pools: Mapped[list] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
+    cpu_millicores: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    gpu_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    extended: Mapped[dict] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    taken_at: Mapped[datetime] = mapped_column(TZ, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(TZ, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("username", "servername"),
+        CheckConstraint("expires_at > taken_at", name="expires_after_taken"),
+        Index("ix_leases_expires_at", "expires_at"),
     )
 
 

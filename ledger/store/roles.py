@@ -6,7 +6,8 @@ each only what its component does:
 
 * ``quota_ledger_collector``: writes segments, OOM kills and its heartbeat; deletes segments
   and OOM kills past the retention it is configured with (its own rows).
-* ``quota_ledger_hub``: the spawn hook reads usage, writes decisions and the group cache.
+* ``quota_ledger_hub``: the spawn hook reads usage, writes decisions and the group cache,
+  takes and releases leases.
 * ``quota_ledger_web``: reads; writes quota requests, their events and the grants an admin
   approves on its pages (a Grafana data source wants a SELECT-only login, docs/deploy.md).
 * ``quota_ledger_enforcer``: reads, writes enforcement actions, decisions and the group cache.
@@ -72,6 +73,10 @@ GRANT EXECUTE ON FUNCTION quota_segment_partition_create(timestamptz),
 GRANT INSERT ON decisions TO quota_ledger_hub, quota_ledger_enforcer;
 GRANT USAGE ON SEQUENCE decisions_id_seq TO quota_ledger_hub, quota_ledger_enforcer;
 GRANT INSERT, UPDATE, DELETE ON user_groups TO quota_ledger_hub, quota_ledger_enforcer;
+-- leases: taken (a re-spawn of the same server updates its own), released and pruned by the
+-- hub's spawn check only (ledger/store/leases.py)
+GRANT INSERT, UPDATE, DELETE ON leases TO quota_ledger_hub;
+GRANT USAGE ON SEQUENCE leases_id_seq TO quota_ledger_hub;
 
 GRANT INSERT ON enforcement_actions TO quota_ledger_enforcer;
 -- quota requests: users file them on the quota page, admins approve (a grant) or decline

@@ -27,7 +27,7 @@ from ledger.core.usage_model import (
     servers_json,
     user_json,
 )
-from ledger.store import grants, queries
+from ledger.store import grants, queries, shared_reads
 
 
 @dataclass
@@ -58,6 +58,7 @@ class UserStatus:
             "retry_at": iso(self.decision.retry_at),
             "message": self.decision.message,
             "servers": servers_json(self.running_servers),
+            "shared": None if self.decision.shared is None else self.decision.shared.to_json(),
         }
 
     def check_json(self) -> dict:
@@ -80,15 +81,16 @@ async def user_status(
     async with engine.connect() as conn:
         rows = await queries.user_segments(conn, username, since, now)
         adjustments = await grants.user_adjustments(conn, username, now, window_seconds)
-    decision = evaluate(
-        username,
-        limits,
-        rows,
-        request or ServerRequest(),
-        now,
-        exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
-        adjustments=adjustments,
-    )
+        decision = evaluate(
+            username,
+            limits,
+            rows,
+            request or ServerRequest(),
+            now,
+            exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
+            adjustments=adjustments,
+        )
+        decision = await shared_reads.attach(conn, policy, limits, groups, decision)
     names = display_order(set(CORE_RESOURCES) | set(policy.resource_names()) | set(limits.budgets))
     return UserStatus(
         username=username,

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from ledger.core.resources import MICROSECONDS_PER_SECOND, resource
 from ledger.store import page_reads as reads
+from ledger.store import shared_reads
 from ledger.store.report import add_times
 from ledger.web.auth import QuotaHandler
 from ledger.web.report_view import Query, ReportCache, group_totals, paginate, select, to_csv
@@ -110,8 +111,12 @@ class RejectionsPageHandler(AdminHandler):
         page, per_page = self.paging()
         async with self.config.engine.connect() as conn:
             total, rows = await reads.rejections(conn, per_page, (page - 1) * per_page)
+            line = await shared_reads.waiting_line(conn, self.config.now())
+        ahead: dict[str, int] = {}
+        for row in line:  # ordered by bottleneck, then arrival
+            row["position"] = ahead[row["reason"]] = ahead.get(row["reason"], 0) + 1
         for row in rows:
-            row["bottleneck"] = (row["reason"] or "").partition(":")[2] or row["reason"]
+            row["bottleneck"] = (row["reason"] or "").rpartition(":")[2] or row["reason"]
             request = row.get("request") or {}
             row["size"] = ", ".join(
                 f"{resource(n).to_display(Decimal(v)):g} {resource(n).display_unit}"
@@ -120,6 +125,7 @@ class RejectionsPageHandler(AdminHandler):
             )
         self.render_page(
             "admin_rejections.html", section="rejections", rows=rows, total=total, page=page,
+            line=line,
             pages=max(1, -(-total // per_page)),
         )  # fmt: skip
 

@@ -1,0 +1,226 @@
+"""Shared capacity at ledger-benchmark scale: decide() with group pools and hub caps vs
+without, and lease throughput (concurrent spawn checks per second).
+
+    .venv/bin/python benchmarks/shared_capacity_bench.py --users 10000 --segments 300000
+
+1. The ledger benchmark's data (benchmarks/ledger_bench.py ``prepare``: datagen users and
+   segments, rollups rebuilt, VACUUM ANALYZE) plus each user's group in ``user_groups`` (what
+   the hub hook keeps), in an embedded PostgreSQL (or ``--db``).
+2. ``decide`` for ``--decide-users`` random users with examples/policy.yaml, then with the
+   same policy plus a pool on every group (a memory budget and a GPU/servers cap) and hub
+   caps — interleaved per user, so machine noise falls on both alike.
+3. ``leases.take``: ``--concurrency`` checks at once, each on its own connection, under a
+   hub GPU cap, ``--rounds`` times: checks per second, and that exactly the free GPUs were
+   leased each round.
+Writes the ``## Shared capacity`` section of benchmarks/RESULTS.md unless ``--no-results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from sqlalchemy import text  # noqa: E402
+
+from benchmarks import datagen  # noqa: E402
+from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
+from ledger.core.decision import ServerRequest  # noqa: E402
+from ledger.core.policy_yaml import parse_policy  # noqa: E402
+from ledger.store import db, leases  # noqa: E402
+from ledger.store.decide import decide  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+SECTION = "## Shared capacity"
+REQUEST = ServerRequest({"cpu": 2000, "memory": 4 * datagen.GIB, "gpu": 0})
+GPU = {"cpu": 1000, "memory": 4 * datagen.GIB, "gpu": 1}
+SHARED = """
+hub:
+  running: {gpu: 10000, memory: 100Ti, servers: 100000}
+"""
+
+
+def shared_policy(base: str) -> str:
+    """The policy with a pool on every group (its inline entry gets a ``pool:`` key)."""
+    pool = ", pool: {memory: 1000000 GiB-hours, running: {gpu: 1000, servers: 100000}}}"
+    out, in_groups = [], False
+    for line in base.splitlines():
+        if not line.startswith(" "):
+            in_groups = line.startswith("groups:")
+        elif in_groups and line.rstrip().endswith("}"):
+            line = line.rstrip()[:-1] + pool
+        out.append(line)
+    return "\n".join(out) + "\n" + SHARED
+
+
+async def store_groups(engine, groups: dict[str, list[str]]) -> None:
+    users = sorted(groups)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM user_groups"))
+        await conn.execute(
+            text(
+                "INSERT INTO user_groups (username, group_name, synced_at) "
+                "SELECT u, g, now() FROM unnest(CAST(:u AS text[]), CAST(:g AS text[])) AS t(u, g)"
+            ),
+            {"u": users, "g": [groups[u][0] for u in users]},
+        )
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE user_groups"))
+
+
+async def bench_decide(engine, plain, shared, groups, users) -> dict:
+    at = datagen.EVAL_AT
+    without, with_shared = [], []
+    for username in users:
+        g = groups.get(username, [])
+        t0 = time.perf_counter()
+        await decide(engine, plain, username, g, REQUEST, at)
+        t1 = time.perf_counter()
+        d = await decide(engine, shared, username, g, REQUEST, at)
+        t2 = time.perf_counter()
+        assert d.shared is not None
+        without.append(t1 - t0)
+        with_shared.append(t2 - t1)
+    return {"without": summary_ms(without), "with": summary_ms(with_shared)}
+
+
+async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
+    at = datagen.EVAL_AT
+    engine = db.create_engine(url)
+    async with engine.connect() as conn:  # GPUs the generated data runs at ``at``
+        busy = await conn.scalar(
+            text("SELECT COALESCE(sum(gpu_count), 0) FROM segments "
+                 "WHERE COALESCE(ended_at, 'infinity') > :at AND started_at <= :at"),
+            {"at": at},
+        )  # fmt: skip
+    await engine.dispose()
+    policy = parse_policy(f"hub: {{running: {{gpu: {int(busy) + free}}}}}")
+    limits = policy.limits_for("x", [])
+    engines = [db.create_engine(url, pool_size=1) for _ in range(concurrency)]
+    seconds, exact = [], 0
+    try:
+        for e in engines:
+            async with e.connect():
+                pass
+        for r in range(rounds):
+            t0 = time.perf_counter()
+            results = await asyncio.gather(
+                *(leases.take(e, policy, limits, f"lease-{r}-{i}", [], GPU, "", at, 300)
+                  for i, e in enumerate(engines))
+            )  # fmt: skip
+            seconds.append(time.perf_counter() - t0)
+            exact += sum(x.granted for x in results) == free
+            async with engines[0].begin() as conn:
+                await conn.execute(text("DELETE FROM leases"))
+    finally:
+        await asyncio.gather(*(e.dispose() for e in engines))
+    total = sum(seconds)
+    return {"rounds": rounds, "checks_per_s": concurrency * rounds / total, "exact": exact,
+            "round": summary_ms(seconds)}  # fmt: skip
+
+
+def render(args, mach, info, dec, lease) -> str:
+    w, s = dec["without"], dec["with"]
+    delta = s["p99"] - w["p99"]
+    return f"""{SECTION}
+
+`decide` with group pools and hub caps vs without, and lease throughput. Reproduce:
+
+```
+.venv/bin/python benchmarks/shared_capacity_bench.py --users {args.users} --segments {args.segments} --decide-users {args.decide_users}
+```
+
+- Machine: {mach["cpu"]}, {mach["cores"]} cores (shared), {mach["ram"]} RAM, {mach["os"]}; Python {mach["python"]}. Load average when the run started: {mach["load"]} (other sessions share these 2 cores; latencies include their noise).
+- Data: benchmarks/datagen.py seed {args.seed}, {args.users:,} users in examples/policy.yaml's four groups (each user's group in `user_groups`), {args.segments:,} segments over 90 days (load {info.get("load_s") or 0:.0f} s, rollup rebuild {info.get("rebuild_s") or 0:.0f} s). PostgreSQL {info.get("server_version")}.
+- Policies: examples/policy.yaml; and the same with `pool: {{memory: 1000000 GiB-hours, running: {{gpu: 1000, servers: 100000}}}}` on every group plus `hub: {{running: {{gpu, memory, servers}}}}` — every decide then sums its group's pool (thousands of members' rollup days) and counts the hub's running servers and leases. Request 2 CPU / 4 GiB; the two decides run back to back per user.
+
+| measurement | result | goal | |
+|---|---|---|---|
+| `decide` without pools/hub caps p50 / p99, {w["n"]} users | {w["p50"]:.2f} / {w["p99"]:.2f} ms | | |
+| `decide` with pools and hub caps p50 / p99 | {s["p50"]:.2f} / {s["p99"]:.2f} ms | p99 within 1 ms of without | {"met" if delta <= 1 else "**missed**"} (+{delta:.2f} ms) |
+| lease checks, {args.concurrency} at once on separate connections, {lease["rounds"]} rounds | {lease["checks_per_s"]:.0f} checks/s (round p50 {lease["round"]["p50"]:.0f} ms) | | |
+| rounds that leased exactly the {args.free} free GPUs | {lease["exact"]} of {lease["rounds"]} | all | {"met" if lease["exact"] == lease["rounds"] else "**missed**"} |
+
+Where the time goes: a pool budget is summed per decide from every member's rollup days in
+the window plus the edge days' raw segments (ledger/store/shared_reads.py `_POOL_USED`), so
+its cost grows with the pool's members, not with one user's history; the hub cap counts every
+running segment (the `ix_segments_end` range) and live lease. A per-pool rollup (or a
+short-lived cache of pool usage) is what would bring the pool budget near the per-user cost.
+Lease checks serialise on the bottleneck's advisory lock: throughput is one short
+transaction (lock, prune, count, insert) at a time per bottleneck.
+"""
+
+
+def write_section(section: str, path: Path = RESULTS) -> None:
+    existing = path.read_text(encoding="utf-8")
+    out, skipping, replaced = [], False, False
+    for line in existing.splitlines(keepends=True):
+        if line.rstrip("\n") == SECTION:
+            skipping, replaced = True, True
+            out.append(section.rstrip("\n") + "\n\n")
+            continue
+        if skipping and line.startswith("## "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    text_ = "".join(out).rstrip("\n") + "\n"
+    if not replaced:
+        text_ += "\n" + section.rstrip("\n") + "\n"
+    path.write_text(text_, encoding="utf-8")
+
+
+async def run(args) -> None:
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    mach = machine()
+    base = (REPO / "examples" / "policy.yaml").read_text()
+    plain = parse_policy(base, "examples/policy.yaml")
+    shared = parse_policy(shared_policy(base), "shared")
+    assert shared.pools and shared.hub.running
+    groups = datagen.generate_groups(args.users, seed=args.seed)
+    args.reuse = False
+    with database(args.db) as (url, _server):
+        info = await prepare(url, args, log)
+        engine = db.create_engine(url)
+        try:
+            await store_groups(engine, groups)
+            sample = random.Random(args.seed).sample(sorted(groups), args.decide_users)
+            log("decide, warm-up …")
+            await bench_decide(engine, plain, shared, groups, sample[:50])
+            log(f"decide for {len(sample)} users, with and without …")
+            dec = await bench_decide(engine, plain, shared, groups, sample)
+        finally:
+            await engine.dispose()
+        log("lease throughput …")
+        lease = await bench_leases(url, args.concurrency, args.rounds, args.free)
+    section = render(args, mach, info, dec, lease)
+    print(section)
+    if not args.no_results:
+        write_section(section)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--segments", type=int, default=3_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--db")
+    parser.add_argument("--decide-users", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--free", type=int, default=2)
+    parser.add_argument("--no-results", action="store_true")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Holding shared capacity for a spawn: the lease half of the quota check.
+
+After ``decide`` allows a spawn, a spawn that meets concurrent caps (the user's own
+``running:``, a group pool's, the hub's) takes a lease for its size
+(``ledger.store.leases.take``, race-free in PostgreSQL). The lease is released when the spawn
+fails or is cancelled (JupyterHub's ``spawner._spawn_future`` ends with an error or is
+cancelled: jupyterhub/handlers/base.py ``spawn_single_user``), and otherwise ends by itself
+when the collector (or the hub's recorder) records the server, or after its TTL: the
+spawner's ``start_timeout`` + ``http_timeout`` + a margin, so a hub that dies mid-spawn
+holds nothing for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ledger.core import shared_capacity
+from ledger.core.decision import Decision, ServerRequest
+from ledger.store import leases, shared_reads
+
+log = logging.getLogger("ledger.hub")
+
+# Between start() returning and the collector's next look at the pod.
+LEASE_MARGIN_SECONDS = 120.0
+
+
+def lease_ttl_seconds(spawner) -> float:
+    start = float(getattr(spawner, "start_timeout", 60) or 60)
+    http = float(getattr(spawner, "http_timeout", 30) or 30)
+    return start + http + LEASE_MARGIN_SECONDS
+
+
+def needs_lease(policy, limits, groups) -> bool:
+    return bool(limits.running) or shared_reads.applies(policy, limits, groups)
+
+
+async def hold(
+    engine, spawner, policy, groups, request: ServerRequest, now, decision: Decision
+) -> Decision:
+    """``decision``, refused if the caps no longer allow the spawn once counted under lock;
+    when allowed, the spawn holds a lease released if the spawn fails."""
+    limits = policy.limits_for(decision.username, groups)
+    if not decision.allowed or limits.denied_all or not needs_lease(policy, limits, groups):
+        return decision
+    result = await leases.take(
+        engine, policy, limits, decision.username, groups, request.amounts,
+        request.servername, now, lease_ttl_seconds(spawner),
+    )  # fmt: skip
+    if not result.granted:
+        return shared_capacity.attach(decision, result.status)
+    decision.shared = result.status
+    if result.lease_id is not None:
+        release_when_spawn_fails(engine, spawner, result.lease_id)
+    return decision
+
+
+def release_when_spawn_fails(engine, spawner, lease_id: int) -> None:
+    spawner._quota_lease_id = lease_id
+    future = getattr(spawner, "_spawn_future", None)
+    if future is None:
+        return  # not spawned by the hub's handler (a test double): TTL and segments end it
+
+    def done(f) -> None:
+        if f.cancelled() or f.exception() is not None:
+            asyncio.ensure_future(release(engine, lease_id, "the spawn failed"))
+
+    future.add_done_callback(done)
+
+
+async def release(engine, lease_id: int, why: str) -> None:
+    """Never raises: a lease that cannot be deleted now expires at its TTL."""
+    try:
+        await leases.release(engine, lease_id)
+        log.info("quota: released lease %s (%s)", lease_id, why)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("quota: lease %s not released (%s): %s; it expires by itself", lease_id,
+                    why, exc)  # fmt: skip

@@ -1,0 +1,272 @@
+"""Reads for shared capacity (ledger/core/shared_capacity.py): what the hub, a group's pool
+and a user hold right now (running segments plus live leases), and a pool's usage over its
+budgets' windows (its members' per-day rollups plus the raw segments of the edge days).
+
+:func:`shared_status` is what ``decide`` and ``leases.take`` evaluate; the SQL is here once.
+A pool's members are the ``user_groups`` cache the hub hook and enforcer keep, except the
+requesting user, whose groups are the ones the hub reported for this spawn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.core import shared_capacity
+from ledger.core.resources import SERVERS
+from ledger.core.shared_capacity import (
+    HUB,
+    USER,
+    SharedStatus,
+    SharedUsage,
+    evaluate_shared,
+    pools_for,
+)
+
+# A lease ends when a segment of its server that started at or after it (less this much, for
+# clocks of hub and collector that disagree a little) is recorded.
+LEASE_SKEW_SECONDS = 5
+
+# Live capacity: running segments (pools NULL) and live leases (pools the lease counts
+# toward), without the requested server ($2, $3): a restart replaces it.
+LIVE_SQL = f"""
+    SELECT s.username, s.servername, s.cpu_millicores, s.memory_bytes, s.gpu_count,
+           s.extended, NULL::text[] AS pools
+    FROM segments s
+    WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > $1 AND s.started_at <= $1
+      AND NOT (s.username = $2 AND s.servername = $3)
+    UNION ALL
+    SELECT l.username, l.servername, l.cpu_millicores, l.memory_bytes, l.gpu_count,
+           l.extended, l.pools
+    FROM leases l
+    WHERE l.expires_at > $1 AND l.taken_at <= $1
+      AND NOT (l.username = $2 AND l.servername = $3)
+      AND NOT EXISTS (
+          SELECT 1 FROM segments s
+          WHERE s.username = l.username AND s.servername = l.servername
+            AND s.started_at >= l.taken_at - interval '{LEASE_SKEW_SECONDS} seconds')
+"""  # noqa: S608 - constants only
+
+# Per scope: 'hub' (when $4), each group in $5 (members: user_groups, or for the requesting
+# user $2 the groups in $6), and 'user' ($2's own). kind 'sum' rows carry the core columns
+# and the server count; kind 'ext' rows one extended resource each; kind 'lease' the
+# requesting user's own leases; kind 'who' one user's holding (only when $7, for admins).
+_SCOPED = f"""
+    WITH live AS ({LIVE_SQL}),
+    scoped AS (
+        SELECT 'hub' AS scope, live.* FROM live WHERE $4
+        UNION ALL
+        SELECT g.name, live.* FROM unnest($5::text[]) AS g(name) JOIN live ON
+            CASE WHEN live.pools IS NOT NULL THEN g.name = ANY(live.pools)
+                 WHEN live.username = $2 THEN g.name = ANY($6::text[])
+                 ELSE EXISTS (SELECT 1 FROM user_groups ug
+                              WHERE ug.username = live.username AND ug.group_name = g.name)
+            END
+        UNION ALL
+        SELECT 'user', live.* FROM live WHERE live.username = $2
+    )
+    SELECT 'sum' AS kind, scope, NULL AS name, count(DISTINCT (username, servername)) AS servers,
+           sum(cpu_millicores)::bigint AS cpu, sum(memory_bytes)::bigint AS memory,
+           sum(gpu_count)::bigint AS gpu
+    FROM scoped GROUP BY scope
+    UNION ALL
+    SELECT 'ext', scope, e.key, 0, sum(e.value::bigint)::bigint, 0, 0
+    FROM scoped, jsonb_each_text(scoped.extended) AS e
+    WHERE scoped.extended <> '{{}}'::jsonb GROUP BY scope, e.key
+    UNION ALL
+    SELECT 'lease', 'user', NULL, count(*), sum(cpu_millicores)::bigint,
+           sum(memory_bytes)::bigint, sum(gpu_count)::bigint
+    FROM scoped WHERE scope = 'user' AND pools IS NOT NULL
+    UNION ALL
+    SELECT 'who', scope, username, count(DISTINCT servername), sum(cpu_millicores)::bigint,
+           sum(memory_bytes)::bigint, sum(gpu_count)::bigint
+    FROM scoped WHERE $7 GROUP BY scope, username
+"""  # noqa: S608 - constants only
+
+# A pool's usage over one window: Σ its members' rollup days [zs, za) − ∫[zs, since) +
+# ∫[za, at) of closed segments (covering rate and the edge days' partial segments), plus the
+# open segments' share — the decomposition of quota_usage (migrations/versions/0004).
+_POOL_USED = """
+    WITH members AS MATERIALIZED (
+        SELECT username FROM user_groups WHERE group_name = $1 AND username <> $2
+        UNION SELECT $2 WHERE $3
+    ), p AS (
+        SELECT $4::timestamptz - make_interval(secs => $5) AS since,
+               quota_bucket_start($4::timestamptz - make_interval(secs => $5)) AS zs,
+               quota_bucket_start($4) AS za
+    ), edges AS (
+        SELECT zs AS z, -1 AS sign, since AS point FROM p
+        UNION ALL SELECT za, 1, $4::timestamptz FROM p
+    ), parts AS (
+        SELECT r.cpu_used AS cpu, r.memory_used AS memory, r.gpu_used AS gpu
+        FROM members m CROSS JOIN p
+        JOIN usage_rollups r ON r.username = m.username
+         AND r.bucket_start >= p.zs AND r.bucket_start < p.za
+        UNION ALL
+        SELECT e.sign * r.cpu_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z)),
+               e.sign * r.memory_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z)),
+               e.sign * r.gpu_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z))
+        FROM members m CROSS JOIN edges e
+        JOIN usage_rollups r ON r.username = m.username AND r.bucket_start = e.z
+        UNION ALL
+        SELECT e.sign * s.cpu_millicores::numeric * o.us, e.sign * s.memory_bytes::numeric * o.us,
+               e.sign * s.gpu_count::numeric * o.us
+        FROM members m CROSS JOIN edges e
+        JOIN segments s ON s.username = m.username AND s.ended_at IS NOT NULL AND (
+            (s.started_at >= e.z AND s.started_at < e.z + interval '24 hours')
+            OR (COALESCE(s.ended_at, 'infinity'::timestamptz) > e.z
+                AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'))
+        CROSS JOIN LATERAL (SELECT GREATEST(0, quota_epoch_us(LEAST(s.ended_at, e.point))
+                                               - quota_epoch_us(GREATEST(s.started_at, e.z))) AS us) o
+        UNION ALL
+        SELECT s.cpu_millicores::numeric * o.us, s.memory_bytes::numeric * o.us,
+               s.gpu_count::numeric * o.us
+        FROM members m CROSS JOIN p
+        JOIN segments s ON s.username = m.username AND s.ended_at IS NULL AND s.started_at < $4
+        CROSS JOIN LATERAL (SELECT quota_epoch_us($4) - quota_epoch_us(GREATEST(s.started_at, p.since)) AS us) o
+    )
+    SELECT COALESCE(sum(cpu), 0)::text, COALESCE(sum(memory), 0)::text, COALESCE(sum(gpu), 0)::text
+    FROM parts
+"""
+
+
+async def _raw(conn: AsyncConnection):
+    return (await conn.get_raw_connection()).driver_connection
+
+
+def applies(policy, limits, groups: Iterable[str]) -> bool:
+    """Whether shared capacity has anything to say about this user (else nothing is read)."""
+    pools = getattr(policy, "pools", {})
+    hub = getattr(policy, "hub", None)
+    return bool(pools_for(pools, groups) or (hub is not None and hub.running))
+
+
+async def read_usage(
+    raw, policy, username: str, groups: Iterable[str], servername: str, now: datetime,
+    *, who: bool = False,
+) -> SharedUsage:  # fmt: skip
+    """In-use amounts per scope and the pools' used budgets (one query, plus one per pool
+    budget window)."""
+    groups = sorted(set(groups))
+    pools = pools_for(policy.pools, groups)
+    capped = [g for g in pools if policy.pools[g].running]
+    usage = SharedUsage()
+    records = await raw.fetch(
+        _SCOPED, now, username, servername, bool(policy.hub.running), capped, groups, who
+    )
+    for kind, scope, name, servers, cpu, memory, gpu in records:
+        if kind == "sum":
+            usage.running[scope] = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
+        elif kind == "ext":
+            usage.running.setdefault(scope, {})[name] = cpu
+        elif kind == "lease" and servers:
+            usage.own_leases = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
+        elif kind == "who":
+            usage.by_user.setdefault(scope, {})[name] = {
+                SERVERS: servers,
+                "cpu": cpu,
+                "memory": memory,
+                "gpu": gpu,
+            }
+    for group in pools:
+        windows = {
+            b.window_seconds or policy.window_seconds for b in policy.pools[group].budgets.values()
+        }
+        for window in sorted(windows):
+            cpu, memory, gpu = await raw.fetchrow(
+                _POOL_USED, group, username, group in groups, now, float(window)
+            )
+            used = {"cpu": cpu, "memory": memory, "gpu": gpu}
+            for name, total in used.items():
+                usage.used.setdefault(group, {})[(name, window)] = int(Decimal(total))
+    return usage
+
+
+async def shared_status(
+    conn: AsyncConnection, policy, limits, username: str, groups: Iterable[str],
+    request_amounts: Mapping[str, int], servername: str, now: datetime, *, who: bool = False,
+) -> SharedStatus:  # fmt: skip
+    """Every shared limit this spawn meets at ``now`` (nothing is reserved: see leases.take)."""
+    raw = await _raw(conn)
+    usage = await read_usage(raw, policy, username, groups, servername, now, who=who)
+    return evaluate(policy, limits, username, groups, request_amounts, usage)
+
+
+async def attach(conn: AsyncConnection, policy, limits, groups: Iterable[str], decision):
+    """``decision`` with the pools' and the hub's verdict (nothing read when none apply)."""
+    groups = list(groups)
+    if not applies(policy, limits, groups) or limits.denied_all:
+        return decision
+    status = await shared_status(
+        conn, policy, limits, decision.username, groups, decision.request.amounts,
+        decision.request.servername, decision.at,
+    )  # fmt: skip
+    return shared_capacity.attach(decision, status)
+
+
+def evaluate(policy, limits, username, groups, request_amounts, usage) -> SharedStatus:
+    pools = {g: policy.pools[g] for g in pools_for(policy.pools, groups)}
+    return evaluate_shared(
+        username,
+        limits.running,
+        pools,
+        policy.hub,
+        request_amounts,
+        usage,
+        window_seconds=policy.window_seconds,
+        exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
+    )
+
+
+def extended_json(amounts: Mapping[str, int]) -> str:
+    """The lease's ``extended`` column: resources other than cpu, memory and gpu."""
+    ext = {k: int(v) for k, v in amounts.items() if k not in ("cpu", "memory", "gpu") and v}
+    return json.dumps(ext, sort_keys=True)
+
+
+__all__ = ["HUB", "USER", "applies", "evaluate", "read_usage", "shared_status"]
+
+
+async def totals(engine, policy, now: datetime, *, who: bool = False) -> SharedStatus:
+    """Every pool's and the hub's figures at ``now`` (the report and admin views): what
+    each pool used of its budgets, and what runs (plus live leases) against each cap."""
+    pools = list(getattr(policy, "pools", {}))
+    hub = getattr(policy, "hub", None)
+    if not pools and not (hub is not None and hub.running):
+        return SharedStatus()
+    async with engine.connect() as conn:
+        raw = await _raw(conn)
+        # no requesting user: "" is nobody's name, so every member comes from user_groups
+        usage = await read_usage(raw, policy, "", pools, "", now, who=who)
+    return evaluate_shared(
+        "", {}, {g: policy.pools[g] for g in pools_for(policy.pools, pools)}, policy.hub, {},
+        usage, window_seconds=policy.window_seconds,
+    )  # fmt: skip
+
+
+# The line as the decision log has it: spawns whose latest decision is "waiting" and whose
+# wait has not run out (the hub writes waiting / woke / gave_up / allowed / denied rows).
+_LINE_SQL = text(
+    """
+    SELECT username, servername, reason, bottleneck_level, bottleneck_scope,
+           bottleneck_resource, decided_at AS waiting_since, message
+    FROM (
+        SELECT DISTINCT ON (username, servername) *
+        FROM decisions
+        WHERE source = 'spawn' AND decided_at > CAST(:now AS timestamptz) - interval '1 day'
+        ORDER BY username, servername, decided_at DESC, id DESC
+    ) latest
+    WHERE outcome = 'waiting' AND CAST(detail ->> 'wait_deadline' AS timestamptz) > :now
+    ORDER BY reason, decided_at, username
+    """
+)
+
+
+async def waiting_line(conn: AsyncConnection, now: datetime) -> list[dict]:
+    """Who waits for which bottleneck, first in line first (admin pages)."""
+    return [dict(r._mapping) for r in await conn.execute(_LINE_SQL, {"now": now})]
