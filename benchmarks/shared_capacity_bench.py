@@ -187,7 +187,6 @@ async def run(args) -> None:
     shared = parse_policy(shared_policy(base), "shared")
     assert shared.pools and shared.hub.running
     groups = datagen.generate_groups(args.users, seed=args.seed)
-    args.reuse = False
     with database(args.db) as (url, _server):
         info = await prepare(url, args, log)
         engine = db.create_engine(url)
@@ -213,7 +212,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--segments", type=int, default=3_000_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--db")
+    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
+    parser.add_argument("--reuse", action="store_true", help="--db already loaded by this script")
     parser.add_argument("--decide-users", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=20)

@@ -74,6 +74,39 @@ async def test_pool_budget_is_the_exact_sum_of_its_members_usage(engine):
     assert d.shared.pools == ("lab",)
 
 
+async def test_pool_budget_counts_each_edge_day_segment_once(engine):
+    # the window's first and last UTC days: segments that start in the day, that start
+    # before it and end in it, that do both, and one that spans the day (rollup cover rate)
+    since = NOW - timedelta(days=30)
+    first = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    last = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
+    hour = timedelta(hours=1)
+    spans = []
+    for day in (first, last):
+        spans += [
+            (day - 3 * hour, day + 2 * hour),  # started before the day, ended in it
+            (day + hour, day + 2 * hour + timedelta(seconds=36)),  # both in the day
+            (day + 3 * hour, day + 30 * hour),  # started in the day, ended after it
+            (day - 2 * hour, day + 25 * hour),  # covers the whole day
+        ]
+    for i, user in enumerate(["e1", "e2"]):
+        await groups(engine, user, ["lab"])
+        for start, end in spans:
+            if start < since - 4 * hour or end >= NOW:
+                end = min(end, NOW - timedelta(seconds=1))
+            await add(engine, user, start, end, memory_gib=1 + i)
+    expected = 0
+    for user in ["e1", "e2"]:
+        own = await decide(engine, POLICY, user, ["lab"], ServerRequest({}), NOW)
+        expected += own.budgets["memory"].used_hours
+    d = await decide(engine, POLICY, "e1", ["lab"], gpu_server(), NOW)
+    check = next(c for c in d.shared.checks if c.scope == "lab" and c.resource == "memory")
+    from ledger.core.resources import resource
+
+    # Decimal hours round at 28 digits; one GiB-microsecond is ~3e-10 GiB-hours
+    assert expected > 0 and abs(resource("memory").to_hours(check.in_use) - expected) < 1e-18
+
+
 async def test_a_spent_pool_budget_refuses_and_never_waits(engine):
     await groups(engine, "m1", ["lab"])
     await add(engine, "m1", NOW - timedelta(days=3), NOW - timedelta(days=1), 8)  # 384 GiB-h

@@ -116,13 +116,22 @@ _POOL_USED = """
         UNION ALL
         SELECT e.sign * s.cpu_millicores::numeric * o.us, e.sign * s.memory_bytes::numeric * o.us,
                e.sign * s.gpu_count::numeric * o.us
-        FROM members m CROSS JOIN edges e
-        JOIN segments s ON s.username = m.username AND s.ended_at IS NOT NULL AND (
-            (s.started_at >= e.z AND s.started_at < e.z + interval '24 hours')
-            OR (COALESCE(s.ended_at, 'infinity'::timestamptz) > e.z
-                AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'))
+        FROM edges e CROSS JOIN LATERAL (
+            -- the edge day's closed segments: those that started in it, and those that
+            -- started before it and ended in it; each half one index range scan
+            -- (ix_segments_started, ix_segments_end), whatever plan the statement caches
+            SELECT * FROM segments s
+            WHERE s.started_at >= e.z AND s.started_at < e.z + interval '24 hours'
+              AND s.ended_at IS NOT NULL
+            UNION ALL
+            SELECT * FROM segments s
+            WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > e.z
+              AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'
+              AND s.started_at < e.z
+        ) s
         CROSS JOIN LATERAL (SELECT GREATEST(0, quota_epoch_us(LEAST(s.ended_at, e.point))
                                                - quota_epoch_us(GREATEST(s.started_at, e.z))) AS us) o
+        WHERE s.username IN (SELECT username FROM members)
         UNION ALL
         SELECT s.cpu_millicores::numeric * o.us, s.memory_bytes::numeric * o.us,
                s.gpu_count::numeric * o.us
