@@ -151,9 +151,11 @@ def render(args, mach, info, dec, lease) -> str:
 
 Where the time goes: a pool budget is summed per decide from every member's rollup days in
 the window plus the edge days' raw segments (ledger/store/shared_reads.py `_POOL_USED`), so
-its cost grows with the pool's members, not with one user's history; the hub cap counts every
-running segment (the `ix_segments_end` range) and live lease. A per-pool rollup (or a
-short-lived cache of pool usage) is what would bring the pool budget near the per-user cost.
+its cost grows with the pool's members (here thousands, each with up to 30 rollup days),
+not with one user's history; that sum is most of the difference. The hub and pool caps
+count the running segments (the `ix_segments_end` range) and live leases. A per-pool
+rollup (or a short-lived cache of pool usage) is what would bring the pool budget near the
+per-user cost.
 Lease checks serialise on the bottleneck's advisory lock: throughput is one short
 transaction (lock, prune, count, insert) at a time per bottleneck.
 """
