@@ -156,7 +156,19 @@ async def test_caps_count_running_segments_and_live_leases(engine):
     assert tuple(row) == ("hub", "hub", "gpu")
 
 
-async def test_no_shared_limits_reads_nothing_extra(engine):
+async def test_no_shared_limits_reads_nothing_extra(engine, monkeypatch):
+    from ledger.store import shared_reads
+
+    async def no_read(*args, **kwargs):
+        raise AssertionError("a shared-capacity query for a policy without pools/hub caps")
+
+    monkeypatch.setattr(shared_reads, "read_usage", no_read)
     policy = parse_policy("groups:\n  a: {memory: 10 GiB-hours}\n")
     d = await decide(engine, policy, "u", ["a"], gpu_server(), NOW)
     assert d.allowed and d.shared is None and d.to_json()["shared"] is None
+    # a pool on a group the user is not in, and no hub caps: nothing to read either
+    other = parse_policy(
+        "groups:\n  a: {memory: 10 GiB-hours}\n  b: {pool: {memory: 5 GiB-hours}}\n"
+    )
+    d = await decide(engine, other, "u", ["a"], gpu_server(), NOW)
+    assert d.allowed and d.shared is None
