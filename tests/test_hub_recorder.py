@@ -23,11 +23,11 @@ from quota_ledger_demo.hub import _setting, free_port, start_hub, stop_hub, writ
 pytestmark = pytest.mark.e2e
 
 
-def hub_config(tmp_path, db_url):
+def hub_config(tmp_path, db_url, start_delay_seconds=0):
     admin_token = secrets.token_hex(16)
     policy = write_policy(tmp_path / "policy.yaml")
     extra = (
-        "c.DemoSpawner.start_delay_seconds = 0\n"
+        f"c.DemoSpawner.start_delay_seconds = {start_delay_seconds}\n"
         f"install_quota_hook(c, db_url={db_url!r}, policy_path={str(policy)!r},\n"
         "                   record_usage=True, record_usage_heartbeat_seconds=0.5)\n"
     )
@@ -119,3 +119,37 @@ async def test_recorded_closed_and_reconciled_after_a_hub_restart(tmp_path, fres
 
 async def _count_open(engine):
     return [s for s in await hub_segments(engine) if s["ended_at"] is None]
+
+
+async def test_a_first_spawn_still_starting_when_the_recorder_starts_is_recorded_once(
+    tmp_path, fresh_db_url, engine
+):
+    # The recorder's task starts with the hub's first spawn and reconciles at once; that spawn
+    # already has its orm Server while start() runs (3 s here), and used to get a second
+    # segment from the reconcile, so the server was charged twice and one segment never closed.
+    config, api, admin = hub_config(tmp_path, fresh_db_url, start_delay_seconds=3)
+    process = await asyncio.to_thread(start_hub, config)
+    try:
+        async with httpx.AsyncClient(headers=admin, timeout=60) as http:
+
+            async def ready():
+                model = (await http.get(f"{api}/users/bob")).json()
+                return (model["servers"].get("") or {}).get("ready")
+
+            r = await http.post(f"{api}/users/bob/server")
+            assert r.status_code in (201, 202), r.text
+            await wait_until(ready, timeout=60, what="bob's server ready")
+            await wait_until(lambda: _count_open(engine), what="segment opened")
+            await asyncio.sleep(1.5)  # three heartbeats: a late second write would show now
+            assert len(await hub_segments(engine)) == 1
+            r = await http.delete(f"{api}/users/bob/server")
+            assert r.status_code in (202, 204), r.text
+
+            async def all_closed():
+                found = await hub_segments(engine)
+                return found if found and all(s["ended_at"] for s in found) else None
+
+            (closed,) = await wait_until(all_closed, what="the segment closed on stop")
+            assert closed["end_reason"] == "terminated"
+    finally:
+        await asyncio.to_thread(stop_hub, process)

@@ -90,6 +90,8 @@ class HubRecorder:
     async def _opened(self, spawner, request: ServerRequest) -> None:
         now = self._clock()
         username, servername = _key(spawner)
+        if (username, servername) in self._open:
+            return  # reconcile already opened this server's segment: one segment per server
         uid = f"hub:{username}/{servername}@{now.isoformat()}"
         self._open[(username, servername)] = uid
         await self._write([OpenSegment(self._row(uid, username, servername, request, now))])
@@ -190,7 +192,10 @@ class HubRecorder:
             if key in self._open or orm_spawner.started is None:
                 continue
             spawner = app.users[key[0]].spawners[key[1]]
-            if not self.covers(spawner):
+            # A spawn in progress already has its orm Server (JupyterHub creates it before
+            # calling start()); its segment is opened when start() returns (track), so
+            # opening one here too would charge that server twice.
+            if not self.covers(spawner) or getattr(spawner, "pending", None) == "spawn":
                 continue
             started_at = orm_spawner.started.replace(tzinfo=UTC)  # the hub stores naive UTC
             uid = f"hub:{key[0]}/{key[1]}@{started_at.isoformat()}"
