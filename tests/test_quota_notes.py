@@ -199,3 +199,34 @@ async def test_hook_sizes_a_kubespawner_profile_before_kubespawner_applies_it(tm
     assert (await hook._request(spawner, policy, None)).amounts["gpu"] == 1
     spawner.user_options = {}
     assert (await hook._request(spawner, policy, None)).amounts["memory"] == 2 * GIB
+
+
+async def test_decide_many_counts_grants_and_shared_capacity_like_decide(engine):
+    """A grant that lets dana spawn must not make the form say "over budget", and a hub cap
+    that is full must make every size's note say so: decide_many reads both once."""
+    from ledger.store import grants
+
+    await seed(engine)
+    # dana has used 48 GiB-hours and more runs: a budget of 40 is spent
+    policy = parse_policy("window: 30d\ngroups:\n  regular: {memory: 40 GiB-hours}\n")
+    before = await decide_many(engine, policy, "dana", ["regular"], SIZES, NOW)
+    assert not before[2].allowed, before[2].message
+    async with engine.begin() as conn:
+        await grants.add_grant(
+            conn, username="dana", resource="memory", amount_hours=Decimal(100),
+            starts_at=NOW - timedelta(days=1), ends_at=NOW + timedelta(days=10),
+            reason="thesis", granted_by="admin", created_at=NOW - timedelta(days=1),
+        )  # fmt: skip
+    many = await decide_many(engine, policy, "dana", ["regular"], SIZES, NOW)
+    one_by_one = [await decide(engine, policy, "dana", ["regular"], r, NOW) for r in SIZES]
+    assert [d.to_json() for d in many] == [d.to_json() for d in one_by_one]
+    assert many[2].allowed, many[2].message
+    # a hub-wide cap of one server, already taken by dana's running "big": every size waits
+    capped = parse_policy(
+        "window: 30d\ngroups:\n  regular: {memory: 40 GiB-hours}\nhub: {running: {servers: 1}}\n"
+    )
+    many = await decide_many(engine, capped, "dana", ["regular"], SIZES, NOW)
+    one_by_one = [await decide(engine, capped, "dana", ["regular"], r, NOW) for r in SIZES]
+    assert [d.to_json() for d in many] == [d.to_json() for d in one_by_one]
+    assert not any(d.allowed for d in many)
+    assert all("hub_running:servers" in d.reasons for d in many), many[0].reasons

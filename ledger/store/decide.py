@@ -38,45 +38,8 @@ async def decide(
     now: datetime,
 ) -> Decision:
     """May ``username`` (in ``groups``) start ``request`` at ``now``? Never reads the clock."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    limits = policy.limits_for(username, groups)
-    if isinstance(db, AsyncConnection):
-        decision = await _decide(db, policy, limits, username, request, now)
-        return await shared_reads.attach(db, policy, limits, groups, decision)
-    async with db.connect() as conn:
-        decision = await _decide(conn, policy, limits, username, request, now)
-        return await shared_reads.attach(conn, policy, limits, groups, decision)
-
-
-async def _decide(conn, policy, limits, username, request, now) -> Decision:
-    blocks = getattr(policy, "exhausted_budget_blocks", "any")
-    if not (limits.budgets or limits.running):
-        return evaluate(username, limits, [], request, now, exhausted_budget_blocks=blocks)
-    windows = sorted({b.window_seconds for b in limits.budgets.values()})
-    history = await rollups.user_history(conn, username, now, windows)
-    # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets.
-    adjustments = (
-        await grants.user_adjustments(conn, username, now, windows[-1]) if windows else None
-    )
-    # A limit that grants or credits change later is asked about piece by piece: each piece
-    # may want its days once (ledger.core.grants batches them, this bound is for safety).
-    steps = len(adjustments.grants) * 2 + len(adjustments.credits) * 2 if adjustments else 0
-    for _ in range(_max_rounds(limits) + steps):
-        try:
-            return evaluate(
-                username,
-                limits,
-                history.running,
-                request,
-                now,
-                exhausted_budget_blocks=blocks,
-                histories=history.histories(limits.budgets),
-                adjustments=adjustments,
-            )
-        except NeedBuckets as need:
-            await rollups.load_days(conn, username, history, need.bucket_starts)
-    raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
+    (decision,) = await decide_many(db, policy, username, groups, [request], now)
+    return decision
 
 
 async def decide_many(
@@ -88,37 +51,58 @@ async def decide_many(
     now: datetime,
 ) -> list[Decision]:
     """:func:`decide` for several sizes of one user (the choices of a server-options form):
-    the user's history is read once and every request is evaluated on it, and the days of
-    raw segments the sizes' run-out times fall in are read together, so a form of any number
-    of choices costs the round trips of one decision."""
+    the user's history, grants and shared capacity are read once and every request is
+    evaluated on them, and the days of raw segments the sizes' run-out times fall in are read
+    together, so a form of any number of choices costs the round trips of one decision."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    groups = list(groups)
+    if not isinstance(db, AsyncConnection):
+        async with db.connect() as conn:
+            return await decide_many(conn, policy, username, groups, requests, now)
     limits = policy.limits_for(username, groups)
+    decisions = await _evaluate_all(db, policy, limits, username, requests, now)
+    return await shared_reads.attach_many(db, policy, limits, groups, decisions)
+
+
+async def _evaluate_all(conn, policy, limits, username, requests, now) -> list[Decision]:
     blocks = getattr(policy, "exhausted_budget_blocks", "any")
     if not (limits.budgets or limits.running):
         return [
             evaluate(username, limits, [], r, now, exhausted_budget_blocks=blocks) for r in requests
         ]
-    if not isinstance(db, AsyncConnection):
-        async with db.connect() as conn:
-            return await decide_many(conn, policy, username, groups, requests, now)
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
-    history = await rollups.user_history(db, username, now, windows)
+    history = await rollups.user_history(conn, username, now, windows)
+    # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets.
+    adjustments = (
+        await grants.user_adjustments(conn, username, now, windows[-1]) if windows else None
+    )
+    # A limit that grants or credits change later is asked about piece by piece: each piece
+    # may want its days once (ledger.core.grants batches them, this bound is for safety).
+    steps = len(adjustments.grants) * 2 + len(adjustments.credits) * 2 if adjustments else 0
     decisions: list[Decision | None] = [None] * len(requests)
     pending = list(range(len(requests)))
-    for _ in range(_max_rounds(limits)):
+    for _ in range(_max_rounds(limits) + steps):
         # every size asks for the days it needs; the union is read in one round trip
         histories, needed, waiting = history.histories(limits.budgets), set(), []
         for i in pending:
             try:
-                decisions[i] = evaluate(username, limits, history.running, requests[i], now,
-                                        exhausted_budget_blocks=blocks, histories=histories)  # fmt: skip
+                decisions[i] = evaluate(
+                    username,
+                    limits,
+                    history.running,
+                    requests[i],
+                    now,
+                    exhausted_budget_blocks=blocks,
+                    histories=histories,
+                    adjustments=adjustments,
+                )
             except NeedBuckets as need:
                 needed |= need.bucket_starts
                 waiting.append(i)
         if not waiting:
             return decisions
-        await rollups.load_days(db, username, history, needed)
+        await rollups.load_days(conn, username, history, needed)
         pending = waiting
     raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")
 

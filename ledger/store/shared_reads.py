@@ -208,14 +208,27 @@ async def shared_status(
 
 async def attach(conn: AsyncConnection, policy, limits, groups: Iterable[str], decision):
     """``decision`` with the pools' and the hub's verdict (nothing read when none apply)."""
+    (decision,) = await attach_many(conn, policy, limits, groups, [decision])
+    return decision
+
+
+async def attach_many(conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions):
+    """:func:`attach` for several sizes of one user's server at one instant: what the pools
+    and the hub hold is read once, and each size is judged against it."""
     groups = list(groups)
-    if not applies(policy, limits, groups) or limits.denied_all:
-        return decision
-    status = await shared_status(
-        conn, policy, limits, decision.username, groups, decision.request.amounts,
-        decision.request.servername, decision.at,
-    )  # fmt: skip
-    return shared_capacity.attach(decision, status)
+    if not decisions or not applies(policy, limits, groups) or limits.denied_all:
+        return decisions
+    first = decisions[0]
+    raw = await _raw(conn)
+    usage = await read_usage(
+        raw, policy, first.username, groups, first.request.servername, first.at
+    )
+    return [
+        shared_capacity.attach(
+            d, evaluate(policy, limits, d.username, groups, d.request.amounts, usage)
+        )
+        for d in decisions
+    ]
 
 
 def evaluate(policy, limits, username, groups, request_amounts, usage) -> SharedStatus:
