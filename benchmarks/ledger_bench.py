@@ -34,11 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import random
-import re
-import shlex
 import statistics
 import sys
 import tempfile
@@ -53,6 +49,7 @@ if str(REPO) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, command_line, load_average, machine  # noqa: E402
 from ledger.core.decision import ServerRequest, evaluate  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.core.rollup_usage import NeedBuckets  # noqa: E402
@@ -87,36 +84,6 @@ ANALYSIS = """\
   row (one rollup update per day a segment spans) on top of the write and the index
   maintenance.
 """
-
-
-# -- machine --------------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = "unknown"
-    with contextlib.suppress(OSError):
-        kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        ram = f"{kib / 1024**2:.1f} GiB"
-    os_name = platform.platform()
-    with contextlib.suppress(OSError):
-        os_name = re.search(r'PRETTY_NAME="([^"]+)"', Path("/etc/os-release").read_text()).group(1)
-    load = "unknown"
-    with contextlib.suppress(OSError):
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return {
-        "load": load,
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram": ram,
-        "os": f"{os_name}, kernel {platform.release()}",
-        "python": platform.python_version(),
-    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -600,7 +567,7 @@ def write_section(section: str, path: Path = RESULTS) -> None:
 async def run(args) -> None:
     def log(message: str) -> None:
         # the load average with every step: the machine is shared, figures need their load
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        load = load_average()
         print(f"{time.strftime('%H:%M:%S')} [load {load}] {message}", file=sys.stderr, flush=True)
 
     mach = machine()
@@ -666,22 +633,15 @@ async def run(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--segments", type=int, default=3_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
-    parser.add_argument("--reuse", action="store_true", help="--db already loaded by this script")
+    add_loaded_ledger_options(parser)
     parser.add_argument("--reps", type=int, default=5, help="report repetitions")
     parser.add_argument("--decide-users", type=int, default=2_000)
     parser.add_argument("--import-segments", type=int, default=1_000_000)
-    parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     parser.add_argument("--json", help="also write the figures (and load averages) to this file")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     args.command_is_default = not argv
-    args.command = ".venv/bin/python benchmarks/ledger_bench.py " + shlex.join(
-        [a if not a.startswith("postgres") else "URL" for a in argv]
-    )
+    args.command = command_line("ledger_bench.py", argv)
     asyncio.run(run(args))
 
 

@@ -31,7 +31,8 @@ if str(REPO) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, machine  # noqa: E402
+from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from ledger.core.decision import ServerRequest  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.store import db, leases  # noqa: E402
@@ -211,16 +212,11 @@ async def run(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--segments", type=int, default=3_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
-    parser.add_argument("--reuse", action="store_true", help="--db already loaded by this script")
+    add_loaded_ledger_options(parser)
     parser.add_argument("--decide-users", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--free", type=int, default=2)
-    parser.add_argument("--no-results", action="store_true")
     asyncio.run(run(parser.parse_args()))
 
 

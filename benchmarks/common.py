@@ -1,0 +1,79 @@
+"""What the benchmarks share: the options of a benchmark on the loaded ledger, the machine
+description and load average printed next to every figure, and the command line to rerun.
+
+Each script still prints its own wording; these are only the pieces they had copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import shlex
+from pathlib import Path
+
+
+def _read(path: str) -> str:
+    with contextlib.suppress(OSError):
+        return Path(path).read_text()
+    return ""
+
+
+def cpu_model(default: str = "unknown") -> str:
+    found = re.search(r"(?m)^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"))
+    return found.group(1).strip() if found else default
+
+
+def ram_gib() -> float:
+    """Total memory in GiB (``MemTotal``; 0 where /proc/meminfo is missing)."""
+    found = re.search(r"MemTotal:\s+(\d+)", _read("/proc/meminfo"))
+    return int(found.group(1)) / 1024**2 if found else 0.0
+
+
+def os_name() -> str:
+    found = re.search(r'PRETTY_NAME="?([^"\n]+)', _read("/etc/os-release"))
+    return found.group(1) if found else platform.platform()
+
+
+def load_average(fields: int = 3) -> str:
+    """The first ``fields`` load averages as /proc/loadavg has them, or "unknown"."""
+    return " ".join(_read("/proc/loadavg").split()[:fields]) or "unknown"
+
+
+def machine() -> dict:
+    """The machine, for a RESULTS.md "Machine:" line; ``load`` is the load average now."""
+    ram = ram_gib()
+    return {
+        "load": load_average(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram": f"{ram:.1f} GiB" if ram else "unknown",
+        "os": f"{os_name()}, kernel {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def add_loaded_ledger_options(
+    parser: argparse.ArgumentParser,
+    *,
+    reuse_help: str = "--db already loaded by this script",
+    results: bool = True,
+) -> None:
+    """--users/--segments/--seed (benchmarks/datagen.py's ledger), --db, --reuse and, with
+    ``results``, --no-results: the options of every benchmark on the loaded ledger."""
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--segments", type=int, default=3_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
+    parser.add_argument("--reuse", action="store_true", help=reuse_help)
+    if results:
+        parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """How to rerun: ``.venv/bin/python benchmarks/<script> ARGS``, a database URL shown as
+    URL (it names this machine's socket directory, and may carry a password)."""
+    shown = [a if not a.startswith("postgres") else "URL" for a in argv]
+    return " ".join([f".venv/bin/python benchmarks/{script}", *map(shlex.quote, shown)])
