@@ -243,9 +243,18 @@ class ScrapeModel:
         """Scrape instants in [start_ms, end_ms) that actually happened."""
         step = self.interval_ms
         first = start_ms + (self.phase_ms - start_ms) % step
-        return [
-            t for t in range(first, end_ms, step) if not any(a <= t < b for a, b in self.outages_ms)
-        ]
+        # Whole ranges between outages, not a test per instant: at 5,000 users this runs for
+        # tens of millions of instants.
+        kept: list[int] = []
+        t = first
+        for a, b in self.outages_ms:  # sorted by start; they may overlap
+            if t >= end_ms:
+                break
+            if b > t:
+                kept.extend(range(t, min(a, end_ms), step))
+                t = max(t, b + (first - b) % step)  # the first instant at or after b
+        kept.extend(range(t, end_ms, step))
+        return kept
 
     def pod_scrapes_ms(self, pod: Pod, at_ms: int) -> list[int]:
         """Instants at which a scrape saw ``pod`` alive (it exists in [started_at, ended_at))."""
