@@ -88,17 +88,9 @@ def rss_mb() -> float:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import psutil
+    from benchmarks import common
 
-    ram_gib = psutil.virtual_memory().total / 2**30
+    model, ram_gib = common.cpu_model(default="unknown CPU"), common.ram_gib()
     return f"{model}, {os.cpu_count()} cores, {ram_gib:.0f} GiB RAM, Python {platform.python_version()}"
 
 

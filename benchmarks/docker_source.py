@@ -172,10 +172,9 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     r = asyncio.run(bench(args.containers, args.events, args.workers, args.capacity_events))
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
-        platform.processor(),
-    )
+    from benchmarks import common
+
+    cpu = common.cpu_model(default=platform.processor())
     command = "python benchmarks/docker_source.py" + (
         f" --containers {args.containers} --events {args.events}"
         if (args.containers, args.events) != (500, 2000)

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import logging
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -32,7 +31,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, command_line, machine  # noqa: E402
+from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from ledger.hub import QuotaHook  # noqa: E402
 
 GOAL_P99_MS = 10.0
@@ -158,7 +158,7 @@ async def run(args) -> None:
             alone = await bench_decide_only(hook, users, groups)
         finally:
             await hook.close()
-    command = ".venv/bin/python benchmarks/hook_latency.py " + shlex.join(args.argv)
+    command = command_line("hook_latency.py", args.argv)
     section = render(args, mach, info, result, outcomes, command.strip(), alone)
     print(section)
     if not args.no_results:
@@ -168,13 +168,8 @@ async def run(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--segments", type=int, default=3_000_000)
-    parser.add_argument("--seed", type=int, default=0)
+    add_loaded_ledger_options(parser, reuse_help="--db already loaded by ledger_bench")
     parser.add_argument("--spawns", type=int, default=2_000)
-    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
-    parser.add_argument("--reuse", action="store_true", help="--db already loaded by ledger_bench")
-    parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)

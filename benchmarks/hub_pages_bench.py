@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import logging
 import random
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, command_line, machine  # noqa: E402
 from benchmarks.hook_latency import write_section  # noqa: E402
-from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
+from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from ledger.hub import QuotaHook  # noqa: E402
 from ledger.hub.pages import TEMPLATE_DIR, _jupyterhub_templates  # noqa: E402
 from ledger.hub.summary import HubQuotaPages  # noqa: E402
@@ -132,7 +132,7 @@ async def run(args) -> None:
             await hook.close()
     assert unavailable == 0, f"{unavailable} summaries were 'unavailable'"
     assert min(form_sizes) > 1000, "a form without notes"
-    command = ".venv/bin/python benchmarks/hub_pages_bench.py " + shlex.join(args.argv)
+    command = command_line("hub_pages_bench.py", args.argv)
     section = render(args, mach, info, command.strip(), cold, cached, forms, sizes)
     print(section)
     if not args.no_results:
@@ -179,13 +179,8 @@ def render(args, mach, info, command, cold, cached, forms, sizes) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--segments", type=int, default=3_000_000)
-    parser.add_argument("--seed", type=int, default=0)
+    add_loaded_ledger_options(parser, reuse_help="--db already loaded by ledger_bench")
     parser.add_argument("--views", type=int, default=2_000)
-    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
-    parser.add_argument("--reuse", action="store_true", help="--db already loaded by ledger_bench")
-    parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)

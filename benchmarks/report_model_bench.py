@@ -28,7 +28,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.ledger_bench import database, machine, prepare  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, machine  # noqa: E402
+from benchmarks.ledger_bench import database, prepare  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.core.usage_model import needs_times  # noqa: E402
 from ledger.store import db  # noqa: E402
@@ -95,11 +96,7 @@ async def run(args) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--segments", type=int, default=3_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
-    parser.add_argument("--reuse", action="store_true", help="--db already loaded by this script")
+    add_loaded_ledger_options(parser, results=False)
     parser.add_argument("--reps", type=int, default=5)
     print(asyncio.run(run(parser.parse_args(argv))))
 

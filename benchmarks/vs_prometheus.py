@@ -41,6 +41,7 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "benchmarks":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import common  # noqa: E402
 from benchmarks import trace as tr  # noqa: E402
 
 RESOURCES = ("memory", "cpu", "gpu")
@@ -214,14 +215,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def machine() -> str:
-    def grep(pattern: str, path: str, default: str) -> str:
-        found = re.search(pattern, Path(path).read_text()) if Path(path).exists() else None
-        return found.group(1) if found else default
-
-    ram_gib = int(grep(r"MemTotal:\s*(\d+)", "/proc/meminfo", "0")) / 1024**2
-    cpu = grep(r"model name\s*:\s*(.+)", "/proc/cpuinfo", platform.processor())
-    os_name = grep(r'PRETTY_NAME="?([^"\n]+)', "/etc/os-release", platform.platform())
-    return f"{cpu}, {os.cpu_count()} cores, {ram_gib:.0f} GiB RAM, {os_name}, Python {platform.python_version()}"
+    cpu = common.cpu_model(default=platform.processor())
+    return (f"{cpu}, {os.cpu_count()} cores, {common.ram_gib():.0f} GiB RAM, {common.os_name()}, "
+            f"Python {platform.python_version()}")  # fmt: skip
 
 
 def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -357,8 +353,7 @@ def write_section(path: Path, title: str, body: str) -> None:
 
 async def run(opts: argparse.Namespace, workdir: Path) -> int:
     t_start = time.perf_counter()
-    loadavg = Path("/proc/loadavg")
-    load = (lambda: loadavg.read_text().split()[0]) if loadavg.exists() else (lambda: "?")  # noqa: E731
+    load = partial(common.load_average, 1)
     pods = tr.generate_trace(opts.seed, opts.users)
     truth = {u: usage.hours() for u, usage in tr.ground_truth(pods).items()}
     users = sorted(truth)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,8 @@ from tornado.httpserver import HTTPServer  # noqa: E402
 from tornado.netutil import bind_sockets  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, command_line, machine  # noqa: E402
+from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.store import db  # noqa: E402
 from ledger.web.app import make_app  # noqa: E402
@@ -252,20 +252,12 @@ async def run(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--segments", type=int, default=3_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
-    parser.add_argument("--reuse", action="store_true", help="--db already loaded by a benchmark")
+    add_loaded_ledger_options(parser, reuse_help="--db already loaded by a benchmark")
     parser.add_argument("--page-users", type=int, default=200, help="users whose page is timed")
     parser.add_argument("--reps", type=int, default=5, help="cold report builds (warm: 4×)")
-    parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    args.command = " ".join(
-        [".venv/bin/python benchmarks/web_bench.py"]
-        + [shlex.quote(a if not a.startswith("postgres") else "URL") for a in argv]
-    )
+    args.command = command_line("web_bench.py", argv)
     asyncio.run(run(args))
 
 
