@@ -69,7 +69,9 @@ def charged_amounts(host: dict, accounting: Accounting, where: str) -> dict[str,
         cpu_quota=int(host.get("CpuQuota") or 0),
         cpu_period=int(host.get("CpuPeriod") or 0),
         cpu_shares=int(host.get("CpuShares") or 0),
-        gpus=gpu_count(host.get("DeviceRequests"), f"{where} DeviceRequests"),
+        gpus=gpu_count(
+            host.get("DeviceRequests"), f"{where} DeviceRequests", accounting.docker_all_gpus
+        ),
     )
     return {
         short: accounting.charged(*amounts.get(short, (None, None))) for short in accounting.names()

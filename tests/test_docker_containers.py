@@ -89,8 +89,20 @@ def test_all_gpus_is_refused_with_what_to_do(inspected):
     container["HostConfig"]["DeviceRequests"] = [
         {"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]]}
     ]
-    with pytest.raises(PodSkipped, match="--gpus 2"):
+    with pytest.raises(PodSkipped, match=r"--gpus 2.*accounting: \{docker_all_gpus: 4\}"):
         parse(container)
+
+
+def test_all_gpus_is_what_the_policy_says_the_host_has(inspected):
+    container = copy.deepcopy(inspected)
+    container["HostConfig"]["DeviceRequests"] = [
+        {"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]]}
+    ]
+    view = parse_container(
+        Observation(container), IDENTITY, accounting=Accounting(docker_all_gpus=4),
+        observed_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert view.resources[2] == 4
 
 
 def test_missing_label_and_times(inspected):
