@@ -132,7 +132,7 @@ def parse_container(
         if killed_at is not None:
             memory = int(host.get("Memory") or 0) or None
             restarts = int(container.get("RestartCount") or 0)
-            kills = (OomKill(_name(container), killed_at, restarts, memory),)
+            kills = (OomKill(_name(container), killed_at, restarts, memory, started_at),)
     resized_at = observation.event_at if observation.action == "update" else None
     return PodView(
         uid=uid,
