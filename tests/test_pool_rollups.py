@@ -238,3 +238,35 @@ async def _pool_memory(engine, group) -> int:
 def test_the_policy_windows_cover_minutes_hours_and_days():
     windows = {w for g in POLICY.pools.values() for b in g.budgets.values() for w in [b.window_seconds or POLICY.window_seconds]}  # fmt: skip
     assert windows == set(WINDOWS.values())
+
+
+async def test_a_segment_written_while_a_membership_changes_is_counted_either_order(engine):
+    # the two triggers of one user's segment and membership, in concurrent transactions:
+    # whichever commits first, the other sees it (the membership change locks segments)
+    import asyncio
+
+    start, end = T0 - timedelta(hours=5), T0 - timedelta(hours=4, seconds=1)
+    for first in ("segment", "membership"):
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE segments, usage_rollups, pool_rollups, user_groups"))
+        a, b = await engine.connect(), await engine.connect()
+        try:
+            ta, tb = await a.begin(), await b.begin()
+            segment = queries.upsert_segments(
+                a if first == "segment" else b,
+                [{"pod_uid": f"p-{first}", "username": "cy", "cpu_millicores": 100,
+                  "memory_bytes": GIB, "started_at": start, "ended_at": end}],
+            )  # fmt: skip
+            membership = queries.record_groups(b if first == "segment" else a, "cy", ["g1"], T0)
+            await (segment if first == "segment" else membership)
+            later = asyncio.ensure_future(membership if first == "segment" else segment)
+            await asyncio.sleep(0.5)
+            assert not later.done()  # waits for the first transaction
+            await ta.commit()
+            await later
+            await tb.commit()
+        finally:
+            await a.close()
+            await b.close()
+        assert await _pool_memory(engine, "g1") == GIB * (to_us(end) - to_us(start))
+        assert await rollups.verify(engine, None) == []
