@@ -288,6 +288,7 @@ _POOL_DIFF = text(
     LIMIT :limit
     """
 )
+_HAS_POOLS = text("SELECT to_regclass('pool_rollups') IS NOT NULL")
 _POOL_DELETE = text("DELETE FROM pool_rollups WHERE bucket_start >= quota_bucket_start(:since)")
 _POOL_INSERT = text(
     "INSERT INTO pool_rollups SELECT * FROM quota_pool_rollups_from_segments(:since)"
@@ -361,7 +362,9 @@ async def verify(
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         start = await _since(conn, since)
         rows = (await conn.execute(_DIFF, {"since": start, "limit": limit})).all()
-        pool_rows = (await conn.execute(_POOL_DIFF, {"since": start, "limit": limit})).all()
+        pool_rows = []
+        if await conn.scalar(_HAS_POOLS):  # a schema before migration 0009 has none
+            pool_rows = (await conn.execute(_POOL_DIFF, {"since": start, "limit": limit})).all()
     return [Mismatch(r.username, r.bucket_start, r.expected, r.stored) for r in rows] + [
         PoolMismatch(r.group_name, r.width_seconds, r.bucket_start, r.expected, r.stored)
         for r in pool_rows
@@ -388,7 +391,9 @@ async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime
             text("INSERT INTO usage_rollups SELECT * FROM quota_rollups_from_segments(:since)"),
             {"since": start},
         )
-        await conn.execute(_POOL_DELETE, {"since": start})
-        pools = await conn.execute(_POOL_INSERT, {"since": start})
+        pool_rows = 0
+        if await conn.scalar(_HAS_POOLS):
+            await conn.execute(_POOL_DELETE, {"since": start})
+            pool_rows = (await conn.execute(_POOL_INSERT, {"since": start})).rowcount
         first = await conn.scalar(text("SELECT quota_bucket_start(:since)"), {"since": start})
-    return first, result.rowcount, pools.rowcount
+    return first, result.rowcount, pool_rows

@@ -35,12 +35,22 @@ LEASE_SKEW_SECONDS = 5
 
 # Live capacity: running segments (pools NULL) and live leases (pools the lease counts
 # toward), without the requested server ($2, $3): a restart replaces it.
+# Running at $1 is open (the end index's single key 'infinity') or closed after $1 (a two-sided
+# range of it): so written, even the generic plan a prepared statement settles on after five
+# runs scans those ranges, not every segment that started before $1.
 LIVE_SQL = f"""
     SELECT s.username, s.servername, s.cpu_millicores, s.memory_bytes, s.gpu_count,
            s.extended, NULL::text[] AS pools
     FROM segments s
-    WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > $1 AND s.started_at <= $1
-      AND NOT (s.username = $2 AND s.servername = $3)
+    WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) = 'infinity'::timestamptz
+      AND s.started_at <= $1 AND NOT (s.username = $2 AND s.servername = $3)
+    UNION ALL
+    SELECT s.username, s.servername, s.cpu_millicores, s.memory_bytes, s.gpu_count,
+           s.extended, NULL::text[] AS pools
+    FROM segments s
+    WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > $1
+      AND COALESCE(s.ended_at, 'infinity'::timestamptz) < 'infinity'::timestamptz
+      AND s.started_at <= $1 AND NOT (s.username = $2 AND s.servername = $3)
     UNION ALL
     SELECT l.username, l.servername, l.cpu_millicores, l.memory_bytes, l.gpu_count,
            l.extended, l.pools
