@@ -81,7 +81,11 @@ _SCOPED = f"""
         UNION ALL
         SELECT 'user', live.* FROM live WHERE live.username = $2
     )
-    SELECT 'sum' AS kind, scope, NULL AS name, count(DISTINCT (username, servername)) AS servers,
+    SELECT 'sum' AS kind, scope, NULL AS name,
+           -- distinct servers by hashing, not by sorting records of collated text (EXPLAIN:
+           -- that sort was most of this statement with ~1,700 servers running)
+           (SELECT count(*) FROM (SELECT DISTINCT d.username, d.servername FROM scoped d
+                                  WHERE d.scope = scoped.scope) servers) AS servers,
            sum(cpu_millicores)::bigint AS cpu, sum(memory_bytes)::bigint AS memory,
            sum(gpu_count)::bigint AS gpu
     FROM scoped GROUP BY scope
