@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from ledger.core.import_rows import ImportError_, parse_row, parse_row_fast
+from ledger.core.import_rows import (
+    ImportError_,
+    parse_record_chunks,
+    parse_row,
+    parse_row_fast,
+    record_of,
+)
 from ledger.store import rollups
 from ledger.store.importer import import_file
 
@@ -80,6 +86,20 @@ async def test_an_open_row_for_a_pod_open_in_the_ledger_is_refused_with_its_line
     assert await rollups.verify(engine, None) == []
 
 
+async def test_a_file_that_closes_a_pods_open_segment_may_open_its_next(engine, tmp_path):
+    # the file's closed rows are written before its open ones, wherever they stand in it
+    first = {"username": "a", "started_at": "2026-10-01T00:00:00Z", "pod_uid": "p", "cpu": 1}
+    await import_file(engine, _write(tmp_path / "one.jsonl", [first]))
+    after = dict(first, started_at="2026-10-02T00:00:00Z")
+    path = _write(tmp_path / "two.jsonl", [after, *_rows(130), dict(first, ended_at="2026-10-01T08:00:00Z")])  # fmt: skip
+    result = await import_file(engine, path, chunk_rows=40)
+    assert (result.rows, result.inserted, result.closed) == (132, 131, 1)
+    async with engine.connect() as conn:
+        open_starts = list(await conn.scalars(text("SELECT started_at FROM segments WHERE ended_at IS NULL")))  # fmt: skip
+    assert open_starts == [datetime(2026, 10, 2, tzinfo=UTC)]
+    assert await rollups.verify(engine, None) == []
+
+
 _text = st.text(alphabet=st.sampled_from("ab c\t\x00é-_.Zz:+0123456789"), max_size=12)
 _times = st.one_of(
     st.datetimes(
@@ -134,3 +154,36 @@ def test_fast_path_gives_what_the_full_validation_gives(row):
         assert fast is None  # only the full validation names what is wrong
         return
     assert fast is None or fast == full
+
+
+_LINES = st.one_of(
+    st.just('{"username": "a", "started_at": "2026-10-01T00:00:00Z", "memory": NaN}'),
+    st.just('{"username": "a", "started_at": "2026-10-01T00:00:00Z", "memory": 123456789012345678901234567890}'),
+    st.just('{"username": "a", "started_at": "2026-10-01T00:00:00Z", "pod_uid": "\\ud800"}'),
+    st.just('{"username": "a", "username": "b", "started_at": "2026-10-01T00:00:00Z"}'),
+    st.just('\ufeff{"username": "a", "started_at": "2026-10-01T00:00:00Z"}'),
+    st.just('["username"]'),
+    st.just("{not json"),
+    st.dictionaries(st.sampled_from(["username", "started_at", "ended_at", "cpu", "memory", "gpu", "pod_uid"]),
+                    st.one_of(st.none(), st.integers(-2**70, 2**70), st.floats(allow_nan=False), _text,
+                              st.sampled_from(["2026-10-01T00:00:00Z", "2026-10-01T02:00:00+01:00", "alice", "2Gi"])),
+                    ).map(json.dumps),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(line=_LINES)
+def test_a_line_reads_as_the_standard_library_reads_it(line):
+    """orjson's fast path accepts a line only as json + parse_row would, with the same
+    record; a refused line gets the standard message."""
+    try:
+        row = json.loads(line)
+        expected = ("ok", record_of(parse_row(row), 1)) if isinstance(row, dict) else ("bad", None)
+    except ValueError:
+        expected = ("bad", None)
+    try:
+        chunks = list(parse_record_chunks([line], "jsonl", "f"))
+        got = ("ok", chunks[0][0])
+    except ImportError_:
+        got = ("bad", None)
+    assert got == expected
