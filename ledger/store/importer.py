@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -102,6 +103,9 @@ _STAGING = """
     ) ON COMMIT DROP
 """
 # no index, no default (no sequence value spent per row), not WAL-logged (temporary)
+# The columns a straight COPY into segments writes: the record's, then what _INSERT_FROM
+# derives from them.
+_SEGMENT_COLUMNS = (*_RECORD_COLUMNS[:-1], "workload", "last_seen_at", "end_reason", "source")
 _CREATE_STAGING = text(_STAGING.format(name="import_segments"))
 _CREATE_OPEN_STAGING = text(_STAGING.format(name="import_open"))
 _CLEAR_STAGING = text("TRUNCATE import_segments")
@@ -176,6 +180,7 @@ class _Writer:
         self.rows = self.inserted = self.closed = 0
         self._months: set[datetime] = set()
         self._has_open = False
+        self._overlaps = False  # a chunk had rows the ledger holds: stage the rest
 
     async def begin(self) -> None:
         conn = self.conn
@@ -212,11 +217,35 @@ class _Writer:
             self._has_open = True
         if not closed:
             return
+        await self._ensure_months(closed)
+        if not self._overlaps and await self._copy_new(closed):
+            self.inserted += len(closed)
+            return
         await self.conn.execute(_CLEAR_STAGING)
         await self._copy("import_segments", closed)
-        await self._ensure_months(closed)
         self.closed += (await self.conn.execute(_CLOSE)).rowcount
         self.inserted += (await self.conn.execute(_INSERT)).rowcount
+
+    async def _copy_new(self, closed: list[tuple]) -> bool:
+        """COPY the chunk straight into ``segments``, as new rows: no staging, no conflict
+        arbitration per row. False (and nothing written) when a row is already in the
+        ledger: then this chunk and the rest of the file take the staging path."""
+        savepoint = await self.conn.begin_nested()
+        try:
+            raw = (await self.conn.get_raw_connection()).driver_connection
+            await raw.copy_records_to_table(
+                "segments", records=[(*r[:10], "import", r[9], "imported", "import") for r in closed],
+                columns=_SEGMENT_COLUMNS,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError:
+            await savepoint.rollback()
+            self._overlaps = True
+            return False
+        except BaseException:
+            await savepoint.rollback()
+            raise
+        await savepoint.commit()
+        return True
 
     async def finish(self) -> ImportResult:
         if self._has_open:
