@@ -187,3 +187,51 @@ def test_a_line_reads_as_the_standard_library_reads_it(line):
     except ImportError_:
         got = ("bad", None)
     assert got == expected
+
+
+async def test_a_role_that_may_not_turn_off_wal_compression_imports_all_the_same(
+    fresh_db_url, tmp_path
+):
+    from sqlalchemy.engine import make_url
+
+    from ledger.store import db
+
+    name = make_url(fresh_db_url).database
+    owner = db.create_engine(fresh_db_url)
+    async with owner.begin() as conn:
+        await conn.execute(text(f'ALTER DATABASE "{name}" SET wal_compression = pglz'))
+        await conn.execute(text("CREATE ROLE importer_pglz LOGIN PASSWORD 'pw-importer'"))
+        await conn.execute(text("GRANT SELECT, INSERT, UPDATE ON segments TO importer_pglz"))
+        await conn.execute(text("GRANT USAGE ON SEQUENCE segments_id_seq TO importer_pglz"))
+        await conn.execute(
+            text(
+                "GRANT EXECUTE ON FUNCTION quota_segment_partition_create(timestamptz) TO importer_pglz"
+            )  # fmt: skip
+        )
+    await owner.dispose()
+    url = make_url(fresh_db_url).set(username="importer_pglz", password="pw-importer")
+    engine = db.create_engine(url.render_as_string(hide_password=False))
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SHOW wal_compression")) == "pglz"
+        result = await import_file(engine, _write(tmp_path / "a.jsonl", _rows(50)))
+        assert result.inserted == 50
+        assert await _count(engine) == 50
+    finally:
+        await engine.dispose()
+        owner = db.create_engine(fresh_db_url)
+        async with owner.begin() as conn:
+            await conn.execute(text("DROP OWNED BY importer_pglz"))
+            await conn.execute(text("DROP ROLE importer_pglz"))
+        await owner.dispose()
+    assert await rollups_clean(fresh_db_url)
+
+
+async def rollups_clean(url: str) -> bool:
+    from ledger.store import db
+
+    engine = db.create_engine(url)
+    try:
+        return await rollups.verify(engine, None) == []
+    finally:
+        await engine.dispose()
