@@ -235,3 +235,21 @@ async def rollups_clean(url: str) -> bool:
         return await rollups.verify(engine, None) == []
     finally:
         await engine.dispose()
+
+
+def test_without_orjson_the_standard_library_reads_every_line(monkeypatch, tmp_path):
+    import json as stdlib_json
+
+    from ledger.core import import_rows
+
+    monkeypatch.setattr(import_rows, "_FAST_JSON", (stdlib_json.loads, stdlib_json.JSONDecodeError))
+    lines = [
+        *(json.dumps(r) for r in _rows(5)),
+        "{not json",
+        '{"username": "a", "started_at": NaN}',
+    ]
+    with pytest.raises(ImportError_) as info:
+        list(parse_record_chunks(lines, "jsonl", "f"))
+    assert [line for line, _ in info.value.errors] == [6, 7]
+    assert "not valid JSON" in info.value.errors[0][1]
+    assert len(list(parse_record_chunks(lines[:5], "jsonl", "f"))[0]) == 5

@@ -14,7 +14,8 @@ instead of adding a second one.
 
 Reading is chunked (:func:`parse_record_chunks`) so the writer can stream one chunk to the
 database while the next is parsed. Well-formed rows take a fast path: JSON Lines are decoded
-by orjson (https://github.com/ijl/orjson) and :func:`fast_record` turns the row straight
+by orjson (https://github.com/ijl/orjson, the ``import`` extra; without it by ``json``)
+and :func:`fast_record` turns the row straight
 into the writer's record, exactly what :func:`parse_row` gives; any line either is unsure
 of is decoded again by the standard library's ``json`` and judged by :func:`parse_row`, so
 what is accepted and every error message stay the standard ones. Writing them is
@@ -30,7 +31,10 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 
-import orjson
+try:  # the `import` extra (pyproject.toml); the standard library's json does the same, slower
+    import orjson
+except ModuleNotFoundError:  # pragma: no cover - installed with quota-ledger[all]
+    orjson = None
 
 from ledger.core.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
 from ledger.core.times import TimeError, parse_iso
@@ -291,12 +295,18 @@ def format_of(source: str, fmt: str | None) -> str:
     return fmt
 
 
+# (loads, its decode error) for the first reading of every line
+_FAST_JSON = (
+    (orjson.loads, orjson.JSONDecodeError) if orjson else (json.loads, json.JSONDecodeError)
+)
+
+
 def _jsonl_rows(
     lines: Iterable[str],
 ) -> Iterator[tuple[int, tuple | None, dict | None, str | None]]:
     """(line number, record, row, problem) per non-blank line: the record of a well-formed
     row, else the row (or the problem) as the standard library reads the line."""
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    loads, decode_error = _FAST_JSON
     for number, line in enumerate(lines, start=1):
         try:
             row = loads(line)
