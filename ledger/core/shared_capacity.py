@@ -17,17 +17,25 @@ lease for its size until the collector records its server, so two spawns racing 
 GPU cannot both pass. A server restarting under the same name is not counted twice.
 
 ``wait:`` says which caps a refused spawn may wait for instead of failing (default: gpu).
+
+A pool's budget moves with the grants and credits given to the group (ledger/core/grants.py:
+the same step-function limit as a user's). A spent pool budget has a retry time found by the
+user's rule: the first whole second at which the pool's usage is below its limit again if
+the servers its members run now stopped now (ledger/store/pool_history.py reads it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
+from ledger.core import grants as ledger_grants
 from ledger.core.json_form import json_number
 from ledger.core.quantities import format_amount, format_hours
 from ledger.core.resources import SERVERS, display_order, resource
+from ledger.core.times import from_us, iso
 
 __all__ = [
     "DEFAULT_WAIT",
@@ -38,6 +46,7 @@ __all__ = [
     "SharedStatus",
     "SharedUsage",
     "attach",
+    "budget_steps",
     "evaluate_shared",
     "pools_for",
 ]
@@ -87,6 +96,22 @@ class SharedUsage:
     used: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     by_user: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     own_leases: dict[str, int] = field(default_factory=dict)  # the user's own live leases
+    at: datetime | None = None  # the instant read (grants and credits count relative to it)
+    # per group: the pool's grants and credits (ledger.core.grants.Adjustments)
+    adjustments: dict[str, ledger_grants.Adjustments] = field(default_factory=dict)
+    # per group, (resource, window seconds) → epoch µs of a spent budget's retry, None: never
+    retry_us: dict[str, dict[tuple[str, int], int | None]] = field(default_factory=dict)
+
+
+def budget_steps(
+    budget: PoolBudget, name: str, adjustments, at: datetime, default_window_seconds: int
+) -> tuple[int, ledger_grants.LimitSteps]:
+    """A pool budget's window and its limit from ``at`` on: the policy's limit plus the
+    group's grants while valid plus its credits inside the window (ledger.core.grants)."""
+    window = budget.window_seconds or default_window_seconds
+    limit = resource(name).from_hours(budget.limit_hours)
+    adjustments = adjustments or ledger_grants.NO_ADJUSTMENTS
+    return window, adjustments.steps(name, limit, at, window * 1_000_000)
 
 
 @dataclass
@@ -104,6 +129,12 @@ class ScopeCheck:
     waitable: bool
     window_seconds: int | None = None
     holders: dict[str, int] = field(default_factory=dict)  # user → amount (running caps)
+    # budgets: when a spent one has room again (None: never, or not spent); what grants add
+    # to ``limit`` and credits take from ``in_use`` (base-unit·µs), and the active grants
+    retry_at: datetime | None = None
+    granted: int = 0
+    credited: int = 0
+    grants: tuple = ()
 
     @property
     def reason(self) -> str:
@@ -130,6 +161,11 @@ class ScopeCheck:
             "blocks": self.blocks,
             "waitable": self.waitable,
         }
+        if self.kind == "budget":
+            out["retry_at"] = iso(self.retry_at)
+            out["granted"] = self.show(self.granted)
+            out["credited"] = self.show(self.credited)
+            out["grant_ids"] = [g.id for g in self.grants]
         if admin:
             out["holders"] = {u: self.show(v) for u, v in sorted(self.holders.items())}
         return out
@@ -143,7 +179,14 @@ class ScopeCheck:
             days = (self.window_seconds or 0) // 86400
             if self.blocks == "zero_limit":
                 return f"{owner} has no {self.resource} budget (limit 0)"
-            return f"{owner} has used {used} of its {limit} in the last {days} days"
+            credited = resource(self.resource).to_hours(self.credited)
+            extra = ledger_grants.adjustment_text(self.resource, self.grants, credited)
+            text = f"{owner} has used {used} of its {limit} in the last {days} days"
+            if extra:
+                text += f" ({extra})"
+            if self.blocks == "used_up" and self.retry_at is not None:
+                text += f"; it has room again at {self.retry_at:%Y-%m-%d %H:%M:%S} UTC"
+            return text
         cap = format_amount(self.resource, self.limit)
         # "3 of 4 GPUs"; amounts with a unit of their own stay whole: "12 GiB of 2 TiB"
         in_use = (
@@ -279,24 +322,77 @@ def evaluate_shared(
             )
         for name in display_order(limits.budgets):
             budget = limits.budgets[name]
-            window = budget.window_seconds or window_seconds
-            limit = resource(name).from_hours(budget.limit_hours)
-            used = usage.used.get(scope, {}).get((name, window), 0)
+            adjustments = usage.adjustments.get(scope, ledger_grants.NO_ADJUSTMENTS)
+            at = usage.at
+            if at is None:  # no instant read: the policy's limits alone
+                window = budget.window_seconds or window_seconds
+                steps = ledger_grants.LimitSteps(((0, resource(name).from_hours(budget.limit_hours)),))  # fmt: skip
+                adjusted = ledger_grants.BudgetAdjustment()
+            else:
+                window, steps = budget_steps(budget, name, adjustments, at, window_seconds)
+                adjusted = ledger_grants.BudgetAdjustment.of(adjustments, name, at, window)
+            res = resource(name)
+            granted = res.from_hours(adjusted.granted_hours)
+            credited = res.from_hours(adjusted.credited_hours)
+            limit = res.from_hours(budget.limit_hours) + granted
+            recorded = usage.used.get(scope, {}).get((name, window), 0)
             asked = int(request.get(name, 0))
-            blocks = None
+            blocks, retry_at = None, None
             if limit <= 0:
                 blocks = "zero_limit" if asked else None
-            elif used >= limit and (asked or exhausted_budget_blocks == "any" or not sized):
+            elif recorded >= steps.now_limit and (
+                asked or exhausted_budget_blocks == "any" or not sized
+            ):
                 blocks = "used_up"
+                retry_us = usage.retry_us.get(scope, {}).get((name, window))
+                retry_at = None if retry_us is None else from_us(retry_us)
             checks.append(
-                ScopeCheck(level, scope, name, "budget", limit, used, asked, blocks, False, window)
+                ScopeCheck(
+                    level,
+                    scope,
+                    name,
+                    "budget",
+                    limit,
+                    recorded - credited,
+                    asked,
+                    blocks,
+                    False,
+                    window,
+                    retry_at=retry_at,
+                    granted=granted,
+                    credited=credited,
+                    grants=adjusted.grants,
+                )  # fmt: skip
             )
     return SharedStatus(checks, tuple(pools_for(pools, pools)))
 
 
+def retry_after(decision, status: SharedStatus, *, own_refused: bool):
+    """When the spawn can start, counting the shared budgets' retry times: the latest of
+    every refusing budget's (the user's and the pools'), or None when waiting cannot help
+    (a zero limit, a budget that never frees, a server larger than a cap, no listed group)
+    or when only caps refuse (stopping servers helps, not waiting)."""
+    spent = [c for c in status.blocking if c.kind == "budget"]
+    if not spent or any(c.retry_at is None for c in spent):
+        return None
+    if any(c.kind == "running" and c.requested > c.limit for c in status.blocking):
+        return None
+    times = [c.retry_at for c in spent]
+    if own_refused:
+        own_budgets = [b for b in decision.budgets.values() if b.blocks]
+        too_big = any(c.blocks and c.requested > c.cap for c in decision.caps.values())
+        if "unlisted" in decision.reasons or too_big:
+            return None
+        if any(b.blocks != "used_up" or b.retry_at is None for b in own_budgets):
+            return None
+        times += [b.retry_at for b in own_budgets]
+    return max(times)
+
+
 def attach(decision, status: SharedStatus):
     """``decision`` (ledger.core.decision.Decision) with the shared limits' verdict added: a
-    refusing pool or hub limit refuses the spawn, and the message says which and how full."""
+    refusing pool or hub limit refuses the spawn, and the message says which and how full,
+    and (for a spent pool budget) when the spawn can start."""
     from ledger.core.decision import describe
 
     decision.shared = status
@@ -307,8 +403,19 @@ def attach(decision, status: SharedStatus):
         if was_allowed:
             decision.suggestion = None
             decision.run_seconds = None
+        retry_at = retry_after(decision, status, own_refused=not was_allowed)
+        if any(c.kind == "budget" for c in status.blocking):
+            decision.suggestion = None  # a smaller server does not help with a spent budget
+            decision.retry_at = None  # said once, below, for every budget together
         own = describe(decision) if not was_allowed else ""
-        decision.message = " ".join(p for p in (own, status.message()) if p)
+        decision.retry_at = retry_at if retry_at is not None else decision.retry_at
+        parts = [own, status.message()]
+        if retry_at is not None:
+            parts.append(
+                f"You can start this server at {retry_at:%Y-%m-%d %H:%M:%S} UTC, when enough "
+                "usage has left the rolling window."
+            )
+        decision.message = " ".join(p for p in parts if p)
     else:
         summary = status.summary(decision.request.amounts)
         if summary:

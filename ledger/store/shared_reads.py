@@ -27,6 +27,7 @@ from ledger.core.shared_capacity import (
     evaluate_shared,
     pools_for,
 )
+from ledger.store import grants, pool_history
 
 # A lease ends when a segment of its server that started at or after it (less this much, for
 # clocks of hub and collector that disagree a little) is recorded.
@@ -164,7 +165,7 @@ async def read_usage(
     groups = sorted(set(groups))
     pools = pools_for(policy.pools, groups)
     capped = [g for g in pools if policy.pools[g].running]
-    usage = SharedUsage()
+    usage = SharedUsage(at=now)
     records = await raw.fetch(
         _SCOPED, now, username, servername, bool(policy.hub.running), capped, groups, who
     )
@@ -182,6 +183,14 @@ async def read_usage(
                 "memory": memory,
                 "gpu": gpu,
             }
+    budgeted = [g for g in pools if policy.pools[g].budgets]
+    if budgeted:  # the pools' grants and credits (ledger/store/grants.py), one round trip
+        longest = max(
+            b.window_seconds or policy.window_seconds
+            for g in budgeted
+            for b in policy.pools[g].budgets.values()
+        )
+        usage.adjustments = await grants.pool_adjustments(raw, budgeted, now, longest)
     for group in pools:
         windows = {
             b.window_seconds or policy.window_seconds for b in policy.pools[group].budgets.values()
@@ -193,7 +202,25 @@ async def read_usage(
             used = {"cpu": cpu, "memory": memory, "gpu": gpu}
             for name, total in used.items():
                 usage.used.setdefault(group, {})[(name, window)] = int(Decimal(total))
+        await _add_retry_times(raw, policy, usage, group, username, group in groups, now)
     return usage
+
+
+async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -> None:
+    """A spent budget of ``group``'s pool: when it has room again (ledger/store/pool_history.py,
+    read only for a spent budget, so an open pool costs nothing more)."""
+    asks = []
+    for name, budget in policy.pools[group].budgets.items():
+        adjustments = usage.adjustments.get(group)
+        window, steps = shared_capacity.budget_steps(
+            budget, name, adjustments, now, policy.window_seconds
+        )
+        recorded = usage.used.get(group, {}).get((name, window), 0)
+        if steps.now_limit > 0 and recorded >= steps.now_limit:
+            asks.append((name, window, steps))
+    if asks:
+        found = await pool_history.retry_times(raw, group, username, in_group, now, asks)
+        usage.retry_us.setdefault(group, {}).update(found)
 
 
 async def shared_status(
