@@ -148,6 +148,11 @@ class ScopeCheck:
             return amount
         return json_number(resource(self.resource).to_display(amount))
 
+    def ranked_holders(self) -> list[tuple[str, float | int | None]]:
+        """Who holds this cap, most first (then by name), in the check's display units."""
+        ranked = sorted(self.holders.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(user, self.show(amount)) for user, amount in ranked]
+
     def to_json(self, *, admin: bool = False) -> dict:
         out = {
             "level": self.level,

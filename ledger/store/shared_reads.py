@@ -233,13 +233,18 @@ async def shared_status(
     return evaluate(policy, limits, username, groups, request_amounts, usage)
 
 
-async def attach(conn: AsyncConnection, policy, limits, groups: Iterable[str], decision):
-    """``decision`` with the pools' and the hub's verdict (nothing read when none apply)."""
-    (decision,) = await attach_many(conn, policy, limits, groups, [decision])
+async def attach(
+    conn: AsyncConnection, policy, limits, groups: Iterable[str], decision, *, who: bool = False
+):
+    """``decision`` with the pools' and the hub's verdict (nothing read when none apply);
+    ``who``: also who holds each cap (for admins: ``SharedStatus.to_json(admin=True)``)."""
+    (decision,) = await attach_many(conn, policy, limits, groups, [decision], who=who)
     return decision
 
 
-async def attach_many(conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions):
+async def attach_many(
+    conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions, *, who: bool = False
+):
     """:func:`attach` for several sizes of one user's server at one instant: what the pools
     and the hub hold is read once, and each size is judged against it."""
     groups = list(groups)
@@ -248,7 +253,7 @@ async def attach_many(conn: AsyncConnection, policy, limits, groups: Iterable[st
     first = decisions[0]
     raw = await _raw(conn)
     usage = await read_usage(
-        raw, policy, first.username, groups, first.request.servername, first.at
+        raw, policy, first.username, groups, first.request.servername, first.at, who=who
     )
     return [
         shared_capacity.attach(
