@@ -230,3 +230,61 @@ async def test_decide_many_counts_grants_and_shared_capacity_like_decide(engine)
     assert [d.to_json() for d in many] == [d.to_json() for d in one_by_one]
     assert not any(d.allowed for d in many)
     assert all("hub_running:servers" in d.reasons for d in many), many[0].reasons
+
+
+SHARED_POLICY = """
+window: 30d
+groups:
+  regular: {memory: 60 GiB-hours, gpu: 10 GPU-hours}
+  power: {memory: 1000 GiB-hours, pool: {memory: 100 GiB-hours}}
+hub: {running: {gpu: 2}}
+"""
+
+
+async def shared_seed(engine):
+    from web_support import segment
+
+    from ledger.store import queries
+
+    await seed(engine)
+    async with engine.begin() as conn:  # two GPUs held by others: the hub's cap of 2 is full
+        await queries.upsert_segments(
+            conn,
+            [segment(u, NOW - timedelta(hours=1), None, gpu=1, server="g") for u in ("g1", "g2")],
+        )
+    return parse_policy(SHARED_POLICY, "policy.yaml")
+
+
+async def test_notes_say_a_full_cap_waits_and_a_spent_pool_frees(engine):
+    from ledger.core.quota_notes import choice_json
+    from ledger.web.config import WebConfig
+
+    policy = await shared_seed(engine)
+    gpu, small = SIZES[3], SIZES[0]
+    waits, fine = await decide_many(engine, policy, "dana", ["regular"], [gpu, small], NOW)
+    assert choice_note(waits, NOW) == "would wait for a GPU (2 of 2 in use on this hub)"
+    assert choice_json("f", "gpu", waits, NOW)["outcome"] == "waits"
+    assert choice_json("f", "gpu", waits, NOW)["level"] == "waits"
+    assert choice_json("f", "small", fine, NOW)["outcome"] == "allowed"
+    # bob's own 1000 allow his 248 GiB-hours; power's pool of 100 does not: 148 must leave at
+    # 8 GiB, 18.5 h into his server, 30 days on (06:30:01, rounded up to the minute)
+    (spent,) = await decide_many(engine, policy, "bob", ["power"], [SIZES[1]], NOW)
+    assert (
+        choice_note(spent, NOW) == "the power pool's memory budget is spent until Nov 26, 06:31 UTC"
+    )
+    assert choice_json("f", "x", spent, NOW)["outcome"] == "refused"
+    # over dana's own budget (52 of 50): that is what the note says, though the hub is full
+    over = parse_policy(SHARED_POLICY.replace("60 GiB-hours", "50 GiB-hours"), "policy.yaml")
+    (own,) = await decide_many(engine, over, "dana", ["regular"], [gpu], NOW)
+    assert (
+        "hub_running:gpu" in own.reasons and choice_json("f", "g", own, NOW)["outcome"] == "refused"
+    )
+    assert choice_note(own, NOW).startswith("over your memory budget")
+    # the route the options form and JupyterLab read says the same, as documented
+    config = WebConfig(engine=engine, policy=lambda: policy, frozen_at=NOW)
+    async with serve(config) as url, client(url, "dana") as dana:
+        r = await dana.get("api/v1/me/choices", params={"choice": "gpu:cpu=1,memory=8Gi,gpu=1"})
+    assert r.status_code == 200, r.text
+    openapi_validator("ChoiceNotes").validate(r.json())
+    (choice,) = r.json()["choices"]
+    assert choice["outcome"] == "waits" and choice["note"] == choice_note(waits, NOW)
