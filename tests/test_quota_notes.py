@@ -288,3 +288,38 @@ async def test_notes_say_a_full_cap_waits_and_a_spent_pool_frees(engine):
     openapi_validator("ChoiceNotes").validate(r.json())
     (choice,) = r.json()["choices"]
     assert choice["outcome"] == "waits" and choice["note"] == choice_note(waits, NOW)
+
+
+async def test_summary_carries_spent_pools_and_full_caps_escaped(engine):
+    from pathlib import Path
+
+    import jinja2
+
+    from ledger.store.summary import user_summary
+    from ledger.web.config import WebConfig
+
+    policy = await shared_seed(engine)
+    bob = await user_summary(engine, policy, "bob", ["power"], NOW, quota_url="/q/")
+    dana = await user_summary(engine, policy, "dana", ["regular"], NOW, quota_url="/q/")
+    (pool,) = [line for line in bob["shared"] if line["scope"] == "power"]
+    assert (pool["text"], pool["level"]) == ("248 / 100 GiB-hours", "over")
+    assert pool["note"] == "used up until Nov 26, 06:31 UTC" and bob["state"] == "over"
+    (hub,) = [line for line in dana["shared"] if line["resource"] == "gpu"]
+    assert (hub["label"], hub["text"], hub["level"]) == ("Hub GPU", "2 of 2 in use", "warn")
+    assert hub["note"] == "full: a new server waits"
+    config = WebConfig(engine=engine, policy=lambda: policy, frozen_at=NOW)
+    async with serve(config) as url, client(url, "bob") as c:
+        routed = (await c.get("api/v1/me/summary")).json()
+    openapi_validator("QuotaSummary").validate(routed)
+    assert routed["shared"] == [{**line} for line in bob["shared"]]
+    # the hub's macros render the lines, escaped (a hub group name is any text)
+    templates = Path(__file__).resolve().parents[1] / "ledger" / "hub" / "templates"
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), autoescape=True)
+    macros = env.get_template("quota_summary.html").module
+    bob["shared"][0]["label"] = "<b>evil</b> pool Memory"
+    home, header = str(macros.quota_home(bob)), str(macros.quota_header(bob))
+    assert "&lt;b&gt;evil&lt;/b&gt; pool Memory" in home and "<b>evil" not in home
+    assert "used up until Nov 26, 06:31 UTC" in home and "used up until Nov 26" in header
+    assert "No limits apply" not in home
+    dana_header = str(macros.quota_header(dana))
+    assert "Hub GPU full: a new server waits" in " ".join(dana_header.split())

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 from ledger.core.decision import Decision
 from ledger.core.json_form import json_amounts
-from ledger.core.quantities import format_amount, format_duration
+from ledger.core.quantities import format_amount, format_duration, format_hours
+from ledger.core.resources import resource
 from ledger.core.times import iso
 from ledger.core.usage_model import ResourceUsage
 from ledger.core.usage_text import label, used_of_limit_text, window_text
@@ -45,6 +46,47 @@ def first_warning_percent(warn_at_percent: Iterable[int]) -> float:
     return values[0] if values else 80.0
 
 
+def _hours_number(name: str, amount_base_us: int) -> str:
+    """``42`` of ``42 GiB-hours`` (the unit is said once per line)."""
+    return format_hours(name, resource(name).to_hours(amount_base_us)).rsplit(" ", 1)[0]
+
+
+def shared_lines(shared, at: datetime, warn: float) -> list[dict]:
+    """The summary's lines for the group pools and hub caps the user meets (never who else
+    holds what): a pool budget like a resource line, ``over`` when spent, saying until when;
+    a cap ``warn`` when full (a full cap makes a new server wait or be refused, it is no
+    budget used up), saying whether a new server would wait."""
+    lines = []
+    for c in [] if shared is None else shared.checks:
+        if c.level == "user" or c.limit <= 0:
+            continue
+        where = "Hub" if c.level == "hub" else f"{c.scope} pool"
+        percent = c.in_use / c.limit * 100
+        if c.kind == "budget":
+            used, limit = (_hours_number(c.resource, v) for v in (c.in_use, c.limit))
+            text = f"{used} / {limit} {resource(c.resource).hours_unit}"
+            level = "over" if c.in_use >= c.limit else ("warn" if percent >= warn else "ok")
+            note = f"used up{_until(c.retry_at, at)}" if level == "over" else ""
+        else:
+            text = _held(c)
+            level = "warn" if c.in_use >= c.limit else "ok"
+            note = ("full: a new server waits" if c.waitable else "full") if level == "warn" else ""
+        lines.append(
+            {
+                "scope_level": c.level,
+                "scope": c.scope,
+                "resource": c.resource,
+                "kind": c.kind,
+                "label": f"{where} {'servers' if c.resource == 'servers' else label(c.resource)}",
+                "level": level,
+                "text": text,
+                "note": note,
+                "retry_at": iso(c.retry_at),
+            }
+        )
+    return lines
+
+
 def summary_json(
     username: str,
     at: datetime,
@@ -52,8 +94,10 @@ def summary_json(
     *,
     warn_at_percent: Iterable[int],
     quota_url: str | None,
+    shared=None,
 ) -> dict:
-    """The compact summary: one line per limited resource (limit above 0)."""
+    """The compact summary: one line per limited resource (limit above 0), and the lines of
+    the pools and hub caps the user meets (``shared``: a SharedStatus)."""
     warn = first_warning_percent(warn_at_percent)
     lines = []
     for name, r in resources.items():
@@ -71,7 +115,8 @@ def summary_json(
                 "usage": r.to_json(),
             }
         )
-    levels = {line["level"] for line in lines}
+    pooled = shared_lines(shared, at, warn)
+    levels = {line["level"] for line in [*lines, *pooled]}
     return {
         "username": username,
         "at": iso(at),
@@ -80,6 +125,7 @@ def summary_json(
         "warn_at_percent": warn,
         "quota_url": quota_url or None,
         "resources": lines,
+        "shared": pooled,
     }
 
 
@@ -93,6 +139,7 @@ def unavailable_summary(username: str, at: datetime, quota_url: str | None) -> d
         "warn_at_percent": None,
         "quota_url": quota_url or None,
         "resources": [],
+        "shared": [],
     }
 
 
