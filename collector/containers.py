@@ -69,7 +69,9 @@ def charged_amounts(host: dict, accounting: Accounting, where: str) -> dict[str,
         cpu_quota=int(host.get("CpuQuota") or 0),
         cpu_period=int(host.get("CpuPeriod") or 0),
         cpu_shares=int(host.get("CpuShares") or 0),
-        gpus=gpu_count(host.get("DeviceRequests"), f"{where} DeviceRequests"),
+        gpus=gpu_count(
+            host.get("DeviceRequests"), f"{where} DeviceRequests", accounting.docker_all_gpus
+        ),
     )
     return {
         short: accounting.charged(*amounts.get(short, (None, None))) for short in accounting.names()
@@ -130,7 +132,7 @@ def parse_container(
         if killed_at is not None:
             memory = int(host.get("Memory") or 0) or None
             restarts = int(container.get("RestartCount") or 0)
-            kills = (OomKill(_name(container), killed_at, restarts, memory),)
+            kills = (OomKill(_name(container), killed_at, restarts, memory, started_at),)
     resized_at = observation.event_at if observation.action == "update" else None
     return PodView(
         uid=uid,

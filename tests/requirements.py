@@ -15,6 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+# How every browser test launches it: headless in a container, as root, with no network
+# chatter of its own (no registry or update server is reachable here).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
 TEST_EXTRA = "pip install -e '.[test]' (make .venv/.installed-stamp)"
 
 # tool -> (a Python module to import | an absolute path to an executable, how to install it)

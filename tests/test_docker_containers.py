@@ -89,8 +89,20 @@ def test_all_gpus_is_refused_with_what_to_do(inspected):
     container["HostConfig"]["DeviceRequests"] = [
         {"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]]}
     ]
-    with pytest.raises(PodSkipped, match="--gpus 2"):
+    with pytest.raises(PodSkipped, match=r"--gpus 2.*accounting: \{docker_all_gpus: 4\}"):
         parse(container)
+
+
+def test_all_gpus_is_what_the_policy_says_the_host_has(inspected):
+    container = copy.deepcopy(inspected)
+    container["HostConfig"]["DeviceRequests"] = [
+        {"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]]}
+    ]
+    view = parse_container(
+        Observation(container), IDENTITY, accounting=Accounting(docker_all_gpus=4),
+        observed_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert view.resources[2] == 4
 
 
 def test_missing_label_and_times(inspected):
@@ -106,3 +118,42 @@ def test_missing_label_and_times(inspected):
     container["State"]["StartedAt"] = "yesterday"
     with pytest.raises(PodSkipped, match="not an RFC 3339 time"):
         parse(container)
+
+
+async def test_a_run_with_one_oom_flag_is_recorded_once(inspected, engine):
+    """The OOM killer took a process at 12:00 and the container lived on (the ``oom`` event);
+    it exits at 13:00 with Docker's per-run OOMKilled flag still set. That is one kill: the
+    exit (or a re-list after a collector restart) must not record a second. A new run's
+    flag is a new kill."""
+    from sqlalchemy import text
+
+    from ledger.core.segment_plan import RecordOom
+    from ledger.store import segment_writes
+
+    started = "2026-12-01T11:00:00.000000000Z"
+    container = copy.deepcopy(inspected)
+    container["State"].update(
+        Status="running", Running=True, OOMKilled=True, StartedAt=started,
+        FinishedAt="0001-01-01T00:00:00Z",
+    )  # fmt: skip
+    live_at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    survived = parse_container(
+        Observation(container, "oom", live_at), IDENTITY, accounting=Accounting(),
+        observed_at=live_at,
+    )  # fmt: skip
+    exited = copy.deepcopy(container)
+    exited["State"].update(Status="exited", Running=False, FinishedAt="2026-12-01T13:00:00Z")
+    died = parse_container(
+        Observation(exited, "die", None), IDENTITY, accounting=Accounting(), observed_at=NOW
+    )
+    rerun = copy.deepcopy(exited)
+    rerun["State"].update(StartedAt="2026-12-01T14:00:00Z", FinishedAt="2026-12-01T15:00:00Z")
+    second = parse_container(
+        Observation(rerun, "die", None), IDENTITY, accounting=Accounting(), observed_at=NOW
+    )
+    assert [k.killed_at.hour for v in (survived, died, second) for k in v.oom_kills] == [12, 13, 15]
+    for view in (survived, died, died, second):
+        await segment_writes.apply_ops(engine, [RecordOom(view, k) for k in view.oom_kills])
+    async with engine.connect() as conn:
+        kills = (await conn.execute(text("SELECT killed_at FROM oom_kills ORDER BY 1"))).all()
+    assert [k.killed_at.hour for k in kills] == [12, 15]

@@ -58,6 +58,14 @@ async def test_reservations_are_requests_and_gpus_from_device_requests():
     assert await request_of(s, "limits") == {"cpu": 2000, "memory": 4 * GiB, "gpu": 2}
 
 
+async def test_gpus_all_is_charged_what_the_policy_says_the_host_has():
+    s = spawner(extra_host_config={"device_requests": [{"count": -1, "capabilities": [["gpu"]]}]})
+    await prepare_docker_spawn(s)
+    assert docker_spawner_request(s, Accounting(docker_all_gpus=8)).amounts["gpu"] == 8
+    with pytest.raises(QuantityError, match="docker_all_gpus"):
+        docker_spawner_request(s, Accounting())
+
+
 async def test_async_callable_host_config_and_bad_sizes():
     async def per_user(s):
         return {"mem_limit": "3g"}

@@ -37,7 +37,7 @@ import pytest
 from docs_examples import hub_config_source
 from hub_support.db_switch import DatabaseSwitch
 from hub_support.ledger_data import insert, segment, write_policy
-from requirements import CHROMIUM, require
+from requirements import CHROMIUM, CHROMIUM_ARGS, require
 from sqlalchemy import text
 
 from ledger.core.times import iso, utcnow
@@ -48,9 +48,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 JH_MAJOR = jupyterhub.__version__.split(".")[0]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
 PASSWORD = "e2e-password"
 
 

@@ -23,7 +23,7 @@ import jupyterhub
 import pytest
 from hub_support.db_switch import DatabaseSwitch
 from hub_support.ledger_data import insert, segment, write_policy
-from requirements import CHROMIUM, require
+from requirements import CHROMIUM, CHROMIUM_ARGS, require
 
 from ledger.core.times import utcnow
 from quota_ledger_demo.hub import free_port, start_hub, stop_hub, write_hub_config
@@ -33,9 +33,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 JH_MAJOR = jupyterhub.__version__.split(".")[0]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
 PASSWORD = "pages-password"
 
 PROFILES = """

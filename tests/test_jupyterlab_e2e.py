@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,12 +26,12 @@ from pathlib import Path
 import httpx
 import pytest
 from docs_examples import tagged_blocks
-from requirements import CHROMIUM, require
-from test_web_e2e import CHROMIUM_ARGS, free_port, wait_for
+from hub_support.process_hub import HUB_PREAMBLE, hub_process
+from requirements import CHROMIUM, CHROMIUM_ARGS, require
 from web_support import POLICY_TEXT, seed
 
 from ledger.core.times import utcnow
-from quota_ledger_demo.hub import streaming_proxy
+from quota_ledger_demo.hub import free_port, streaming_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -41,20 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 ADMIN_TOKEN = "jlab-e2e-admin-token-0123456789"
 
-HUB_CONFIG = """
+HUB_CONFIG = (
+    HUB_PREAMBLE
+    + """
 from quota_ledger_demo.web import apply
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {hub_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {api_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{proxy!r}]
-c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
-c.JupyterHub.pid_file = "{tmp}/jupyterhub.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
 c.JupyterHub.load_groups = {{"regular": {{"users": ["dana", "erin"]}}, "power": {{"users": ["bob"]}}}}
 apply(c, {db_url!r}, {policy!r}, port={service_port}, python={python!r})
 c.JupyterHub.services.append({{"name": "test-admin", "api_token": {admin_token!r}}})
@@ -81,6 +70,7 @@ c.Spawner.environment = {{
     "PATH": {path!r},
 }}
 """
+)
 
 
 def grant_from_docs() -> str:
@@ -116,30 +106,10 @@ async def lab_hub(fresh_db_url, engine, tmp_path):
             **ports,
         )  # fmt: skip
     )
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     base = f"http://127.0.0.1:{ports['hub_port']}"
-    try:
-        await wait_for(f"{base}/hub/health", 120, proc)  # slow under load
-        await wait_for(f"{base}/services/quota/healthz", 60, proc)
+    health = [(f"{base}/hub/health", 120), (f"{base}/services/quota/healthz", 60)]  # load
+    async with hub_process(config, health, stop_seconds=30) as proc:
         yield {"url": base, "proc": proc, "log": tmp_path / "hub.log", "engine": engine}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # the single-user servers are in the hub's process group
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-        log.close()
 
 
 def server_token(user: str) -> str:

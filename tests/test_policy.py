@@ -226,8 +226,19 @@ def test_accounting_defaults_and_errors():
     )
     assert only_error("accounting: {charge_bases: limits}\n") == (
         "policy.yaml:1: accounting.charge_bases: unknown key 'charge_bases'; did you mean "
-        "'charge_basis'? valid keys here: charge_basis, resources"
+        "'charge_basis'? valid keys here: charge_basis, resources, docker_all_gpus"
     )
+
+
+def test_docker_all_gpus_is_a_positive_whole_number():
+    assert parse("accounting: {docker_all_gpus: 4}\n").accounting.docker_all_gpus == 4
+    assert parse("window: 7d\n").accounting.docker_all_gpus is None
+    assert only_error("accounting:\n  docker_all_gpus: 0\n") == (
+        "policy.yaml:2: accounting.docker_all_gpus: '0' is not a number of GPUs; "
+        "give 1 or more, e.g. 4"
+    )
+    assert "whole number of devices" in only_error("accounting: {docker_all_gpus: 1.5}\n")
+    assert "a list is not a number of GPUs" in only_error("accounting: {docker_all_gpus: [2]}\n")
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ from datetime import timedelta
 import httpx
 import pytest
 from hub_support.ledger_data import insert, segment
-from requirements import CHROMIUM
+from requirements import CHROMIUM, CHROMIUM_ARGS
 from sqlalchemy import text
-from test_hub_e2e import CHROMIUM_ARGS, PASSWORD, SCREENSHOTS, eventually, hub  # noqa: F401
+from test_hub_e2e import PASSWORD, SCREENSHOTS, eventually, hub  # noqa: F401
 
 from ledger.core.times import utcnow
 

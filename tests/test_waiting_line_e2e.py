@@ -19,9 +19,9 @@ import secrets
 
 import httpx
 import pytest
-from requirements import CHROMIUM, require
+from requirements import CHROMIUM, CHROMIUM_ARGS, require
 from sqlalchemy import text
-from test_hub_e2e import CHROMIUM_ARGS, PASSWORD, eventually
+from test_hub_e2e import PASSWORD, eventually
 
 from quota_ledger_demo.hub import free_port, start_hub, stop_hub, write_hub_config
 

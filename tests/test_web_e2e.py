@@ -7,70 +7,32 @@ Screenshots land in test-artifacts/screenshots/ (printed). Skipped without /usr/
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-from requirements import CHROMIUM, require
+from hub_support.process_hub import HUB_PREAMBLE, hub_process
+from requirements import CHROMIUM, CHROMIUM_ARGS, require
 from web_support import NOW, POLICY_TEXT, seed, segment
 
 from ledger.core.times import iso
 from ledger.store import queries
-from quota_ledger_demo.hub import streaming_proxy
+from quota_ledger_demo.hub import free_port, streaming_proxy
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_for(url: str, timeout_seconds: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    async with httpx.AsyncClient(timeout=2) as c:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited with {proc.returncode}")
-            try:
-                if (await c.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.25)
-    raise TimeoutError(url)
-
-
-HUB_CONFIG = """
+HUB_CONFIG = (
+    HUB_PREAMBLE
+    + """
 from quota_ledger_demo.web import apply
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {hub_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {api_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{proxy!r}]
-c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
-c.JupyterHub.pid_file = "{tmp}/jupyterhub.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
 c.JupyterHub.load_groups = {{
     "regular": {{"users": ["dana", "erin"]}},
     "power": {{"users": ["bob"]}},
@@ -79,6 +41,7 @@ c.JupyterHub.load_groups = {{
 apply(c, {db_url!r}, {policy!r}, port={service_port}, admin_users=["admin"], at={at!r},
       python={python!r})
 """
+)
 
 
 @pytest.fixture
@@ -111,26 +74,10 @@ async def hub(fresh_db_url, engine, tmp_path):
             **ports,
         )  # fmt: skip
     )
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     base = f"http://127.0.0.1:{ports['hub_port']}"
-    try:
-        await wait_for(f"{base}/hub/health", 45, proc)
-        await wait_for(f"{base}/services/quota/healthz", 30, proc)
+    health = [(f"{base}/hub/health", 45), (f"{base}/services/quota/healthz", 30)]
+    async with hub_process(config, health) as proc:
         yield {"url": base, "proc": proc, "log": tmp_path / "hub.log"}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 async def login_and_open(browser, base: str, user: str, path: str = "/services/quota/"):

@@ -9,19 +9,16 @@ does not (it sends the browser back through OAuth).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import secrets
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from hub_support.process_hub import HUB_PREAMBLE, start, stop, wait_for
 
 from quota_ledger_demo.hub import free_port
 
@@ -30,24 +27,16 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/services/quota/"
 
-HUB_CONFIG = """
-c = get_config()  # noqa
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {hub_port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {api_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.JupyterHub.db_url = "sqlite:///{tmp}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
-c.JupyterHub.pid_file = "{tmp}/jupyterhub.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
+HUB_CONFIG = (
+    HUB_PREAMBLE
+    + """
 c.JupyterHub.services = [{{
     "name": "quota", "url": "http://127.0.0.1:{port_a}", "api_token": {token!r},
     "oauth_no_confirm": True, "display": True,
 }}]
 c.JupyterHub.load_roles = [{{"name": "user", "scopes": ["self", "access:services!service=quota"]}}]
 """
+)
 
 
 def rendered_web_env(api_port: int) -> dict[str, str]:
@@ -76,31 +65,6 @@ def rendered_web_env(api_port: int) -> dict[str, str]:
     return {k: v for k, v in env.items() if v is not None}
 
 
-async def _wait(url: str, procs, seconds: float = 45) -> None:
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            for proc in procs:
-                assert proc.poll() is None, f"{proc.args[:3]} exited with {proc.returncode}"
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.25)
-    raise TimeoutError(url)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 async def test_two_replicas_with_the_same_secret_share_a_login(fresh_db_url, tmp_path):
     ports = {k: free_port() for k in ("hub_port", "api_port", "proxy_api_port")}
     port_a, port_b, port_c = free_port(), free_port(), free_port()
@@ -111,15 +75,6 @@ async def test_two_replicas_with_the_same_secret_share_a_login(fresh_db_url, tmp
     policy.write_text("window: 30d\ngroups:\n  regular: {memory: 60 GiB-hours}\n")
     bin_dir = Path(sys.executable).parent
     path = f"{bin_dir}:{os.environ['PATH']}"
-    logs = []
-
-    def spawn(cmd, env, name):
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
-        logs.append(log)
-        return subprocess.Popen(
-            cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
 
     shared = secrets.token_hex(32)
     base_env = {
@@ -130,17 +85,18 @@ async def test_two_replicas_with_the_same_secret_share_a_login(fresh_db_url, tmp
         "QUOTA_LEDGER_DB_URL": fresh_db_url,
         "QUOTA_LEDGER_CONFIG": str(policy),
     }
-    procs = [spawn([sys.executable, "-m", "jupyterhub", "-f", str(config)], {**base_env}, "hub")]
+    procs = [start([sys.executable, "-m", "jupyterhub", "-f", str(config)], tmp_path, "hub.log",
+                   {**base_env})]  # fmt: skip
     for name, port, secret in (("a", port_a, shared), ("b", port_b, shared),
                                ("c", port_c, secrets.token_hex(32))):  # fmt: skip
         env = {**base_env, "QUOTA_LEDGER_COOKIE_SECRET": secret}
         cmd = [str(bin_dir / "quota-ledger"), "serve", "--port", str(port), "--ip", "127.0.0.1"]
-        procs.append(spawn(cmd, env, name))
+        procs.append(start(cmd, tmp_path, f"{name}.log", env))
     hub = f"http://127.0.0.1:{ports['hub_port']}"
     try:
-        await _wait(f"{hub}/hub/health", procs)
+        await wait_for(f"{hub}/hub/health", 45, *procs)
         for port in (port_a, port_b, port_c):
-            await _wait(f"http://127.0.0.1:{port}{PREFIX}healthz", procs)
+            await wait_for(f"http://127.0.0.1:{port}{PREFIX}healthz", 45, *procs)
         async with httpx.AsyncClient(follow_redirects=True, timeout=20) as client:
             # through the proxy to replica A: the hub's login page, then OAuth back to A
             page = await client.get(f"{hub}{PREFIX}")
@@ -164,6 +120,4 @@ async def test_two_replicas_with_the_same_secret_share_a_login(fresh_db_url, tmp
             assert "/hub/api/oauth2/authorize" in stranger.headers["location"]
     finally:
         for proc in procs:
-            _stop(proc)
-        for log in logs:
-            log.close()
+            stop(proc)

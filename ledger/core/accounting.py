@@ -13,6 +13,10 @@ the collector then charges.
   (``gpu: nvidia.com/gpu`` by default). ``gpu`` is stored in its own column, others in the
   segment's ``extended`` JSON.
   https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#extended-resources
+- ``docker_all_gpus``: how many GPUs a Docker container started with ``--gpus all``
+  (a device request with ``Count: -1``) holds; the Engine API does not say, so without it
+  such a container cannot be charged.
+  https://docs.docker.com/reference/api/engine/version/v1.41/#tag/Container/operation/ContainerCreate
 
 Pure: no I/O.
 """
@@ -49,12 +53,15 @@ class Accounting:
 
     charge_basis: str = DEFAULT_CHARGE_BASIS
     resources: dict[str, str] = field(default_factory=_default_resources)
+    docker_all_gpus: int | None = None
 
     def __post_init__(self) -> None:
         if self.charge_basis not in CHARGE_BASES:
             raise ValueError(
                 f"charge_basis {self.charge_basis!r}: valid values are {', '.join(CHARGE_BASES)}"
             )
+        if self.docker_all_gpus is not None and self.docker_all_gpus < 1:
+            raise ValueError(f"docker_all_gpus {self.docker_all_gpus!r}: give 1 or more GPUs")
 
     def names(self) -> dict[str, str]:
         """Short name → runtime resource name of everything charged, cpu and memory first."""

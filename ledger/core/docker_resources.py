@@ -49,10 +49,11 @@ def _field(request: Mapping, camel: str, snake: str):
     return request.get(camel, request.get(snake))
 
 
-def gpu_count(device_requests, where: str) -> int:
+def gpu_count(device_requests, where: str, all_gpus: int | None = None) -> int:
     """GPUs granted by device requests (HostConfig.DeviceRequests, or docker-py
     ``DeviceRequest`` / its snake_case dict form): those with the ``gpu`` capability or the
-    nvidia driver."""
+    nvidia driver. ``all_gpus``: what ``--gpus all`` (``Count: -1``) holds on this host
+    (the policy's ``accounting.docker_all_gpus``), else such a request is refused."""
     total = 0
     for request in device_requests or []:
         if not isinstance(request, Mapping):
@@ -67,10 +68,13 @@ def gpu_count(device_requests, where: str) -> int:
             total += len(ids)
         elif count > 0:
             total += count
+        elif count < 0 and all_gpus:
+            total += all_gpus
         elif count < 0:
             raise QuantityError(
                 f"{where}: a device request for all GPUs (count -1, --gpus all) does not say "
-                "how many it holds; give a count (--gpus 2) or device IDs"
+                "how many it holds; give a count (--gpus 2) or device IDs, or set how many "
+                "the host has in the quota policy: accounting: {docker_all_gpus: 4}"
             )
     return total
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from ledger.core.durations import DurationError, duration_seconds
 from ledger.core.policy_values import budget_hours
-from ledger.core.times import TimeError, parse_iso
+from ledger.core.times import TimeError, parse_day_or_time
 from ledger.core.yaml_lines import Invalid, YNode
 
 MAX_REASON_LENGTH = 500
@@ -44,11 +44,8 @@ def time_of(text: object, *, where: str) -> datetime:
     """ISO 8601 with a time zone (a date alone means its midnight, UTC)."""
     if not isinstance(text, str) or not text.strip():
         raise GrantInputError(f"{where}: give a time such as 2026-12-31T00:00:00Z")
-    raw = text.strip()
-    if len(raw) == 10 and raw[4] == "-" and raw[7] == "-":
-        raw += "T00:00:00Z"  # a date: its start, UTC
     try:
-        return parse_iso(raw, what=f"{where}:")
+        return parse_day_or_time(text, what=f"{where}:")
     except TimeError as exc:
         raise GrantInputError(str(exc)) from None
 

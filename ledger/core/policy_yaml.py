@@ -24,6 +24,7 @@ from ledger.core.policy import (
     Policy,
 )
 from ledger.core.policy_values import EXTENDED_HINT, budget_hours, running_caps, whole_seconds
+from ledger.core.quantities import device_count
 from ledger.core.resources import SERVERS
 from ledger.core.shared_capacity import (
     DEFAULT_WAIT,
@@ -32,6 +33,7 @@ from ledger.core.shared_capacity import (
     SharedLimits,
 )
 from ledger.core.yaml_lines import (
+    Invalid,
     Issues,
     PolicyError,
     PolicyIssue,
@@ -43,6 +45,7 @@ from ledger.core.yaml_lines import (
     named_entries,
     read_field,
     scalar_text,
+    shown,
 )
 
 __all__ = ["PolicyError", "PolicyIssue", "parse_policy"]
@@ -140,10 +143,20 @@ def _flow(node: YNode) -> str:
 
 
 def _accounting(node: YNode | None, issues: Issues) -> Accounting:
-    keys = ("charge_basis", "resources")
+    keys = ("charge_basis", "resources", "docker_all_gpus")
     entries = check_keys(node, "accounting", keys, issues) if node is not None else {}
     basis = choice(entries.get("charge_basis"), "accounting.charge_basis", CHARGE_BASES, issues)
-    return Accounting(basis, _resources(entries.get("resources"), issues))
+    all_gpus = read_field(
+        entries.get("docker_all_gpus"), "accounting.docker_all_gpus", _host_gpus, issues
+    )
+    return Accounting(basis, _resources(entries.get("resources"), issues), all_gpus)
+
+
+def _host_gpus(node: YNode) -> int:
+    count = device_count(node.raw) if node.raw is not None else 0
+    if count < 1:
+        raise Invalid(f"{shown(node)} is not a number of GPUs; give 1 or more, e.g. 4")
+    return count
 
 
 def _resources(node: YNode | None, issues: Issues) -> dict[str, str]:

@@ -21,6 +21,11 @@ class OomKill:
     killed_at: datetime
     restart_count: int
     memory_limit_bytes: int | None
+    # Docker keeps one OOMKilled flag per run (since StartedAt): a kill already recorded in
+    # the run is the one the flag means, so a later sighting (the exit, after a process was
+    # killed and the container lived on, or a re-list after a collector restart) is not a
+    # second kill. None (Kubernetes): every terminated state is its own kill.
+    run_started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,20 @@ def parse_iso(text: str, *, what: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def parse_day_or_time(text: str, *, what: str) -> datetime:
+    """An end or start people write as a day (``grant --until 2026-12-31``): a bare date is
+    that day's start, in UTC unless it carries a zone; anything else as :func:`parse_iso`.
+    Only a span's bound takes this reading; ``--at`` refuses a bare date (a decision at "a
+    day" is ambiguous, a grant "until a day" is not)."""
+    date_only = _DATE_ONLY.fullmatch(text.strip())
+    if date_only:
+        zone = text.strip()[len(date_only.group(1)) :] or "Z"
+        if zone[0] in "+-" and len(zone) == 3:
+            zone += ":00"
+        text = f"{date_only.group(1)}T00:00:00{zone}"
+    return parse_iso(text, what=what)
+
+
 def parse_at(text: str, *, what: str = "--at:") -> datetime:
     """``--at``: ISO 8601 with a time zone, or ``now`` for the current time."""
     if text.strip().lower() == "now":

@@ -128,7 +128,11 @@ def docker_spawner_request(spawner, accounting: Accounting) -> ServerRequest:
         cpu_quota=_int(host, "cpu_quota"),
         cpu_period=_int(host, "cpu_period"),
         cpu_shares=_int(host, "cpu_shares"),
-        gpus=gpu_count(host.get("device_requests"), "extra_host_config['device_requests']"),
+        gpus=gpu_count(
+            host.get("device_requests"),
+            "extra_host_config['device_requests']",
+            accounting.docker_all_gpus,
+        ),
     )
     # other extended resources: Docker has no such limit, charged 0
     chosen = {

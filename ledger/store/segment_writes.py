@@ -70,8 +70,12 @@ _INSERT_OOM = text(
     """
     INSERT INTO oom_kills (pod_uid, namespace, pod_name, container_name, username, servername,
         killed_at, restart_count, memory_limit_bytes)
-    VALUES (:pod_uid, :namespace, :pod_name, :container_name, :username, :servername,
-        :killed_at, :restart_count, :memory_limit_bytes)
+    SELECT :pod_uid, :namespace, :pod_name, :container_name, :username, :servername,
+        :killed_at, :restart_count, :memory_limit_bytes
+    WHERE CAST(:run_started_at AS timestamptz) IS NULL OR NOT EXISTS (
+        SELECT 1 FROM oom_kills k
+        WHERE k.pod_uid = :pod_uid AND k.container_name = :container_name
+          AND k.killed_at >= CAST(:run_started_at AS timestamptz))
     ON CONFLICT DO NOTHING
     """
 )
@@ -180,6 +184,7 @@ async def _apply_phase(conn: AsyncConnection, ops: Sequence[Op]) -> None:
             "killed_at": op.kill.killed_at,
             "restart_count": op.kill.restart_count,
             "memory_limit_bytes": op.kill.memory_limit_bytes,
+            "run_started_at": op.kill.run_started_at,
         }
         for op in ops
         if isinstance(op, RecordOom)
