@@ -17,7 +17,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.core import shared_capacity
+from ledger.core import shared_capacity, shared_verdict
 from ledger.core.resources import SERVERS
 from ledger.core.shared_capacity import (
     HUB,
@@ -256,7 +256,7 @@ async def attach_many(
         raw, policy, first.username, groups, first.request.servername, first.at, who=who
     )
     return [
-        shared_capacity.attach(
+        shared_verdict.attach(
             d, evaluate(policy, limits, d.username, groups, d.request.amounts, usage)
         )
         for d in decisions
