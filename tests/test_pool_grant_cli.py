@@ -94,9 +94,11 @@ def test_a_spent_pool_says_when_it_frees_and_a_pool_grant_lifts_it(loaded, capsy
         (["credit", "--group", ""], "empty"),
     ],
 )
-def test_pool_grant_input_errors_say_what_is_valid(loaded, capsys, argv, says):
-    extra = ["--memory", "1 GiB-hours", "--reason", "x", "--by", "admin", "--db", loaded[0]]
+def test_pool_grant_input_errors_say_what_is_valid(capsys, argv, says):
+    # refused before any connection: a database that does not exist is never asked
+    nowhere = "postgresql+asyncpg://nobody@127.0.0.1:9/none"
+    extra = ["--memory", "1 GiB-hours", "--reason", "x", "--by", "admin", "--db", nowhere]
     extra += ["--until", "30d"] if argv[0] == "grant" else ["--at", "now"]
     assert main([*argv, *extra]) == 2
     assert says in capsys.readouterr().err
-    assert main(["grants", "bob", "--group", "lab", "--db", loaded[0]]) == 2
+    assert main(["grants", "bob", "--group", "lab", "--db", nowhere]) == 2
