@@ -28,15 +28,20 @@ CREDIT_COLUMNS = (
     "id, username, resource, amount_hours, credited_at, reason, credited_by, created_at, group_name"
 )
 
+# A user's own rows have no group: the reads of them do not name the column (so a decide
+# also works on a schema from before migration 0010, as during a rolling upgrade).
+USER_GRANT_COLUMNS = GRANT_COLUMNS.replace(", group_name", ", NULL::text AS group_name")
+USER_CREDIT_COLUMNS = CREDIT_COLUMNS.replace(", group_name", ", NULL::text AS group_name")
+
 # Grants whose end (or revocation) is after now, and credits dated since now − window: what
 # can still count at or after now. Both halves share one row shape (kind 0 grant, 1 credit).
 _ADJUSTMENTS_SQL = f"""
-    SELECT 0 AS kind, {GRANT_COLUMNS}
+    SELECT 0 AS kind, {USER_GRANT_COLUMNS}
     FROM quota_grants
     WHERE username = $1 AND ends_at > $2 AND (revoked_at IS NULL OR revoked_at > $2)
     UNION ALL
     SELECT 1, id, username, resource, amount_hours, credited_at, NULL, reason, credited_by,
-           created_at, NULL, NULL, NULL, NULL, group_name
+           created_at, NULL, NULL, NULL, NULL, NULL::text
     FROM quota_credits
     WHERE username = $1 AND credited_at >= $3
 """
@@ -104,14 +109,14 @@ async def adjustments_by_user(
     since = now - timedelta(seconds=window_seconds)
     grants = await conn.execute(
         text(
-            f"SELECT {GRANT_COLUMNS} FROM quota_grants WHERE ends_at > :now "
+            f"SELECT {USER_GRANT_COLUMNS} FROM quota_grants WHERE ends_at > :now "
             "AND (revoked_at IS NULL OR revoked_at > :now) AND username IS NOT NULL"
         ),
         {"now": now},
     )
     credits = await conn.execute(
         text(
-            f"SELECT {CREDIT_COLUMNS} FROM quota_credits WHERE credited_at >= :since "
+            f"SELECT {USER_CREDIT_COLUMNS} FROM quota_credits WHERE credited_at >= :since "
             "AND username IS NOT NULL"
         ),
         {"since": since},
