@@ -341,6 +341,11 @@ async def load_into(
     conn = await asyncpg.connect(**asyncpg_params(engine_url))
     written = 0
     try:
+        if groups:  # first, as on a hub: the segments' triggers add them to the group pools
+            rows = [(u.username, u.group, at) for u in generate_users(users, seed=seed, days=days)]
+            await conn.copy_records_to_table(
+                "user_groups", records=rows, columns=("username", "group_name", "synced_at")
+            )
         chunk: list[tuple] = []
         for record in copy_records(segments):
             chunk.append(record)
@@ -351,11 +356,6 @@ async def load_into(
         if chunk:
             await conn.copy_records_to_table("segments", records=chunk, columns=COPY_COLUMNS)
             written += len(chunk)
-        if groups:
-            rows = [(u.username, u.group, at) for u in generate_users(users, seed=seed, days=days)]
-            await conn.copy_records_to_table(
-                "user_groups", records=rows, columns=("username", "group_name", "synced_at")
-            )
         if analyze:
             await conn.execute("VACUUM ANALYZE segments")
             await conn.execute("VACUUM ANALYZE user_groups")

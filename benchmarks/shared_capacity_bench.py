@@ -34,9 +34,10 @@ from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
 from benchmarks.ledger_bench import database, machine, prepare, summary_ms  # noqa: E402
+from benchmarks.pool_sum_reference import MEMBERS_SUM_SQL  # noqa: E402
 from ledger.core.decision import ServerRequest  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
-from ledger.store import db, leases  # noqa: E402
+from ledger.store import db, leases, shared_reads  # noqa: E402
 from ledger.store.decide import decide  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
@@ -63,15 +64,27 @@ def shared_policy(base: str, pool_memory: str = "1000000 GiB-hours") -> str:
 
 
 async def store_groups(engine, groups: dict[str, list[str]]) -> None:
+    """Each user's group in ``user_groups``, changing only the rows that differ (a user's
+    membership change moves their whole history in the pools' rollups, migration 0009; a
+    ``--reuse`` run that finds them in place writes nothing)."""
     users = sorted(groups)
+    pairs = {"u": users, "g": [groups[u][0] for u in users]}
     async with engine.begin() as conn:
-        await conn.execute(text("DELETE FROM user_groups"))
+        await conn.execute(
+            text(
+                "DELETE FROM user_groups ug WHERE NOT EXISTS (SELECT 1 FROM unnest(CAST(:u "
+                "AS text[]), CAST(:g AS text[])) AS w(u, g) "
+                "WHERE w.u = ug.username AND w.g = ug.group_name)"
+            ),
+            pairs,
+        )
         await conn.execute(
             text(
                 "INSERT INTO user_groups (username, group_name, synced_at) "
-                "SELECT u, g, now() FROM unnest(CAST(:u AS text[]), CAST(:g AS text[])) AS t(u, g)"
+                "SELECT u, g, now() FROM unnest(CAST(:u AS text[]), CAST(:g AS text[])) "
+                "AS w(u, g) ON CONFLICT DO NOTHING"
             ),
-            {"u": users, "g": [groups[u][0] for u in users]},
+            pairs,
         )
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -101,6 +114,28 @@ async def bench_decide(engine, plain, shared, spent, groups, users) -> dict:
         "with": summary_ms(with_shared),
         "spent": summary_ms(with_spent),
     }
+
+
+async def bench_pool_reads(engine, policy, groups, users) -> dict:
+    """One pool budget read per user (their group's pool, the policy's window): the
+    per-group rollups (now) against summing every member's rollup days (before 0009),
+    interleaved; both must give the same exact integrals."""
+    at = datagen.EVAL_AT
+    window = float(policy.window_seconds)
+    now_s, before_s = [], []
+    async with engine.connect() as conn:
+        raw = await shared_reads._raw(conn)
+        for username in users:
+            group = groups[username][0]
+            t0 = time.perf_counter()
+            new = await raw.fetchrow(shared_reads._POOL_USED, group, username, True, at, window)
+            t1 = time.perf_counter()
+            old = await raw.fetchrow(MEMBERS_SUM_SQL, group, username, True, at, window)
+            t2 = time.perf_counter()
+            assert tuple(new) == tuple(old), (username, group, new, old)
+            now_s.append(t1 - t0)
+            before_s.append(t2 - t1)
+    return {"now": summary_ms(now_s), "before": summary_ms(before_s)}
 
 
 async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
@@ -139,7 +174,7 @@ async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
 
 
 def render(args, mach, info, dec, lease) -> str:
-    w, s, sp = dec["without"], dec["with"], dec["spent"]
+    w, s, sp, pr = dec["without"], dec["with"], dec["spent"], dec["pool_reads"]
     delta = s["p99"] - w["p99"]
     return f"""{SECTION}
 
@@ -148,6 +183,9 @@ def render(args, mach, info, dec, lease) -> str:
 ```
 .venv/bin/python benchmarks/shared_capacity_bench.py --users {args.users} --segments {args.segments} --decide-users {args.decide_users}
 ```
+
+(or `--db URL --reuse` on a database this script or benchmarks/ledger_bench.py loaded, after
+`quota-ledger migrate --db URL`).
 
 - Machine: {mach["cpu"]}, {mach["cores"]} cores (shared), {mach["ram"]} RAM, {mach["os"]}; Python {mach["python"]}. Load average when the run started: {mach["load"]} (other sessions share these 2 cores; latencies include their noise).
 - Data: benchmarks/datagen.py seed {args.seed}, {args.users:,} users in examples/policy.yaml's four groups (each user's group in `user_groups`), {args.segments:,} segments over 90 days (load {info.get("load_s") or 0:.0f} s, rollup rebuild {info.get("rebuild_s") or 0:.0f} s). PostgreSQL {info.get("server_version")}.
@@ -158,16 +196,19 @@ def render(args, mach, info, dec, lease) -> str:
 | `decide` without pools/hub caps p50 / p99, {w["n"]} users | {w["p50"]:.2f} / {w["p99"]:.2f} ms | | |
 | `decide` with pools and hub caps p50 / p99 | {s["p50"]:.2f} / {s["p99"]:.2f} ms | p99 within 1 ms of without | {"met" if delta <= 1 else "**missed**"} (+{delta:.2f} ms) |
 | `decide` refused by a spent pool (its retry time found) p50 / p99 | {sp["p50"]:.2f} / {sp["p99"]:.2f} ms | | |
+| one pool budget read (the user's group, 30 days): `pool_rollups` p50 / p99 | {pr["now"]["p50"]:.2f} / {pr["now"]["p99"]:.2f} ms | | |
+| the same read summing every member's rollup days (before migration 0009), interleaved, same exact result, first {pr["before"]["n"]} users | {pr["before"]["p50"]:.2f} / {pr["before"]["p99"]:.2f} ms | | |
 | lease checks, {args.concurrency} at once on separate connections, {lease["rounds"]} rounds | {lease["checks_per_s"]:.0f} checks/s (round p50 {lease["round"]["p50"]:.0f} ms) | | |
 | rounds that leased exactly the {args.free} free GPUs | {lease["exact"]} of {lease["rounds"]} | all | {"met" if lease["exact"] == lease["rounds"] else "**missed**"} |
 
-Where the time goes: a pool budget is summed per decide from every member's rollup days in
-the window plus the edge days' raw segments (ledger/store/shared_reads.py `_POOL_USED`), so
-its cost grows with the pool's members (here thousands, each with up to 30 rollup days),
-not with one user's history; that sum is most of the difference. The hub and pool caps
-count the running segments (the `ix_segments_end` range) and live leases. A per-pool
-rollup (or a short-lived cache of pool usage) is what would bring the pool budget near the
-per-user cost.
+Where the time goes: a pool budget is read from the per-group rollups (`pool_rollups`,
+migration 0009: ≤ 31 day rows, ≤ 164 hour and minute rows and a minute of raw starts and
+ends per window, whatever the pool's size; ledger/store/shared_reads.py `_POOL_USED`) plus
+the hub's open segments of the members; before 0009 it summed every member's rollup days
+(thousands of members × 30 days: the "before" row, benchmarks/pool_sum_reference.py). The
+hub and pool caps still count what runs now per decide: the open segments (the
+`ix_segments_end` range at infinity) and live leases, so that part grows with the servers
+running on the hub.
 Lease checks serialise on the bottleneck's advisory lock: throughput is one short
 transaction (lock, prune, count, insert) at a time per bottleneck.
 """
@@ -212,6 +253,10 @@ async def run(args) -> None:
             await bench_decide(engine, plain, shared, spent, groups, sample[:50])
             log(f"decide for {len(sample)} users, with and without …")
             dec = await bench_decide(engine, plain, shared, spent, groups, sample)
+            log("pool budget reads, per-group rollups vs members' sum …")
+            dec["pool_reads"] = await bench_pool_reads(
+                engine, shared, groups, sample[: args.compare_users]
+            )
         finally:
             await engine.dispose()
         log("lease throughput …")
@@ -230,6 +275,10 @@ def main() -> None:
     parser.add_argument("--db", help="an empty PostgreSQL database (default: embedded, temporary)")
     parser.add_argument("--reuse", action="store_true", help="--db already loaded by this script")
     parser.add_argument("--decide-users", type=int, default=500)
+    parser.add_argument(
+        "--compare-users", type=int, default=50,
+        help="users whose pool read is also timed the way it was before migration 0009",
+    )  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--free", type=int, default=2)

@@ -125,6 +125,18 @@ def test_import_bad_file_exit_2_and_nothing_written(loaded, capsys, tmp_path):
     assert "carol" not in {u["username"] for u in out}
 
 
+def test_import_validates_before_it_reaches_the_database(capsys, tmp_path):
+    # an unreachable database: the file's own errors are what the operator needs first
+    url = f"postgresql+asyncpg://nobody@/x?host={tmp_path}&port=1"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"username": "carol", "started_at": "2026-10-01"}\n')
+    assert main(["import", str(bad), "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:1: started_at" in err and "cannot reach the database" not in err
+    assert main(["import", str(tmp_path / "missing.jsonl"), "--db", url]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
 def test_console_script_runs():
     exe = Path(sys.executable).parent / "quota-ledger"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60,

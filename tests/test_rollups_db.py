@@ -213,7 +213,7 @@ async def test_verify_finds_a_planted_corruption_and_rebuild_repairs_it(engine):
     assert int(bob.stored["memory_used"]) == int(bob.expected["memory_used"]) + 1
     alice = next(m for m in found if m.username == "alice")
     assert alice.stored is None and alice.expected is not None
-    first_day, written = await rollups.rebuild(engine, None)
+    first_day, written, _ = await rollups.rebuild(engine, None)
     assert written > 0
     assert await rollups.verify(engine, None) == []
 
@@ -246,7 +246,7 @@ async def test_retention_keeps_the_days_and_verify_skips_them(engine):
     assert after == before  # the days stay for reports
     assert horizon == cutoff_at
     assert await rollups.verify(engine, None) == []  # only days raw history still covers
-    first_day, _ = await rollups.rebuild(engine, None)
+    first_day, _, _ = await rollups.rebuild(engine, None)
     assert first_day == BASE + timedelta(days=3)
     async with engine.connect() as conn:
         again = (await conn.execute(text("SELECT count(*), sum(memory_used) FROM usage_rollups"))).one()  # fmt: skip

@@ -121,22 +121,29 @@ async def _wait_for_database(url: str, wait_seconds: float) -> None:
 
 async def run_import(args) -> int:
     from ledger.core.import_rows import ImportError_
-    from ledger.store.importer import import_file
+    from ledger.store.importer import ImportFile, write_file
 
     source = "<stdin>" if args.file == "-" else args.file
-    async with engine_of(args, allow_embedded=True) as engine:
-        try:
-            if args.file == "-":
-                result = await import_file(engine, "-", args.input_format, stream=sys.stdin)
-            else:
-                result = await import_file(engine, args.file, args.input_format)
-        except ImportError_ as exc:
-            raise CommandError(str(exc)) from None
-        except IntegrityError as exc:
-            raise CommandError(
-                f"{source}: nothing was imported: a row conflicts with the ledger: "
-                f"{str(exc.orig).splitlines()[0]}"
-            ) from None
+    try:
+        # the file is opened and its first chunk validated before the database is reached
+        # (or the embedded one started): a bad small file is refused without either
+        stream = sys.stdin if args.file == "-" else None
+        file = ImportFile(args.file, args.input_format, stream=stream)
+    except ImportError_ as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        async with engine_of(args, allow_embedded=True) as engine:
+            try:
+                result = await write_file(engine, file)
+            except ImportError_ as exc:
+                raise CommandError(str(exc)) from None
+            except IntegrityError as exc:
+                raise CommandError(
+                    f"{source}: nothing was imported: a row conflicts with the ledger: "
+                    f"{str(exc.orig).splitlines()[0]}"
+                ) from None
+    finally:
+        file.close()
     if args.format == "json":
         print_json(
             {

@@ -15,7 +15,7 @@ def add_parser(subparsers, common) -> list[str]:
     p = subparsers.add_parser(
         "rollups",
         parents=[common],
-        help="rebuild or verify the per-day usage rollups from the raw segments",
+        help="rebuild or verify the per-day usage rollups (users' and group pools') from the raw segments",
         description="rebuild: recompute the days from --since (default: all raw history; "
         "writers wait meanwhile). verify: compare stored days with the raw segments; exit "
         "status 1 if any differ.",
@@ -43,11 +43,17 @@ async def run(args) -> int:
             raise CommandError(f"--since: {exc}") from None
     async with engine_of(args) as engine:
         if args.action == "rebuild":
-            first_day, written = await rollups.rebuild(engine, since)
+            first_day, written, pool_written = await rollups.rebuild(engine, since)
             if args.format == "json":
-                print_json({"rebuilt_from": first_day.isoformat(), "rows": written})
+                print_json(
+                    {"rebuilt_from": first_day.isoformat(), "rows": written,
+                     "pool_rows": pool_written}
+                )  # fmt: skip
             else:
-                print(f"rebuilt {written} user-days from {first_day:%Y-%m-%d} (UTC) on")
+                print(
+                    f"rebuilt {written} user-days and {pool_written} pool buckets from "
+                    f"{first_day:%Y-%m-%d} (UTC) on"
+                )
             return 0
         mismatches = await rollups.verify(engine, since, limit=args.limit)
     if args.format == "json":
@@ -56,11 +62,9 @@ async def run(args) -> int:
         print("rollups agree with the raw segments")
     else:
         for m in mismatches:
-            print(
-                f"{m.username} {m.bucket_start:%Y-%m-%d}: stored {m.stored}, expected {m.expected}"
-            )
+            print(m.describe())
         print(
-            f"{len(mismatches)} user-day(s) differ; `quota-ledger rollups rebuild "
-            "--since DAY` recomputes them"
+            f"{len(mismatches)} user-day(s) or pool bucket(s) differ; `quota-ledger rollups "
+            "rebuild --since DAY` recomputes them"
         )
     return 1 if mismatches else 0

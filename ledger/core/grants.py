@@ -265,6 +265,8 @@ class BudgetAdjustment:
     def of(
         cls, adjustments: Adjustments, name: str, now: datetime, window_seconds: int
     ) -> BudgetAdjustment:
+        if not adjustments.grants and not adjustments.credits:
+            return NO_BUDGET_ADJUSTMENT  # most users: the all-users report asks 10k times
         grants = tuple(adjustments.active_grants(name, now))
         credits = tuple(adjustments.credits_in_window(name, now, window_seconds))
         return cls(
@@ -273,6 +275,9 @@ class BudgetAdjustment:
             grants,
             credits,
         )
+
+
+NO_BUDGET_ADJUSTMENT = BudgetAdjustment()
 
 
 def by_user(grants: Iterable[Grant], credits: Iterable[Credit]) -> dict[str, Adjustments]:

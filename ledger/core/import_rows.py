@@ -12,10 +12,14 @@ derived from (username, servername, namespace, started_at) — not from ended_at
 exported while a server ran and again after it stopped updates the open segment's end
 instead of adding a second one.
 
-Reading is chunked (:func:`parse_chunks`) so the writer can stream one chunk to the database
-while the next is parsed; well-formed rows take a fast path (:func:`parse_row_fast`) that
-gives exactly what :func:`parse_row` gives, and any row it is unsure of goes through
-:func:`parse_row` for the full error message. Writing them is ledger/store/importer.py.
+Reading is chunked (:func:`parse_record_chunks`) so the writer can stream one chunk to the
+database while the next is parsed. Well-formed rows take a fast path: JSON Lines are decoded
+by orjson (https://github.com/ijl/orjson, the ``import`` extra; without it by ``json``)
+and :func:`fast_record` turns the row straight
+into the writer's record, exactly what :func:`parse_row` gives; any line either is unsure
+of is decoded again by the standard library's ``json`` and judged by :func:`parse_row`, so
+what is accepted and every error message stay the standard ones. Writing them is
+ledger/store/importer.py.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
+
+try:  # the `import` extra (pyproject.toml); the standard library's json does the same, slower
+    import orjson
+except ModuleNotFoundError:  # pragma: no cover - installed with quota-ledger[all]
+    orjson = None
 
 from ledger.core.quantities import QuantityError, cpu_millicores, device_count, memory_bytes
 from ledger.core.times import TimeError, parse_iso
@@ -138,10 +147,20 @@ def parse_row(row: dict) -> dict:
     return out
 
 
+# A record: one validated segment as the writer sends it, in this order (``line`` is the
+# file line it came from; the writer names it when the ledger refuses the row).
+RECORD_FIELDS = (
+    "pod_uid", "namespace", "pod_name", "username", "servername",
+    "cpu_millicores", "memory_bytes", "gpu_count", "started_at", "ended_at", "line",
+)  # fmt: skip
+_SEGMENT_FIELDS = RECORD_FIELDS[:-1]
+
 # Usernames already checked (a file has far fewer users than rows); bounded.
 _VALID_USERNAMES: set[str] = set()
-_QUANTITIES = (("cpu", _cpu, "cpu_millicores"), ("memory", _memory, "memory_bytes"), ("gpu", _gpu, "gpu_count"))  # fmt: skip
-_NAMES = ("servername", "pod_uid", "namespace", "pod_name")
+# Quantity text → base units, for the fast path (bounded like the lru_caches above, but a
+# plain dict lookup: a file repeats few sizes over millions of rows).
+_QUANTITY_CACHES: tuple[dict, dict, dict] = ({}, {}, {})
+_QUANTITY_PARSERS = (_cpu, _memory, _gpu)
 
 
 def _fast_time(value) -> datetime | None:
@@ -153,18 +172,41 @@ def _fast_time(value) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
+    zone = parsed.tzinfo
+    if zone is UTC:
+        return parsed
+    if zone is None:
         return None
     return parsed.astimezone(UTC)
 
 
-def parse_row_fast(row: dict) -> dict | None:
-    """:func:`parse_row` for a well-formed row, without its error bookkeeping; ``None`` for
-    anything unusual (then :func:`parse_row` decides and says what is wrong). Whenever it
-    returns a segment, it is the one :func:`parse_row` returns (a property test checks)."""
+def _fast_quantity(kind: int, value) -> int | None:
+    if value is None or value == "":
+        return 0
+    cls = value.__class__
+    if cls is not str and cls is not int:
+        return None
+    cache = _QUANTITY_CACHES[kind]
+    amount = cache.get(value)
+    if amount is None:
+        try:
+            amount = _QUANTITY_PARSERS[kind](str(value))
+        except QuantityError:
+            return None
+        if len(cache) < 4096:
+            cache[value] = amount
+    return amount
+
+
+def fast_record(row: dict, line: int) -> tuple | None:
+    """The record (:data:`RECORD_FIELDS`) of a well-formed row, without :func:`parse_row`'s
+    error bookkeeping; ``None`` for anything unusual (then :func:`parse_row` decides and
+    says what is wrong). Whenever it returns a record, it holds what :func:`parse_row`
+    returns (a property test checks)."""
     if not _KNOWN_SET.issuperset(row):
         return None
-    username = row.get("username")
+    get = row.get
+    username = get("username")
     if username.__class__ is not str:
         return None
     if username not in _VALID_USERNAMES:
@@ -174,54 +216,59 @@ def parse_row_fast(row: dict) -> dict | None:
             return None
         if len(_VALID_USERNAMES) < 200_000:
             _VALID_USERNAMES.add(username)
-    started = _fast_time(row.get("started_at"))
+    started = _fast_time(get("started_at"))
     if started is None:
         return None
-    ended = row.get("ended_at")
+    ended = get("ended_at")
     if ended is not None and ended != "":
         ended = _fast_time(ended)
         if ended is None or ended < started:
             return None
     else:
         ended = None
-    out = {"username": username, "started_at": started, "ended_at": ended}
-    for key, parse, column in _QUANTITIES:
-        value = row.get(key)
-        if value is None or value == "":
-            out[column] = 0
-        elif value.__class__ is str or value.__class__ is int:
-            try:
-                out[column] = parse(str(value))
-            except QuantityError:
-                return None
-        else:
-            return None
+    cpu = _fast_quantity(0, get("cpu"))
+    memory = _fast_quantity(1, get("memory"))
+    gpu = _fast_quantity(2, get("gpu"))
+    if cpu is None or memory is None or gpu is None:
+        return None
+    names = []
     for key in _NAMES:
-        value = row.get(key)
+        value = get(key)
         if value is None:
-            out[key] = ""
+            names.append("")
         elif value.__class__ is str:
-            out[key] = value
+            names.append(value)
         else:
             return None
-    if not out["pod_uid"]:
-        out["pod_uid"] = _uid(username, out["servername"], out["namespace"], started)
-    return out
+    servername, pod_uid, namespace, pod_name = names
+    if not pod_uid:
+        pod_uid = _uid(username, servername, namespace, started)
+    return (pod_uid, namespace, pod_name, username, servername, cpu, memory, gpu, started, ended, line)  # fmt: skip
 
 
-def _read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict | None, str | None]]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
-            continue
-        if not isinstance(row, dict):
-            yield number, None, f"each line must be a JSON object, got {type(row).__name__}"
-            continue
-        yield number, row, None
+_NAMES = ("servername", "pod_uid", "namespace", "pod_name")
+
+
+def parse_row_fast(row: dict) -> dict | None:
+    """:func:`fast_record` as :func:`parse_row`'s dict (``None`` where it gives none)."""
+    record = fast_record(row, 0)
+    return None if record is None else dict(zip(_SEGMENT_FIELDS, record, strict=False))
+
+
+def record_of(segment: dict, line: int) -> tuple:
+    """:func:`parse_row`'s dict as a record."""
+    return (*(segment[k] for k in _SEGMENT_FIELDS), line)
+
+
+def _json_row(number: int, line: str) -> tuple[int, dict | None, str | None]:
+    """The standard library's reading of a line: what is accepted and how it is refused."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(row, dict):
+        return number, None, f"each line must be a JSON object, got {type(row).__name__}"
+    return number, row, None
 
 
 def _read_csv(lines: Iterable[str]) -> Iterator[tuple[int, dict | None, str | None]]:
@@ -248,50 +295,75 @@ def format_of(source: str, fmt: str | None) -> str:
     return fmt
 
 
-def parse_chunks(
+# (loads, its decode error) for the first reading of every line
+_FAST_JSON = (
+    (orjson.loads, orjson.JSONDecodeError) if orjson else (json.loads, json.JSONDecodeError)
+)
+
+
+def _jsonl_rows(
+    lines: Iterable[str],
+) -> Iterator[tuple[int, tuple | None, dict | None, str | None]]:
+    """(line number, record, row, problem) per non-blank line: the record of a well-formed
+    row, else the row (or the problem) as the standard library reads the line."""
+    loads, decode_error = _FAST_JSON
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = loads(line)
+        except decode_error:
+            row = None
+        record = fast_record(row, number) if row.__class__ is dict else None
+        if record is not None:
+            yield number, record, None, None
+        elif line.strip():
+            # orjson differs from json on a few inputs (NaN, integers beyond 64 bits, lone
+            # surrogates): judge the line as the standard library reads it
+            yield (number, None, *_json_row(number, line)[1:])
+
+
+def _csv_rows(lines: Iterable[str]) -> Iterator[tuple[int, tuple | None, dict | None, str | None]]:
+    for number, row, problem in _read_csv(lines):
+        record = None if row is None else fast_record(row, number)
+        yield number, record, row, problem
+
+
+def parse_record_chunks(
     lines: Iterable[str], fmt: str, source: str, chunk_rows: int = 50_000
-) -> Iterator[list[dict]]:
-    """Validate a file's lines, yielding the segments (each with its ``_line``) in chunks of
+) -> Iterator[list[tuple]]:
+    """Validate a file's lines, yielding records (:data:`RECORD_FIELDS`) in chunks of
     ``chunk_rows``. After the first bad line nothing more is yielded; once every line is
     read, ImportError_ lists every bad line: one bad row imports nothing, so the writer
     must not commit what it was given before."""
-    chunk: list[dict] = []
+    chunk: list[tuple] = []
     errors: list[tuple[int, str]] = []
     seen: set[tuple[str, datetime]] = set()
     open_pods: dict[str, int] = {}
-    reader = _read_csv(lines) if fmt == "csv" else _read_jsonl(lines)
+    reader = _csv_rows(lines) if fmt == "csv" else _jsonl_rows(lines)
     try:
-        for number, row, problem in reader:
-            if problem:
-                errors.append((number, problem))
-                continue
-            segment = parse_row_fast(row)
-            if segment is None:
+        for number, record, row, problem in reader:
+            if record is None:
+                if problem:
+                    errors.append((number, problem))
+                    continue
                 try:
-                    segment = parse_row(row)
+                    record = record_of(parse_row(row), number)
                 except ValueError as exc:
                     errors.append((number, str(exc)))
                     continue
-            key = (segment["pod_uid"], segment["started_at"])
+            key = (record[0], record[8])
             if key in seen:
                 # the same segment twice in one file: keep it once, as a re-import would
                 continue
             seen.add(key)
-            if segment["ended_at"] is None:
-                earlier = open_pods.get(segment["pod_uid"])
+            if record[9] is None:
+                earlier = open_pods.get(record[0])
                 if earlier is not None:
-                    errors.append(
-                        (
-                            number,
-                            f"pod_uid {segment['pod_uid']} is already open on line {earlier}",
-                        )
-                    )
+                    errors.append((number, f"pod_uid {record[0]} is already open on line {earlier}"))  # fmt: skip
                     continue
-                open_pods[segment["pod_uid"]] = number
+                open_pods[record[0]] = number
             if errors:
                 continue
-            segment["_line"] = number
-            chunk.append(segment)
+            chunk.append(record)
             if len(chunk) >= chunk_rows:
                 yield chunk
                 chunk = []
@@ -301,6 +373,19 @@ def parse_chunks(
         raise ImportError_(source, errors)
     if chunk:
         yield chunk
+
+
+def parse_chunks(
+    lines: Iterable[str], fmt: str, source: str, chunk_rows: int = 50_000
+) -> Iterator[list[dict]]:
+    """:func:`parse_record_chunks` as segment dicts, each with its ``_line``."""
+    for chunk in parse_record_chunks(lines, fmt, source, chunk_rows):
+        out = []
+        for record in chunk:
+            segment = dict(zip(_SEGMENT_FIELDS, record, strict=False))
+            segment["_line"] = record[10]
+            out.append(segment)
+        yield out
 
 
 def parse_lines(lines: Iterable[str], fmt: str, source: str) -> list[dict]:

@@ -16,6 +16,7 @@ neither promises more than the ledger can keep).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,10 @@ class LimitSource:
     def of_budget(cls, source: str | None, policy_groups: Sequence[str] = ()) -> LimitSource:
         """From a policy ``Budget.source`` ("group:power", "user:alice", "unlisted:regular",
         "sum:dev+gpu-dev"); None means no budget, i.e. unlimited."""
+        return _limit_source(cls, source, tuple(policy_groups))
+
+    @classmethod
+    def _parse(cls, source: str | None, policy_groups: tuple[str, ...]) -> LimitSource:
         if source is None:
             return cls("unlimited")
         kind, _, name = source.partition(":")
@@ -71,6 +76,12 @@ class LimitSource:
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "groups": list(self.groups), "user": self.user}
+
+
+@functools.lru_cache(maxsize=4096)
+def _limit_source(cls, source: str | None, policy_groups: tuple[str, ...]) -> LimitSource:
+    # the all-users report asks once per user and resource; few distinct answers (frozen)
+    return cls._parse(source, policy_groups)
 
 
 @dataclass(frozen=True)

@@ -2,31 +2,56 @@
 
 All or nothing and idempotent: a row's identity is ``(pod_uid, started_at)`` (see
 ledger/core/import_rows.py), and the whole import is one transaction, committed only after
-the last line validated. :func:`import_file` streams: the file is parsed in chunks in a
-worker thread while the previous chunk is COPYed into a temporary staging table, so the
-parse and the server's work overlap. Then, from the staging table, set-based:
+the last line validated.
 
-1. open segments of the file whose pod already has another open segment in the ledger are
-   refused, with their lines (one open segment per pod);
-2. the month partitions the file covers are made (``partitions.ensure_on``);
-3. one UPDATE closes the ledger's open segments the file gives an end;
-4. one INSERT … ON CONFLICT DO NOTHING adds the new segments.
+:class:`ImportFile` opens the file and validates its first chunk before anything touches
+the database (a bad or unreadable small file never connects). :func:`write_file` then
+streams: while a worker thread parses the next chunk, the server writes the previous one,
+set-based, from a temporary staging table:
 
-The rollups follow from the triggers on ``segments``: one aggregate per statement over the
-rows it wrote (migration 0004), so they are exact when the transaction commits.
+1. the month partitions the chunk covers are made (``partitions.ensure_on``), once each;
+2. one UPDATE closes the ledger's open segments the chunk gives an end;
+3. one INSERT … ON CONFLICT DO NOTHING adds the chunk's new closed segments.
+
+Open segments of the file (rows without an end: at most one per pod) wait in a second
+staging table until every closed row is written; then the ones whose pod already has
+another open segment in the ledger are refused with their lines (one open segment per
+pod), and the rest are inserted.
+
+The rollups follow from the statement-level triggers on ``segments`` (migration 0004): one
+aggregate per statement over the rows it wrote, so they are exact when the transaction
+commits.
+
+Where the server's time goes (benchmarks/RESULTS.md, "Ledger"): the index entries of every
+new row, and the full-page images the first change of each page after a checkpoint writes
+to the WAL. A server with ``wal_compression = pglz`` compresses each such 8 kB image with
+pglz, which cost more than the rest of the insert together; the import's transaction
+turns it off for itself when the role may (``SET LOCAL``: the images are then written
+whole, the WAL is as complete and as safe, only larger; lz4/zstd, when the server has them,
+are kept). https://www.postgresql.org/docs/current/runtime-config-wal.html#GUC-WAL-COMPRESSION
+``synchronous_commit`` is left alone: the import commits once, so waiting for that one
+flush costs milliseconds, and not waiting could lose an import the command reported done.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.core.import_rows import ImportError_, format_of, parse_chunks
+from ledger.core.import_rows import (
+    ImportError_,
+    format_of,
+    parse_chunks,
+    parse_record_chunks,
+    record_of,
+)
 from ledger.store import partitions
 
 CHUNK_ROWS = 50_000
@@ -63,106 +88,215 @@ def read_rows(path: str | Path, fmt: str | None = None, stream=None) -> tuple[li
         return [r for chunk in parse_chunks(stream, fmt, source) for r in chunk], source
 
 
-COLUMNS = (
-    "pod_uid", "namespace", "pod_name", "username", "servername", "workload",
-    "cpu_millicores", "memory_bytes", "gpu_count", "started_at", "ended_at",
-    "last_seen_at", "end_reason", "source",
+# The staging tables' columns: ledger/core/import_rows.py RECORD_FIELDS, in that order. The
+# rest of a segment's columns follow from these in the INSERT (fewer columns to encode and
+# COPY per row).
+_RECORD_COLUMNS = (
+    "pod_uid", "namespace", "pod_name", "username", "servername",
+    "cpu_millicores", "memory_bytes", "gpu_count", "started_at", "ended_at", "line",
 )  # fmt: skip
-_STAGING_COLUMNS = (*COLUMNS, "line")
-
-
-def _records(rows: Iterable[dict]) -> list[tuple]:
-    return [
-        (
-            r["pod_uid"],
-            r["namespace"],
-            r["pod_name"],
-            r["username"],
-            r["servername"],
-            "import",
-            r["cpu_millicores"],
-            r["memory_bytes"],
-            r["gpu_count"],
-            r["started_at"],
-            r["ended_at"],
-            r["ended_at"] or r["started_at"],
-            "imported" if r["ended_at"] else None,
-            "import",
-            r.get("_line", 0),
-        )  # fmt: skip
-        for r in rows
-    ]
-
-
-_CREATE_STAGING = text(
-    # no index, no default (no sequence value spent per row), not WAL-logged (temporary)
-    """
-    CREATE TEMPORARY TABLE import_segments (
+_STAGING = """
+    CREATE TEMPORARY TABLE {name} (
         pod_uid text, namespace text, pod_name text, username text, servername text,
-        workload text, cpu_millicores bigint, memory_bytes bigint, gpu_count bigint,
-        started_at timestamptz, ended_at timestamptz, last_seen_at timestamptz,
-        end_reason text, source text, line integer
+        cpu_millicores bigint, memory_bytes bigint, gpu_count bigint,
+        started_at timestamptz, ended_at timestamptz, line integer
     ) ON COMMIT DROP
-    """
-)
+"""
+# no index, no default (no sequence value spent per row), not WAL-logged (temporary)
+# The columns a straight COPY into segments writes: the record's, then what _INSERT_FROM
+# derives from them.
+_SEGMENT_COLUMNS = (*_RECORD_COLUMNS[:-1], "workload", "last_seen_at", "end_reason", "source")
+_CREATE_STAGING = text(_STAGING.format(name="import_segments"))
+_CREATE_OPEN_STAGING = text(_STAGING.format(name="import_open"))
+_CLEAR_STAGING = text("TRUNCATE import_segments")
+
 _OPEN_CONFLICTS = text(
     """
     SELECT i.line, i.pod_uid, s.started_at
-    FROM import_segments i
+    FROM import_open i
     JOIN segments s ON s.pod_uid = i.pod_uid AND s.ended_at IS NULL
                    AND s.started_at <> i.started_at
-    WHERE i.ended_at IS NULL
     ORDER BY i.line LIMIT 200
     """
 )
-_COLS = ", ".join(COLUMNS)
 _CLOSE = text(
     """
     UPDATE segments s
-    SET ended_at = i.ended_at, last_seen_at = GREATEST(s.last_seen_at, i.last_seen_at),
-        end_reason = i.end_reason, updated_at = now()
+    SET ended_at = i.ended_at, last_seen_at = GREATEST(s.last_seen_at, i.ended_at),
+        end_reason = 'imported', updated_at = now()
     FROM import_segments i
-    WHERE s.ended_at IS NULL AND i.ended_at IS NOT NULL
-      AND s.pod_uid = i.pod_uid AND s.started_at = i.started_at
+    WHERE s.ended_at IS NULL AND s.pod_uid = i.pod_uid AND s.started_at = i.started_at
     """
 )
-_INSERT = text(
-    f"INSERT INTO segments ({_COLS}) SELECT {_COLS} FROM import_segments "  # noqa: S608 - constant columns
-    "ON CONFLICT (pod_uid, started_at) DO NOTHING"
+_INSERT_FROM = """
+    INSERT INTO segments (pod_uid, namespace, pod_name, username, servername, workload,
+                          cpu_millicores, memory_bytes, gpu_count, started_at, ended_at,
+                          last_seen_at, end_reason, source)
+    SELECT pod_uid, namespace, pod_name, username, servername, 'import',
+           cpu_millicores, memory_bytes, gpu_count, started_at, ended_at,
+           COALESCE(ended_at, started_at),
+           CASE WHEN ended_at IS NOT NULL THEN 'imported' END, 'import'
+    FROM {name}
+    ON CONFLICT (pod_uid, started_at) DO NOTHING
+"""  # noqa: S608 - constant table names
+_INSERT = text(_INSERT_FROM.format(name="import_segments"))
+_INSERT_OPEN = text(_INSERT_FROM.format(name="import_open"))
+# Only pglz is replaced: it is the one that costs more than the write it compresses.
+_WAL_COMPRESSION_OFF = text(
+    "SELECT set_config('wal_compression', 'off', true) "
+    "WHERE current_setting('wal_compression') IN ('pglz', 'on')"
 )
 
 
-async def _finish(conn: AsyncConnection, source: str, rows: int) -> ImportResult:
-    conflicts = (await conn.execute(_OPEN_CONFLICTS)).all()
-    if conflicts:
-        raise ImportError_(
-            source,
-            [
-                (line, f"pod_uid {uid} already has an open segment in the ledger, started "
-                       f"{started.isoformat()}; close it first (give it an ended_at)")
-                for line, uid, started in conflicts
-            ],
-        )  # fmt: skip
-    first, last = (await conn.execute(text("SELECT min(started_at), max(started_at) FROM import_segments"))).one()  # fmt: skip
-    if first is not None:
-        await partitions.ensure_on(conn, first, last)
-    closed = (await conn.execute(_CLOSE)).rowcount
-    inserted = (await conn.execute(_INSERT)).rowcount
-    return ImportResult(rows=rows, inserted=inserted, closed=closed)
+class ImportFile:
+    """A file being validated in chunks of records; the first chunk is read and validated
+    on construction, before any database work."""
+
+    def __init__(self, path: str | Path, fmt: str | None = None, stream=None,
+                 chunk_rows: int = CHUNK_ROWS):  # fmt: skip
+        self._stream, fmt, self.source = _open(path, fmt, stream)
+        self._chunks = parse_record_chunks(self._stream, fmt, self.source, chunk_rows)
+        try:
+            self._first: list[tuple] | None = next(self._chunks, None)
+        except BaseException:
+            self.close()
+            raise
+
+    def next_chunk(self) -> list[tuple] | None:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        return next(self._chunks, None)
+
+    def close(self) -> None:
+        self._stream.close()
 
 
-async def _copy(conn: AsyncConnection, records: list[tuple]) -> None:
-    raw = (await conn.get_raw_connection()).driver_connection
-    await raw.copy_records_to_table("import_segments", records=records, columns=_STAGING_COLUMNS)
+class _Writer:
+    """The set-based writes of one import, chunk by chunk, in one transaction."""
+
+    def __init__(self, conn: AsyncConnection, source: str):
+        self.conn, self.source = conn, source
+        self.rows = self.inserted = self.closed = 0
+        self._months: set[datetime] = set()
+        self._has_open = False
+        self._overlaps = False  # a chunk had rows the ledger holds: stage the rest
+
+    async def begin(self) -> None:
+        conn = self.conn
+        await conn.execute(_CREATE_STAGING)
+        await conn.execute(_CREATE_OPEN_STAGING)
+        savepoint = await conn.begin_nested()
+        try:
+            await conn.execute(_WAL_COMPRESSION_OFF)
+        except Exception:  # noqa: BLE001 - a role that may not set it imports all the same
+            await savepoint.rollback()
+        else:
+            await savepoint.commit()
+
+    async def _copy(self, table: str, records: list[tuple]) -> None:
+        raw = (await self.conn.get_raw_connection()).driver_connection
+        await raw.copy_records_to_table(table, records=records, columns=_RECORD_COLUMNS)
+
+    async def _ensure_months(self, records: Iterable[tuple]) -> None:
+        starts = [r[8] for r in records]
+        if not starts:
+            return
+        first, last = min(starts), max(starts)
+        months = set(partitions.month_starts(first, last))
+        if not months <= self._months:
+            await partitions.ensure_on(self.conn, first, last)
+            self._months |= months
+
+    async def write(self, records: list[tuple]) -> None:
+        """Write one chunk's closed segments; keep its open ones for :meth:`finish`."""
+        self.rows += len(records)
+        closed = [r for r in records if r[9] is not None]
+        if len(closed) < len(records):
+            await self._copy("import_open", [r for r in records if r[9] is None])
+            self._has_open = True
+        if not closed:
+            return
+        await self._ensure_months(closed)
+        if not self._overlaps and await self._copy_new(closed):
+            self.inserted += len(closed)
+            return
+        await self.conn.execute(_CLEAR_STAGING)
+        await self._copy("import_segments", closed)
+        self.closed += (await self.conn.execute(_CLOSE)).rowcount
+        self.inserted += (await self.conn.execute(_INSERT)).rowcount
+
+    async def _copy_new(self, closed: list[tuple]) -> bool:
+        """COPY the chunk straight into ``segments``, as new rows: no staging, no conflict
+        arbitration per row. False (and nothing written) when a row is already in the
+        ledger: then this chunk and the rest of the file take the staging path."""
+        savepoint = await self.conn.begin_nested()
+        try:
+            raw = (await self.conn.get_raw_connection()).driver_connection
+            await raw.copy_records_to_table(
+                "segments", records=[(*r[:10], "import", r[9], "imported", "import") for r in closed],
+                columns=_SEGMENT_COLUMNS,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError:
+            await savepoint.rollback()
+            self._overlaps = True
+            return False
+        except BaseException:
+            await savepoint.rollback()
+            raise
+        await savepoint.commit()
+        return True
+
+    async def finish(self) -> ImportResult:
+        if self._has_open:
+            conn = self.conn
+            conflicts = (await conn.execute(_OPEN_CONFLICTS)).all()
+            if conflicts:
+                raise ImportError_(
+                    self.source,
+                    [
+                        (line, f"pod_uid {uid} already has an open segment in the ledger, "
+                               f"started {started.isoformat()}; close it first (give it an "
+                               "ended_at)")
+                        for line, uid, started in conflicts
+                    ],
+                )  # fmt: skip
+            first, last = (await conn.execute(text("SELECT min(started_at), max(started_at) FROM import_open"))).one()  # fmt: skip
+            await partitions.ensure_on(conn, first, last)
+            self.inserted += (await conn.execute(_INSERT_OPEN)).rowcount
+        return ImportResult(rows=self.rows, inserted=self.inserted, closed=self.closed)
 
 
 async def write_rows(engine: AsyncEngine, rows: list[dict], source: str = "<rows>") -> ImportResult:
     """Write validated segments (from :func:`read_rows`): all or nothing."""
     async with engine.begin() as conn:
-        await conn.execute(_CREATE_STAGING)
+        writer = _Writer(conn, source)
+        await writer.begin()
         for start in range(0, len(rows), CHUNK_ROWS):
-            await _copy(conn, _records(rows[start : start + CHUNK_ROWS]))
-        return await _finish(conn, source, len(rows))
+            chunk = rows[start : start + CHUNK_ROWS]
+            await writer.write([record_of(r, r.get("_line", 0)) for r in chunk])
+        return await writer.finish()
+
+
+async def write_file(engine: AsyncEngine, file: ImportFile) -> ImportResult:
+    """Stream an :class:`ImportFile` to the database; commit only if every line is valid
+    (else ImportError_ listing every bad line, and nothing is written). Closes the file."""
+    try:
+        async with engine.begin() as conn:
+            writer = _Writer(conn, file.source)
+            await writer.begin()
+            pending = asyncio.create_task(asyncio.to_thread(file.next_chunk))
+            while (records := await pending) is not None:
+                # the next chunk parses in the worker thread while the server writes this one
+                pending = asyncio.create_task(asyncio.to_thread(file.next_chunk))
+                try:
+                    await writer.write(records)
+                except BaseException:
+                    await asyncio.gather(pending, return_exceptions=True)
+                    raise
+            return await writer.finish()
+    finally:
+        file.close()
 
 
 async def import_file(
@@ -172,28 +306,5 @@ async def import_file(
     stream=None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> ImportResult:
-    """Parse ``path`` in chunks and stream them to the database; commit only if every line
-    is valid (else ImportError_ listing every bad line, and nothing is written)."""
-    stream, fmt, source = _open(path, fmt, stream)
-    chunks: Iterator[list[dict]] = parse_chunks(stream, fmt, source, chunk_rows)
-
-    def next_records() -> tuple[list[tuple], int] | None:
-        chunk = next(chunks, None)
-        return None if chunk is None else (_records(chunk), len(chunk))
-
-    rows = 0
-    with stream:
-        async with engine.begin() as conn:
-            await conn.execute(_CREATE_STAGING)
-            pending = asyncio.create_task(asyncio.to_thread(next_records))
-            while (parsed := await pending) is not None:
-                records, n = parsed
-                rows += n
-                # the next chunk parses in the worker thread while this one is COPYed
-                pending = asyncio.create_task(asyncio.to_thread(next_records))
-                try:
-                    await _copy(conn, records)
-                except BaseException:
-                    await asyncio.gather(pending, return_exceptions=True)
-                    raise
-            return await _finish(conn, source, rows)
+    """Validate and write ``path`` (:class:`ImportFile`, then :func:`write_file`)."""
+    return await write_file(engine, ImportFile(path, fmt, stream, chunk_rows))

@@ -5,7 +5,8 @@
   and every closed segment of the window for a quiet user, or the edge days' partial
   segments for a busy one; :func:`load_days` adds more days' partial segments when the
   arithmetic asks (a busy user's retry or run-out time inside a day no edge touches).
-- :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``.
+- :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``: the per-user
+  days and the per-group pool buckets (migrations/versions/0009).
 """
 
 from __future__ import annotations
@@ -263,6 +264,37 @@ _DIFF = text(
 )
 
 
+_POOL_DIFF = text(
+    """
+    WITH expected AS (SELECT * FROM quota_pool_rollups_from_segments(:since)),
+    stored AS (SELECT * FROM pool_rollups WHERE bucket_start >= quota_bucket_start(:since))
+    SELECT COALESCE(e.group_name, s.group_name) AS group_name,
+           COALESCE(e.width_seconds, s.width_seconds) AS width_seconds,
+           COALESCE(e.bucket_start, s.bucket_start) AS bucket_start,
+           to_jsonb(e) - 'group_name' - 'width_seconds' - 'bucket_start' AS expected,
+           to_jsonb(s) - 'group_name' - 'width_seconds' - 'bucket_start' AS stored
+    FROM expected e FULL JOIN stored s USING (group_name, width_seconds, bucket_start)
+    WHERE e IS DISTINCT FROM s
+      -- a bucket whose starts and ends cancelled (or a deleted member's) is all zeros
+      AND NOT (e.group_name IS NULL AND s.cpu_rate = 0 AND s.memory_rate = 0
+               AND s.gpu_rate = 0 AND s.cpu_delta = 0 AND s.memory_delta = 0
+               AND s.gpu_delta = 0 AND s.cpu_delta_us = 0 AND s.memory_delta_us = 0
+               AND s.gpu_delta_us = 0)
+      AND NOT (s.group_name IS NULL AND e.cpu_rate = 0 AND e.memory_rate = 0
+               AND e.gpu_rate = 0 AND e.cpu_delta = 0 AND e.memory_delta = 0
+               AND e.gpu_delta = 0 AND e.cpu_delta_us = 0 AND e.memory_delta_us = 0
+               AND e.gpu_delta_us = 0)
+    ORDER BY 3, 1, 2
+    LIMIT :limit
+    """
+)
+_HAS_POOLS = text("SELECT to_regclass('pool_rollups') IS NOT NULL")
+_POOL_DELETE = text("DELETE FROM pool_rollups WHERE bucket_start >= quota_bucket_start(:since)")
+_POOL_INSERT = text(
+    "INSERT INTO pool_rollups SELECT * FROM quota_pool_rollups_from_segments(:since)"
+)
+
+
 @dataclass(frozen=True)
 class Mismatch:
     username: str
@@ -278,6 +310,39 @@ class Mismatch:
             "stored": self.stored,
         }
 
+    def describe(self) -> str:
+        return (
+            f"{self.username} {self.bucket_start:%Y-%m-%d}: stored {self.stored}, "
+            f"expected {self.expected}"
+        )
+
+
+@dataclass(frozen=True)
+class PoolMismatch:
+    """A group's pool bucket (a day, hour or minute) that differs from its members' raw
+    segments."""
+
+    group_name: str
+    width_seconds: int
+    bucket_start: datetime
+    expected: dict | None
+    stored: dict | None
+
+    def to_json(self) -> dict:
+        return {
+            "group": self.group_name,
+            "bucket_seconds": self.width_seconds,
+            "bucket_start": self.bucket_start.isoformat(),
+            "expected": self.expected,
+            "stored": self.stored,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"pool {self.group_name} {self.width_seconds} s bucket at "
+            f"{self.bucket_start:%Y-%m-%dT%H:%MZ}: stored {self.stored}, expected {self.expected}"
+        )
+
 
 async def _since(conn: AsyncConnection, since: datetime | None) -> datetime:
     """The first instant whose days raw history can recompute (retention may have cut it)."""
@@ -288,23 +353,35 @@ async def _since(conn: AsyncConnection, since: datetime | None) -> datetime:
     return floor if since is None or since < floor else since
 
 
-async def verify(engine: AsyncEngine, since: datetime | None, limit: int = 100) -> list[Mismatch]:
-    """Days whose stored rollups differ from what the raw segments say (up to ``limit``)."""
+async def verify(
+    engine: AsyncEngine, since: datetime | None, limit: int = 100
+) -> list[Mismatch | PoolMismatch]:
+    """User days and pool buckets whose stored rollups differ from what the raw segments
+    (and ``user_groups``, for pools) say: up to ``limit`` of each."""
     async with engine.begin() as conn:
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         start = await _since(conn, since)
         rows = (await conn.execute(_DIFF, {"since": start, "limit": limit})).all()
-    return [Mismatch(r.username, r.bucket_start, r.expected, r.stored) for r in rows]
+        pool_rows = []
+        if await conn.scalar(_HAS_POOLS):  # a schema before migration 0009 has none
+            pool_rows = (await conn.execute(_POOL_DIFF, {"since": start, "limit": limit})).all()
+    return [Mismatch(r.username, r.bucket_start, r.expected, r.stored) for r in rows] + [
+        PoolMismatch(r.group_name, r.width_seconds, r.bucket_start, r.expected, r.stored)
+        for r in pool_rows
+    ]
 
 
-async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime, int]:
-    """Recompute the days from ``since`` (default: all raw history) from the segments.
+async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime, int, int]:
+    """Recompute the user days and pool buckets from ``since`` (default: all raw history)
+    from the segments and ``user_groups``.
 
-    Writers wait (SHARE ROW EXCLUSIVE on segments) so none slips between the delete and the
-    recompute; readers do not. Returns (first day rebuilt, rows written).
+    Writers wait (SHARE ROW EXCLUSIVE on segments and user_groups) so none slips between the
+    delete and the recompute; readers do not. Returns (first day rebuilt, user-day rows
+    written, pool bucket rows written).
     """
     async with engine.begin() as conn:
         await conn.execute(text("LOCK TABLE segments IN SHARE ROW EXCLUSIVE MODE"))
+        await conn.execute(text("LOCK TABLE user_groups IN SHARE ROW EXCLUSIVE MODE"))
         start = await _since(conn, since)
         await conn.execute(
             text("DELETE FROM usage_rollups WHERE bucket_start >= quota_bucket_start(:since)"),
@@ -314,5 +391,9 @@ async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime
             text("INSERT INTO usage_rollups SELECT * FROM quota_rollups_from_segments(:since)"),
             {"since": start},
         )
+        pool_rows = 0
+        if await conn.scalar(_HAS_POOLS):
+            await conn.execute(_POOL_DELETE, {"since": start})
+            pool_rows = (await conn.execute(_POOL_INSERT, {"since": start})).rowcount
         first = await conn.scalar(text("SELECT quota_bucket_start(:since)"), {"since": start})
-    return first, result.rowcount
+    return first, result.rowcount, pool_rows

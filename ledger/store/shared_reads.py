@@ -1,6 +1,7 @@
 """Reads for shared capacity (ledger/core/shared_capacity.py): what the hub, a group's pool
 and a user hold right now (running segments plus live leases), and a pool's usage over its
-budgets' windows (its members' per-day rollups plus the raw segments of the edge days).
+budgets' windows (the per-group rollups of migrations/versions/0009, plus the raw starts and
+ends of the last partial minute at each edge of the window).
 
 :func:`shared_status` is what ``decide`` and ``leases.take`` evaluate; the SQL is here once.
 A pool's members are the ``user_groups`` cache the hub hook and enforcer keep, except the
@@ -35,12 +36,22 @@ LEASE_SKEW_SECONDS = 5
 
 # Live capacity: running segments (pools NULL) and live leases (pools the lease counts
 # toward), without the requested server ($2, $3): a restart replaces it.
+# Running at $1 is open (the end index's single key 'infinity') or closed after $1 (a two-sided
+# range of it): so written, even the generic plan a prepared statement settles on after five
+# runs scans those ranges, not every segment that started before $1.
 LIVE_SQL = f"""
     SELECT s.username, s.servername, s.cpu_millicores, s.memory_bytes, s.gpu_count,
            s.extended, NULL::text[] AS pools
     FROM segments s
-    WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > $1 AND s.started_at <= $1
-      AND NOT (s.username = $2 AND s.servername = $3)
+    WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) = 'infinity'::timestamptz
+      AND s.started_at <= $1 AND NOT (s.username = $2 AND s.servername = $3)
+    UNION ALL
+    SELECT s.username, s.servername, s.cpu_millicores, s.memory_bytes, s.gpu_count,
+           s.extended, NULL::text[] AS pools
+    FROM segments s
+    WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > $1
+      AND COALESCE(s.ended_at, 'infinity'::timestamptz) < 'infinity'::timestamptz
+      AND s.started_at <= $1 AND NOT (s.username = $2 AND s.servername = $3)
     UNION ALL
     SELECT l.username, l.servername, l.cpu_millicores, l.memory_bytes, l.gpu_count,
            l.extended, l.pools
@@ -71,7 +82,11 @@ _SCOPED = f"""
         UNION ALL
         SELECT 'user', live.* FROM live WHERE live.username = $2
     )
-    SELECT 'sum' AS kind, scope, NULL AS name, count(DISTINCT (username, servername)) AS servers,
+    SELECT 'sum' AS kind, scope, NULL AS name,
+           -- distinct servers by hashing, not by sorting records of collated text (EXPLAIN:
+           -- that sort was most of this statement with ~1,700 servers running)
+           (SELECT count(*) FROM (SELECT DISTINCT d.username, d.servername FROM scoped d
+                                  WHERE d.scope = scoped.scope) servers) AS servers,
            sum(cpu_millicores)::bigint AS cpu, sum(memory_bytes)::bigint AS memory,
            sum(gpu_count)::bigint AS gpu
     FROM scoped GROUP BY scope
@@ -89,60 +104,95 @@ _SCOPED = f"""
     FROM scoped WHERE $7 GROUP BY scope, username
 """  # noqa: S608 - constants only
 
-# A pool's usage over one window: Σ its members' rollup days [zs, za) − ∫[zs, since) +
-# ∫[za, at) of closed segments (covering rate and the edge days' partial segments), plus the
-# open segments' share — the decomposition of quota_usage (migrations/versions/0004).
-_POOL_USED = """
-    WITH members AS MATERIALIZED (
-        SELECT username FROM user_groups WHERE group_name = $1 AND username <> $2
-        UNION SELECT $2 WHERE $3
-    ), p AS (
-        SELECT $4::timestamptz - make_interval(secs => $5) AS since,
-               quota_bucket_start($4::timestamptz - make_interval(secs => $5)) AS zs,
-               quota_bucket_start($4) AS za
-    ), edges AS (
-        SELECT zs AS z, -1 AS sign, since AS point FROM p
-        UNION ALL SELECT za, 1, $4::timestamptz FROM p
+# A pool's usage over one window, from pool_rollups (migrations/versions/0009): with rate_z the
+# rate running at day z's start and Δ, Δt the summed ± rates (and rate × instant) of the
+# members' segment starts and ends in [z, p), ∫[z, p) = rate_z·(p − z) + p·Δ − Δt. The window
+# is whole days [zs, za) − ∫[zs, since) + ∫[za, at); each edge sums whole hours, whole
+# minutes, then the partial minute's raw starts and ends (ix_segments_started,
+# ix_segments_end). The rollups count the members user_groups caches; the requesting user
+# ($2) counts as the hub reported ($3), so their closed usage is added or taken out when the
+# cache disagrees. Open segments: every open segment of the hub (the ix_segments_end range
+# at infinity), of the members.
+_DAY_US = 86_400_000_000
+_POOL_USED = f"""
+    WITH p AS (
+        SELECT $4::timestamptz AS at, $4::timestamptz - make_interval(secs => $5) AS since
+    ), e AS (
+        SELECT sign, z, point, quota_epoch_us(point) AS point_us, quota_epoch_us(z) AS z_us,
+               date_bin(interval '1 hour', point, timestamptz '1970-01-01 00:00:00+00') AS h,
+               date_bin(interval '1 minute', point, timestamptz '1970-01-01 00:00:00+00') AS m
+        FROM (SELECT -1 AS sign, quota_bucket_start(since) AS z, since AS point FROM p
+              UNION ALL SELECT 1, quota_bucket_start(at), at FROM p) x
+    ), days AS MATERIALIZED (
+        SELECT r.* FROM pool_rollups r
+        WHERE r.group_name = $1 AND r.width_seconds = 86400
+          AND r.bucket_start >= (SELECT z FROM e WHERE sign = -1)
+          AND r.bucket_start <= (SELECT z FROM e WHERE sign = 1)
     ), parts AS (
-        SELECT r.cpu_used AS cpu, r.memory_used AS memory, r.gpu_used AS gpu
-        FROM members m CROSS JOIN p
-        JOIN usage_rollups r ON r.username = m.username
-         AND r.bucket_start >= p.zs AND r.bucket_start < p.za
+        SELECT r.cpu_rate::numeric * {_DAY_US} + (quota_epoch_us(r.bucket_start) + {_DAY_US})::numeric * r.cpu_delta - r.cpu_delta_us AS cpu,
+               r.memory_rate::numeric * {_DAY_US} + (quota_epoch_us(r.bucket_start) + {_DAY_US})::numeric * r.memory_delta - r.memory_delta_us AS memory,
+               r.gpu_rate::numeric * {_DAY_US} + (quota_epoch_us(r.bucket_start) + {_DAY_US})::numeric * r.gpu_delta - r.gpu_delta_us AS gpu
+        FROM days r WHERE r.bucket_start < (SELECT z FROM e WHERE sign = 1)
         UNION ALL
-        SELECT e.sign * r.cpu_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z)),
-               e.sign * r.memory_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z)),
-               e.sign * r.gpu_cover::numeric * (quota_epoch_us(e.point) - quota_epoch_us(e.z))
-        FROM members m CROSS JOIN edges e
-        JOIN usage_rollups r ON r.username = m.username AND r.bucket_start = e.z
+        SELECT e.sign * r.cpu_rate::numeric * (e.point_us - e.z_us),
+               e.sign * r.memory_rate::numeric * (e.point_us - e.z_us),
+               e.sign * r.gpu_rate::numeric * (e.point_us - e.z_us)
+        FROM e JOIN days r ON r.bucket_start = e.z
         UNION ALL
-        SELECT e.sign * s.cpu_millicores::numeric * o.us, e.sign * s.memory_bytes::numeric * o.us,
-               e.sign * s.gpu_count::numeric * o.us
-        FROM edges e CROSS JOIN LATERAL (
-            -- the edge day's closed segments: those that started in it, and those that
-            -- started before it and ended in it; each half one index range scan
-            -- (ix_segments_started, ix_segments_end), whatever plan the statement caches
-            SELECT * FROM segments s
-            WHERE s.started_at >= e.z AND s.started_at < e.z + interval '24 hours'
-              AND s.ended_at IS NOT NULL
+        SELECT e.sign * (e.point_us::numeric * r.cpu_delta - r.cpu_delta_us),
+               e.sign * (e.point_us::numeric * r.memory_delta - r.memory_delta_us),
+               e.sign * (e.point_us::numeric * r.gpu_delta - r.gpu_delta_us)
+        FROM e CROSS JOIN LATERAL (
+            SELECT * FROM pool_rollups r
+            WHERE r.group_name = $1 AND r.width_seconds = 3600
+              AND r.bucket_start >= e.z AND r.bucket_start < e.h
             UNION ALL
-            SELECT * FROM segments s
-            WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > e.z
-              AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'
-              AND s.started_at < e.z
+            SELECT * FROM pool_rollups r
+            WHERE r.group_name = $1 AND r.width_seconds = 60
+              AND r.bucket_start >= e.h AND r.bucket_start < e.m
+        ) r
+        UNION ALL
+        SELECT e.sign * s.event_sign * s.cpu_millicores::numeric * (e.point_us - quota_epoch_us(s.event_at)),
+               e.sign * s.event_sign * s.memory_bytes::numeric * (e.point_us - quota_epoch_us(s.event_at)),
+               e.sign * s.event_sign * s.gpu_count::numeric * (e.point_us - quota_epoch_us(s.event_at))
+        FROM e CROSS JOIN LATERAL (
+            SELECT s.username, s.cpu_millicores, s.memory_bytes, s.gpu_count,
+                   s.started_at AS event_at, 1 AS event_sign
+            FROM segments s
+            WHERE s.started_at >= e.m AND s.started_at < e.point AND s.ended_at IS NOT NULL
+            UNION ALL
+            SELECT s.username, s.cpu_millicores, s.memory_bytes, s.gpu_count, s.ended_at, -1
+            FROM segments s
+            WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) >= e.m
+              AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.point
         ) s
-        CROSS JOIN LATERAL (SELECT GREATEST(0, quota_epoch_us(LEAST(s.ended_at, e.point))
-                                               - quota_epoch_us(GREATEST(s.started_at, e.z))) AS us) o
-        WHERE s.username IN (SELECT username FROM members)
+        WHERE EXISTS (SELECT 1 FROM user_groups ug
+                      WHERE ug.username = s.username AND ug.group_name = $1)
+        UNION ALL
+        SELECT c.k * s.cpu_millicores::numeric * o.us, c.k * s.memory_bytes::numeric * o.us,
+               c.k * s.gpu_count::numeric * o.us
+        FROM p CROSS JOIN (
+            SELECT CASE WHEN cached = $3 THEN 0 WHEN $3 THEN 1 ELSE -1 END AS k
+            FROM (SELECT EXISTS (SELECT 1 FROM user_groups
+                                 WHERE username = $2 AND group_name = $1) AS cached) x
+        ) c
+        JOIN segments s ON c.k <> 0 AND s.username = $2 AND s.ended_at IS NOT NULL
+         AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p.since AND s.started_at < p.at
+        CROSS JOIN LATERAL (SELECT GREATEST(0, quota_epoch_us(LEAST(s.ended_at, p.at))
+                                               - quota_epoch_us(GREATEST(s.started_at, p.since))) AS us) o
         UNION ALL
         SELECT s.cpu_millicores::numeric * o.us, s.memory_bytes::numeric * o.us,
                s.gpu_count::numeric * o.us
-        FROM members m CROSS JOIN p
-        JOIN segments s ON s.username = m.username AND s.ended_at IS NULL AND s.started_at < $4
-        CROSS JOIN LATERAL (SELECT quota_epoch_us($4) - quota_epoch_us(GREATEST(s.started_at, p.since)) AS us) o
+        FROM p JOIN segments s ON COALESCE(s.ended_at, 'infinity'::timestamptz) = 'infinity'
+         AND s.started_at < p.at
+        CROSS JOIN LATERAL (SELECT quota_epoch_us(p.at) - quota_epoch_us(GREATEST(s.started_at, p.since)) AS us) o
+        WHERE CASE WHEN s.username = $2 THEN $3
+                   ELSE EXISTS (SELECT 1 FROM user_groups ug
+                                WHERE ug.username = s.username AND ug.group_name = $1) END
     )
     SELECT COALESCE(sum(cpu), 0)::text, COALESCE(sum(memory), 0)::text, COALESCE(sum(gpu), 0)::text
     FROM parts
-"""
+"""  # noqa: S608 - constants only
 
 
 async def _raw(conn: AsyncConnection):

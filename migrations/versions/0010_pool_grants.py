@@ -6,13 +6,13 @@ from the pool inside the rolling window: the arithmetic of a user's (ledger/core
 Nothing here touches segments, rollups or their triggers.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 """
 
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
