@@ -8,7 +8,9 @@ without, and lease throughput (concurrent spawn checks per second).
    the hub hook keeps), in an embedded PostgreSQL (or ``--db``).
 2. ``decide`` for ``--decide-users`` random users with examples/policy.yaml, then with the
    same policy plus a pool on every group (a memory budget and a GPU/servers cap) and hub
-   caps — interleaved per user, so machine noise falls on both alike.
+   caps — interleaved per user, so machine noise falls on both alike; and with every pool's
+   memory budget spent (1 GiB-hour), so each decide also finds the pool's retry time from
+   its per-day series (ledger/store/pool_history.py).
 3. ``leases.take``: ``--concurrency`` checks at once, each on its own connection, under a
    hub GPU cap, ``--rounds`` times: checks per second, and that exactly the free GPUs were
    leased each round.
@@ -49,9 +51,9 @@ hub:
 """
 
 
-def shared_policy(base: str) -> str:
+def shared_policy(base: str, pool_memory: str = "1000000 GiB-hours") -> str:
     """The policy with a pool on every group (its inline entry gets a ``pool:`` key)."""
-    pool = ", pool: {memory: 1000000 GiB-hours, running: {gpu: 1000, servers: 100000}}}"
+    pool = f", pool: {{memory: {pool_memory}, running: {{gpu: 1000, servers: 100000}}}}}}"
     out, in_groups = [], False
     for line in base.splitlines():
         if not line.startswith(" "):
@@ -90,9 +92,9 @@ async def store_groups(engine, groups: dict[str, list[str]]) -> None:
         await conn.execute(text("ANALYZE user_groups"))
 
 
-async def bench_decide(engine, plain, shared, groups, users) -> dict:
+async def bench_decide(engine, plain, shared, spent, groups, users) -> dict:
     at = datagen.EVAL_AT
-    without, with_shared = [], []
+    without, with_shared, with_spent = [], [], []
     for username in users:
         g = groups.get(username, [])
         t0 = time.perf_counter()
@@ -100,10 +102,19 @@ async def bench_decide(engine, plain, shared, groups, users) -> dict:
         t1 = time.perf_counter()
         d = await decide(engine, shared, username, g, REQUEST, at)
         t2 = time.perf_counter()
+        refused = await decide(engine, spent, username, g, REQUEST, at)
+        t3 = time.perf_counter()
         assert d.shared is not None
+        if g:  # a user in a group meets its spent pool, which says when it frees
+            assert any(r.startswith("pool:") for r in refused.reasons), refused.reasons
         without.append(t1 - t0)
         with_shared.append(t2 - t1)
-    return {"without": summary_ms(without), "with": summary_ms(with_shared)}
+        with_spent.append(t3 - t2)
+    return {
+        "without": summary_ms(without),
+        "with": summary_ms(with_shared),
+        "spent": summary_ms(with_spent),
+    }
 
 
 async def bench_pool_reads(engine, policy, groups, users) -> dict:
@@ -164,7 +175,7 @@ async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
 
 
 def render(args, mach, info, dec, lease) -> str:
-    w, s, pr = dec["without"], dec["with"], dec["pool_reads"]
+    w, s, sp, pr = dec["without"], dec["with"], dec["spent"], dec["pool_reads"]
     delta = s["p99"] - w["p99"]
     return f"""{SECTION}
 
@@ -185,6 +196,7 @@ def render(args, mach, info, dec, lease) -> str:
 |---|---|---|---|
 | `decide` without pools/hub caps p50 / p99, {w["n"]} users | {w["p50"]:.2f} / {w["p99"]:.2f} ms | | |
 | `decide` with pools and hub caps p50 / p99 | {s["p50"]:.2f} / {s["p99"]:.2f} ms | p99 within 1 ms of without | {"met" if delta <= 1 else "**missed**"} (+{delta:.2f} ms) |
+| `decide` refused by a spent pool (its retry time found) p50 / p99 | {sp["p50"]:.2f} / {sp["p99"]:.2f} ms | | |
 | one pool budget read (the user's group, 30 days): `pool_rollups` p50 / p99 | {pr["now"]["p50"]:.2f} / {pr["now"]["p99"]:.2f} ms | | |
 | the same read summing every member's rollup days (before migration 0009), interleaved, same exact result, first {pr["before"]["n"]} users | {pr["before"]["p50"]:.2f} / {pr["before"]["p99"]:.2f} ms | | |
 | lease checks, {args.concurrency} at once on separate connections, {lease["rounds"]} rounds | {lease["checks_per_s"]:.0f} checks/s (round p50 {lease["round"]["p50"]:.0f} ms) | | |
@@ -229,6 +241,7 @@ async def run(args) -> None:
     base = (REPO / "examples" / "policy.yaml").read_text()
     plain = parse_policy(base, "examples/policy.yaml")
     shared = parse_policy(shared_policy(base), "shared")
+    spent = parse_policy(shared_policy(base, "1 GiB-hours"), "spent")
     assert shared.pools and shared.hub.running
     groups = datagen.generate_groups(args.users, seed=args.seed)
     with database(args.db) as (url, _server):
@@ -238,9 +251,9 @@ async def run(args) -> None:
             await store_groups(engine, groups)
             sample = random.Random(args.seed).sample(sorted(groups), args.decide_users)
             log("decide, warm-up …")
-            await bench_decide(engine, plain, shared, groups, sample[:50])
+            await bench_decide(engine, plain, shared, spent, groups, sample[:50])
             log(f"decide for {len(sample)} users, with and without …")
-            dec = await bench_decide(engine, plain, shared, groups, sample)
+            dec = await bench_decide(engine, plain, shared, spent, groups, sample)
             log("pool budget reads, per-group rollups vs members' sum …")
             dec["pool_reads"] = await bench_pool_reads(
                 engine, shared, groups, sample[: args.compare_users]

@@ -201,17 +201,27 @@ def test_check_and_report_show_pools_and_hub_caps(loaded, capsys, tmp_path):
         async with engine.begin() as conn:
             for user in ("bob", "sam"):
                 await queries.record_groups(conn, user, ["regular"], parse_at(AT))
+            # bob runs a 16 GiB server since an hour ago: 16 GiB-hours more, and he holds it
+            await queries.upsert_segments(conn, [{
+                "pod_uid": "bob-running", "username": "bob", "servername": "",
+                "cpu_millicores": 1000, "memory_bytes": 16 * 2**30, "gpu_count": 0,
+                "started_at": parse_at("2026-10-31T23:00:00Z"), "ended_at": None}])  # fmt: skip
         await engine.dispose()
 
     asyncio.run(members())
-    # the pool counts every member's usage: bob's 64 + sam's 20 GiB-hours > 80
+    # the pool counts every member's usage: bob's 64 + 16 + sam's 20 GiB-hours > 80
     code, out = run_json(capsys, "check", "sam", "--group", "regular", "--memory", "4Gi", *args)
     assert code == 1 and out["reasons"] == ["pool:regular_used_up:memory"]
     assert out["shared"]["bottleneck"]["level"] == "pool"
+    # the CLI is an admin's: who holds each cap is in its JSON
+    hub = next(c for c in out["shared"]["checks"] if c["level"] == "hub")
+    assert hub["in_use"] == 16 and hub["holders"] == {"bob": 16}
     assert main(["check", "sam", "--group", "regular", "--memory", "4Gi", *args]) == 1
     text = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
-    assert "pool regular memory: the regular group's pool has used 84 GiB-hours of its 80" in text
-    assert "hub memory: 0 bytes of 64 GiB in use on this hub" in text
+    assert "pool regular memory: the regular group's pool has used 100 GiB-hours of its 80" in text
+    assert "hub memory: 16 GiB of 64 GiB in use on this hub; held by bob 16" in text
+    assert "pool regular servers: 1 of 3 servers in use in the regular group's pool; held by bob 1" in text  # fmt: skip
     assert main(["report", *args]) == 0
-    text = capsys.readouterr().out
-    assert "shared capacity" in text and "pool regular" in text and "84" in text
+    text = " ".join(capsys.readouterr().out.split())
+    assert "shared capacity" in text and "pool regular" in text and "100" in text
+    assert "held by" in text and "bob 16" in text

@@ -230,3 +230,96 @@ async def test_decide_many_counts_grants_and_shared_capacity_like_decide(engine)
     assert [d.to_json() for d in many] == [d.to_json() for d in one_by_one]
     assert not any(d.allowed for d in many)
     assert all("hub_running:servers" in d.reasons for d in many), many[0].reasons
+
+
+SHARED_POLICY = """
+window: 30d
+groups:
+  regular: {memory: 60 GiB-hours, gpu: 10 GPU-hours}
+  power: {memory: 1000 GiB-hours, pool: {memory: 100 GiB-hours}}
+hub: {running: {gpu: 2}}
+"""
+
+
+async def shared_seed(engine):
+    from web_support import segment
+
+    from ledger.store import queries
+
+    await seed(engine)
+    async with engine.begin() as conn:  # two GPUs held by others: the hub's cap of 2 is full
+        await queries.upsert_segments(
+            conn,
+            [segment(u, NOW - timedelta(hours=1), None, gpu=1, server="g") for u in ("g1", "g2")],
+        )
+    return parse_policy(SHARED_POLICY, "policy.yaml")
+
+
+async def test_notes_say_a_full_cap_waits_and_a_spent_pool_frees(engine):
+    from ledger.core.quota_notes import choice_json
+    from ledger.web.config import WebConfig
+
+    policy = await shared_seed(engine)
+    gpu, small = SIZES[3], SIZES[0]
+    waits, fine = await decide_many(engine, policy, "dana", ["regular"], [gpu, small], NOW)
+    assert choice_note(waits, NOW) == "would wait for a GPU (2 of 2 in use on this hub)"
+    assert choice_json("f", "gpu", waits, NOW)["outcome"] == "waits"
+    assert choice_json("f", "gpu", waits, NOW)["level"] == "waits"
+    assert choice_json("f", "small", fine, NOW)["outcome"] == "allowed"
+    # bob's own 1000 allow his 248 GiB-hours; power's pool of 100 does not: 148 must leave at
+    # 8 GiB, 18.5 h into his server, 30 days on (06:30:01, rounded up to the minute)
+    (spent,) = await decide_many(engine, policy, "bob", ["power"], [SIZES[1]], NOW)
+    assert (
+        choice_note(spent, NOW) == "the power pool's memory budget is spent until Nov 26, 06:31 UTC"
+    )
+    assert choice_json("f", "x", spent, NOW)["outcome"] == "refused"
+    # over dana's own budget (52 of 50): that is what the note says, though the hub is full
+    over = parse_policy(SHARED_POLICY.replace("60 GiB-hours", "50 GiB-hours"), "policy.yaml")
+    (own,) = await decide_many(engine, over, "dana", ["regular"], [gpu], NOW)
+    assert (
+        "hub_running:gpu" in own.reasons and choice_json("f", "g", own, NOW)["outcome"] == "refused"
+    )
+    assert choice_note(own, NOW).startswith("over your memory budget")
+    # the route the options form and JupyterLab read says the same, as documented
+    config = WebConfig(engine=engine, policy=lambda: policy, frozen_at=NOW)
+    async with serve(config) as url, client(url, "dana") as dana:
+        r = await dana.get("api/v1/me/choices", params={"choice": "gpu:cpu=1,memory=8Gi,gpu=1"})
+    assert r.status_code == 200, r.text
+    openapi_validator("ChoiceNotes").validate(r.json())
+    (choice,) = r.json()["choices"]
+    assert choice["outcome"] == "waits" and choice["note"] == choice_note(waits, NOW)
+
+
+async def test_summary_carries_spent_pools_and_full_caps_escaped(engine):
+    from pathlib import Path
+
+    import jinja2
+
+    from ledger.store.summary import user_summary
+    from ledger.web.config import WebConfig
+
+    policy = await shared_seed(engine)
+    bob = await user_summary(engine, policy, "bob", ["power"], NOW, quota_url="/q/")
+    dana = await user_summary(engine, policy, "dana", ["regular"], NOW, quota_url="/q/")
+    (pool,) = [line for line in bob["shared"] if line["scope"] == "power"]
+    assert (pool["text"], pool["level"]) == ("248 / 100 GiB-hours", "over")
+    assert pool["note"] == "used up until Nov 26, 06:31 UTC" and bob["state"] == "over"
+    (hub,) = [line for line in dana["shared"] if line["resource"] == "gpu"]
+    assert (hub["label"], hub["text"], hub["level"]) == ("Hub GPU", "2 of 2 in use", "warn")
+    assert hub["note"] == "full: a new server waits"
+    config = WebConfig(engine=engine, policy=lambda: policy, frozen_at=NOW)
+    async with serve(config) as url, client(url, "bob") as c:
+        routed = (await c.get("api/v1/me/summary")).json()
+    openapi_validator("QuotaSummary").validate(routed)
+    assert routed["shared"] == [{**line} for line in bob["shared"]]
+    # the hub's macros render the lines, escaped (a hub group name is any text)
+    templates = Path(__file__).resolve().parents[1] / "ledger" / "hub" / "templates"
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), autoescape=True)
+    macros = env.get_template("quota_summary.html").module
+    bob["shared"][0]["label"] = "<b>evil</b> pool Memory"
+    home, header = str(macros.quota_home(bob)), str(macros.quota_header(bob))
+    assert "&lt;b&gt;evil&lt;/b&gt; pool Memory" in home and "<b>evil" not in home
+    assert "used up until Nov 26, 06:31 UTC" in home and "used up until Nov 26" in header
+    assert "No limits apply" not in home
+    dana_header = str(macros.quota_header(dana))
+    assert "Hub GPU full: a new server waits" in " ".join(dana_header.split())

@@ -38,6 +38,7 @@ ADMIN_ROUTES = [
     "admin/users/bob",
     "api/v1/report",
     "admin/requests",
+    "api/v1/shared",  # who holds the shared caps (tests/test_web_shared.py: its figures)
 ]
 SELF_OR_ADMIN_ROUTES = ["api/v1/users/bob"]
 # the viewer's own summary and choice notes (tests/test_quota_notes.py checks their figures)

@@ -68,3 +68,42 @@ async def test_admin_rejections_page_shows_the_waiting_line(engine):
     assert "&lt;w1&gt;" in line and "<w1>" not in line  # escaped
     assert line.index("&lt;w1&gt;") < line.index("w2") and "w3" not in line
     assert "gpu (hub)" in line and "<td>2</td>" in line
+
+
+async def test_admins_see_who_holds_shared_caps_others_get_403(engine):
+    from datetime import timedelta
+
+    from test_usage_model import openapi_validator
+    from web_support import XSS_NAME, segment
+
+    from ledger.store import queries
+
+    await seed(engine)
+    async with engine.begin() as conn:  # a running server of the XSS user, in regular's pool
+        await queries.upsert_segments(
+            conn, [segment(XSS_NAME, NOW - timedelta(hours=2), None, server="x")]
+        )
+        await queries.record_groups(conn, XSS_NAME, ["regular"], NOW)
+    policy = parse_policy(SHARED, "policy.yaml")
+    config = WebConfig(engine=engine, policy=lambda: policy, frozen_at=NOW)
+    async with serve(config) as url:
+        async with client(url, "dana") as c:
+            assert (await c.get("api/v1/shared")).status_code == 403
+            assert (await c.get("admin/running")).status_code == 403
+        async with client(url, "admin") as c:
+            response = await c.get("api/v1/shared")
+            page = (await c.get("admin/running")).text
+    assert response.status_code == 200
+    body = response.json()
+    openapi_validator("SharedTotals").validate(body)
+    servers = next(
+        c for c in body["shared"]["checks"]
+        if c["scope"] == "regular" and c["resource"] == "servers"
+    )  # fmt: skip
+    assert servers["in_use"] == 2 and servers["holders"] == {"dana": 1, XSS_NAME: 1}
+    hub = next(c for c in body["shared"]["checks"] if c["level"] == "hub" and c["resource"] == "memory")  # fmt: skip
+    assert hub["holders"] == {"dana": 4, XSS_NAME: 4}
+    section = page.split('id="shared-capacity"')[1].split("</section>")[0]
+    assert "2 of 5 servers in use in the regular group&#x27;s pool" in section
+    assert "&lt;img src=x onerror=alert(1)&gt;</a> 1" in section and XSS_NAME not in section
+    assert ">dana</a> 1" in section

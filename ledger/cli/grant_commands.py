@@ -1,8 +1,9 @@
 """``grant``, ``credit``, ``grants``, ``revoke``: quota as ledger entries (docs/cli.md).
 
 A grant adds resource-hours to one user's limit until a time; a credit takes usage back at a
-date (it leaves the rolling window like usage). Neither edits segments or the policy; both
-record who and why. The arithmetic is ledger/core/grants.py.
+date (it leaves the rolling window like usage). With ``--group NAME`` either goes to that
+group's ``pool:`` budget instead (the members share it). Neither edits segments or the
+policy; both record who and why. The arithmetic is ledger/core/grants.py.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def _amount_flags(p) -> None:
         p.add_argument(f"--{name}", metavar="AMOUNT", help=f"e.g. '{EXAMPLES[name]}'")
 
 
+def _holder(p, what: str) -> None:
+    p.add_argument("user", nargs="?", help="the user (or give --group)")
+    p.add_argument(
+        "--group", metavar="NAME", help=f"{what} the pool of group NAME (its pool: budget)"
+    )
+
+
 def _by(p) -> None:
     p.add_argument(
         "--by",
@@ -45,9 +53,10 @@ def add_parser(subparsers, common) -> list[str]:
     p = subparsers.add_parser(
         "grant",
         parents=[common],
-        help="add resource-hours to USER's limit until a time (a ledger entry, with a reason)",
+        help="add resource-hours to USER's limit (or a group's pool) until a time (a ledger "
+        "entry, with a reason)",
     )
-    p.add_argument("user")
+    _holder(p, "add to")
     _amount_flags(p)
     p.add_argument(
         "--until",
@@ -67,9 +76,10 @@ def add_parser(subparsers, common) -> list[str]:
     p = subparsers.add_parser(
         "credit",
         parents=[common],
-        help="credit usage back to USER, dated: it counts inside the rolling window like usage",
+        help="credit usage back to USER (or a group's pool), dated: it counts inside the "
+        "rolling window like usage",
     )
-    p.add_argument("user")
+    _holder(p, "credit")
     _amount_flags(p)
     p.add_argument(
         "--at",
@@ -83,9 +93,12 @@ def add_parser(subparsers, common) -> list[str]:
     p.set_defaults(run=run_credit)
 
     p = subparsers.add_parser(
-        "grants", parents=[common], help="grants and credits (of USER): active and scheduled"
+        "grants",
+        parents=[common],
+        help="grants and credits (of USER or a group's pool): active and scheduled",
     )
     p.add_argument("user", nargs="?")
+    p.add_argument("--group", metavar="NAME", help="the grants and credits of group NAME's pool")
     p.add_argument("--all", action="store_true", help="also grants that ended or were revoked")
     add_at(p)
     add_format(p, ["table", "json"])
@@ -108,6 +121,24 @@ def _user(value: str) -> str:
         return check_username(value, what="USER")
     except UsernameError as exc:
         raise CommandError(str(exc)) from None
+
+
+def _holder_of(args) -> tuple[str | None, str | None]:
+    """(user, group): exactly one of USER and --group, each checked like a username (hub
+    group names are arbitrary text too)."""
+    if (args.user is None) == (args.group is None):
+        raise CommandError("give either USER or --group NAME (a group's pool), not both or none")
+    if args.group is not None:
+        try:
+            return None, check_username(args.group, what="--group")
+        except UsernameError as exc:
+            raise CommandError(str(exc)) from None
+    return _user(args.user), None
+
+
+def _owner(entry) -> str:
+    """``bob`` or ``the lab pool``, for the table and the printed lines."""
+    return entry.username if entry.group_name is None else f"the {entry.group_name} pool"
 
 
 def _actor(args) -> str:
@@ -139,7 +170,7 @@ def _amounts(args) -> dict:
 async def run_grant(args) -> int:
     from ledger.store import grants
 
-    user = _user(args.user)
+    user, group = _holder_of(args)
     by = _actor(args)
     try:
         amounts = _amounts(args)
@@ -161,6 +192,7 @@ async def run_grant(args) -> int:
                 reason=reason,
                 granted_by=by,
                 created_at=created_at,
+                group_name=group,
             )  # fmt: skip
             for name, hours in amounts.items()
         ]
@@ -169,7 +201,7 @@ async def run_grant(args) -> int:
     else:
         for g in made:
             print(
-                f"grant {g.id}: +{format_hours(g.resource, g.amount_hours)} for {g.username} "
+                f"grant {g.id}: +{format_hours(g.resource, g.amount_hours)} for {_owner(g)} "
                 f"from {iso(g.starts_at)} until {iso(g.ends_at)} ({g.reason}; by {g.granted_by})"
             )
     return 0
@@ -178,7 +210,7 @@ async def run_grant(args) -> int:
 async def run_credit(args) -> int:
     from ledger.store import grants
 
-    user = _user(args.user)
+    user, group = _holder_of(args)
     by = _actor(args)
     try:
         amounts = _amounts(args)
@@ -198,6 +230,7 @@ async def run_credit(args) -> int:
                 reason=reason,
                 credited_by=by,
                 created_at=created_at,
+                group_name=group,
             )  # fmt: skip
             for name, hours in amounts.items()
         ]
@@ -207,7 +240,7 @@ async def run_credit(args) -> int:
         for c in made:
             print(
                 f"credit {c.id}: -{format_hours(c.resource, c.amount_hours)} of usage for "
-                f"{c.username} at {iso(c.credited_at)} ({c.reason}; by {c.credited_by})"
+                f"{_owner(c)} at {iso(c.credited_at)} ({c.reason}; by {c.credited_by})"
             )
     return 0
 
@@ -215,11 +248,14 @@ async def run_credit(args) -> int:
 async def run_grants(args) -> int:
     from ledger.store import grants
 
+    if args.user is not None and args.group is not None:
+        raise CommandError("give either USER or --group NAME (a group's pool), not both")
     users = None if args.user is None else [_user(args.user)]
+    pools = None if args.group is None else [_holder_of(args)[1]]
     at = at_of(args)
     async with engine_of(args, allow_embedded=True) as engine, engine.connect() as conn:
-        found = await grants.list_grants(conn, users, since=None if args.all else at)
-        credits = await grants.list_credits(conn, users)
+        found = await grants.list_grants(conn, users, since=None if args.all else at, groups=pools)
+        credits = await grants.list_credits(conn, users, groups=pools)
     if not args.all:
         found = [g for g in found if g.state(at) in ("active", "scheduled")]
     if args.format == "json":
@@ -235,11 +271,11 @@ async def run_grants(args) -> int:
     from rich.text import Text
 
     table = Table(title="grants", title_justify="left")
-    for column in ("id", "user", "amount", "from", "until", "state", "reason", "by"):
+    for column in ("id", "for", "amount", "from", "until", "state", "reason", "by"):
         table.add_column(column)
     for g in found:
         table.add_row(
-            str(g.id), Text(g.username), format_hours(g.resource, g.amount_hours),
+            str(g.id), Text(_owner(g)), format_hours(g.resource, g.amount_hours),
             iso(g.starts_at), iso(g.effective_end), g.state(at), Text(g.reason),
             Text(g.granted_by),
         )  # fmt: skip
@@ -247,11 +283,11 @@ async def run_grants(args) -> int:
     out.print(table if found else "no grants" + ("" if args.all else " active or scheduled"))
     if credits:
         table = Table(title="credits", title_justify="left")
-        for column in ("id", "user", "amount", "at", "reason", "by"):
+        for column in ("id", "for", "amount", "at", "reason", "by"):
             table.add_column(column)
         for c in credits:
             table.add_row(
-                str(c.id), Text(c.username), format_hours(c.resource, c.amount_hours),
+                str(c.id), Text(_owner(c)), format_hours(c.resource, c.amount_hours),
                 iso(c.credited_at), Text(c.reason), Text(c.credited_by),
             )  # fmt: skip
         out.print(table)
@@ -285,6 +321,6 @@ async def run_revoke(args) -> int:
     else:
         print(
             f"grant {g.id} revoked at {iso(g.revoked_at)}: "
-            f"{format_hours(g.resource, g.amount_hours)} for {g.username} ({reason}; by {by})"
+            f"{format_hours(g.resource, g.amount_hours)} for {_owner(g)} ({reason}; by {by})"
         )
     return 0

@@ -137,11 +137,12 @@ async def run_check(args) -> int:
     at = at_of(args)
     async with engine_of(args, allow_embedded=True) as engine:
         groups = await _groups(engine, args)
-        status = await user_status(engine, policy, user, groups, at, request)
+        # the CLI is an admin's tool (it holds the database): it shows who holds shared caps
+        status = await user_status(engine, policy, user, groups, at, request, who=True)
         if args.record:
             await record(engine, status.decision, source="cli")
     if args.format == "json":
-        print_json(status.check_json())
+        print_json(status.check_json(admin=True))
     else:
         _print_decision(status)
     return 0 if status.decision.allowed else 1
@@ -191,7 +192,8 @@ def _print_decision(status) -> None:
         for c in decision.shared.checks:
             blocks = " (blocks)" if c.blocks else ""
             where = c.level if c.level != "pool" else f"pool {c.scope}"
-            out.print(f"{where} {c.resource}: {c.describe()}{blocks}", markup=False)
+            held = f"; held by {_holders_text(c)}" if c.holders and c.level != "user" else ""
+            out.print(f"{where} {c.resource}: {c.describe()}{blocks}{held}", markup=False)
     out.print(decision.message, markup=False)
 
 
@@ -257,7 +259,7 @@ async def run_report(args) -> int:
     groups = load_groups_file(args.groups_file) if args.groups_file else None
     async with engine_of(args, allow_embedded=True) as engine:
         lines = await build_report(engine, policy, at, groups)
-        shared = await shared_reads.totals(engine, policy, at)
+        shared = await shared_reads.totals(engine, policy, at, who=True)
         if args.times:
             await add_times(engine, policy, lines)
     if args.sort == "percent":
@@ -289,12 +291,22 @@ async def run_report(args) -> int:
     out.print(table)
     out.print(f"{len(lines)} users with usage in the window")
     if shared.checks:  # group pools and hub caps (docs/accounting.md)
-        pools = Table("scope", "resource", "limit", "in use", title="shared capacity")
+        pools = Table("scope", "resource", "limit", "in use", "held by", title="shared capacity")
         for c in shared.checks:
             where = "hub" if c.level == "hub" else f"pool {c.scope}"
-            pools.add_row(_plain(where), c.resource, str(c.show(c.limit)), str(c.show(c.in_use)))
+            if c.retry_at is not None:
+                where += f" (room again {iso(c.retry_at)})"
+            pools.add_row(
+                _plain(where), c.resource, str(c.show(c.limit)), str(c.show(c.in_use)),
+                _plain(_holders_text(c)),
+            )  # fmt: skip
         out.print(pools)
     return 0
+
+
+def _holders_text(check) -> str:
+    """``alice 2, bob 1``: who holds a shared cap, most first (admins only)."""
+    return ", ".join(f"{user} {amount}" for user, amount in check.ranked_holders())
 
 
 async def run_decisions(args) -> int:

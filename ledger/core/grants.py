@@ -47,6 +47,7 @@ class Grant:
     revoked_by: str | None = None
     revoke_reason: str | None = None
     request_id: int | None = None
+    group_name: str | None = None  # a grant to the group's pool (then username is None)
 
     @property
     def effective_end(self) -> datetime:
@@ -87,6 +88,7 @@ class Grant:
             "revoked_by": self.revoked_by,
             "revoke_reason": self.revoke_reason,
             "request_id": self.request_id,
+            "group": self.group_name,
         }
 
 
@@ -100,6 +102,7 @@ class Credit:
     reason: str
     credited_by: str
     created_at: datetime
+    group_name: str | None = None  # a credit to the group's pool (then username is None)
 
     def in_window(self, at: datetime, window_seconds: int) -> bool:
         """Inside [at − W, at): it counts against usage then."""
@@ -120,6 +123,7 @@ class Credit:
             "reason": self.reason,
             "credited_by": self.credited_by,
             "created_at": iso(self.created_at),
+            "group": self.group_name,
         }
 
 
@@ -277,11 +281,12 @@ NO_BUDGET_ADJUSTMENT = BudgetAdjustment()
 
 
 def by_user(grants: Iterable[Grant], credits: Iterable[Credit]) -> dict[str, Adjustments]:
+    """Per holder: the username, or for a pool's entries the group name."""
     out: dict[str, tuple[list, list]] = {}
     for g in grants:
-        out.setdefault(g.username, ([], []))[0].append(g)
+        out.setdefault(g.username or g.group_name, ([], []))[0].append(g)
     for c in credits:
-        out.setdefault(c.username, ([], []))[1].append(c)
+        out.setdefault(c.username or c.group_name, ([], []))[1].append(c)
     return {u: Adjustments(tuple(g), tuple(c)) for u, (g, c) in out.items()}
 
 

@@ -15,16 +15,16 @@ from datetime import UTC, datetime, timedelta
 
 from ledger.core.decision import Decision
 from ledger.core.json_form import json_amounts
-from ledger.core.quantities import format_duration
+from ledger.core.quantities import format_amount, format_duration, format_hours
+from ledger.core.resources import resource
 from ledger.core.times import iso
 from ledger.core.usage_model import ResourceUsage
 from ledger.core.usage_text import label, used_of_limit_text, window_text
 
 # levels of a summary line / of the whole summary
 LEVELS = ("ok", "warn", "over")
-# outcomes of a choice; "waits" is reserved for shared capacity (a spawn that would wait in
-# line for a GPU instead of being refused): a refused decision whose only reasons are
-# running caps that waiting can satisfy will get that outcome and its own note.
+# outcomes of a choice; "waits": refused now only by pool or hub caps a spawn may wait for
+# (ledger.core.shared_capacity.SharedStatus.may_wait): picking it queues the spawn in line.
 OUTCOMES = ("allowed", "refused", "waits")
 SHORT_RUN_SECONDS = 3600  # an allowed choice that cannot run an hour is flagged "short"
 
@@ -46,6 +46,47 @@ def first_warning_percent(warn_at_percent: Iterable[int]) -> float:
     return values[0] if values else 80.0
 
 
+def _hours_number(name: str, amount_base_us: int) -> str:
+    """``42`` of ``42 GiB-hours`` (the unit is said once per line)."""
+    return format_hours(name, resource(name).to_hours(amount_base_us)).rsplit(" ", 1)[0]
+
+
+def shared_lines(shared, at: datetime, warn: float) -> list[dict]:
+    """The summary's lines for the group pools and hub caps the user meets (never who else
+    holds what): a pool budget like a resource line, ``over`` when spent, saying until when;
+    a cap ``warn`` when full (a full cap makes a new server wait or be refused, it is no
+    budget used up), saying whether a new server would wait."""
+    lines = []
+    for c in [] if shared is None else shared.checks:
+        if c.level == "user" or c.limit <= 0:
+            continue
+        where = "Hub" if c.level == "hub" else f"{c.scope} pool"
+        percent = c.in_use / c.limit * 100
+        if c.kind == "budget":
+            used, limit = (_hours_number(c.resource, v) for v in (c.in_use, c.limit))
+            text = f"{used} / {limit} {resource(c.resource).hours_unit}"
+            level = "over" if c.in_use >= c.limit else ("warn" if percent >= warn else "ok")
+            note = f"used up{_until(c.retry_at, at)}" if level == "over" else ""
+        else:
+            text = _held(c)
+            level = "warn" if c.in_use >= c.limit else "ok"
+            note = ("full: a new server waits" if c.waitable else "full") if level == "warn" else ""
+        lines.append(
+            {
+                "scope_level": c.level,
+                "scope": c.scope,
+                "resource": c.resource,
+                "kind": c.kind,
+                "label": f"{where} {'servers' if c.resource == 'servers' else label(c.resource)}",
+                "level": level,
+                "text": text,
+                "note": note,
+                "retry_at": iso(c.retry_at),
+            }
+        )
+    return lines
+
+
 def summary_json(
     username: str,
     at: datetime,
@@ -53,8 +94,10 @@ def summary_json(
     *,
     warn_at_percent: Iterable[int],
     quota_url: str | None,
+    shared=None,
 ) -> dict:
-    """The compact summary: one line per limited resource (limit above 0)."""
+    """The compact summary: one line per limited resource (limit above 0), and the lines of
+    the pools and hub caps the user meets (``shared``: a SharedStatus)."""
     warn = first_warning_percent(warn_at_percent)
     lines = []
     for name, r in resources.items():
@@ -72,7 +115,8 @@ def summary_json(
                 "usage": r.to_json(),
             }
         )
-    levels = {line["level"] for line in lines}
+    pooled = shared_lines(shared, at, warn)
+    levels = {line["level"] for line in [*lines, *pooled]}
     return {
         "username": username,
         "at": iso(at),
@@ -81,6 +125,7 @@ def summary_json(
         "warn_at_percent": warn,
         "quota_url": quota_url or None,
         "resources": lines,
+        "shared": pooled,
     }
 
 
@@ -94,6 +139,7 @@ def unavailable_summary(username: str, at: datetime, quota_url: str | None) -> d
         "warn_at_percent": None,
         "quota_url": quota_url or None,
         "resources": [],
+        "shared": [],
     }
 
 
@@ -123,8 +169,62 @@ def _name(resource_name: str) -> str:
     return text if text.isupper() else text.lower()
 
 
+def _waits(decision: Decision) -> bool:
+    """Refused only by shared caps it may wait for: the user's own limits all allow it."""
+    shared = decision.shared
+    own = [r for r in decision.reasons if not r.startswith(("pool:", "hub_", "user_running:"))]
+    return shared is not None and shared.may_wait and not own
+
+
 def choice_outcome(decision: Decision) -> str:
-    return "allowed" if decision.allowed else "refused"
+    if decision.allowed:
+        return "allowed"
+    return "waits" if _waits(decision) else "refused"
+
+
+def _thing(resource_name: str) -> str:
+    """What a spawn waits for: ``a GPU``, ``a server slot``, ``memory``."""
+    if resource_name == "gpu":
+        return "a GPU"
+    if resource_name == "servers":
+        return "a server slot"
+    return _name(resource_name) if resource_name in ("cpu", "memory") else resource_name
+
+
+def _held(check) -> str:
+    """``8 of 8 in use``; amounts with a unit of their own keep it (``2 TiB of 2 TiB``)."""
+    if check.resource in ("cpu", "memory"):
+        used, cap = (format_amount(check.resource, v) for v in (check.in_use, check.limit))
+    else:
+        used, cap = check.in_use, check.limit
+    return f"{used} of {cap} in use"
+
+
+def _where(check) -> str:
+    return {"hub": "on this hub", "pool": f"in the {check.scope} pool"}.get(check.level, "")
+
+
+def _shared_note(decision: Decision, now: datetime) -> str | None:
+    """The note for a choice the user's own limits allow but a pool or the hub refuses."""
+    shared = decision.shared
+    blocking = [] if shared is None else shared.blocking
+    if not blocking:
+        return None
+    if shared.may_wait:
+        neck = shared.bottleneck
+        return f"would wait for {_thing(neck.resource)} ({_held(neck)} {_where(neck)})"
+    spent = [c for c in blocking if c.kind == "budget" and c.blocks == "used_up"]
+    if spent:
+        c = spent[0]
+        owner = "your own" if c.level == "user" else f"the {c.scope} pool's"
+        return f"{owner} {_name(c.resource)} budget is spent{_until(decision.retry_at, now)}"
+    zero = [c for c in blocking if c.blocks == "zero_limit"]
+    if zero:
+        return f"{_name(zero[0].resource)} not included in the {zero[0].scope} pool"
+    c = min(blocking, key=lambda c: c.level != "hub")  # the widest scope first
+    if c.level == "user":  # the user's own servers still starting count against their cap
+        return f"over what you may run at a time ({_name(c.resource)}, starting servers included)"
+    return f"not enough {_name(c.resource)} free ({_held(c)} {_where(c)})"
 
 
 def choice_note(decision: Decision, now: datetime) -> str:
@@ -134,6 +234,11 @@ def choice_note(decision: Decision, now: datetime) -> str:
             return "within your quota"
         return f"can run {about_text(decision.run_seconds)}"
     reasons = decision.reasons
+    own = [r for r in reasons if not r.startswith(("pool:", "hub_", "user_running:"))]
+    if not own:
+        shared = _shared_note(decision, now)
+        if shared is not None:
+            return shared
     if "unlisted" in reasons:
         return "you may not start servers on this hub"
     used_up = [r.split(":", 1)[1] for r in reasons if r.startswith("used_up:")]
@@ -156,12 +261,13 @@ def choice_json(
     """One choice's annotation: the form ``field`` and ``value`` it belongs to."""
     outcome = choice_outcome(decision)
     short = decision.run_seconds is not None and decision.run_seconds < SHORT_RUN_SECONDS
+    level = "short" if short else "ok"
     return {
         "field": field,
         "value": value,
         "label": label_text,
         "outcome": outcome,
-        "level": "refused" if outcome == "refused" else ("short" if short else "ok"),
+        "level": outcome if outcome in ("refused", "waits") else level,
         "note": choice_note(decision, now),
         "request": json_amounts(decision.request.amounts),
         "run_seconds": decision.run_seconds,

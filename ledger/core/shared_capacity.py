@@ -17,17 +17,25 @@ lease for its size until the collector records its server, so two spawns racing 
 GPU cannot both pass. A server restarting under the same name is not counted twice.
 
 ``wait:`` says which caps a refused spawn may wait for instead of failing (default: gpu).
+
+A pool's budget moves with the grants and credits given to the group (ledger/core/grants.py:
+the same step-function limit as a user's). A spent pool budget has a retry time found by the
+user's rule: the first whole second at which the pool's usage is below its limit again if
+the servers its members run now stopped now (ledger/store/pool_history.py reads it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
+from ledger.core import grants as ledger_grants
 from ledger.core.json_form import json_number
 from ledger.core.quantities import format_amount, format_hours
 from ledger.core.resources import SERVERS, display_order, resource
+from ledger.core.times import from_us, iso
 
 __all__ = [
     "DEFAULT_WAIT",
@@ -37,7 +45,7 @@ __all__ = [
     "SharedLimits",
     "SharedStatus",
     "SharedUsage",
-    "attach",
+    "budget_steps",
     "evaluate_shared",
     "pools_for",
 ]
@@ -87,6 +95,22 @@ class SharedUsage:
     used: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     by_user: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     own_leases: dict[str, int] = field(default_factory=dict)  # the user's own live leases
+    at: datetime | None = None  # the instant read (grants and credits count relative to it)
+    # per group: the pool's grants and credits (ledger.core.grants.Adjustments)
+    adjustments: dict[str, ledger_grants.Adjustments] = field(default_factory=dict)
+    # per group, (resource, window seconds) → epoch µs of a spent budget's retry, None: never
+    retry_us: dict[str, dict[tuple[str, int], int | None]] = field(default_factory=dict)
+
+
+def budget_steps(
+    budget: PoolBudget, name: str, adjustments, at: datetime, default_window_seconds: int
+) -> tuple[int, ledger_grants.LimitSteps]:
+    """A pool budget's window and its limit from ``at`` on: the policy's limit plus the
+    group's grants while valid plus its credits inside the window (ledger.core.grants)."""
+    window = budget.window_seconds or default_window_seconds
+    limit = resource(name).from_hours(budget.limit_hours)
+    adjustments = adjustments or ledger_grants.NO_ADJUSTMENTS
+    return window, adjustments.steps(name, limit, at, window * 1_000_000)
 
 
 @dataclass
@@ -104,6 +128,12 @@ class ScopeCheck:
     waitable: bool
     window_seconds: int | None = None
     holders: dict[str, int] = field(default_factory=dict)  # user → amount (running caps)
+    # budgets: when a spent one has room again (None: never, or not spent); what grants add
+    # to ``limit`` and credits take from ``in_use`` (base-unit·µs), and the active grants
+    retry_at: datetime | None = None
+    granted: int = 0
+    credited: int = 0
+    grants: tuple = ()
 
     @property
     def reason(self) -> str:
@@ -116,6 +146,11 @@ class ScopeCheck:
         if self.resource == SERVERS:
             return amount
         return json_number(resource(self.resource).to_display(amount))
+
+    def ranked_holders(self) -> list[tuple[str, float | int | None]]:
+        """Who holds this cap, most first (then by name), in the check's display units."""
+        ranked = sorted(self.holders.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(user, self.show(amount)) for user, amount in ranked]
 
     def to_json(self, *, admin: bool = False) -> dict:
         out = {
@@ -130,6 +165,11 @@ class ScopeCheck:
             "blocks": self.blocks,
             "waitable": self.waitable,
         }
+        if self.kind == "budget":
+            out["retry_at"] = iso(self.retry_at)
+            out["granted"] = self.show(self.granted)
+            out["credited"] = self.show(self.credited)
+            out["grant_ids"] = [g.id for g in self.grants]
         if admin:
             out["holders"] = {u: self.show(v) for u, v in sorted(self.holders.items())}
         return out
@@ -143,7 +183,14 @@ class ScopeCheck:
             days = (self.window_seconds or 0) // 86400
             if self.blocks == "zero_limit":
                 return f"{owner} has no {self.resource} budget (limit 0)"
-            return f"{owner} has used {used} of its {limit} in the last {days} days"
+            credited = resource(self.resource).to_hours(self.credited)
+            extra = ledger_grants.adjustment_text(self.resource, self.grants, credited)
+            text = f"{owner} has used {used} of its {limit} in the last {days} days"
+            if extra:
+                text += f" ({extra})"
+            if self.blocks == "used_up" and self.retry_at is not None:
+                text += f"; it has room again at {self.retry_at:%Y-%m-%d %H:%M:%S} UTC"
+            return text
         cap = format_amount(self.resource, self.limit)
         # "3 of 4 GPUs"; amounts with a unit of their own stay whole: "12 GiB of 2 TiB"
         in_use = (
@@ -279,38 +326,41 @@ def evaluate_shared(
             )
         for name in display_order(limits.budgets):
             budget = limits.budgets[name]
-            window = budget.window_seconds or window_seconds
-            limit = resource(name).from_hours(budget.limit_hours)
-            used = usage.used.get(scope, {}).get((name, window), 0)
+            adjustments = usage.adjustments.get(scope, ledger_grants.NO_ADJUSTMENTS)
+            at = usage.at if usage.at is not None else from_us(0)  # no adjustments then
+            window, steps = budget_steps(budget, name, adjustments, at, window_seconds)
+            adjusted = ledger_grants.BudgetAdjustment.of(adjustments, name, at, window)
+            res = resource(name)
+            granted = res.from_hours(adjusted.granted_hours)
+            credited = res.from_hours(adjusted.credited_hours)
+            limit = res.from_hours(budget.limit_hours) + granted
+            recorded = usage.used.get(scope, {}).get((name, window), 0)
             asked = int(request.get(name, 0))
-            blocks = None
+            blocks, retry_at = None, None
             if limit <= 0:
                 blocks = "zero_limit" if asked else None
-            elif used >= limit and (asked or exhausted_budget_blocks == "any" or not sized):
+            elif recorded >= steps.now_limit and (
+                asked or exhausted_budget_blocks == "any" or not sized
+            ):
                 blocks = "used_up"
+                retry_us = usage.retry_us.get(scope, {}).get((name, window))
+                retry_at = None if retry_us is None else from_us(retry_us)
             checks.append(
-                ScopeCheck(level, scope, name, "budget", limit, used, asked, blocks, False, window)
+                ScopeCheck(
+                    level,
+                    scope,
+                    name,
+                    "budget",
+                    limit,
+                    recorded - credited,
+                    asked,
+                    blocks,
+                    False,
+                    window,
+                    retry_at=retry_at,
+                    granted=granted,
+                    credited=credited,
+                    grants=adjusted.grants,
+                )  # fmt: skip
             )
     return SharedStatus(checks, tuple(pools_for(pools, pools)))
-
-
-def attach(decision, status: SharedStatus):
-    """``decision`` (ledger.core.decision.Decision) with the shared limits' verdict added: a
-    refusing pool or hub limit refuses the spawn, and the message says which and how full."""
-    from ledger.core.decision import describe
-
-    decision.shared = status
-    if status.blocking:
-        was_allowed = decision.allowed
-        decision.allowed = False
-        decision.reasons = [*decision.reasons, *status.reasons()]
-        if was_allowed:
-            decision.suggestion = None
-            decision.run_seconds = None
-        own = describe(decision) if not was_allowed else ""
-        decision.message = " ".join(p for p in (own, status.message()) if p)
-    else:
-        summary = status.summary(decision.request.amounts)
-        if summary:
-            decision.message = f"{decision.message} {summary}".strip()
-    return decision

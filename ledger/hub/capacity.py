@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ledger.core import shared_capacity
+from ledger.core import shared_verdict
 from ledger.core.decision import Decision, ServerRequest
 from ledger.store import leases, shared_reads
 
@@ -48,7 +48,7 @@ async def hold(
         request.servername, now, lease_ttl_seconds(spawner),
     )  # fmt: skip
     if not result.granted:
-        return shared_capacity.attach(decision, result.status)
+        return shared_verdict.attach(decision, result.status)
     decision.shared = result.status
     if result.lease_id is not None:
         release_when_spawn_fails(engine, spawner, result.lease_id)

@@ -1,5 +1,6 @@
 """Grants and credits in the ledger (migrations/versions/0008): writes, lists, and the read
-the decision makes. The arithmetic is ledger/core/grants.py.
+the decision makes. The arithmetic is ledger/core/grants.py. A row is held by a user
+(``username``) or by a group's pool (``group_name``, migration 0010): exactly one of them.
 
 :func:`user_adjustments` is what :func:`ledger.store.decide.decide` and the user's pages
 read: the grants that still count at ``now`` and the credits inside the longest window, in
@@ -21,23 +22,41 @@ from ledger.core.grants import Adjustments, Credit, Grant, by_user
 
 GRANT_COLUMNS = (
     "id, username, resource, amount_hours, starts_at, ends_at, reason, granted_by, created_at, "
-    "revoked_at, revoked_by, revoke_reason, request_id"
+    "revoked_at, revoked_by, revoke_reason, request_id, group_name"
 )
 CREDIT_COLUMNS = (
-    "id, username, resource, amount_hours, credited_at, reason, credited_by, created_at"
+    "id, username, resource, amount_hours, credited_at, reason, credited_by, created_at, group_name"
 )
+
+# A user's own rows have no group: the reads of them do not name the column (so a decide
+# also works on a schema from before migration 0010, as during a rolling upgrade).
+USER_GRANT_COLUMNS = GRANT_COLUMNS.replace(", group_name", ", NULL::text AS group_name")
+USER_CREDIT_COLUMNS = CREDIT_COLUMNS.replace(", group_name", ", NULL::text AS group_name")
 
 # Grants whose end (or revocation) is after now, and credits dated since now − window: what
 # can still count at or after now. Both halves share one row shape (kind 0 grant, 1 credit).
 _ADJUSTMENTS_SQL = f"""
-    SELECT 0 AS kind, {GRANT_COLUMNS}
+    SELECT 0 AS kind, {USER_GRANT_COLUMNS}
     FROM quota_grants
     WHERE username = $1 AND ends_at > $2 AND (revoked_at IS NULL OR revoked_at > $2)
     UNION ALL
     SELECT 1, id, username, resource, amount_hours, credited_at, NULL, reason, credited_by,
-           created_at, NULL, NULL, NULL, NULL
+           created_at, NULL, NULL, NULL, NULL, NULL::text
     FROM quota_credits
     WHERE username = $1 AND credited_at >= $3
+"""
+# The same for the pools of the groups in $1 (ix_quota_grants_group_end,
+# ix_quota_credits_group_at).
+_GROUP_ADJUSTMENTS_SQL = f"""
+    SELECT 0 AS kind, {GRANT_COLUMNS}
+    FROM quota_grants
+    WHERE group_name = ANY($1::text[]) AND ends_at > $2
+      AND (revoked_at IS NULL OR revoked_at > $2)
+    UNION ALL
+    SELECT 1, id, username, resource, amount_hours, credited_at, NULL, reason, credited_by,
+           created_at, NULL, NULL, NULL, NULL, group_name
+    FROM quota_credits
+    WHERE group_name = ANY($1::text[]) AND credited_at >= $3
 """
 
 
@@ -59,8 +78,8 @@ def _split(records) -> Adjustments:
         if kind == 0:
             grants.append(Grant(*row))
         else:
-            cid, username, res, amount, at, _, reason, by, created, *_ = row
-            credits.append(Credit(cid, username, res, amount, at, reason, by, created))
+            cid, username, res, amount, at, _, reason, by, created, *_, group = row
+            credits.append(Credit(cid, username, res, amount, at, reason, by, created, group))
     return Adjustments(tuple(grants), tuple(credits))
 
 
@@ -73,6 +92,16 @@ async def user_adjustments(
     return _split(await raw.fetch(_ADJUSTMENTS_SQL, username, now, since))
 
 
+async def pool_adjustments(
+    raw, groups: Iterable[str], now: datetime, window_seconds: int
+) -> dict[str, Adjustments]:
+    """Per group in ``groups``: its pool's grants that count at or after ``now`` and its
+    credits of the last ``window_seconds`` (one round trip; ``raw``: the asyncpg connection)."""
+    since = now - timedelta(seconds=window_seconds)
+    found = _split(await raw.fetch(_GROUP_ADJUSTMENTS_SQL, sorted(set(groups)), now, since))
+    return by_user(found.grants, found.credits)
+
+
 async def adjustments_by_user(
     conn: AsyncConnection, now: datetime, window_seconds: int
 ) -> dict[str, Adjustments]:
@@ -80,13 +109,16 @@ async def adjustments_by_user(
     since = now - timedelta(seconds=window_seconds)
     grants = await conn.execute(
         text(
-            f"SELECT {GRANT_COLUMNS} FROM quota_grants WHERE ends_at > :now "
-            "AND (revoked_at IS NULL OR revoked_at > :now)"
+            f"SELECT {USER_GRANT_COLUMNS} FROM quota_grants WHERE ends_at > :now "
+            "AND (revoked_at IS NULL OR revoked_at > :now) AND username IS NOT NULL"
         ),
         {"now": now},
     )
     credits = await conn.execute(
-        text(f"SELECT {CREDIT_COLUMNS} FROM quota_credits WHERE credited_at >= :since"),
+        text(
+            f"SELECT {USER_CREDIT_COLUMNS} FROM quota_credits WHERE credited_at >= :since "
+            "AND username IS NOT NULL"
+        ),
         {"since": since},
     )
     return by_user([grant_of(r) for r in grants], [credit_of(r) for r in credits])
@@ -95,7 +127,7 @@ async def adjustments_by_user(
 async def add_grant(
     conn: AsyncConnection,
     *,
-    username: str,
+    username: str | None,
     resource: str,
     amount_hours: Decimal,
     starts_at: datetime,
@@ -104,16 +136,19 @@ async def add_grant(
     granted_by: str,
     created_at: datetime,
     request_id: int | None = None,
+    group_name: str | None = None,
 ) -> Grant:
+    """A grant to ``username``, or with ``username=None`` to ``group_name``'s pool."""
     row = (
         await conn.execute(
             text(
                 "INSERT INTO quota_grants (username, resource, amount_hours, starts_at, ends_at, "
-                "reason, granted_by, created_at, request_id) VALUES (:username, :resource, "
-                ":amount, :starts_at, :ends_at, :reason, :by, :created_at, :request_id) "
-                f"RETURNING {GRANT_COLUMNS}"
+                "reason, granted_by, created_at, request_id, group_name) VALUES (:username, "
+                ":resource, :amount, :starts_at, :ends_at, :reason, :by, :created_at, "
+                f":request_id, :group_name) RETURNING {GRANT_COLUMNS}"
             ),
             dict(
+                group_name=group_name,
                 username=username,
                 resource=resource,
                 amount=amount_hours,
@@ -132,22 +167,26 @@ async def add_grant(
 async def add_credit(
     conn: AsyncConnection,
     *,
-    username: str,
+    username: str | None,
     resource: str,
     amount_hours: Decimal,
     credited_at: datetime,
     reason: str,
     credited_by: str,
     created_at: datetime,
+    group_name: str | None = None,
 ) -> Credit:
+    """A credit to ``username``, or with ``username=None`` to ``group_name``'s pool."""
     row = (
         await conn.execute(
             text(
                 "INSERT INTO quota_credits (username, resource, amount_hours, credited_at, "
-                "reason, credited_by, created_at) VALUES (:username, :resource, :amount, "
-                f":credited_at, :reason, :by, :created_at) RETURNING {CREDIT_COLUMNS}"
+                "reason, credited_by, created_at, group_name) VALUES (:username, :resource, "
+                ":amount, :credited_at, :reason, :by, :created_at, :group_name) "
+                f"RETURNING {CREDIT_COLUMNS}"
             ),
             dict(
+                group_name=group_name,
                 username=username,
                 resource=resource,
                 amount=amount_hours,
@@ -198,13 +237,17 @@ async def list_grants(
     usernames: Iterable[str] | None = None,
     *,
     since: datetime | None = None,
+    groups: Iterable[str] | None = None,
 ) -> list[Grant]:
-    """Grants (of ``usernames`` if given) that ended at or after ``since`` (all if None),
-    newest first."""
+    """Grants (of ``usernames`` if given; of the pools of ``groups`` if given; else all) that
+    ended at or after ``since`` (all if None), newest first."""
     where, params = ["TRUE"], {}
     if usernames is not None:
         where.append("username IN :usernames")
         params["usernames"] = list(usernames)
+    if groups is not None:
+        where.append("group_name IN :groups")
+        params["groups"] = list(groups)
     if since is not None:
         where.append("LEAST(ends_at, COALESCE(revoked_at, ends_at)) >= :since")
         params["since"] = since
@@ -212,21 +255,28 @@ async def list_grants(
         f"SELECT {GRANT_COLUMNS} FROM quota_grants WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, id DESC"
     )
-    if usernames is not None:
-        stmt = stmt.bindparams(bindparam("usernames", expanding=True))
+    for name in sorted(params.keys() & {"usernames", "groups"}):
+        stmt = stmt.bindparams(bindparam(name, expanding=True))
     return [grant_of(r) for r in await conn.execute(stmt, params)]
 
 
 async def list_credits(
-    conn: AsyncConnection, usernames: Iterable[str] | None = None
+    conn: AsyncConnection,
+    usernames: Iterable[str] | None = None,
+    *,
+    groups: Iterable[str] | None = None,
 ) -> list[Credit]:
-    where, params = "TRUE", {}
+    where, params = ["TRUE"], {}
     if usernames is not None:
-        where, params = "username IN :usernames", {"usernames": list(usernames)}
+        where.append("username IN :usernames")
+        params["usernames"] = list(usernames)
+    if groups is not None:
+        where.append("group_name IN :groups")
+        params["groups"] = list(groups)
     stmt = text(
-        f"SELECT {CREDIT_COLUMNS} FROM quota_credits WHERE {where} "
+        f"SELECT {CREDIT_COLUMNS} FROM quota_credits WHERE {' AND '.join(where)} "
         "ORDER BY credited_at DESC, id DESC"
     )
-    if usernames is not None:
-        stmt = stmt.bindparams(bindparam("usernames", expanding=True))
+    for name in sorted(params.keys() & {"usernames", "groups"}):
+        stmt = stmt.bindparams(bindparam(name, expanding=True))
     return [credit_of(r) for r in await conn.execute(stmt, params)]

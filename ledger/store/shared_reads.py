@@ -18,7 +18,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.core import shared_capacity
+from ledger.core import shared_capacity, shared_verdict
 from ledger.core.resources import SERVERS
 from ledger.core.shared_capacity import (
     HUB,
@@ -28,6 +28,7 @@ from ledger.core.shared_capacity import (
     evaluate_shared,
     pools_for,
 )
+from ledger.store import grants, pool_history
 
 # A lease ends when a segment of its server that started at or after it (less this much, for
 # clocks of hub and collector that disagree a little) is recorded.
@@ -214,7 +215,7 @@ async def read_usage(
     groups = sorted(set(groups))
     pools = pools_for(policy.pools, groups)
     capped = [g for g in pools if policy.pools[g].running]
-    usage = SharedUsage()
+    usage = SharedUsage(at=now)
     records = await raw.fetch(
         _SCOPED, now, username, servername, bool(policy.hub.running), capped, groups, who
     )
@@ -232,6 +233,14 @@ async def read_usage(
                 "memory": memory,
                 "gpu": gpu,
             }
+    budgeted = [g for g in pools if policy.pools[g].budgets]
+    if budgeted:  # the pools' grants and credits (ledger/store/grants.py), one round trip
+        longest = max(
+            b.window_seconds or policy.window_seconds
+            for g in budgeted
+            for b in policy.pools[g].budgets.values()
+        )
+        usage.adjustments = await grants.pool_adjustments(raw, budgeted, now, longest)
     for group in pools:
         windows = {
             b.window_seconds or policy.window_seconds for b in policy.pools[group].budgets.values()
@@ -243,7 +252,25 @@ async def read_usage(
             used = {"cpu": cpu, "memory": memory, "gpu": gpu}
             for name, total in used.items():
                 usage.used.setdefault(group, {})[(name, window)] = int(Decimal(total))
+        await _add_retry_times(raw, policy, usage, group, username, group in groups, now)
     return usage
+
+
+async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -> None:
+    """A spent budget of ``group``'s pool: when it has room again (ledger/store/pool_history.py,
+    read only for a spent budget, so an open pool costs nothing more)."""
+    asks = []
+    for name, budget in policy.pools[group].budgets.items():
+        adjustments = usage.adjustments.get(group)
+        window, steps = shared_capacity.budget_steps(
+            budget, name, adjustments, now, policy.window_seconds
+        )
+        recorded = usage.used.get(group, {}).get((name, window), 0)
+        if steps.now_limit > 0 and recorded >= steps.now_limit:
+            asks.append((name, window, steps))
+    if asks:
+        found = await pool_history.retry_times(raw, group, username, in_group, now, asks)
+        usage.retry_us.setdefault(group, {}).update(found)
 
 
 async def shared_status(
@@ -256,13 +283,18 @@ async def shared_status(
     return evaluate(policy, limits, username, groups, request_amounts, usage)
 
 
-async def attach(conn: AsyncConnection, policy, limits, groups: Iterable[str], decision):
-    """``decision`` with the pools' and the hub's verdict (nothing read when none apply)."""
-    (decision,) = await attach_many(conn, policy, limits, groups, [decision])
+async def attach(
+    conn: AsyncConnection, policy, limits, groups: Iterable[str], decision, *, who: bool = False
+):
+    """``decision`` with the pools' and the hub's verdict (nothing read when none apply);
+    ``who``: also who holds each cap (for admins: ``SharedStatus.to_json(admin=True)``)."""
+    (decision,) = await attach_many(conn, policy, limits, groups, [decision], who=who)
     return decision
 
 
-async def attach_many(conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions):
+async def attach_many(
+    conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions, *, who: bool = False
+):
     """:func:`attach` for several sizes of one user's server at one instant: what the pools
     and the hub hold is read once, and each size is judged against it."""
     groups = list(groups)
@@ -271,10 +303,10 @@ async def attach_many(conn: AsyncConnection, policy, limits, groups: Iterable[st
     first = decisions[0]
     raw = await _raw(conn)
     usage = await read_usage(
-        raw, policy, first.username, groups, first.request.servername, first.at
+        raw, policy, first.username, groups, first.request.servername, first.at, who=who
     )
     return [
-        shared_capacity.attach(
+        shared_verdict.attach(
             d, evaluate(policy, limits, d.username, groups, d.request.amounts, usage)
         )
         for d in decisions

@@ -61,9 +61,13 @@ class UserStatus:
             "shared": None if self.decision.shared is None else self.decision.shared.to_json(),
         }
 
-    def check_json(self) -> dict:
-        """``check --format json``: the usage model's keys plus the decision for the request."""
-        return {**self.user_json(), **self.decision.to_json()}
+    def check_json(self, *, admin: bool = False) -> dict:
+        """``check --format json``: the usage model's keys plus the decision for the request
+        (``admin``: the shared caps' ``holders`` too)."""
+        out = {**self.user_json(), **self.decision.to_json()}
+        if admin and self.decision.shared is not None:
+            out["shared"] = self.decision.shared.to_json(admin=True)
+        return out
 
 
 async def user_status(
@@ -73,7 +77,10 @@ async def user_status(
     groups: Iterable[str],
     now: datetime,
     request: ServerRequest | None = None,
+    *,
+    who: bool = False,
 ) -> UserStatus:
+    """``who``: also read who holds each shared cap (admins' views)."""
     groups = tuple(groups)
     limits = policy.limits_for(username, groups)
     window_seconds = max(policy.max_window_seconds(), policy.window_seconds)
@@ -90,7 +97,7 @@ async def user_status(
             exhausted_budget_blocks=getattr(policy, "exhausted_budget_blocks", "any"),
             adjustments=adjustments,
         )
-        decision = await shared_reads.attach(conn, policy, limits, groups, decision)
+        decision = await shared_reads.attach(conn, policy, limits, groups, decision, who=who)
     names = display_order(set(CORE_RESOURCES) | set(policy.resource_names()) | set(limits.budgets))
     return UserStatus(
         username=username,

@@ -29,6 +29,7 @@ async def user_summary(
         status.resources,
         warn_at_percent=policy.enforcement.warn_at_percent,
         quota_url=quota_url if quota_url is not None else policy.messages.quota_page_url,
+        shared=status.decision.shared,
     )
 
 

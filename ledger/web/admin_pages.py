@@ -102,6 +102,9 @@ class RunningPageHandler(AdminHandler):
         self.render_page(
             "admin_running.html", section="running", rows=rows, total=total, page=page,
             pages=max(1, -(-total // per_page)),
+            # the pools' and hub's caps with who holds them (admins only: this page)
+            shared=await shared_reads.totals(self.config.engine, self.config.policy(), now,
+                                             who=True),
         )  # fmt: skip
 
 

@@ -11,6 +11,7 @@
 - ``GET /api/v1/me/summary``: the caller's compact summary (the hub's header and home page).
 - ``GET /api/v1/me/choices?choice=NAME:cpu=2,memory=4Gi``: may the caller start each of
   these sizes, and for how long (the notes of the hub's server-options form).
+- ``GET /api/v1/shared``: admins; every group pool and hub cap, and who holds each.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ledger.core.usernames import UsernameError, check_username
 from ledger.store import page_reads as reads
 from ledger.store import quota_requests as requests_store
 from ledger.store.report import add_times
+from ledger.store.shared_reads import totals as shared_totals
 from ledger.store.summary import user_choices, user_summary
 from ledger.web.auth import ApiHandler
 from ledger.web.report_view import Query, ReportCache, paginate, select
@@ -83,6 +85,16 @@ class ReportApiHandler(ApiHandler):
                 "users": [line.to_json() for line in page.lines],
             }
         )
+
+
+class SharedApiHandler(ApiHandler):
+    """Admins: every group pool's and the hub's figures, with who holds each cap."""
+
+    async def get(self) -> None:
+        self.require_admin()
+        now = self.config.now()
+        shared = await shared_totals(self.config.engine, self.config.policy(), now, who=True)
+        self.write_json({"at": iso(now), "shared": shared.to_json(admin=True)})
 
 
 class WriteApiHandler(ApiHandler):

@@ -111,6 +111,7 @@ def make_app(
         (route("api/v1/me/choices"), h(api.ChoicesApiHandler), plain),
         (route("api/v1/users/([^/]+)"), h(api.UserApiHandler), plain),
         (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
+        (route("api/v1/shared"), h(api.SharedApiHandler), plain),
     ]
     if prefix != "/":
         routes.append((re.escape(prefix.rstrip("/")), AddSlashHandler))
