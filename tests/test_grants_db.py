@@ -187,3 +187,29 @@ async def test_a_grant_lifts_a_denial_only_while_it_is_valid(engine):
     assert not later.allowed and later.budgets["memory"].limit_hours == 60
     # while it is denied, retry_at is when the 64 GiB-hours leave the window; exact as before
     assert later.retry_at == BASE + timedelta(days=30, minutes=15, seconds=1)
+
+
+async def test_grants_are_read_only_for_a_user_who_has_some(engine, monkeypatch):
+    """The history read says whether any grant or credit may count; a user without (most)
+    costs decide no second round trip, and one credit is enough to have them read."""
+    calls = []
+    real = grants.user_adjustments
+
+    async def counted(*args):
+        calls.append(args[1])
+        return await real(*args)
+
+    monkeypatch.setattr(grants, "user_adjustments", counted)
+    policy = _policy(DAY_S, 60)
+    now = BASE + timedelta(days=3)
+    await _load(engine, [(0, 4 * DAY_S * US, 1)], [], [])
+    assert (await decide(engine, policy, "alice", [], REQUEST, now)).budgets["memory"]
+    assert calls == []
+    await _load(engine, [(0, 4 * DAY_S * US, 1)], [], [(3 * DAY_S * US - 5, 10)])
+    budget = (await decide(engine, policy, "alice", [], REQUEST, now)).budgets["memory"]
+    assert calls == ["alice"] and budget.credited_hours == 10
+    # an expired grant and an old credit: nothing can count any more, nothing is read
+    await _load(engine, [(0, 4 * DAY_S * US, 1)], [(0, DAY_S * US, 5, False)], [(0, 10)])
+    calls.clear()
+    assert (await decide(engine, policy, "alice", [], REQUEST, now)).budgets["memory"]
+    assert calls == []

@@ -6,7 +6,9 @@ of the window (a user with at most ``rollups.WHOLE_WINDOW_SEGMENTS`` of them: th
 needs more) or, for a busier user, the raw segments of the edge days only. For a busy user a
 retry or run-out time inside a day no edge touches costs another round trip (that day's raw
 segments; a run-out question asks for all its candidate days at once): at most
-``2 + 2 × budgets`` in all, two or three in practice. The arithmetic is the pure
+``2 + 2 × budgets`` in all, two or three in practice. A user with grants or credits that may
+count (the first read says so) costs one more, to read them. Pools and hub caps add their
+reads (ledger/store/shared_reads.py). The arithmetic is the pure
 :func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write
 so a caller on a deadline (the hub hook) can answer first.
 """
@@ -19,6 +21,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import Decision, ServerRequest, evaluate
+from ledger.core.grants import Adjustments
 from ledger.core.rollup_usage import NeedBuckets
 from ledger.store import grants, queries, rollups, shared_reads
 
@@ -73,10 +76,15 @@ async def _evaluate_all(conn, policy, limits, username, requests, now) -> list[D
         ]
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
     history = await rollups.user_history(conn, username, now, windows)
-    # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets.
-    adjustments = (
-        await grants.user_adjustments(conn, username, now, windows[-1]) if windows else None
-    )
+    # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets and
+    # only for a user the history read found some for.
+    adjustments = None
+    if windows:
+        adjustments = (
+            await grants.user_adjustments(conn, username, now, windows[-1])
+            if history.has_adjustments
+            else Adjustments()
+        )
     # A limit that grants or credits change later is asked about piece by piece: each piece
     # may want its days once (ledger.core.grants batches them, this bound is for safety).
     steps = len(adjustments.grants) * 2 + len(adjustments.credits) * 2 if adjustments else 0

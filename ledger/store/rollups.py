@@ -34,7 +34,8 @@ CORE_COLUMNS = {"cpu": 0, "memory": 1, "gpu": 2}
 WHOLE_WINDOW_SEGMENTS = 256
 
 # One row shape for the parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a running
-# segment, 3 = "every segment of the window is here"): times as epoch µs and integrals as
+# segment, 3 = "every segment of the window is here", 4 = "the user has grants or credits
+# that may count": only then does decide read them, ledger/store/grants.py): times as epoch µs and integrals as
 # text keep the Python side to int() calls; empty extended maps come back NULL so no JSON is
 # decoded for them.
 _DAYS = """
@@ -59,6 +60,13 @@ _ROLLUPS = """
     UNION ALL
     SELECT 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     WHERE (SELECT whole FROM whole)
+    UNION ALL
+    -- most users have none: one index probe each saves them grants.user_adjustments' round
+    -- trip (a superset of what it reads: credits from the window's first day on)
+    SELECT 4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    WHERE EXISTS (SELECT 1 FROM quota_grants g WHERE g.username = $1 AND g.ends_at > $3
+                  AND (g.revoked_at IS NULL OR g.revoked_at > $3))
+       OR EXISTS (SELECT 1 FROM quota_credits c WHERE c.username = $1 AND c.credited_at >= $2)
 """
 _SEGMENT_COLUMNS = (
     "quota_epoch_us(started_at), quota_epoch_us(ended_at), {name}, cpu_millicores, "
@@ -125,11 +133,14 @@ class UserHistory:
     loaded_days: set[int] = field(default_factory=set)
     running: list[SegmentRow] = field(default_factory=list)
     whole_window: bool = False  # every closed segment of the window was read
+    has_adjustments: bool = False  # grants or credits may count (kind 4)
 
     def add_records(self, records) -> None:
         for kind, a, b, servername, cpu, memory, gpu, ext, *used in records:
             if kind == 3:
                 self.whole_window = True
+            elif kind == 4:
+                self.has_adjustments = True
             elif kind == 2:
                 day = self.buckets.setdefault(a, {})
                 cpu_used, memory_used, gpu_used, ext_used = used
