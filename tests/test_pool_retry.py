@@ -163,3 +163,18 @@ async def test_a_pool_credit_takes_usage_back_inside_the_window(engine):
         own = await grants.user_adjustments(conn, "m1", NOW, 30 * 86400)
         assert not own
         assert not await grants.adjustments_by_user(conn, NOW, 30 * 86400)
+
+
+async def test_a_big_pool_is_refused_without_a_time_rather_than_late(engine, monkeypatch):
+    """Past POOL_RETRY_MAX_MEMBERS the retry search (every member's history) is not run: the
+    refusal and its figures stand, only the time is left out."""
+    from ledger.store import shared_reads
+
+    await member(engine, "m1")
+    await add(engine, "m1", NOW - timedelta(days=29, hours=12), NOW - timedelta(days=27, hours=12), 8)  # fmt: skip
+    assert (await decide(engine, POLICY, "m2", ["lab"], SERVER, NOW)).retry_at is not None
+    monkeypatch.setattr(shared_reads, "POOL_RETRY_MAX_MEMBERS", 0)
+    d = await decide(engine, POLICY, "m2", ["lab"], SERVER, NOW)
+    assert pool_refused(d) and d.retry_at is None
+    assert "the lab group's pool has used 384 GiB-hours" in d.message
+    assert "room again" not in d.message

@@ -256,9 +256,19 @@ async def read_usage(
     return usage
 
 
+# Finding a spent pool's retry time reads every member's rollup days and edge-day segments
+# (ledger/store/pool_history.py: ~0.8 ms per member on the 3 M-segment benchmark ledger), so a
+# bigger pool is refused without a time rather than past the hook's deadline, where the
+# spawn would take on_ledger_error instead of this refusal. Deterministic: a count, not a
+# clock.
+POOL_RETRY_MAX_MEMBERS = 200
+_MEMBER_COUNT_SQL = "SELECT count(*) FROM user_groups WHERE group_name = $1"
+
+
 async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -> None:
     """A spent budget of ``group``'s pool: when it has room again (ledger/store/pool_history.py,
-    read only for a spent budget, so an open pool costs nothing more)."""
+    read only for a spent budget of a pool of at most POOL_RETRY_MAX_MEMBERS, so an open pool
+    costs nothing more)."""
     asks = []
     for name, budget in policy.pools[group].budgets.items():
         adjustments = usage.adjustments.get(group)
@@ -268,7 +278,7 @@ async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -
         recorded = usage.used.get(group, {}).get((name, window), 0)
         if steps.now_limit > 0 and recorded >= steps.now_limit:
             asks.append((name, window, steps))
-    if asks:
+    if asks and await raw.fetchval(_MEMBER_COUNT_SQL, group) <= POOL_RETRY_MAX_MEMBERS:
         found = await pool_history.retry_times(raw, group, username, in_group, now, asks)
         usage.retry_us.setdefault(group, {}).update(found)
 
