@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from hub_support.process_hub import HUB_PREAMBLE, start, stop, wait_for
+from hub_support.process_hub import HUB_PREAMBLE, start, wait_for
 
-from quota_ledger_demo.hub import free_port
+from quota_ledger_demo.hub import free_port, stop_hub
 
 pytestmark = pytest.mark.e2e
 
@@ -120,4 +120,4 @@ async def test_two_replicas_with_the_same_secret_share_a_login(fresh_db_url, tmp
             assert "/hub/api/oauth2/authorize" in stranger.headers["location"]
     finally:
         for proc in procs:
-            stop(proc)
+            stop_hub(proc)

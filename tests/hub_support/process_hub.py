@@ -1,13 +1,13 @@
 """A real JupyterHub in its own process, for tests that write their own config (the quota
 service's pages, the JupyterLab extension, web replicas): the config lines they share, a
 wait for health URLs that fails fast when the hub exits, and a stop that leaves nothing
-running (single-user servers and services are in the hub's process group)."""
+running (``quota_ledger_demo.hub.stop_hub``: single-user servers and services are in the
+hub's process group)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+
+from quota_ledger_demo.hub import stop_hub
 
 # Placeholders: tmp (a directory for the hub's state), hub_port, api_port, proxy_api_port.
 # Doubled braces in what callers append, as they go through str.format with these.
@@ -53,29 +55,13 @@ async def wait_for(url: str, timeout_seconds: float, *procs: subprocess.Popen) -
 
 def start(cmd: list[str], directory: Path, log_name: str, env: dict | None = None):
     """``cmd`` in its own process group, output to ``directory/log_name``."""
-    log = open(directory / log_name, "wb")  # noqa: SIM115 - closed by stop()
+    log = open(directory / log_name, "wb")  # noqa: SIM115 - closed by stop_hub()
     proc = subprocess.Popen(
         cmd, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
-    proc.log_file = log
+    proc.log_file = log  # closed by stop_hub
     return proc
-
-
-def stop(proc: subprocess.Popen, timeout_seconds: float = 20) -> None:
-    """SIGTERM, then SIGKILL the whole group (whatever the hub started lives in it)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_seconds)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-    proc.log_file.close()
 
 
 def hub_env() -> dict[str, str]:
@@ -95,4 +81,4 @@ async def hub_process(
             await wait_for(url, timeout_seconds, proc)
         yield proc
     finally:
-        stop(proc, stop_seconds)
+        stop_hub(proc, stop_seconds)
