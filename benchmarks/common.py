@@ -14,6 +14,8 @@ import re
 import shlex
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _read(path: str) -> str:
     with contextlib.suppress(OSError):
@@ -77,3 +79,27 @@ def command_line(script: str, argv: list[str]) -> str:
     URL (it names this machine's socket directory, and may carry a password)."""
     shown = [a if not a.startswith("postgres") else "URL" for a in argv]
     return " ".join([f".venv/bin/python benchmarks/{script}", *map(shlex.quote, shown)])
+
+
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+
+
+def write_section(section: str, heading: str, path: Path = RESULTS) -> None:
+    """Replace ``heading``'s own text in RESULTS.md (up to its first ``### `` subsection or the
+    next ``## ``) with ``section``, or append it; the dated ``###`` reruns under it and every
+    other section stay as they are."""
+    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    out, skipping, replaced = [], False, False
+    for line in existing.splitlines(keepends=True):
+        if line.rstrip("\n") == heading:
+            skipping = replaced = True
+            out.append(section.rstrip("\n") + "\n\n")
+            continue
+        if skipping and line.startswith(("## ", "### ")):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    text = "".join(out).rstrip("\n") + "\n"
+    if not replaced:
+        text += "\n" + section.rstrip("\n") + "\n"
+    path.write_text(text, encoding="utf-8")

@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import add_loaded_ledger_options, command_line, machine  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, command_line, machine, write_section  # noqa: E402
 from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from ledger.hub import QuotaHook  # noqa: E402
 
@@ -91,25 +91,6 @@ async def bench_decide_only(hook: QuotaHook, users: list[str], groups: dict[str,
     return summary_ms(seconds)
 
 
-def write_section(section: str, path: Path = RESULTS, heading: str = SECTION) -> None:
-    """Replace the ``heading`` section (up to the next ``## ``), keep everything else."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    out, skipping, replaced = [], False, False
-    for line in existing.splitlines(keepends=True):
-        if line.rstrip("\n") == heading:
-            skipping, replaced = True, True
-            out.append(section.rstrip("\n") + "\n\n")
-            continue
-        if skipping and line.startswith("## "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    text = "".join(out).rstrip("\n") + "\n"
-    if not replaced:
-        text += "\n" + section.rstrip("\n") + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def render(args, mach, info, result, outcomes, command: str, alone: dict) -> str:
     ok = result["p99"] <= GOAL_P99_MS
     return "\n".join([
@@ -162,7 +143,7 @@ async def run(args) -> None:
     section = render(args, mach, info, result, outcomes, command.strip(), alone)
     print(section)
     if not args.no_results:
-        write_section(section)
+        write_section(section, SECTION, RESULTS)
         log(f"wrote the {SECTION} section of benchmarks/RESULTS.md")
 
 

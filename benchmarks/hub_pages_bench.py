@@ -34,8 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import add_loaded_ledger_options, command_line, machine  # noqa: E402
-from benchmarks.hook_latency import write_section  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, command_line, machine, write_section  # noqa: E402
 from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from ledger.hub import QuotaHook  # noqa: E402
 from ledger.hub.pages import TEMPLATE_DIR, _jupyterhub_templates  # noqa: E402
@@ -136,7 +135,7 @@ async def run(args) -> None:
     section = render(args, mach, info, command.strip(), cold, cached, forms, sizes)
     print(section)
     if not args.no_results:
-        write_section(section, RESULTS, SECTION)
+        write_section(section, SECTION, RESULTS)
         log(f"wrote the {SECTION} section of benchmarks/RESULTS.md")
 
 

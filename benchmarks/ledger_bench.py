@@ -49,7 +49,13 @@ if str(REPO) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import add_loaded_ledger_options, command_line, load_average, machine  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_loaded_ledger_options,
+    command_line,
+    load_average,
+    machine,
+    write_section,
+)
 from ledger.core.decision import ServerRequest, evaluate  # noqa: E402
 from ledger.core.import_rows import parse_record_chunks  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
@@ -565,27 +571,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Ledger`` section's own text (up to its first ``### `` subsection or
-    the next ``## ``), keep everything else: the dated subsections under it stay."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    out, skipping, replaced = [], False, False
-    for line in existing.splitlines(keepends=True):
-        if line.rstrip("\n") == "## Ledger":
-            skipping, replaced = True, True
-            out.append(section.rstrip("\n") + "\n\n")
-            continue
-        if skipping and line.startswith(("## ", "### ")):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    if not replaced:
-        text_ = "".join(out).rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        text_ = "".join(out).rstrip("\n") + "\n"
-    path.write_text(text_, encoding="utf-8")
-
-
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -661,7 +646,7 @@ async def run(args) -> None:
         figures = dict(loads=loads, decide=dec, busy=busy, report=rep, flat=flat, sizes=sizes)
         Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
     if not args.no_results:
-        write_section(section)
+        write_section(section, "## Ledger", RESULTS)
         log(f"wrote the ## Ledger section of {RESULTS.relative_to(REPO)}")
 
 

@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import add_loaded_ledger_options, machine  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, machine, write_section  # noqa: E402
 from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from benchmarks.pool_sum_reference import MEMBERS_SUM_SQL  # noqa: E402
 from ledger.core.decision import ServerRequest  # noqa: E402
@@ -216,24 +216,6 @@ transaction (lock, prune, count, insert) at a time per bottleneck.
 """
 
 
-def write_section(section: str, path: Path = RESULTS) -> None:
-    existing = path.read_text(encoding="utf-8")
-    out, skipping, replaced = [], False, False
-    for line in existing.splitlines(keepends=True):
-        if line.rstrip("\n") == SECTION:
-            skipping, replaced = True, True
-            out.append(section.rstrip("\n") + "\n\n")
-            continue
-        if skipping and line.startswith("## "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    text_ = "".join(out).rstrip("\n") + "\n"
-    if not replaced:
-        text_ += "\n" + section.rstrip("\n") + "\n"
-    path.write_text(text_, encoding="utf-8")
-
-
 async def run(args) -> None:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -266,7 +248,7 @@ async def run(args) -> None:
     section = render(args, mach, info, dec, lease)
     print(section)
     if not args.no_results:
-        write_section(section)
+        write_section(section, SECTION, RESULTS)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ from tornado.httpserver import HTTPServer  # noqa: E402
 from tornado.netutil import bind_sockets  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import add_loaded_ledger_options, command_line, machine  # noqa: E402
+from benchmarks.common import add_loaded_ledger_options, command_line, machine, write_section  # noqa: E402
 from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.store import db  # noqa: E402
@@ -176,25 +176,6 @@ def render(args, mach, info, rows, window_segments, users_with_usage) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Web service`` section (up to the next ``## ``), keep the rest."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    out, skipping, replaced = [], False, False
-    for line in existing.splitlines(keepends=True):
-        if line.rstrip("\n") == SECTION:
-            skipping = replaced = True
-            out.append(section.rstrip("\n") + "\n\n")
-            continue
-        if skipping and line.startswith("## "):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    body = "".join(out).rstrip("\n")
-    if not replaced:
-        body += "\n\n" + section.rstrip("\n")
-    path.write_text(body + "\n", encoding="utf-8")
-
-
 async def run(args) -> None:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -246,7 +227,7 @@ async def run(args) -> None:
     section = render(args, mach, info, rows, sum(counts.values()), len(counts))
     print(section)
     if not args.no_results:
-        write_section(section)
+        write_section(section, SECTION, RESULTS)
         log(f"wrote the {SECTION} section of {RESULTS.relative_to(REPO)}")
 
 
