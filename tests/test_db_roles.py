@@ -168,3 +168,17 @@ async def test_hub_takes_and_releases_leases_and_no_one_else_writes_them(logins)
     for component in ("web", "collector", "enforcer"):
         await _denied(logins[component], lease, {"t": NOW})
         await _denied(logins[component], "DELETE FROM leases")
+
+
+@pytest.mark.parametrize("component", ["hub", "enforcer", "web"])
+async def test_components_that_decide_can_run_decides_reads(logins, component):
+    # decide's reads are functions (migrations/versions/0013): each deciding role may run them
+    from ledger.core.decision import ServerRequest
+    from ledger.core.policy_yaml import parse_policy
+    from ledger.store.decide import decide
+
+    policy = parse_policy("window: 30d\ngroups:\n  all: {memory: 10 GiB-hours}\n", "policy.yaml")
+    decision = await decide(
+        logins[component], policy, "alice", ["all"], ServerRequest({"memory": 2**30}), NOW
+    )
+    assert decision.allowed

@@ -33,85 +33,28 @@ CORE_COLUMNS = {"cpu": 0, "memory": 1, "gpu": 2}
 # another day. Reading ~100 more short rows costs less than a round trip.
 WHOLE_WINDOW_SEGMENTS = 256
 
-# One row shape for the parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a running
+# The first read and the later days' reads are SQL functions (migrations/versions/0013): one
+# row shape for the parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a running
 # segment, 3 = "every segment of the window is here", 4 = "the user has grants or credits
-# that may count": only then does decide read them, ledger/store/grants.py): times as epoch µs and integrals as
-# text keep the Python side to int() calls; empty extended maps come back NULL so no JSON is
-# decoded for them.
-_DAYS = """
-    WITH days AS (
-        SELECT bucket_start, cpu_cover, memory_cover, gpu_cover, extended_cover, cpu_used,
-               memory_used, gpu_used, extended_used, segments_started, segments_covering
-        FROM usage_rollups
-        WHERE username = $1 AND bucket_start >= $2 AND bucket_start <= $3
-    ), whole AS (
-        SELECT COALESCE(SUM(segments_started), 0) + COALESCE(MAX(segments_covering), 0) <= $4
-               AS whole
-        FROM days
-    )
-"""
-_ROLLUPS = """
-    SELECT 2 AS kind, quota_epoch_us(bucket_start) AS a, NULL::bigint AS b, '' AS servername,
-           cpu_cover AS cpu, memory_cover AS memory, gpu_cover AS gpu,
-           NULLIF(extended_cover, '{}') AS ext,
-           cpu_used::text AS cpu_used, memory_used::text AS memory_used,
-           gpu_used::text AS gpu_used, NULLIF(extended_used, '{}') AS ext_used
-    FROM days
-    UNION ALL
-    SELECT 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    WHERE (SELECT whole FROM whole)
-    UNION ALL
-    -- most users have none: one index probe each saves them grants.user_adjustments' round
-    -- trip (a superset of what it reads: credits from the window's first day on)
-    SELECT 4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    WHERE EXISTS (SELECT 1 FROM quota_grants g WHERE g.username = $1 AND g.ends_at > $3
-                  AND (g.revoked_at IS NULL OR g.revoked_at > $3))
-       OR EXISTS (SELECT 1 FROM quota_credits c WHERE c.username = $1 AND c.credited_at >= $2)
-"""
-_SEGMENT_COLUMNS = (
-    "quota_epoch_us(started_at), quota_epoch_us(ended_at), {name}, cpu_millicores, "
-    "memory_bytes, gpu_count, NULLIF(extended, '{{}}'), NULL, NULL, NULL, NULL::jsonb"
-)
-_RUNNING = f"""
-    SELECT 0, {_SEGMENT_COLUMNS.format(name="servername")}
-    FROM segments
-    WHERE username = $1 AND COALESCE(ended_at, 'infinity'::timestamptz) > $3 AND started_at < $3
-"""  # noqa: S608 - a constant column list
-# every closed segment touching the window's days (an index-only scan of
-# ix_segments_user_end: no id, which is not in the index; no other read adds to these rows)
-_WHOLE_WINDOW = f"""
-    SELECT 1, {_SEGMENT_COLUMNS.format(name="NULL")}
-    FROM segments
-    WHERE username = $1 AND ended_at IS NOT NULL
-      AND COALESCE(ended_at, 'infinity'::timestamptz) > $2 AND started_at < $3
-      AND (SELECT whole FROM whole)
-"""  # noqa: S608 - a constant column list
-
-
-def _partials_sql(first_param: int, count: int, gate: str = "") -> str:
-    # Per day: closed segments starting inside it or ending inside it. Each OR arm is an index
-    # range scan (ix_segments_user_start, ix_segments_user_end).
-    arms = []
-    for i in range(first_param, first_param + count):
-        arms.append(
-            f"(started_at >= ${i} AND started_at < ${i} + interval '24 hours') OR "
-            f"(COALESCE(ended_at, 'infinity'::timestamptz) > ${i} AND "
-            f"COALESCE(ended_at, 'infinity'::timestamptz) < ${i} + interval '24 hours')"
-        )
-    return f"""
-    SELECT 1, {_SEGMENT_COLUMNS.format(name="id::text")}
-    FROM segments
-    WHERE username = $1 AND ended_at IS NOT NULL AND ({" OR ".join(arms)}) {gate}
-    """  # noqa: S608 - constants and placeholders only
-
-
-def _history_sql(days: int) -> str:
-    edges = _partials_sql(5, days, gate="AND NOT (SELECT whole FROM whole)")
-    return f"{_DAYS} {_ROLLUPS} UNION ALL {_RUNNING} UNION ALL {_WHOLE_WINDOW} UNION ALL {edges}"
+# that may count": only then does decide read them, ledger/store/grants.py): times as epoch
+# µs and integrals as text keep the Python side to int() calls; empty extended maps come back
+# NULL so no JSON is decoded for them. They always run their generic plan: the custom plans a
+# prepared statement may settle on cost more to plan than the generic plan takes to run.
+_HISTORY_SQL = "SELECT * FROM quota_user_history($1, $2, $3, $4, $5)"
+_DAYS_SQL = "SELECT * FROM quota_user_days($1, $2)"
 
 
 def _bucket_of(at_us: int) -> int:
     return at_us - at_us % DAY_US
+
+
+def _integral(text_value: str) -> int:
+    # a sum of integer products: numeric's text has no fraction ("1.0" only if a writer
+    # ever stored one), and int() of the digits is 3× cheaper than int(Decimal(…))
+    try:
+        return int(text_value)
+    except ValueError:
+        return int(Decimal(text_value))
 
 
 def _json(value) -> dict:
@@ -150,7 +93,7 @@ class UserHistory:
                     ("gpu", gpu_used, gpu),
                 ):
                     if cover or total != "0":
-                        day[name] = Bucket(int(Decimal(total)), cover)
+                        day[name] = Bucket(_integral(total), cover)
                 covers = _json(ext)
                 for name, total in _json(ext_used).items():
                     day[name] = Bucket(int(total), int(covers.get(name, 0)))
@@ -225,12 +168,12 @@ async def user_history(
     history = UserHistory(now_us=now_us, loaded_days=set(edges))
     raw = await _raw(conn)
     records = await raw.fetch(
-        _history_sql(len(edges)),
+        _HISTORY_SQL,
         username,
         from_us(first_day),
         now,
         WHOLE_WINDOW_SEGMENTS,
-        *(from_us(z) for z in edges),
+        [from_us(z) for z in edges],
     )
     history.add_records(records)
     if history.whole_window:
@@ -246,8 +189,7 @@ async def load_days(
     if not days:
         return
     raw = await _raw(conn)
-    sql = _partials_sql(2, len(days))
-    history.add_records(await raw.fetch(sql, username, *(from_us(z) for z in days)))
+    history.add_records(await raw.fetch(_DAYS_SQL, username, [from_us(z) for z in days]))
     history.loaded_days.update(days)
 
 
