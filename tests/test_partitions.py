@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from test_db_roles import logins  # noqa: F401 - the fixture
 from test_rollups_migration import AT_TIMES, _reports, _rows
 
-from ledger.core.decision import ServerRequest
+from ledger.core.decision import ServerRequest, evaluate
 from ledger.core.policy_yaml import parse_policy
 from ledger.store import db, partitions, queries, rollups, segment_writes
 from ledger.store.decide import decide
@@ -31,11 +31,20 @@ def _utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-async def _decisions(engine) -> list:
+async def _decisions(engine, *, raw: bool = False) -> list:
+    """decide's answers, or with ``raw`` the raw-segment engine's (every segment of the window
+    swept: it reads only ``segments``, so it answers at any revision, where decide needs its
+    reads of migration 0013)."""
     out = []
     for at in AT_TIMES:
         for user in ("user0", "user3", "user11"):
-            d = await decide(engine, POLICY, user, [], REQUEST, at)
+            if raw:
+                since = at - timedelta(seconds=POLICY.max_window_seconds())
+                async with engine.connect() as conn:
+                    rows = await queries.user_segments(conn, user, since, at)
+                d = evaluate(user, POLICY.limits_for(user, []), rows, REQUEST, at)
+            else:
+                d = await decide(engine, POLICY, user, [], REQUEST, at)
             out.append((d.allowed, d.retry_at, d.message))
     return out
 
@@ -61,7 +70,7 @@ async def test_migration_partitions_a_loaded_ledger_in_place(empty_db_url):
             ))  # fmt: skip
             opened = await conn.scalar(text("SELECT my_open_count()"))
             max_id = await conn.scalar(text("SELECT max(id) FROM segments"))
-        reports, decisions = await _reports(engine), await _decisions(engine)
+        reports, decisions = await _reports(engine), await _decisions(engine, raw=True)
         await db.migrate(empty_db_url)
         async with engine.connect() as conn:
             kind = await conn.scalar(
