@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -154,6 +155,9 @@ async def loaded_roles(c: Config, tmp_path, monkeypatch) -> dict[str, set[str]]:
     monkeypatch.chdir(tmp_path)  # the hub writes its cookie secret and pid files here
     c.JupyterHub.db_url = "sqlite:///:memory:"
     hub = JupyterHub(config=c)
+    # init_logging re-parents tornado's loggers under this app's log (which does not
+    # propagate) for the rest of the process: the hub tests' log capture would lose them
+    hub.init_logging = lambda: None
     await hub.initialize([])
     try:
         return {role.name: set(role.scopes) for role in hub.db.query(orm.Role)}
@@ -194,6 +198,7 @@ async def test_jupyterlab_gives_the_server_role_the_service_and_keeps_its_defaul
     assert server_role(c)["scopes"] == [*SERVER_DEFAULTS, QUOTA_ACCESS]
     roles = await loaded_roles(c, tmp_path, monkeypatch)
     assert roles["server"] == {*SERVER_DEFAULTS, QUOTA_ACCESS}
+    assert logging.getLogger("tornado").parent is logging.getLogger()  # left as it was
     assert QUOTA_ACCESS in roles["user"] and "self" in roles["user"]
 
 
