@@ -9,7 +9,7 @@ base=${1:-python:3.11-slim-bookworm}
 shift || true
 mb() { docker image inspect --format '{{.Size}}' "$1" | awk '{printf "%.1f", $1/1e6}'; }
 echo "base $base: $(mb "$base") MB"
-for extras in collector,web,enforcer,cli collector web enforcer; do
+for extras in collector,web,enforcer,cli,import collector web enforcer; do
   tag="quota-ledger:size-${extras//,/-}"
   start=$(date +%s)
   docker build -q "$@" --network host --build-arg PYTHON_IMAGE="$base" --build-arg EXTRAS="$extras" \

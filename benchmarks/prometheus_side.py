@@ -48,6 +48,19 @@ KSM_RESOURCE = {
 }
 SECONDS_TO_HOURS = 60**2  # the peer's self.seconds_to_hours
 RESOURCES = ("memory", "cpu", "gpu")
+# Each query's limit: at 5,000 users the all-users [30d:60s] subquery does not finish
+# (it grew to 12 GiB, or crawled toward the server's 30 min limit), and the run must go on.
+DEFAULT_QUERY_TIMEOUT_SECONDS = 300.0
+# The client waits this much longer than Prometheus' own evaluation limit, so a query that
+# times out is reported by Prometheus (errorType "timeout") unless the server does not answer.
+CLIENT_GRACE_SECONDS = 30.0
+
+
+class QueryTimeout(TimeoutError):
+    """A query that did not finish within its limit: recorded as a timeout, not a failure."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timed out after {seconds:g} s")
 
 
 def _ts(ms: int) -> str:
@@ -167,8 +180,14 @@ def _free_port() -> int:
 class PrometheusServer:
     """Our own Prometheus process on a loopback port and a private data dir, no scrape targets."""
 
-    def __init__(self, data_dir: Path, workdir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, workdir: Path, memory_limit_bytes: int | None = None
+    ) -> None:
         self.data_dir = data_dir
+        # the watchdog's limit (below): half the machine's memory, at most 16 GiB
+        self.memory_limit_bytes = memory_limit_bytes or min(
+            16 * 1024**3, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        )
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "prometheus.yml"
@@ -176,7 +195,9 @@ class PrometheusServer:
         self.config_path.write_text("global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n")
         self.log_path = workdir / "prometheus.log"
         self.process: subprocess.Popen | None = None
-        self.killed_for: str | None = None
+        # pid -> why the watchdog killed that process. Keyed by process: a reason is only
+        # ever read for the process whose query failed, never carried over to the next one.
+        self.killed_for: dict[int, str] = {}
 
     def _watch_memory(self, process: subprocess.Popen, limit_bytes: int) -> None:
         # The machine is shared: a query that would take all its memory is killed here and
@@ -188,7 +209,8 @@ class PrometheusServer:
             except (OSError, IndexError, ValueError):
                 rss_kib = 0
             if rss_kib * 1024 > limit_bytes:
-                self.killed_for = (
+                # the reason first: whoever sees this process gone then finds why
+                self.killed_for[process.pid] = (
                     f"Prometheus killed at {rss_kib / 1024**2:.1f} GiB resident memory"
                 )
                 process.kill()
@@ -200,10 +222,28 @@ class PrometheusServer:
         self.stop()
         self.start()
 
+    def ready(self, timeout_seconds: float = 5) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=timeout_seconds) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
     def recover(self) -> str | None:
-        """After a failed query: why, if we killed the server; started again if it is down."""
-        why, self.killed_for = self.killed_for, None
-        if self.process is None or self.process.poll() is not None:
+        """After a failed query: a server that answers again, and why the query failed if the
+        watchdog killed the server.
+
+        The process may be dying and not yet reaped when the query's connection drops (after
+        a SIGKILL ``poll()`` still says running for a moment), or alive but not answering: so
+        a server counts as up only if it answers ``/-/ready``; otherwise it is stopped (waited
+        for, killed if it hangs) and started again. The reason is read after the process is
+        gone, so a kill that raced the failed query is not missed."""
+        process = self.process
+        up = process is not None and process.poll() is None and self.ready()
+        if not up:
+            self.stop()
+        why = self.killed_for.pop(process.pid, None) if process is not None else None
+        if not up:
             self.start()  # the blocks are on disk: start-up takes seconds
         return why
 
@@ -228,11 +268,8 @@ class PrometheusServer:
         # an operator sizing Prometheus would set it.
         env = {**os.environ, "GOMEMLIMIT": "10GiB"}
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        limit_bytes = min(
-            16 * 1024**3, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-        )
         threading.Thread(
-            target=self._watch_memory, args=(self.process, limit_bytes), daemon=True
+            target=self._watch_memory, args=(self.process, self.memory_limit_bytes), daemon=True
         ).start()
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
@@ -243,17 +280,21 @@ class PrometheusServer:
                     if r.status == 200:
                         return
             except OSError:
-                time.sleep(0.3)
+                pass
+            time.sleep(0.3)
         raise RuntimeError(f"prometheus not ready after {timeout_seconds}s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        """Stop the process and wait until it is gone (the next one opens the same TSDB)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class PromQueries:
@@ -267,6 +308,7 @@ class PromQueries:
         window_ms: int = WINDOW_MS,
         scrape_interval_seconds: int = 60,
         namespace: str = "hub",
+        query_timeout_seconds: float = DEFAULT_QUERY_TIMEOUT_SECONDS,
     ) -> None:
         self.query_url = f"{url}/api/v1/query"
         # The peer queries "now"; our data is historical, so every query pins time=eval_at.
@@ -274,11 +316,11 @@ class PromQueries:
         self.window_days = window_ms // 86_400_000
         self.scrape_interval_seconds = scrape_interval_seconds
         self.namespace = namespace
+        self.query_timeout_seconds = query_timeout_seconds
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> PromQueries:
-        # no client-side limit (aiohttp's default is 5 minutes): at 5,000 users one subquery
-        # over every series takes minutes; Prometheus' --query.timeout bounds it instead
+        # the limit is per query (query()), not aiohttp's default 5 minutes for the session
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         return self
 
@@ -287,11 +329,29 @@ class PromQueries:
         await self.session.close()
 
     async def query(self, promql: str) -> dict:
+        """One instant query, limited to ``query_timeout_seconds``: Prometheus stops
+        evaluating it then (the API's ``timeout`` parameter, capped by ``--query.timeout``,
+        https://prometheus.io/docs/prometheus/latest/querying/api/#instant-queries) and
+        answers errorType "timeout"; the client gives up a little later in case the server
+        does not answer at all. Either way: QueryTimeout."""
         assert self.session is not None
-        params = {"query": promql, "time": self.time}
-        async with self.session.get(self.query_url, params=params) as response:
-            response.raise_for_status()
-            data = await response.json()
+        limit = self.query_timeout_seconds
+        params = {"query": promql, "time": self.time, "timeout": f"{limit:g}s"}
+        try:
+            async with self.session.get(
+                self.query_url,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=limit + CLIENT_GRACE_SECONDS),
+            ) as response:
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    response.raise_for_status()
+                    raise
+        except TimeoutError:  # asyncio's, which aiohttp raises for ClientTimeout
+            raise QueryTimeout(limit) from None
+        if data.get("errorType") == "timeout":
+            raise QueryTimeout(limit)
         if data.get("status") != "success":
             raise RuntimeError(f"prometheus: {data}")
         return data
@@ -420,18 +480,23 @@ async def accuracy_pass(q: PromQueries, results, server: PrometheusServer) -> No
     users, short_uids, model = results.users, results.short_uids, results.model_hours
     # one query per user and resource: at 5,000 users only memory, the peer's one resource
     peer_resources = RESOURCES if len(users) <= 1000 else ("memory",)
-    peer, peer_seen = await q.peer_every_user(users, peer_resources)
-    results.add_accuracy("peer", peer, short_uids - peer_seen, peer_resources)
+    peer: dict = {}
+    try:
+        peer, peer_seen = await q.peer_every_user(users, peer_resources)
+    except Exception as exc:  # noqa: BLE001 - a query that cannot finish is a result
+        results.notes.append(f"peer, every user's usage: {failure(exc, server.recover())}.")
+    else:
+        results.add_accuracy("peer", peer, short_uids - peer_seen, peer_resources)
     careful: dict = {}
     for method, raw in (("careful PromQL", False), ("careful, raw [30d]", True)):
         try:
             answer = await q.careful_report(raw=raw)
+            seen = await q.careful_seen_uids(raw)
         except Exception as exc:  # noqa: BLE001 - a query that cannot finish is a result
-            why = server.recover() or f"{type(exc).__name__}: {exc}"
-            results.notes.append(f"{method}, all users: the query failed ({why}).")
+            results.notes.append(f"{method}, all users: {failure(exc, server.recover())}.")
             continue
         careful = answer if not raw else careful  # the subquery is what the model predicts
-        results.add_accuracy(method, answer, short_uids - await q.careful_seen_uids(raw))
+        results.add_accuracy(method, answer, short_uids - seen)
 
     def largest_gap(measured: dict, among: list[str]) -> float:
         return max(abs(measured.get(u, {}).get(r, 0) - float(model.get(u, {}).get(r, 0)))
@@ -446,14 +511,26 @@ async def accuracy_pass(q: PromQueries, results, server: PrometheusServer) -> No
     # the peer's pod=~'jupyter-<user>.*' also matches users whose name starts with <user>
     prefixed = {u for u in users if any(o != u and o.startswith(u) for o in users)}
     others = [u for u in users if u not in prefixed]
-    results.notes.append(
-        f"{len(prefixed)} usernames are a prefix of another user's (like `kim` and `kim7`); the "
-        "peer's `pod=~'jupyter-<user>.*'` charges them for the other user's pods too, which "
-        f"makes its worst errors. For the other {len(others)} users its numbers equal the "
-        f"sampling model's (largest difference {largest_gap(peer, others):.1e} resource-hours)."
-    )
+    if peer:
+        results.notes.append(
+            f"{len(prefixed)} usernames are a prefix of another user's (like `kim` and `kim7`); "
+            "the peer's `pod=~'jupyter-<user>.*'` charges them for the other user's pods too, "
+            f"which makes its worst errors. For the other {len(others)} users its numbers equal "
+            "the sampling model's (largest difference "
+            f"{largest_gap(peer, others):.1e} resource-hours)."
+        )
     results.queries = (q.peer_promql(users[0]), q.careful_user_promql(users[0]),
                        q.careful_report_promql(), q.careful_report_promql(raw=True))  # fmt: skip
+
+
+def failure(exc: BaseException, killed_for: str | None = None) -> str:
+    """How a failed query reads in the results: "timed out after 300 s" for a timeout, the
+    watchdog's reason when it killed the server, else the error."""
+    if killed_for:
+        return f"the query failed ({killed_for})"
+    if isinstance(exc, QueryTimeout):
+        return f"the query {exc}"
+    return f"the query failed ({type(exc).__name__}: {exc})"
 
 
 def prometheus_version() -> str:

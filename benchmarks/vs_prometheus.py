@@ -1,6 +1,7 @@
 """Side by side: quota-ledger vs computing quotas from Prometheus samples, in one run.
 
     .venv/bin/python benchmarks/vs_prometheus.py [--users 500|5000] [--seed 1] [--smoke]
+        [--query-timeout SECONDS]   (each Prometheus query's limit, 300 s: over it = timed out)
 
 1. generate a seeded 35-day trace (benchmarks/trace.py) and its exact ground truth;
 2. load it into the ledger through the import path (JSONL → ``quota-ledger import``);
@@ -157,7 +158,8 @@ async def timed(methods: dict, args: list, *, min_reps: int, max_reps: int, budg
     """Latencies (ms) of each method, called round-robin — method A, B, C on argument i, then
     on i + 1 … — so load from anything else on the machine falls on all methods alike. A
     method stops after ``max_reps`` calls, or once it has used ``budget_seconds`` and made
-    at least ``min_reps``. A method whose call fails is dropped; ``failed[method]`` says why."""
+    at least ``min_reps``. A method whose call fails is dropped; ``failed[method]`` says why
+    (a query over its limit: "timed out after N s")."""
     latencies_ms: dict[str, list[float]] = {m: [] for m in methods}
     spent = dict.fromkeys(methods, 0.0)
     for i in range(max_reps):
@@ -173,12 +175,26 @@ async def timed(methods: dict, args: list, *, min_reps: int, max_reps: int, budg
             try:
                 await methods[m](*args[i % len(args)])
             except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
-                failed[m] = (on_error() if on_error else None) or f"{type(exc).__name__}: {exc}"
+                failed[m] = failure_text(exc, on_error() if on_error else None)
                 continue
             seconds = time.perf_counter() - started
             spent[m] += seconds
             latencies_ms[m].append(seconds * 1000)
     return latencies_ms
+
+
+def failure_text(exc: BaseException, why: str | None = None) -> str:
+    """``why`` (e.g. the watchdog killed Prometheus), "timed out after N s" for a query over
+    its limit (prometheus_side.QueryTimeout), else the error."""
+    if why:
+        return why
+    if isinstance(exc, TimeoutError) and str(exc).startswith("timed out"):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def timed_out(why: str) -> bool:
+    return why.startswith("timed out")
 
 
 @dataclass
@@ -263,24 +279,31 @@ def render(res: Results, markdown: bool = False) -> str:
             f"`promtool tsdb create-blocks-from openmetrics --max-block-duration=744h` in {secs:.0f} s; "
             f"scrapes every 60 s at phase {res.model.phase_ms} ms, three outages ({outages}) in "
             "which nothing was scraped; `--query.lookback-delta=1m` gives each sample the "
-            "visibility a live server's staleness markers would (backfilled blocks have none)."
+            "visibility a live server's staleness markers would (backfilled blocks have none); "
+            f"each query is limited to {res.opts.query_timeout:g} s (the API's `timeout=`), and "
+            "one over it counts as timed out."
         )
     ours = {q: v for (q, m), v in res.latency.items() if m == "quota-ledger"}
     rows, failures = [], []
     for (question, method), values in res.latency.items():
         if (question, method) in res.failed:
-            failures.append(f"{question}, {method}: failed after {len(values)} good reps — "
-                            f"{res.failed[question, method]}.")  # fmt: skip
+            why = res.failed[question, method]
+            outcome = "timed out" if timed_out(why) else "failed"
+            failures.append(f"{question}, {method}: {why}, after {len(values)} good reps."
+                            if timed_out(why) else
+                            f"{question}, {method}: failed after {len(values)} good reps — {why}.")  # fmt: skip
             if not values:
-                rows.append([question, method, "failed", "", "0", "", ""])
+                rows.append([question, method, outcome, "", "0", "", ""])
                 continue
         p50, p99, base = percentile(values, 50), percentile(values, 99), ours.get(question)
         ratios = [
             f"{p / percentile(base, q):.1f}×" if base else "–" for p, q in ((p50, 50), (p99, 99))
         ]
-        reps = (
-            f"{len(values)}, then failed" if (question, method) in res.failed else str(len(values))
-        )
+        reps = str(len(values))
+        if (question, method) in res.failed:
+            reps += (
+                ", then timed out" if timed_out(res.failed[question, method]) else ", then failed"
+            )
         rows.append([question, method, f"{p50:.2f}", f"{p99:.2f}", reps, *ratios])
     header = ["question", "method", "p50 ms", "p99 ms", "reps", "p50 ÷ ours", "p99 ÷ ours"]
     parts.append(
@@ -385,7 +408,7 @@ async def run(opts: argparse.Namespace, workdir: Path) -> int:
             from benchmarks import prometheus_side as ps
 
             server, results.prom_info = ps.backfilled_server(pods, model, workdir)
-            async with ps.PromQueries(server.url) as q:
+            async with ps.PromQueries(server.url, query_timeout_seconds=opts.query_timeout) as q:
                 await ps.accuracy_pass(q, results, server)
                 one_user |= {"peer": q.peer_user_usage, "careful PromQL": q.careful_user_usage,
                              "careful, raw [30d]": partial(q.careful_user_usage, raw=True)}  # fmt: skip
@@ -459,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--reps", type=int, default=400, help="max repetitions per per-user method")
     parser.add_argument("--smoke", action="store_true", help="tiny trace, no Prometheus")
+    parser.add_argument(
+        "--query-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="each Prometheus query's limit; one over it is recorded as timed out (300)",
+    )  # fmt: skip
     parser.add_argument("--db", help="ledger database URL (default: a private embedded PostgreSQL)")
     parser.add_argument("--workdir", type=Path, help="keep files here instead of a temp dir")
     opts = parser.parse_args(argv)

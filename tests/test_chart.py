@@ -1054,7 +1054,8 @@ def test_dockerfile_is_multi_stage_non_root_without_build_tools():
     assert "pip uninstall --yes pip setuptools wheel" in builder_runs
     assert "image/slim_venv.py /opt/venv" in builder_runs
     extras = next(a for i, a in builder["steps"] if i == "ARG" and a.startswith("EXTRAS="))
-    assert "embedded" not in extras and {"collector", "web", "enforcer"} <= set(
+    # `import`: the fast JSON Lines path of `quota-ledger import` (orjson)
+    assert "embedded" not in extras and {"collector", "web", "enforcer", "import"} <= set(
         extras.split("=", 1)[1].split(",")
     )
     runs = " ".join(a for i, a in runtime["steps"] if i == "RUN")

@@ -2,7 +2,7 @@
 against a copy of the demo's ledger, and exits with the status the doc gives it.
 
 A line exits 0 unless its comment says ``exit N`` (``quota-ledger check … # exit 1: …``).
-The files the README's lines name (usage.jsonl, groups.yaml) are written, in the formats the
+The files the docs' lines name (usage.jsonl, groups.yaml, pools.yaml) are written, in the formats the
 README describes, into the directory the commands run in. A line with ``--format json`` must
 print JSON, and the keys docs/cli.md's tables list for that command must be in it.
 """
@@ -45,6 +45,8 @@ FILES = {
     )
     + "\n",
     "groups.yaml": "sam: [power]\nivy: [regular]\n",
+    # docs/cli.md's pool grants: a policy whose gpu-dev group has a pool budget
+    "pools.yaml": "groups:\n  gpu-dev: {gpu: 160 GPU-hours, pool: {gpu: 500 GPU-hours}}\n",
 }
 
 

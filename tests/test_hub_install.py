@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import logging
 from types import SimpleNamespace
 
 import pytest
+from docs_examples import tagged_blocks
 from hub_support.ledger_data import GIB, write_policy
 from traitlets.config import Config
 
@@ -137,6 +139,104 @@ def test_install_quota_services_needs_a_database(monkeypatch):
     monkeypatch.delenv("QUOTA_LEDGER_DB_URL", raising=False)
     with pytest.raises(ValueError, match="QUOTA_LEDGER_DB_URL"):
         install_quota_services(Config(), policy_path="/p.yaml")
+
+
+# JupyterHub's default `server` role, as the hub under test defines it (5.x and 6.x agree)
+SERVER_DEFAULTS = ["users:activity!user", "access:servers!server"]
+QUOTA_ACCESS = "access:services!service=quota"
+
+
+async def loaded_roles(c: Config, tmp_path, monkeypatch) -> dict[str, set[str]]:
+    """The roles a real JupyterHub loads from ``c`` (its own merging of ``load_roles`` over
+    its default roles): name -> scopes, as stored in the hub's database."""
+    from jupyterhub import orm
+    from jupyterhub.app import JupyterHub
+
+    monkeypatch.chdir(tmp_path)  # the hub writes its cookie secret and pid files here
+    c.JupyterHub.db_url = "sqlite:///:memory:"
+    hub = JupyterHub(config=c)
+    # init_logging re-parents tornado's loggers under this app's log (which does not
+    # propagate) for the rest of the process: the hub tests' log capture would lose them
+    hub.init_logging = lambda: None
+    await hub.initialize([])
+    try:
+        return {role.name: set(role.scopes) for role in hub.db.query(orm.Role)}
+    finally:
+        hub.db.close()
+
+
+def server_role(c: Config) -> dict:
+    (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "server"]
+    return role
+
+
+async def test_jupyterlab_gives_the_server_role_the_service_and_keeps_its_defaults(
+    tmp_path, monkeypatch
+):
+    from jupyterhub.roles import get_default_roles
+
+    from ledger.hub import install_quota_services
+
+    (default,) = [r for r in get_default_roles() if r["name"] == "server"]
+    assert default["scopes"] == SERVER_DEFAULTS  # what this test and docs/jupyterlab.md assume
+    c = Config()
+    assert not any(r["name"] == "server" for r in install_quota_services(
+        c, db_url="postgresql://q@db/q", policy_path="/p.yaml")["roles"])  # fmt: skip
+    assert "server" not in [r["name"] for r in c.JupyterHub.load_roles]  # off by default
+
+    c = Config()
+    install_quota_services(c, db_url="postgresql://q@db/q", policy_path="/p.yaml", jupyterlab=True)
+    assert server_role(c)["scopes"] == [*SERVER_DEFAULTS, QUOTA_ACCESS]
+    # what the hand-written block of docs/jupyterlab.md gives, for those without the keyword
+    (block,) = tagged_blocks("jupyterlab-config", "docs/jupyterlab.md")
+    by_hand = Config()
+    by_hand.JupyterHub.load_roles = []
+    exec(compile(block.text, block.where, "exec"), {"c": by_hand})
+    assert server_role(by_hand)["scopes"] == server_role(c)["scopes"]
+    # a second call (docs/hub.md's and web.md's blocks both pasted) adds nothing twice
+    install_quota_services(c, db_url="postgresql://q@db/q", policy_path="/p.yaml", jupyterlab=True)
+    assert server_role(c)["scopes"] == [*SERVER_DEFAULTS, QUOTA_ACCESS]
+    roles = await loaded_roles(c, tmp_path, monkeypatch)
+    assert roles["server"] == {*SERVER_DEFAULTS, QUOTA_ACCESS}
+    assert logging.getLogger("tornado").parent is logging.getLogger()  # left as it was
+    assert QUOTA_ACCESS in roles["user"] and "self" in roles["user"]
+
+
+@pytest.mark.parametrize(
+    "theirs, kept",
+    [
+        # the operator's own server role: theirs stay, the service is added
+        ({"name": "server", "scopes": [*SERVER_DEFAULTS, "read:users:name!user"]},
+         [*SERVER_DEFAULTS, "read:users:name!user"]),
+        # an entry without scopes would take JupyterHub's defaults; adding one must keep them
+        ({"name": "server", "description": "ours"}, SERVER_DEFAULTS),
+    ],
+)  # fmt: skip
+async def test_jupyterlab_merges_with_the_operators_server_role(
+    tmp_path, monkeypatch, theirs, kept
+):
+    from ledger.hub import install_quota_services
+
+    c = Config()
+    c.JupyterHub.load_roles = [dict(theirs)]
+    install_quota_services(c, db_url="postgresql://q@db/q", policy_path="/p.yaml", jupyterlab=True)
+    assert [r["name"] for r in c.JupyterHub.load_roles].count("server") == 1
+    assert server_role(c)["scopes"] == [*kept, QUOTA_ACCESS]
+    assert server_role(c).get("description") == theirs.get("description")
+    assert (await loaded_roles(c, tmp_path, monkeypatch))["server"] == {*kept, QUOTA_ACCESS}
+
+
+def test_jupyterlab_docs_block_and_its_web_service(monkeypatch):
+    from ledger.hub import install_quota_services
+
+    monkeypatch.setenv("QUOTA_LEDGER_DB_URL", "postgresql://q@db/q")
+    monkeypatch.setenv("QUOTA_LEDGER_CONFIG", "/p.yaml")
+    (block,) = tagged_blocks("jupyterlab-services", "docs/jupyterlab.md")
+    c = Config()
+    exec(compile(block.text, block.where, "exec"), {"c": c})
+    assert server_role(c)["scopes"] == [*SERVER_DEFAULTS, QUOTA_ACCESS]
+    with pytest.raises(ValueError, match="web=False"):
+        install_quota_services(Config(), web=False, jupyterlab=True)
 
 
 def test_templates_go_after_the_operators_and_keep_their_vars(tmp_path):

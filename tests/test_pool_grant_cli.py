@@ -45,7 +45,7 @@ def pool_check(out):
 
 
 def test_a_spent_pool_says_when_it_frees_and_a_pool_grant_lifts_it(loaded, capsys):
-    db = ["--db", loaded[0]]
+    db = ["--db", loaded[0], "--config", loaded[1]]
     code, out = check(capsys, loaded)  # bob's 64 GiB-hours fill lab's pool of 50
     assert code == 1 and out["reasons"] == ["pool:lab_used_up:memory"]
     # 14 GiB-hours must leave the window at 16 GiB: 52.5 minutes into bob's server, 30 days on
@@ -102,3 +102,55 @@ def test_pool_grant_input_errors_say_what_is_valid(capsys, argv, says):
     assert main([*argv, *extra]) == 2
     assert says in capsys.readouterr().err
     assert main(["grants", "bob", "--group", "lab", "--db", nowhere]) == 2
+
+
+POOLS = (
+    "groups:\n"
+    "  lab: {memory: 100 GiB-hours, pool: {memory: 50 GiB-hours, gpu: 10 GPU-hours}}\n"
+    "  gpu-dev: {pool: {running: {gpu: 4}}}\n"
+    "  regular: {memory: 60 GiB-hours}\n"
+    "  power: {pool: {cpu: 100 CPU-hours}}\n"
+)
+
+
+@pytest.mark.parametrize("command", ["grant", "credit"])
+@pytest.mark.parametrize(
+    "group, amount, says",
+    [
+        ("regular", "--memory", "group 'regular' has no pool: budget in the policy {policy}"),
+        ("nobody", "--memory", "group 'nobody' has no pool: budget in the policy {policy}"),
+        ("gpu-dev", "--gpu", "group 'gpu-dev' has only concurrent caps (running:) in its pool"),
+        (
+            "lab",
+            "--cpu",
+            "the lab pool in the policy {policy} has no cpu budget (only gpu, memory)",
+        ),
+    ],
+)
+def test_a_pool_grant_or_credit_that_would_count_for_nothing_is_refused(
+    fresh_db_url, tmp_path, capsys, command, group, amount, says
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POOLS)
+    when = ["--until", "30d"] if command == "grant" else ["--at", "now"]
+    argv = [command, "--group", group, amount, "1 GPU-hours" if amount == "--gpu" else
+            f"1 {'CPU' if amount == '--cpu' else 'GiB'}-hours", *when, "--reason", "x",
+            "--by", "admin", "--db", fresh_db_url, "--config", str(policy)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert says.format(policy=policy) in err and "count for nothing" in err
+    if group != "lab":  # the groups that could take it, with their budgets
+        assert "groups whose pool has a budget: lab (gpu, memory), power (cpu)" in err
+    # nothing was written
+    assert main(["grants", "--all", "--db", fresh_db_url, "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["grants"] == [] and listed["credits"] == []
+
+
+def test_a_pool_grant_without_a_policy_is_refused(fresh_db_url, capsys, monkeypatch):
+    monkeypatch.delenv("QUOTA_LEDGER_CONFIG", raising=False)
+    argv = ["grant", "--group", "lab", "--memory", "1 GiB-hours", "--until", "30d",
+            "--reason", "x", "--by", "admin", "--db", fresh_db_url]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--group lab: no quota policy" in err and "--config FILE" in err

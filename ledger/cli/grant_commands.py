@@ -2,8 +2,9 @@
 
 A grant adds resource-hours to one user's limit until a time; a credit takes usage back at a
 date (it leaves the rolling window like usage). With ``--group NAME`` either goes to that
-group's ``pool:`` budget instead (the members share it). Neither edits segments or the
-policy; both record who and why. The arithmetic is ledger/core/grants.py.
+group's ``pool:`` budget instead (the members share it); the policy must give that pool a
+budget of the resource, or the entry would count for nothing, so it is refused. Neither edits
+segments or the policy; both record who and why. The arithmetic is ledger/core/grants.py.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from ledger.cli.common import (
     at_of,
     console,
     engine_of,
+    policy_of,
     print_json,
 )
-from ledger.core.grant_input import GrantInputError, amount_hours, reason_of, time_of, until_of
+from ledger.core.grant_input import (
+    GrantInputError,
+    amount_hours,
+    check_pool_budgets,
+    reason_of,
+    time_of,
+    until_of,
+)
 from ledger.core.quantities import format_hours
 from ledger.core.times import iso, utcnow
 from ledger.core.usernames import UsernameError, check_username
@@ -167,6 +176,25 @@ def _amounts(args) -> dict:
     return out
 
 
+def _check_pool(args, group: str | None, amounts: dict) -> None:
+    """A pool grant or credit must meet a pool budget the policy gives (``--config`` or
+    $QUOTA_LEDGER_CONFIG, the file the hub and the service read), or it would count for
+    nothing; refused before anything is written."""
+    if group is None:
+        return
+    from ledger.store.policy_file import CONFIG_ENV, policy_path
+
+    if not policy_path(getattr(args, "config", None)):
+        raise CommandError(
+            f"--group {group}: no quota policy to check that group {group!r} has a pool "
+            f"budget: pass --config FILE or set ${CONFIG_ENV} (the policy the hub uses)"
+        )
+    try:
+        check_pool_budgets(policy_of(args), group, amounts, where="--group")
+    except GrantInputError as exc:
+        raise CommandError(str(exc)) from None
+
+
 async def run_grant(args) -> int:
     from ledger.store import grants
 
@@ -179,6 +207,7 @@ async def run_grant(args) -> int:
         reason = reason_of(args.reason, where="--reason")
     except GrantInputError as exc:
         raise CommandError(str(exc)) from None
+    _check_pool(args, group, amounts)
     created_at = utcnow()
     async with engine_of(args, allow_embedded=True) as engine, engine.begin() as conn:
         made = [
@@ -218,6 +247,7 @@ async def run_credit(args) -> int:
         reason = reason_of(args.reason, where="--reason")
     except GrantInputError as exc:
         raise CommandError(str(exc)) from None
+    _check_pool(args, group, amounts)
     created_at = utcnow()
     async with engine_of(args, allow_embedded=True) as engine, engine.begin() as conn:
         made = [

@@ -4,6 +4,9 @@ One set of rules for the CLI (``quota-ledger grant|credit|revoke``) and the web 
 JSON API: amounts are resource-hours written like a policy budget (``100 GiB-hours``, any
 unit of the resource, ledger.core.policy_values), and must be more than 0; an end must lie
 after the start; a reason is required (it is the record of why) and one line of sane length.
+A grant or credit to a group's pool needs a pool budget of that resource in the policy: the
+pool verdict reads grants only for the budgets the policy gives (ledger/core/shared_capacity.py
+``budget_steps``), so any other would be recorded and count for nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from ledger.core.durations import DurationError, duration_seconds
+from ledger.core.policy import Policy
 from ledger.core.policy_values import budget_hours
 from ledger.core.times import TimeError, parse_day_or_time
 from ledger.core.yaml_lines import Invalid, YNode
@@ -81,3 +85,31 @@ def reason_of(text: object, *, where: str = "reason") -> str:
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in reason):
         raise GrantInputError(f"{where}: contains control characters")
     return reason
+
+
+def check_pool_budgets(policy: Policy, group: str, resources: Iterable[str], *, where: str) -> None:
+    """Refuse a grant or credit to ``group``'s pool unless the policy gives that pool a budget
+    of every resource in ``resources``; the message names the policy file and the groups whose
+    pools have budgets (with their resources), so the admin sees what would count."""
+    budgets = {name: sorted(pool.budgets) for name, pool in policy.pools.items() if pool.budgets}
+    with_budgets = ", ".join(
+        f"{name} ({', '.join(found)})" for name, found in sorted(budgets.items())
+    )
+    if group not in budgets:
+        has = (
+            "has only concurrent caps (running:) in its pool"
+            if group in policy.pools
+            else ("has no pool: budget")
+        )
+        raise GrantInputError(
+            f"{where} {group}: group {group!r} {has} in the policy {policy.source}, so a pool "
+            f"grant or credit would count for nothing; groups whose pool has a budget: "
+            f"{with_budgets or 'none'}"
+        )
+    missing = [name for name in resources if name not in budgets[group]]
+    if missing:
+        raise GrantInputError(
+            f"{where} {group}: the {group} pool in the policy {policy.source} has no "
+            f"{' or '.join(missing)} budget (only {', '.join(budgets[group])}), so that grant "
+            "or credit would count for nothing"
+        )

@@ -11,6 +11,14 @@ admins. For those the service's OAuth client may also carry ``admin-ui``, a scop
 admin role holds that grants nothing but the hub's admin page itself
 (https://jupyterhub.readthedocs.io/en/stable/rbac/scopes.html#available-scopes), so an
 admin's browser token for the quota page cannot administer the hub.
+
+``jupyterlab=True`` also lets single-user servers call the quota service with their own
+token (the JupyterLab extension, docs/jupyterlab.md): ``$JUPYTERHUB_API_TOKEN`` carries the
+scopes of JupyterHub's ``server`` role, and a ``load_roles`` entry of that name *replaces*
+its scopes (JupyterHub merges the entry over the default role key by key,
+https://jupyterhub.readthedocs.io/en/stable/rbac/roles.html#default-roles). So the scope is
+added to the operator's own ``server`` entry when there is one, and otherwise to the default
+role's scopes as this JupyterHub defines them, which are kept.
 """
 
 from __future__ import annotations
@@ -29,6 +37,15 @@ ENFORCER_SCOPES = ["list:users", "read:users:groups", "read:servers", "delete:se
 
 def _existing(hub, key: str, default):
     return hub[key] if key in hub else default  # unset traitlets config is not a list
+
+
+def _default_scopes(role_name: str) -> list[str]:
+    """The scopes JupyterHub gives one of its default roles (``server``: posting activity
+    and access to its own server), read from the running JupyterHub, not copied here."""
+    from jupyterhub.roles import get_default_roles
+
+    (role,) = [r for r in get_default_roles() if r["name"] == role_name]
+    return list(role["scopes"])
 
 
 def _merge_role(roles: list[dict], role: dict) -> None:
@@ -60,13 +77,16 @@ def install_quota_services(
     serve_args: Iterable[str] = (),
     enforce_args: Iterable[str] = (),
     command: Iterable[str] | None = None,
+    jupyterlab: bool = False,
 ) -> dict:
     """Add the quota web service, the enforcer and their roles to hub config ``c``.
 
     ``db_url`` / ``policy_path`` default to ``$QUOTA_LEDGER_DB_URL`` / ``$QUOTA_LEDGER_CONFIG``
     of the hub and reach the services through their environment (never their command line,
     which every local user sees in ``ps``). ``command`` runs quota-ledger (default: this
-    Python with ``-m ledger``). Returns what was added.
+    Python with ``-m ledger``). ``jupyterlab``: the ``server`` role also gets
+    ``access:services!service=<name>``, for the JupyterLab extension (module docstring).
+    Returns what was added.
     """
     db_url = db_url or os.environ.get(DB_URL_ENV)
     policy_path = policy_path or os.environ.get(CONFIG_ENV)
@@ -75,6 +95,11 @@ def install_quota_services(
     if not policy_path:
         raise ValueError(
             f"install_quota_services: no quota policy; pass policy_path= or set ${CONFIG_ENV}"
+        )
+    if jupyterlab and not web:
+        raise ValueError(
+            "install_quota_services: jupyterlab=True grants access to the quota web service, "
+            "which web=False leaves out; pass both in the call that adds the service"
         )
     base = list(command) if command is not None else [sys.executable, "-m", "ledger"]
     environment = {DB_URL_ENV: db_url, CONFIG_ENV: os.fspath(policy_path)}
@@ -113,6 +138,14 @@ def install_quota_services(
                 "groups": list(admin_groups),
             },
         ]
+        if jupyterlab:
+            server = next((r for r in roles if r.get("name") == "server"), None)
+            if server is not None and "scopes" not in server:
+                server["scopes"] = _default_scopes("server")  # the entry keeps the defaults
+            scopes = [] if server is not None else _default_scopes("server")
+            new_roles.append(
+                {"name": "server", "scopes": [*scopes, f"access:services!service={name}"]}
+            )
         for role in new_roles:
             _merge_role(roles, role)
         hub.custom_scopes = {

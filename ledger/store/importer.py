@@ -28,7 +28,9 @@ to the WAL. A server with ``wal_compression = pglz`` compresses each such 8 kB i
 pglz, which cost more than the rest of the insert together; the import's transaction
 turns it off for itself when the role may (``SET LOCAL``: the images are then written
 whole, the WAL is as complete and as safe, only larger; lz4/zstd, when the server has them,
-are kept). https://www.postgresql.org/docs/current/runtime-config-wal.html#GUC-WAL-COMPRESSION
+are kept). The embedded server is tuned to lz4 or off (ledger/store/embedded.py TUNING), so
+this is for a PostgreSQL an operator runs with pglz (``on`` is pglz too).
+https://www.postgresql.org/docs/current/runtime-config-wal.html#GUC-WAL-COMPRESSION
 ``synchronous_commit`` is left alone: the import commits once, so waiting for that one
 flush costs milliseconds, and not waiting could lose an import the command reported done.
 """
