@@ -151,3 +151,21 @@ POOL_USED_SCAN_SQL = f"""
     SELECT COALESCE(sum(cpu), 0)::text, COALESCE(sum(memory), 0)::text, COALESCE(sum(gpu), 0)::text
     FROM parts
 """
+
+
+def normal(records) -> dict:
+    """The scan's rows (kind, scope, name, servers, cpu, memory, gpu) as {(kind, scope,
+    resource): amount}, zeros left out: what ``read_usage`` makes of them (a missing amount
+    is 0), so the scan's and ``shared_reads._from_totals``' rows compare equal."""
+    out = {}
+    for kind, scope, name, servers, cpu, memory, gpu in records:
+        if kind == "ext":
+            values = {name: cpu}
+        elif kind == "lease" and not servers:
+            continue
+        else:
+            values = {"servers": servers, "cpu": cpu, "memory": memory, "gpu": gpu}
+        for resource, amount in values.items():
+            if amount:
+                out[(kind, scope, resource)] = int(amount)
+    return out

@@ -22,7 +22,11 @@ from ledger.core.resources import GIB
 from ledger.store import queries, rollups, shared_reads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.open_scan_reference import POOL_USED_SCAN_SQL, SCOPED_SCAN_SQL  # noqa: E402
+from benchmarks.open_scan_reference import (  # noqa: E402
+    POOL_USED_SCAN_SQL,
+    SCOPED_SCAN_SQL,
+)
+from benchmarks.open_scan_reference import normal as _normal  # noqa: E402
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 USERS = ["ann", "bob", "cy", "dee"]
@@ -130,23 +134,6 @@ async def _apply(engine, ops) -> None:
                      "g": x["gpu"], "e": json.dumps({FPGA: x["fpga"]} if x["fpga"] else {}),
                      "t": x["taken"], "x": x["taken"] + timedelta(seconds=x["ttl_seconds"])},
                 )  # fmt: skip
-
-
-def _normal(records) -> dict:
-    """The scan's rows as {(kind, scope, resource): amount}, zeros left out (both reads' rows
-    mean the same to read_usage: a missing amount is 0)."""
-    out = {}
-    for kind, scope, name, servers, cpu, memory, gpu in records:
-        if kind == "ext":
-            values = {name: cpu}
-        elif kind == "lease" and not servers:
-            continue
-        else:
-            values = {"servers": servers, "cpu": cpu, "memory": memory, "gpu": gpu}
-        for resource, amount in values.items():
-            if amount:
-                out[(kind, scope, resource)] = int(amount)
-    return out
 
 
 async def _compare(engine, at, username, servername, reported, hub, capped) -> None:
@@ -360,3 +347,38 @@ async def test_the_requesting_user_counts_in_the_groups_the_hub_reports(engine):
             await _compare(engine, at, "ann", server, reported, True, ["g1", "g2"])
     got = await _hub(engine, at)
     assert got[("sum", "g1", "servers")] == 4 and got[("sum", "hub", "servers")] == 4
+
+
+async def test_migration_0011_upgrades_a_loaded_ledger_in_place_and_downgrades(empty_db_url):
+    from alembic import command
+
+    from ledger.store import db
+
+    await db.migrate(empty_db_url, "0010")
+    engine = db.create_engine(empty_db_url)
+    try:
+        async with engine.begin() as conn:
+            await queries.record_groups(conn, "ann", ["g1", "g2"], T0)
+            await queries.record_groups(conn, "bob", ["g2"], T0)
+            await queries.upsert_segments(
+                conn,
+                [{"pod_uid": f"p{i}", "username": USERS[i % 3], "servername": SERVERS[i % 2],
+                  "cpu_millicores": 100 * i, "memory_bytes": i * GIB, "gpu_count": i % 2,
+                  "extended": {FPGA: i % 3}, "started_at": T0 - timedelta(hours=i),
+                  "ended_at": None if i % 4 else T0 + timedelta(minutes=i)}
+                 for i in range(12)],
+            )  # fmt: skip
+        await db.migrate(empty_db_url)
+        assert await rollups.verify(engine, None) == []
+        await _compare(engine, T0, "ann", "", ["g1"], True, GROUPS)
+        await _compare(engine, T0 + timedelta(minutes=30), "bob", "lab", ["g2"], True, GROUPS)
+        await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0010")
+        async with engine.connect() as conn:
+            assert not await conn.scalar(text("SELECT to_regclass('open_totals') IS NOT NULL"))
+            assert not await conn.scalar(
+                text("SELECT to_regclass('ix_segments_open_started') IS NOT NULL")
+            )
+        await db.migrate(empty_db_url)  # and up again
+        assert await rollups.verify(engine, None) == []
+    finally:
+        await engine.dispose()

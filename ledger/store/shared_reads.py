@@ -166,18 +166,21 @@ _OPEN_SCOPED = f"""
     ), sc AS MATERIALIZED (
         SELECT '{HUB_SCOPE}'::text AS scope WHERE $4 UNION SELECT unnest($5::text[])
     ), items AS MATERIALIZED (
-        SELECT sc.scope, -1 AS sign, s.username, s.servername, s.cpu_millicores,
-               s.memory_bytes, s.gpu_count, s.extended
-        FROM sc JOIN seg s ON s.open AND (sc.scope = '{HUB_SCOPE}' OR EXISTS (
-            SELECT 1 FROM user_groups ug
-            WHERE ug.username = s.username AND ug.group_name = sc.scope))
-        UNION ALL
-        SELECT sc.scope, 1, s.username, s.servername, s.cpu_millicores, s.memory_bytes,
+        -- membership probed per row (LIMIT 1: an index probe, never a hash of user_groups)
+        SELECT sc.scope, w.sign, s.username, s.servername, s.cpu_millicores, s.memory_bytes,
                s.gpu_count, s.extended
-        FROM sc JOIN seg s ON s.runs AND (sc.scope = '{HUB_SCOPE}' OR CASE
-            WHEN s.username = $2 THEN sc.scope = ANY($6::text[])
-            ELSE EXISTS (SELECT 1 FROM user_groups ug
-                         WHERE ug.username = s.username AND ug.group_name = sc.scope) END)
+        FROM sc CROSS JOIN seg s
+        LEFT JOIN LATERAL (
+            SELECT true AS cached FROM user_groups ug
+            WHERE ug.username = s.username AND ug.group_name = sc.scope LIMIT 1
+        ) c ON sc.scope <> '{HUB_SCOPE}'
+        CROSS JOIN LATERAL (
+            SELECT -1 AS sign WHERE s.open AND (sc.scope = '{HUB_SCOPE}' OR c.cached IS TRUE)
+            UNION ALL
+            SELECT 1 WHERE s.runs AND (sc.scope = '{HUB_SCOPE}' OR CASE
+                WHEN s.username = $2 THEN sc.scope = ANY($6::text[])
+                ELSE c.cached IS TRUE END)
+        ) w
         UNION ALL
         SELECT sc.scope, 1, l.username, l.servername, l.cpu_millicores, l.memory_bytes,
                l.gpu_count, l.extended

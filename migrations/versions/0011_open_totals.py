@@ -249,6 +249,29 @@ $$""",
 ]
 
 
+# TRUNCATE fires no row or DELETE trigger: emptying segments empties every total, emptying
+# user_groups every group's (https://www.postgresql.org/docs/current/sql-createtrigger.html).
+TRUNCATE_FUNCTIONS = [
+    """
+CREATE FUNCTION quota_open_totals_on_segments_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+BEGIN
+    DELETE FROM open_totals;
+    DELETE FROM open_servers;
+    RETURN NULL;
+END
+$fn$""",
+    """
+CREATE FUNCTION quota_open_totals_on_groups_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+BEGIN
+    DELETE FROM open_totals WHERE scope <> '';
+    RETURN NULL;
+END
+$fn$""",
+]
+
+
 def _triggers() -> list[str]:
     out = []
     for op_name, refs in (
@@ -263,6 +286,11 @@ def _triggers() -> list[str]:
                 f"REFERENCING {refs} FOR EACH STATEMENT "
                 f"EXECUTE FUNCTION quota_open_totals_on_{kind}_{name}()"
             )
+    for table, kind in (("segments", "segments"), ("user_groups", "groups")):
+        out.append(
+            f"CREATE TRIGGER quota_open_totals_truncate AFTER TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION quota_open_totals_on_{kind}_truncate()"
+        )
     return out
 
 
@@ -281,12 +309,12 @@ def upgrade() -> None:
     for op_name in ("INSERT", "UPDATE", "DELETE"):
         op.execute(_segment_trigger_function(op_name))
         op.execute(_membership_trigger_function(op_name))
-    for statement in BACKFILL + _triggers():
+    for statement in TRUNCATE_FUNCTIONS + BACKFILL + _triggers():
         op.execute(statement)
 
 
 def downgrade() -> None:
-    for name in ("insert", "update", "delete"):
+    for name in ("insert", "update", "delete", "truncate"):
         op.execute(f"DROP TRIGGER IF EXISTS quota_open_totals_{name} ON segments")
         op.execute(f"DROP TRIGGER IF EXISTS quota_open_totals_{name} ON user_groups")
         op.execute(f"DROP FUNCTION IF EXISTS quota_open_totals_on_segments_{name}()")
