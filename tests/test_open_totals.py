@@ -142,10 +142,8 @@ async def _compare(engine, at, username, servername, reported, hub, capped) -> N
         want = await raw.fetch(
             SCOPED_SCAN_SQL, at, username, servername, hub, capped, reported, False
         )
-        got = shared_reads._from_totals(
-            await raw.fetch(
-                shared_reads._OPEN_SCOPED, at, username, servername, hub, capped, reported
-            )
+        got, _ = await shared_reads.open_scoped(
+            raw, at, username, servername, hub, capped, reported
         )
         assert _normal(got) == _normal(want), (at, username, servername, reported, capped)
         for group in GROUPS:
@@ -206,8 +204,8 @@ async def _open(engine, uid, user, server="", start=T0, gpu=1):
 async def _hub(engine, at=T0 + timedelta(hours=1)) -> dict:
     async with engine.connect() as conn:
         raw = await shared_reads._raw(conn)
-        rows = await raw.fetch(shared_reads._OPEN_SCOPED, at, "", "", True, GROUPS, [])
-    return _normal(shared_reads._from_totals(rows))
+        rows, _ = await shared_reads.open_scoped(raw, at, "", "", True, GROUPS, [])
+    return _normal(rows)
 
 
 async def test_verify_finds_a_planted_corruption_of_the_open_totals_and_rebuild_repairs_it(

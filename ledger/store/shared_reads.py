@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -140,7 +140,8 @@ def _amounts(row: str) -> str:
 # - the servers of live leases (a lease and a segment of one server are one server).
 # Each such server's open segments are taken out as the totals counted them and its segments
 # running at $1 put in as the old scan (kind 'who' below) counts them; correcting one server
-# more than needed changes nothing. Kind 'user' is $2's own holding, 'lease' $2's leases.
+# more than needed changes nothing. Kind 'user' is $2's own holding, 'lease' $2's leases,
+# 'adjusted' says the budgeted pools ($7) have grants or credits from $8 on.
 # Past ``lv``, every parameter is read from ``a`` (InitPlans): the planner sees no value then,
 # so each run's custom plan costs what the generic plan does and, from the sixth run on, the
 # cached generic plan is used; with the values visible, a custom plan looked cheaper and was
@@ -149,7 +150,8 @@ def _amounts(row: str) -> str:
 _OPEN_SCOPED = f"""
     WITH a AS MATERIALIZED (
         SELECT $1::timestamptz AS at, $2::text AS username, $3::text AS servername,
-               $4::boolean AS hub, $5::text[] AS capped, $6::text[] AS reported
+               $4::boolean AS hub, $5::text[] AS capped, $6::text[] AS reported,
+               $7::text[] AS budgeted, $8::timestamptz AS since
     ),
     lv AS MATERIALIZED ({LIVE_LEASES_SQL}),
     touched AS MATERIALIZED (
@@ -225,6 +227,15 @@ _OPEN_SCOPED = f"""
     UNION ALL
     SELECT kind, NULL, '{SERVERS_TOTAL}', count(DISTINCT (username, servername))
     FROM own GROUP BY kind
+    UNION ALL
+    -- the budgeted pools ($7) have grants or credits that may count: only then are they read
+    SELECT 'adjusted', NULL, NULL, 1 WHERE {
+    grants.GROUP_ADJUSTMENTS_EXIST_SQL.format(
+        groups="(SELECT budgeted FROM a)::text[]",
+        now="(SELECT at FROM a)",
+        since="(SELECT since FROM a)",
+    )
+}
 """  # noqa: S608 - constants only
 
 # A pool's usage over one window, from pool_rollups (migrations/versions/0009): with rate_z the
@@ -350,6 +361,20 @@ async def _raw(conn: AsyncConnection):
     return (await conn.get_raw_connection()).driver_connection
 
 
+async def open_scoped(
+    raw, now: datetime, username: str, servername: str, hub: bool, capped: list[str],
+    reported: list[str], budgeted: list[str] = (), since: datetime | None = None,
+) -> tuple[list[tuple], bool]:  # fmt: skip
+    """:data:`_OPEN_SCOPED`: what runs per scope in the scan's row shape, and whether the
+    ``budgeted`` pools have grants or credits from ``since`` on."""
+    found = await raw.fetch(
+        _OPEN_SCOPED, now, username, servername, hub, capped, reported, list(budgeted),
+        since or now,
+    )  # fmt: skip
+    adjusted = any(r[0] == "adjusted" for r in found)
+    return _from_totals([r for r in found if r[0] != "adjusted"]), adjusted
+
+
 def _from_totals(records) -> list[tuple]:
     """:data:`_OPEN_SCOPED`'s (kind, scope, resource, amount) rows as the scan's rows."""
     core = ("cpu", "memory", "gpu")
@@ -389,11 +414,19 @@ async def read_usage(
     capped = [g for g in pools if policy.pools[g].running]
     usage = SharedUsage(at=now)
     hub = bool(policy.hub.running)
+    budgeted = [g for g in pools if policy.pools[g].budgets]
+    longest = max(
+        (b.window_seconds or policy.window_seconds
+         for g in budgeted for b in policy.pools[g].budgets.values()),
+        default=0,
+    )  # fmt: skip
+    adjusted = bool(budgeted)
     if who:  # who holds each cap: the scan, server by server (admins' views)
         records = await raw.fetch(_SCOPED, now, username, servername, hub, capped, groups, who)
     else:
-        records = _from_totals(
-            await raw.fetch(_OPEN_SCOPED, now, username, servername, hub, capped, groups)
+        since = now - timedelta(seconds=longest)
+        records, adjusted = await open_scoped(
+            raw, now, username, servername, hub, capped, groups, budgeted, since
         )
     for kind, scope, name, servers, cpu, memory, gpu in records:
         if kind == "sum":
@@ -409,13 +442,7 @@ async def read_usage(
                 "memory": memory,
                 "gpu": gpu,
             }
-    budgeted = [g for g in pools if policy.pools[g].budgets]
-    if budgeted:  # the pools' grants and credits (ledger/store/grants.py), one round trip
-        longest = max(
-            b.window_seconds or policy.window_seconds
-            for g in budgeted
-            for b in policy.pools[g].budgets.values()
-        )
+    if adjusted:  # the pools' grants and credits (ledger/store/grants.py), one round trip
         usage.adjustments = await grants.pool_adjustments(raw, budgeted, now, longest)
     for group in pools:
         windows = {
