@@ -159,7 +159,7 @@ async def bench_open_reads(engine, policy, groups, users) -> dict:
             g = groups[username]
             capped = [x for x in g if x in policy.pools and policy.pools[x].running]
             t0 = time.perf_counter()
-            new, _ = await shared_reads.open_scoped(raw, at, username, "", True, capped, g)
+            new, _, _ = await shared_reads.open_scoped(raw, at, username, "", True, capped, g)
             t1 = time.perf_counter()
             old = await raw.fetch(SCOPED_SCAN_SQL, at, username, "", True, capped, g, False)
             t2 = time.perf_counter()

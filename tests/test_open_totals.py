@@ -142,16 +142,17 @@ async def _compare(engine, at, username, servername, reported, hub, capped) -> N
         want = await raw.fetch(
             SCOPED_SCAN_SQL, at, username, servername, hub, capped, reported, False
         )
-        got, _ = await shared_reads.open_scoped(
-            raw, at, username, servername, hub, capped, reported
+        reads = [(g, g in reported, w) for g in GROUPS for w in WINDOWS_SECONDS]
+        got, _, used = await shared_reads.open_scoped(
+            raw, at, username, servername, hub, capped, reported, pool_reads=reads
         )
         assert _normal(got) == _normal(want), (at, username, servername, reported, capped)
-        for group in GROUPS:
-            for window in WINDOWS_SECONDS:
-                args = (group, username, group in reported, at, float(window))
-                new = await raw.fetchrow(shared_reads._POOL_USED, *args)
-                old = await raw.fetchrow(POOL_USED_SCAN_SQL, *args)
-                assert tuple(new) == tuple(old), (args, new, old)
+        for (group, in_group, window), merged in zip(reads, used, strict=True):
+            args = (group, username, in_group, at, float(window))
+            new = await raw.fetchrow(shared_reads._POOL_USED, *args)
+            old = await raw.fetchrow(POOL_USED_SCAN_SQL, *args)
+            assert tuple(new) == tuple(old), (args, new, old)
+            assert [merged[n] for n in ("cpu", "memory", "gpu")] == [int(x) for x in old]
 
 
 @settings(
@@ -204,7 +205,7 @@ async def _open(engine, uid, user, server="", start=T0, gpu=1):
 async def _hub(engine, at=T0 + timedelta(hours=1)) -> dict:
     async with engine.connect() as conn:
         raw = await shared_reads._raw(conn)
-        rows, _ = await shared_reads.open_scoped(raw, at, "", "", True, GROUPS, [])
+        rows, _, _ = await shared_reads.open_scoped(raw, at, "", "", True, GROUPS, [])
     return _normal(rows)
 
 

@@ -10,8 +10,10 @@ requesting user, whose groups are the ones the hub reported for this spawn.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -361,18 +363,55 @@ async def _raw(conn: AsyncConnection):
     return (await conn.get_raw_connection()).driver_connection
 
 
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+_POOL_ARM = (
+    " UNION ALL SELECT 'pool', 'READ', r.resource, r.amount FROM (POOL) q(cpu, memory, gpu)"
+    " CROSS JOIN LATERAL (VALUES ('cpu', q.cpu), ('memory', q.memory), ('gpu', q.gpu))"
+    " r(resource, amount)"
+)
+
+
+def _renumbered(sql: str, numbers: dict[int, int]) -> str:
+    return _PARAMETER.sub(lambda m: f"${numbers[int(m.group(1))]}", sql)
+
+
+@functools.cache
+def _with_pool_reads(count: int) -> str:
+    """:data:`_OPEN_SCOPED` and ``count`` pool budget reads (:data:`_POOL_USED`, read i's
+    group, in-group flag and window as parameters 9 + 3i, 10 + 3i, 11 + 3i; its user and
+    instant are the statement's $2 and $1) in one statement: one round trip per decide."""
+    arms = "".join(
+        _POOL_ARM.replace("READ", str(i)).replace(
+            "POOL",
+            _renumbered(_POOL_USED, {1: 9 + 3 * i, 2: 2, 3: 10 + 3 * i, 4: 1, 5: 11 + 3 * i}),
+        )
+        for i in range(count)
+    )
+    return "SELECT kind, scope, resource, amount::text FROM (" + _OPEN_SCOPED + ") s" + arms  # noqa: S608 - constants only
+
+
 async def open_scoped(
     raw, now: datetime, username: str, servername: str, hub: bool, capped: list[str],
     reported: list[str], budgeted: list[str] = (), since: datetime | None = None,
-) -> tuple[list[tuple], bool]:  # fmt: skip
-    """:data:`_OPEN_SCOPED`: what runs per scope in the scan's row shape, and whether the
-    ``budgeted`` pools have grants or credits from ``since`` on."""
+    pool_reads: Sequence[tuple[str, bool, int]] = (),
+) -> tuple[list[tuple], bool, list[dict[str, int]]]:  # fmt: skip
+    """:data:`_OPEN_SCOPED`: what runs per scope in the scan's row shape; whether the
+    ``budgeted`` pools have grants or credits from ``since`` on; and per ``(group, in group,
+    window seconds)`` of ``pool_reads`` the pool's usage (:data:`_POOL_USED`), one round trip."""
     found = await raw.fetch(
-        _OPEN_SCOPED, now, username, servername, hub, capped, reported, list(budgeted),
-        since or now,
+        _with_pool_reads(len(pool_reads)), now, username, servername, hub, capped, reported,
+        list(budgeted), since or now,
+        *(x for group, in_group, window in pool_reads for x in (group, in_group, float(window))),
     )  # fmt: skip
     adjusted = any(r[0] == "adjusted" for r in found)
-    return _from_totals([r for r in found if r[0] != "adjusted"]), adjusted
+    used: list[dict[str, int]] = [{} for _ in pool_reads]
+    for kind, scope, name, amount in found:
+        if kind == "pool":
+            used[int(scope)][name] = int(Decimal(amount))
+    rows = [r for r in found if r[0] not in ("adjusted", "pool")]
+    return _from_totals(rows), adjusted, used
 
 
 def _from_totals(records) -> list[tuple]:
@@ -407,8 +446,8 @@ async def read_usage(
     raw, policy, username: str, groups: Iterable[str], servername: str, now: datetime,
     *, who: bool = False,
 ) -> SharedUsage:  # fmt: skip
-    """In-use amounts per scope and the pools' used budgets (one query, plus one per pool
-    budget window)."""
+    """In-use amounts per scope and the pools' used budgets: one round trip (plus the pools'
+    grants and credits when they have some, and a spent pool's retry search)."""
     groups = sorted(set(groups))
     pools = pools_for(policy.pools, groups)
     capped = [g for g in pools if policy.pools[g].running]
@@ -421,13 +460,32 @@ async def read_usage(
         default=0,
     )  # fmt: skip
     adjusted = bool(budgeted)
+    reads = [
+        (group, group in groups, window)
+        for group in pools
+        for window in sorted(
+            {
+                b.window_seconds or policy.window_seconds
+                for b in policy.pools[group].budgets.values()
+            }
+        )
+    ]
     if who:  # who holds each cap: the scan, server by server (admins' views)
         records = await raw.fetch(_SCOPED, now, username, servername, hub, capped, groups, who)
+        used = []
+        for group, in_group, window in reads:
+            row = await raw.fetchrow(_POOL_USED, group, username, in_group, now, float(window))
+            used.append(
+                dict(zip(("cpu", "memory", "gpu"), map(int, map(Decimal, row)), strict=True))
+            )
     else:
         since = now - timedelta(seconds=longest)
-        records, adjusted = await open_scoped(
-            raw, now, username, servername, hub, capped, groups, budgeted, since
+        records, adjusted, used = await open_scoped(
+            raw, now, username, servername, hub, capped, groups, budgeted, since, reads
         )
+    for (group, _, window), amounts in zip(reads, used, strict=True):
+        for name, total in amounts.items():
+            usage.used.setdefault(group, {})[(name, window)] = total
     for kind, scope, name, servers, cpu, memory, gpu in records:
         if kind == "sum":
             usage.running[scope] = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
@@ -445,16 +503,6 @@ async def read_usage(
     if adjusted:  # the pools' grants and credits (ledger/store/grants.py), one round trip
         usage.adjustments = await grants.pool_adjustments(raw, budgeted, now, longest)
     for group in pools:
-        windows = {
-            b.window_seconds or policy.window_seconds for b in policy.pools[group].budgets.values()
-        }
-        for window in sorted(windows):
-            cpu, memory, gpu = await raw.fetchrow(
-                _POOL_USED, group, username, group in groups, now, float(window)
-            )
-            used = {"cpu": cpu, "memory": memory, "gpu": gpu}
-            for name, total in used.items():
-                usage.used.setdefault(group, {})[(name, window)] = int(Decimal(total))
         await _add_retry_times(raw, policy, usage, group, username, group in groups, now)
     return usage
 
