@@ -1,7 +1,9 @@
 """Reads for shared capacity (ledger/core/shared_capacity.py): what the hub, a group's pool
-and a user hold right now (running segments plus live leases), and a pool's usage over its
-budgets' windows (the per-group rollups of migrations/versions/0009, plus the raw starts and
-ends of the last partial minute at each edge of the window).
+and a user hold right now (running segments plus live leases: the per-scope open totals of
+migrations/versions/0011, corrected by the few servers that differ at ``now``), and a pool's
+usage over its budgets' windows (the per-group rollups of migrations/versions/0009, plus the
+raw starts and ends of the last partial minute at each edge of the window, plus the members'
+open segments from the open totals), all in one statement per decide.
 
 :func:`shared_status` is what ``decide`` and ``leases.take`` evaluate; the SQL is here once.
 A pool's members are the ``user_groups`` cache the hub hook and enforcer keep, except the
