@@ -36,6 +36,11 @@ from sqlalchemy import text  # noqa: E402
 from benchmarks import datagen  # noqa: E402
 from benchmarks.common import add_loaded_ledger_options, machine, write_section  # noqa: E402
 from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
+from benchmarks.open_scan_reference import (  # noqa: E402
+    POOL_USED_SCAN_SQL,
+    SCOPED_SCAN_SQL,
+    normal,
+)
 from benchmarks.pool_sum_reference import MEMBERS_SUM_SQL  # noqa: E402
 from ledger.core.decision import ServerRequest  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
@@ -140,6 +145,39 @@ async def bench_pool_reads(engine, policy, groups, users) -> dict:
     return {"now": summary_ms(now_s), "before": summary_ms(before_s)}
 
 
+async def bench_open_reads(engine, policy, groups, users) -> dict:
+    """What runs per scope (the hub and the user's capped pool) and the pool budget read,
+    from the open totals (now, migration 0011) against the scans of every open segment of the
+    hub they replaced (benchmarks/open_scan_reference.py), interleaved per user; both must
+    give the same exact figures. Server time from the client's wall time; client CPU apart."""
+    at = datagen.EVAL_AT
+    window = float(policy.window_seconds)
+    out = {k: [] for k in ("scoped_now", "scoped_scan", "pool_now", "pool_scan")}
+    async with engine.connect() as conn:
+        raw = await shared_reads._raw(conn)
+        for username in users:
+            g = groups[username]
+            capped = [x for x in g if x in policy.pools and policy.pools[x].running]
+            t0 = time.perf_counter()
+            new, _, _ = await shared_reads.open_scoped(raw, at, username, "", True, capped, g)
+            t1 = time.perf_counter()
+            old = await raw.fetch(SCOPED_SCAN_SQL, at, username, "", True, capped, g, False)
+            t2 = time.perf_counter()
+            assert normal(new) == normal(old), username
+            args = (g[0], username, True, at, window)
+            t3 = time.perf_counter()
+            pool_new = await raw.fetchrow(shared_reads._POOL_USED, *args)
+            t4 = time.perf_counter()
+            pool_old = await raw.fetchrow(POOL_USED_SCAN_SQL, *args)
+            t5 = time.perf_counter()
+            assert tuple(pool_new) == tuple(pool_old), (username, pool_new, pool_old)
+            out["scoped_now"].append(t1 - t0)
+            out["scoped_scan"].append(t2 - t1)
+            out["pool_now"].append(t4 - t3)
+            out["pool_scan"].append(t5 - t4)
+    return {k: summary_ms(v) for k, v in out.items()}
+
+
 async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
     at = datagen.EVAL_AT
     engine = db.create_engine(url)
@@ -177,6 +215,7 @@ async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
 
 def render(args, mach, info, dec, lease) -> str:
     w, s, sp, pr = dec["without"], dec["with"], dec["spent"], dec["pool_reads"]
+    o = dec["open_reads"]
     delta = s["p99"] - w["p99"]
     return f"""{SECTION}
 
@@ -200,17 +239,24 @@ def render(args, mach, info, dec, lease) -> str:
 | `decide` refused by a spent pool p50 / p99 (its retry time is searched only for a pool of ≤ POOL_RETRY_MAX_MEMBERS; these have thousands) | {sp["p50"]:.2f} / {sp["p99"]:.2f} ms | | |
 | one pool budget read (the user's group, 30 days): `pool_rollups` p50 / p99 | {pr["now"]["p50"]:.2f} / {pr["now"]["p99"]:.2f} ms | | |
 | the same read summing every member's rollup days (before migration 0009), interleaved, same exact result, first {pr["before"]["n"]} users | {pr["before"]["p50"]:.2f} / {pr["before"]["p99"]:.2f} ms | | |
+| what runs per scope (hub + the user's pool), open totals (migration 0011) p50 / p99, {o["scoped_now"]["n"]} users | {o["scoped_now"]["p50"]:.2f} / {o["scoped_now"]["p99"]:.2f} ms | | |
+| the same, scanning every open segment of the hub (before 0011), interleaved, same figures | {o["scoped_scan"]["p50"]:.2f} / {o["scoped_scan"]["p99"]:.2f} ms | | |
+| one pool budget read, open part from the open totals p50 / p99 | {o["pool_now"]["p50"]:.2f} / {o["pool_now"]["p99"]:.2f} ms | | |
+| the same, open part scanned (before 0011), interleaved, same exact result | {o["pool_scan"]["p50"]:.2f} / {o["pool_scan"]["p99"]:.2f} ms | | |
 | lease checks, {args.concurrency} at once on separate connections, {lease["rounds"]} rounds | {lease["checks_per_s"]:.0f} checks/s (round p50 {lease["round"]["p50"]:.0f} ms) | | |
 | rounds that leased exactly the {args.free} free GPUs | {lease["exact"]} of {lease["rounds"]} | all | {"met" if lease["exact"] == lease["rounds"] else "**missed**"} |
 
 Where the time goes: a pool budget is read from the per-group rollups (`pool_rollups`,
 migration 0009: ≤ 31 day rows, ≤ 164 hour and minute rows and a minute of raw starts and
 ends per window, whatever the pool's size; ledger/store/shared_reads.py `_POOL_USED`) plus
-the hub's open segments of the members; before 0009 it summed every member's rollup days
-(thousands of members × 30 days: the "before" row, benchmarks/pool_sum_reference.py). The
-hub and pool caps still count what runs now per decide: the open segments (the
-`ix_segments_end` range at infinity) and live leases, so that part grows with the servers
-running on the hub.
+its members' open segments from the open totals (migration 0011: at·Σrate − Σrate·start,
+less the open segments that start after `at` or before the window); before 0009 it summed
+every member's rollup days (thousands of members × 30 days: the "before" row,
+benchmarks/pool_sum_reference.py). The hub and pool caps read what runs from the same
+per-scope totals (`_OPEN_SCOPED`), corrected server by server for the few whose segments
+differ between "open now" and "running at `at`", the requesting user's and the leased
+ones; before 0011 both scanned every open segment of the hub per decide (the "scan" rows,
+benchmarks/open_scan_reference.py), which grew with the servers running on the hub.
 Lease checks serialise on the bottleneck's advisory lock: throughput is one short
 transaction (lock, prune, count, insert) at a time per bottleneck.
 """
@@ -241,6 +287,8 @@ async def run(args) -> None:
             dec["pool_reads"] = await bench_pool_reads(
                 engine, shared, groups, sample[: args.compare_users]
             )
+            log("open totals vs the scans, interleaved …")
+            dec["open_reads"] = await bench_open_reads(engine, shared, groups, sample)
         finally:
             await engine.dispose()
         log("lease throughput …")

@@ -64,7 +64,7 @@ async def run(args) -> int:
         for m in mismatches:
             print(m.describe())
         print(
-            f"{len(mismatches)} user-day(s) or pool bucket(s) differ; `quota-ledger rollups "
-            "rebuild --since DAY` recomputes them"
+            f"{len(mismatches)} user-day(s), pool bucket(s) or open total(s) differ; "
+            "`quota-ledger rollups rebuild --since DAY` recomputes them (open totals: all)"
         )
     return 1 if mismatches else 0

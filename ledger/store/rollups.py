@@ -6,7 +6,7 @@
   segments for a busy one; :func:`load_days` adds more days' partial segments when the
   arithmetic asks (a busy user's retry or run-out time inside a day no edge touches).
 - :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``: the per-user
-  days and the per-group pool buckets (migrations/versions/0009).
+  days, the per-group pool buckets (migrations/versions/0009) and the open totals (0011).
 """
 
 from __future__ import annotations
@@ -242,6 +242,39 @@ _POOL_DIFF = text(
     """
 )
 _HAS_POOLS = text("SELECT to_regclass('pool_rollups') IS NOT NULL")
+# The open totals (migrations/versions/0011): Σ of the stored delta rows per scope and
+# resource, and every server's open-segment count, against the open segments (zeros are
+# nothing: a key whose rows cancelled, a server with none open).
+_OPEN_DIFF = text(
+    """
+    WITH expected AS (SELECT * FROM quota_open_totals_from_segments()),
+    stored AS (SELECT scope, resource, sum(amount) AS amount,
+                      sum(amount_start_us) AS amount_start_us
+               FROM open_totals GROUP BY scope, resource)
+    SELECT 'totals' AS kind, COALESCE(e.scope, s.scope) AS scope,
+           COALESCE(e.resource, s.resource) AS name,
+           jsonb_build_object('amount', e.amount, 'amount_start_us', e.amount_start_us) AS expected,
+           jsonb_build_object('amount', s.amount, 'amount_start_us', s.amount_start_us) AS stored
+    FROM expected e FULL JOIN stored s USING (scope, resource)
+    WHERE (COALESCE(e.amount, 0), COALESCE(e.amount_start_us, 0))
+          IS DISTINCT FROM (COALESCE(s.amount, 0), COALESCE(s.amount_start_us, 0))
+    UNION ALL
+    SELECT 'servers', COALESCE(e.username, s.username), COALESCE(e.servername, s.servername),
+           jsonb_build_object('segments', e.segments), jsonb_build_object('segments', s.segments)
+    FROM quota_open_servers_from_segments() e FULL JOIN open_servers s
+      USING (username, servername)
+    WHERE COALESCE(e.segments, 0) <> COALESCE(s.segments, 0)
+    ORDER BY 1, 2, 3
+    LIMIT :limit
+    """
+)
+_HAS_OPEN_TOTALS = text("SELECT to_regclass('open_totals') IS NOT NULL")
+_OPEN_REBUILD = [
+    text("DELETE FROM open_totals"),
+    text("INSERT INTO open_totals SELECT * FROM quota_open_totals_from_segments()"),
+    text("DELETE FROM open_servers"),
+    text("INSERT INTO open_servers SELECT * FROM quota_open_servers_from_segments()"),
+]
 _POOL_DELETE = text("DELETE FROM pool_rollups WHERE bucket_start >= quota_bucket_start(:since)")
 _POOL_INSERT = text(
     "INSERT INTO pool_rollups SELECT * FROM quota_pool_rollups_from_segments(:since)"
@@ -297,6 +330,33 @@ class PoolMismatch:
         )
 
 
+@dataclass(frozen=True)
+class OpenTotalsMismatch:
+    """A scope's open total (``kind`` totals: scope, resource) or a server's open-segment
+    count (``kind`` servers: username, servername) that differs from the open segments."""
+
+    kind: str
+    key: str
+    name: str
+    expected: dict | None
+    stored: dict | None
+
+    def to_json(self) -> dict:
+        return {
+            "open_" + self.kind: [self.key, self.name],
+            "expected": self.expected,
+            "stored": self.stored,
+        }
+
+    def describe(self) -> str:
+        what = (
+            f"open totals of {'the hub' if self.key == '' else 'group ' + self.key} {self.name}"
+            if self.kind == "totals"
+            else f"open segments of server {self.key}/{self.name}"
+        )
+        return f"{what}: stored {self.stored}, expected {self.expected}"
+
+
 async def _since(conn: AsyncConnection, since: datetime | None) -> datetime:
     """The first instant whose days raw history can recompute (retention may have cut it)."""
     horizon = await conn.scalar(_HORIZON)
@@ -309,8 +369,8 @@ async def _since(conn: AsyncConnection, since: datetime | None) -> datetime:
 async def verify(
     engine: AsyncEngine, since: datetime | None, limit: int = 100
 ) -> list[Mismatch | PoolMismatch]:
-    """User days and pool buckets whose stored rollups differ from what the raw segments
-    (and ``user_groups``, for pools) say: up to ``limit`` of each."""
+    """User days, pool buckets and open totals whose stored rollups differ from what the raw
+    segments (and ``user_groups``, for pools and groups) say: up to ``limit`` of each."""
     async with engine.begin() as conn:
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         start = await _since(conn, since)
@@ -318,15 +378,22 @@ async def verify(
         pool_rows = []
         if await conn.scalar(_HAS_POOLS):  # a schema before migration 0009 has none
             pool_rows = (await conn.execute(_POOL_DIFF, {"since": start, "limit": limit})).all()
-    return [Mismatch(r.username, r.bucket_start, r.expected, r.stored) for r in rows] + [
-        PoolMismatch(r.group_name, r.width_seconds, r.bucket_start, r.expected, r.stored)
-        for r in pool_rows
-    ]
+        open_rows = []
+        if await conn.scalar(_HAS_OPEN_TOTALS):  # a schema before migration 0011 has none
+            open_rows = (await conn.execute(_OPEN_DIFF, {"limit": limit})).all()
+    return (
+        [Mismatch(r.username, r.bucket_start, r.expected, r.stored) for r in rows]
+        + [
+            PoolMismatch(r.group_name, r.width_seconds, r.bucket_start, r.expected, r.stored)
+            for r in pool_rows
+        ]
+        + [OpenTotalsMismatch(r.kind, r.scope, r.name, r.expected, r.stored) for r in open_rows]
+    )
 
 
 async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime, int, int]:
-    """Recompute the user days and pool buckets from ``since`` (default: all raw history)
-    from the segments and ``user_groups``.
+    """Recompute the user days and pool buckets from ``since`` (default: all raw history),
+    and the open totals, from the segments and ``user_groups``.
 
     Writers wait (SHARE ROW EXCLUSIVE on segments and user_groups) so none slips between the
     delete and the recompute; readers do not. Returns (first day rebuilt, user-day rows
@@ -348,5 +415,8 @@ async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime
         if await conn.scalar(_HAS_POOLS):
             await conn.execute(_POOL_DELETE, {"since": start})
             pool_rows = (await conn.execute(_POOL_INSERT, {"since": start})).rowcount
+        if await conn.scalar(_HAS_OPEN_TOTALS):  # what is open now: always all of it
+            for statement in _OPEN_REBUILD:
+                await conn.execute(statement)
         first = await conn.scalar(text("SELECT quota_bucket_start(:since)"), {"since": start})
     return first, result.rowcount, pool_rows
