@@ -1,7 +1,7 @@
-"""rollup blocks: the per-user day rollups summed over aligned 2..64-day blocks, so a window's
+"""rollup blocks: the per-user day rollups summed over aligned 2..16-day blocks, so a window's
 whole days are ≤ ~10 rows per user instead of one per day
 
-``usage_rollup_blocks`` holds, per user, width (2, 4, 8, 16, 32 or 64 days) and block (aligned
+``usage_rollup_blocks`` holds, per user, width (2, 4, 8 or 16 days) and block (aligned
 to 1970-01-01, so a block of width w starts on a day number divisible by w), the sums of the
 ``usage_rollups`` days inside it: ``cpu_used``, ``memory_used``, ``gpu_used`` (exact
 base-unit·µs, numeric as in usage_rollups) and ``segments_started``. Any range of whole days
@@ -13,11 +13,11 @@ days are read as before (migration 0005).
 Invariant: every block equals the sum of its days in ``usage_rollups``, whatever writes
 them. Statement-level triggers with transition tables on ``usage_rollups`` itself (fired by
 the segment triggers' upsert, ``rollups rebuild``, or an admin's UPDATE; TRUNCATE empties the
-blocks) add each changed day's delta to the 6 blocks containing it, in the same transaction
+blocks) add each changed day's delta to the 4 blocks containing it, in the same transaction
 (https://www.postgresql.org/docs/current/trigger-definition.html; for INSERT … ON CONFLICT
 DO UPDATE both the INSERT and the UPDATE statement triggers fire, each with its own rows:
 https://www.postgresql.org/docs/current/sql-createtrigger.html, "Notes"). Unlike a cumulative
-level, a late or bulk write touches only the ≤ 6 blocks of each day it changes, not every
+level, a late or bulk write touches only the 4 blocks of each day it changes, not every
 later row. Retention (``quota_ledger.keep_rollups``) keeps the days and so the blocks.
 ``quota-ledger rollups verify`` compares the blocks with their days, ``rebuild`` recomputes
 them.
@@ -37,7 +37,9 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-WIDTHS_DAYS = (2, 4, 8, 16, 32, 64)
+# Widest 16: a 30-day window never holds an aligned 32-day block, and each width costs every
+# write one more block update per changed day (a 90-day window reads ~9 pieces, not ~6).
+WIDTHS_DAYS = (2, 4, 8, 16)
 _WIDTHS = "ARRAY[" + ", ".join(str(w) for w in WIDTHS_DAYS) + "]"
 _SUMMED = ("cpu_used", "memory_used", "gpu_used", "segments_started")
 
@@ -71,7 +73,7 @@ CREATE TABLE usage_rollup_blocks (
 COMMENTS = [
     r"""
 COMMENT ON TABLE usage_rollup_blocks IS
-  'Per user, the usage_rollups days summed over aligned blocks of 2, 4, 8, 16, 32 or 64 UTC days (closed segments only: exact integrals in base-unit-microseconds, segments started). Kept by triggers on usage_rollups.'
+  'Per user, the usage_rollups days summed over aligned blocks of 2, 4, 8 or 16 UTC days (closed segments only: exact integrals in base-unit-microseconds, segments started). Kept by triggers on usage_rollups.'
 """,
 ]
 
@@ -126,7 +128,8 @@ END
 $fn$"""
 
 # What the blocks holding any day from ``since``'s day on should be, from usage_rollups
-# (their earlier days included). Rebuild and verify use it.
+# (their earlier days included). Rebuild and verify use it. Days left all zero (their
+# segments deleted) make no block: verify takes a missing block for zeros.
 FROM_DAYS = f"""
 CREATE FUNCTION quota_rollup_blocks_from_days(since timestamptz)
 RETURNS SETOF usage_rollup_blocks
@@ -136,7 +139,7 @@ LANGUAGE sql STABLE AS $$
         source=f"SELECT 1 AS sign, {_DAY_COLUMNS} FROM usage_rollups "
         f"WHERE bucket_start > quota_bucket_start(since) - interval '{max(WIDTHS_DAYS)} days'",
         where="",
-        having="",
+        having=_NONZERO,
     )
 }) a
     WHERE a.bucket_start + make_interval(hours => 24 * a.width_days) > quota_bucket_start(since)
@@ -149,7 +152,7 @@ COMMENT ON FUNCTION quota_rollup_blocks_from_days IS
 
 # The canonical cover of the days [from_day, to_day) (both UTC midnights) by aligned blocks:
 # for each width, the blocks inside the range whose parent block (twice as wide) is not
-# inside it; width 1 is a single day (usage_rollups), 64 the widest. ≤ 2 pieces per width.
+# inside it; width 1 is a single day (usage_rollups), 16 the widest. ≤ 2 pieces per width.
 PIECES = f"""
 CREATE FUNCTION quota_rollup_pieces(from_day timestamptz, to_day timestamptz)
 RETURNS TABLE (width_days integer, bucket_start timestamptz)
