@@ -210,3 +210,30 @@ def test_a_per_user_limit_is_named_as_the_users_own(fresh_db_url):
     result = cli(fresh_db_url, "usage", "alice", "--group", "regular")
     assert result.returncode == 0, result.stderr
     assert "limits from regular; memory set for this user" in result.stdout
+
+
+def test_record_terms_make_the_same_record_as_the_dataclass():
+    """The all-users report builds records through RecordTerms.record (all fields at once);
+    they must be the dataclass's records, field for field, with grants and without."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from ledger.core.grants import Adjustments
+    from ledger.core.usage_model import RecordTerms, resource_usage
+
+    policy = parse_policy(POLICY.read_text(), str(POLICY))
+    limits = policy.limits_for("someone", [])
+    now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    for name in ("cpu", "memory", "gpu"):
+        budget = limits.budgets.get(name)
+        window = budget.window_seconds if budget else policy.window_seconds
+        for adjustments in (None, Adjustments()):
+            got = resource_usage(
+                name, budget, window, now, used_base_us=7 * 10**15 + 3, running=1500,
+                intervals=None, policy_groups=limits.groups, adjustments=adjustments,
+            )  # fmt: skip
+            terms = RecordTerms.of(name, budget, window, now, limits.groups)
+            fields = {f.name: getattr(got, f.name) for f in dataclasses.fields(ResourceUsage)}
+            assert ResourceUsage(**fields) == got == terms.record(7 * 10**15 + 3, 1500)
+            assert set(vars(got)) == set(fields)  # every field set, nothing else
+            assert got.to_json() == ResourceUsage(**fields).to_json()

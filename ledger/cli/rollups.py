@@ -17,8 +17,8 @@ def add_parser(subparsers, common) -> list[str]:
         parents=[common],
         help="rebuild or verify the per-day usage rollups (users' and group pools') from the raw segments",
         description="rebuild: recompute the days from --since (default: all raw history; "
-        "writers wait meanwhile). verify: compare stored days with the raw segments; exit "
-        "status 1 if any differ.",
+        "writers wait meanwhile) and the multi-day blocks holding them. verify: compare stored "
+        "days with the raw segments and the blocks with their days; exit status 1 if any differ.",
     )
     p.add_argument("action", choices=["rebuild", "verify"])
     p.add_argument(
@@ -64,7 +64,8 @@ async def run(args) -> int:
         for m in mismatches:
             print(m.describe())
         print(
-            f"{len(mismatches)} user-day(s), pool bucket(s) or open total(s) differ; "
-            "`quota-ledger rollups rebuild --since DAY` recomputes them (open totals: all)"
+            f"{len(mismatches)} user-day(s), user block(s), pool bucket(s) or open total(s) "
+            "differ; `quota-ledger rollups rebuild --since DAY` recomputes them (open totals: "
+            "all)"
         )
     return 1 if mismatches else 0

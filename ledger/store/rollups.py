@@ -6,7 +6,8 @@
   segments for a busy one; :func:`load_days` adds more days' partial segments when the
   arithmetic asks (a busy user's retry or run-out time inside a day no edge touches).
 - :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``: the per-user
-  days, the per-group pool buckets (migrations/versions/0009) and the open totals (0011).
+  days, their aligned multi-day blocks (migrations/versions/0012), the per-group pool
+  buckets (0009) and the open totals (0011).
 """
 
 from __future__ import annotations
@@ -275,6 +276,40 @@ _OPEN_REBUILD = [
     text("DELETE FROM open_servers"),
     text("INSERT INTO open_servers SELECT * FROM quota_open_servers_from_segments()"),
 ]
+_HAS_BLOCKS = text("SELECT to_regclass('usage_rollup_blocks') IS NOT NULL")
+
+# the blocks holding a day from :since on, against the sums of their days in usage_rollups
+# (days before the retention horizon included: the blocks are checked against the days,
+# which are checked against the raw segments)
+_BLOCK_STORED = (
+    "usage_rollup_blocks WHERE bucket_start + make_interval(hours => 24 * width_days) "
+    "> quota_bucket_start(:since)"
+)
+_BLOCK_DIFF = text(
+    f"""
+    WITH expected AS (SELECT * FROM quota_rollup_blocks_from_days(:since)),
+    stored AS (SELECT * FROM {_BLOCK_STORED})
+    SELECT COALESCE(e.username, s.username) AS username,
+           COALESCE(e.width_days, s.width_days) AS width_days,
+           COALESCE(e.bucket_start, s.bucket_start) AS bucket_start,
+           to_jsonb(e) - 'username' - 'width_days' - 'bucket_start' AS expected,
+           to_jsonb(s) - 'username' - 'width_days' - 'bucket_start' AS stored
+    FROM expected e FULL JOIN stored s USING (username, width_days, bucket_start)
+    WHERE e IS DISTINCT FROM s
+      -- a block whose days cancelled out is all zeros, stored or not
+      AND NOT (e.username IS NULL AND s.cpu_used = 0 AND s.memory_used = 0
+               AND s.gpu_used = 0 AND s.segments_started = 0)
+      AND NOT (s.username IS NULL AND e.cpu_used = 0 AND e.memory_used = 0
+               AND e.gpu_used = 0 AND e.segments_started = 0)
+    ORDER BY 3, 2, 1
+    LIMIT :limit
+    """  # noqa: S608 - a constant table expression
+)
+_BLOCK_DELETE = text(f"DELETE FROM {_BLOCK_STORED}")  # noqa: S608 - a constant
+_BLOCK_INSERT = text(
+    "INSERT INTO usage_rollup_blocks SELECT * FROM quota_rollup_blocks_from_days(:since) "
+    "ORDER BY width_days, bucket_start, username"
+)
 _POOL_DELETE = text("DELETE FROM pool_rollups WHERE bucket_start >= quota_bucket_start(:since)")
 _POOL_INSERT = text(
     "INSERT INTO pool_rollups SELECT * FROM quota_pool_rollups_from_segments(:since)"
@@ -300,6 +335,33 @@ class Mismatch:
         return (
             f"{self.username} {self.bucket_start:%Y-%m-%d}: stored {self.stored}, "
             f"expected {self.expected}"
+        )
+
+
+@dataclass(frozen=True)
+class BlockMismatch:
+    """A user's multi-day block (migrations/versions/0012) that differs from the sum of its
+    days in ``usage_rollups``."""
+
+    username: str
+    width_days: int
+    bucket_start: datetime
+    expected: dict | None
+    stored: dict | None
+
+    def to_json(self) -> dict:
+        return {
+            "username": self.username,
+            "block_days": self.width_days,
+            "block_start": self.bucket_start.isoformat(),
+            "expected": self.expected,
+            "stored": self.stored,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"{self.username} {self.width_days}-day block from {self.bucket_start:%Y-%m-%d}: "
+            f"stored {self.stored}, expected {self.expected} (the sum of its days)"
         )
 
 
@@ -368,9 +430,10 @@ async def _since(conn: AsyncConnection, since: datetime | None) -> datetime:
 
 async def verify(
     engine: AsyncEngine, since: datetime | None, limit: int = 100
-) -> list[Mismatch | PoolMismatch]:
+) -> list[Mismatch | BlockMismatch | PoolMismatch | OpenTotalsMismatch]:
     """User days, pool buckets and open totals whose stored rollups differ from what the raw
-    segments (and ``user_groups``, for pools and groups) say: up to ``limit`` of each."""
+    segments (and ``user_groups``, for pools and groups) say, and user blocks that differ from
+    the sum of their days: up to ``limit`` of each."""
     async with engine.begin() as conn:
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         start = await _since(conn, since)
@@ -381,8 +444,16 @@ async def verify(
         open_rows = []
         if await conn.scalar(_HAS_OPEN_TOTALS):  # a schema before migration 0011 has none
             open_rows = (await conn.execute(_OPEN_DIFF, {"limit": limit})).all()
+        block_rows = []
+        if await conn.scalar(_HAS_BLOCKS):  # nor one before 0012 blocks
+            block_rows = (await conn.execute(_BLOCK_DIFF, {"since": start, "limit": limit})).all()
+    blocks = [
+        BlockMismatch(r.username, r.width_days, r.bucket_start, r.expected, r.stored)
+        for r in block_rows
+    ]
     return (
         [Mismatch(r.username, r.bucket_start, r.expected, r.stored) for r in rows]
+        + blocks
         + [
             PoolMismatch(r.group_name, r.width_seconds, r.bucket_start, r.expected, r.stored)
             for r in pool_rows
@@ -392,8 +463,9 @@ async def verify(
 
 
 async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime, int, int]:
-    """Recompute the user days and pool buckets from ``since`` (default: all raw history),
-    and the open totals, from the segments and ``user_groups``.
+    """Recompute the user days and pool buckets from ``since`` (default: all raw history) and
+    the open totals, from the segments and ``user_groups``, and the user blocks holding those
+    days from the days.
 
     Writers wait (SHARE ROW EXCLUSIVE on segments and user_groups) so none slips between the
     delete and the recompute; readers do not. Returns (first day rebuilt, user-day rows
@@ -411,6 +483,11 @@ async def rebuild(engine: AsyncEngine, since: datetime | None) -> tuple[datetime
             text("INSERT INTO usage_rollups SELECT * FROM quota_rollups_from_segments(:since)"),
             {"since": start},
         )
+        if await conn.scalar(_HAS_BLOCKS):
+            # the days' triggers kept the blocks equal to the new days; recomputing them
+            # also repairs a block that was wrong by itself
+            await conn.execute(_BLOCK_DELETE, {"since": start})
+            await conn.execute(_BLOCK_INSERT, {"since": start})
         pool_rows = 0
         if await conn.scalar(_HAS_POOLS):
             await conn.execute(_POOL_DELETE, {"since": start})
