@@ -30,6 +30,7 @@ import asyncpg  # noqa: E402
 from benchmarks import datagen  # noqa: E402
 from benchmarks.common import command_line, machine  # noqa: E402
 from benchmarks.ledger_bench import percentile  # noqa: E402
+from ledger.core import times  # noqa: E402
 from ledger.core.decision import from_us, to_us  # noqa: E402
 from ledger.store import db, rollups  # noqa: E402
 
@@ -100,7 +101,7 @@ def _rows(records) -> list[tuple]:
 
 async def run(args) -> None:
     params = db.asyncpg_params(args.db)
-    at = datagen.EVAL_AT
+    at = times.parse_at(args.at) if args.at else datagen.EVAL_AT
     now_us = to_us(at)
     first_day = from_us(rollups._bucket_of(now_us - WINDOW_SECONDS * 1_000_000))
     edges = sorted(
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--users", type=int, default=100, help="users per connection")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--at", help="evaluation time (default: benchmarks/datagen.py EVAL_AT)")
     asyncio.run(run(parser.parse_args(argv)))
 
 
