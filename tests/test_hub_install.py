@@ -196,9 +196,10 @@ async def test_jupyterlab_gives_the_server_role_the_service_and_keeps_its_defaul
     # a second call (docs/hub.md's and web.md's blocks both pasted) adds nothing twice
     install_quota_services(c, db_url="postgresql://q@db/q", policy_path="/p.yaml", jupyterlab=True)
     assert server_role(c)["scopes"] == [*SERVER_DEFAULTS, QUOTA_ACCESS]
+    tornado_parent = logging.getLogger("tornado").parent  # what earlier tests left it as
     roles = await loaded_roles(c, tmp_path, monkeypatch)
     assert roles["server"] == {*SERVER_DEFAULTS, QUOTA_ACCESS}
-    assert logging.getLogger("tornado").parent is logging.getLogger()  # left as it was
+    assert logging.getLogger("tornado").parent is tornado_parent  # left as it was
     assert QUOTA_ACCESS in roles["user"] and "self" in roles["user"]
 
 
