@@ -71,7 +71,9 @@ class ResourceHistory:
     running: list[tuple[int | None, int]] = field(default_factory=list)
     _in_bucket: dict[int, list[Interval]] = field(default_factory=dict, repr=False)
     _pieces: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
-    _used: dict[int, int] = field(default_factory=dict, repr=False)
+    _window: dict[int, list[tuple[int, int, int, int | None]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def bucket_of(self, at_us: int) -> int:
         return at_us - at_us % self.bucket_us
@@ -115,21 +117,30 @@ class ResourceHistory:
             return self._pieces[a, b]
         return None
 
+    def _window_pieces(self, window_us: int) -> list[tuple[int, int, int, int | None]]:
+        """(bucket, piece start, piece end, ∫ ρ over the piece or None if unloaded) over
+        [now − window, now): worked out once, for U(now) and then the retry and run-out
+        questions, which walk the same pieces."""
+        pieces = self._window.get(window_us)
+        if pieces is None:
+            buckets, width, now = self.buckets, self.bucket_us, self.now_us
+            pieces = []
+            for z, a, b in self._zones(now - window_us, now):
+                if a == z and b == z + width and not self.open_starts:
+                    bucket = buckets.get(z)  # a whole bucket: its total, loaded or not
+                    pieces.append((z, a, b, bucket.used if bucket else 0))
+                else:
+                    pieces.append((z, a, b, self._piece_integral(z, a, b)))
+            self._window[window_us] = pieces
+        return pieces
+
     def used(self, window_us: int) -> int:
         """U(now): base-unit·µs used in [now − window, now)."""
-        if window_us in self._used:  # asked again by the retry and run-out questions
-            return self._used[window_us]
-        total, missing = 0, set()
-        for z, a, b in self._zones(self.now_us - window_us, self.now_us):
-            piece = self._piece_integral(z, a, b)
-            if piece is None:
-                missing.add(z)
-            else:
-                total += piece
+        pieces = self._window_pieces(window_us)
+        missing = {z for z, _, _, piece in pieces if piece is None}
         if missing:
             raise NeedBuckets(missing)
-        self._used[window_us] = total
-        return total
+        return sum(piece for _, _, _, piece in pieces)
 
     def _future_rate(self, t_us: int, extra: int) -> int:
         return extra + sum(r for e, r in self.running if e is None or e > t_us)
@@ -171,9 +182,8 @@ class ResourceHistory:
         if value >= limit and start == now:
             return now
         needed: set[int] = set()
-        for z, a, b in self._zones(now - window_us, now):
+        for z, a, b, piece in self._window_pieces(window_us):
             gain = self._future_integral(a + window_us, b + window_us, extra_rate)
-            piece = self._piece_integral(z, a, b)
             if piece is None:
                 raise NeedBuckets({z})
             end_value = value - piece + gain
@@ -208,8 +218,7 @@ class ResourceHistory:
         value = self.used(window_us)
         if value < limit:
             return now
-        for z, a, b in self._zones(now - window_us, now):
-            piece = self._piece_integral(z, a, b)
+        for z, a, b, piece in self._window_pieces(window_us):
             if piece is None:
                 raise NeedBuckets({z})
             if value - piece < limit:  # U falls below the limit inside this piece
