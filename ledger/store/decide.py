@@ -3,10 +3,14 @@
 Usage comes from the per-day rollups (ledger/store/rollups.py). One round trip reads the
 rollup days of the longest window, the segments running now, and either every closed segment
 of the window (a user with at most ``rollups.WHOLE_WINDOW_SEGMENTS`` of them: then no answer
-needs more) or, for a busier user, the raw segments of the edge days only. For a busy user a
-retry or run-out time inside a day no edge touches costs another round trip (that day's raw
-segments; a run-out question asks for all its candidate days at once): at most
-``2 + 2 × budgets`` in all, two or three in practice. A user with grants or credits that may
+needs more) or, for a busier user, the raw segments of the edge days and of the days where
+each budget's retry time can lie, found from the days' totals in the same statement
+(migrations/versions/0014), so a busy user over budget needs one round trip too. A run-out
+time inside a day no edge touches, or a retry day the hint missed (grants or credits move
+the limit), costs another round trip (that day's raw segments; a run-out question asks for
+all its candidate days at once): at most ``2 + 2 × budgets`` in all. The reads run on the
+pooled connection's asyncpg connection, outside any transaction (each statement is its own
+snapshot), whatever the engine's isolation level: no BEGIN or ROLLBACK is sent. A user with grants or credits that may
 count (the first read says so) costs one more, to read them. Pools and hub caps add their
 reads (ledger/store/shared_reads.py). The arithmetic is the pure
 :func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write
@@ -75,7 +79,9 @@ async def _evaluate_all(conn, policy, limits, username, requests, now) -> list[D
             evaluate(username, limits, [], r, now, exhausted_budget_blocks=blocks) for r in requests
         ]
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
-    history = await rollups.user_history(conn, username, now, windows)
+    history = await rollups.user_history(
+        conn, username, now, windows, rollups.retry_limits(limits.budgets)
+    )
     # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets and
     # only for a user the history read found some for.
     adjustments = None
