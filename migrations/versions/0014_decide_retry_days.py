@@ -89,6 +89,7 @@ def _create(module) -> str:
     SET plan_cache_mode = force_generic_plan AS $fn$
     DECLARE
         v_whole boolean;
+        v_days timestamptz[];
     BEGIN
     -- Two queries, each with its own cached plan, so that the common case (a quiet user,
     -- read whole) sets up no scan of the busy case's; the days' index range is read twice.
@@ -117,22 +118,25 @@ def _create(module) -> str:
           AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p_first_day
           AND s.started_at < p_at;
     ELSE
-    RETURN QUERY
-        WITH days AS ({_DAYS}), running AS (
-            SELECT s.started_at, s.ended_at, s.servername, s.cpu_millicores, s.memory_bytes,
-                   s.gpu_count, s.extended
+    -- the hint first, into a variable: as a plain parameter the partials' function below
+    -- stays inlined (an argument holding a subquery would run it as a function of its own)
+    SELECT COALESCE(array_agg(c.day), '{{}}') INTO v_days FROM (
+        WITH days AS ({_DAYS}), open_segments AS (
+            SELECT s.started_at, s.cpu_millicores, s.memory_bytes, s.gpu_count, s.extended
             FROM segments s
             WHERE s.username = p_username
-              AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p_at AND s.started_at < p_at
-        ), per_day AS (
+              AND COALESCE(s.ended_at, 'infinity'::timestamptz) = 'infinity'::timestamptz
+              AND s.started_at < p_at
+        ), per_day AS MATERIALIZED (
             -- per budget and day from the day after the window's first to today: the day's
             -- closed usage plus what open segments used in it (up to now), of its resource
+            -- (materialized: worked out once per row, not once per window function using it)
             SELECT l.i, l.lim, z.day,
                    COALESCE(CASE l.res WHEN 'cpu' THEN d.cpu_used
                                        WHEN 'memory' THEN d.memory_used
                                        WHEN 'gpu' THEN d.gpu_used
                                        ELSE (d.extended_used ->> l.res)::numeric END, 0)
-                   + COALESCE((
+                   + CASE WHEN NOT EXISTS (SELECT 1 FROM open_segments) THEN 0 ELSE COALESCE((
                        SELECT SUM(CASE l.res WHEN 'cpu' THEN o.cpu_millicores
                                              WHEN 'memory' THEN o.memory_bytes
                                              WHEN 'gpu' THEN o.gpu_count
@@ -140,40 +144,43 @@ def _create(module) -> str:
                                   * GREATEST(0, quota_epoch_us(LEAST(z.day + interval '24 hours',
                                                                      p_at))
                                                 - quota_epoch_us(GREATEST(z.day, o.started_at))))
-                       FROM running o WHERE o.ended_at IS NULL), 0) AS v
+                       FROM open_segments o), 0) END AS v
             FROM unnest(p_resources, p_since, p_limits) WITH ORDINALITY AS l(res, since, lim, i)
             CROSS JOIN LATERAL generate_series(
                 quota_bucket_start(l.since) + interval '24 hours', quota_bucket_start(p_at),
                 interval '24 hours') AS z(day)
             LEFT JOIN days d ON d.bucket_start = z.day
-        ), retry_days AS (
-            -- R(day) lies within today's v below from_day, R(day + 1) within it below
-            -- from_day - v: the days where R can cross the limit, the latest three per budget
-            SELECT DISTINCT c.day FROM (
-                SELECT b.day, row_number() OVER (PARTITION BY b.i ORDER BY b.day DESC) AS k
-                FROM (
-                    SELECT p.i, p.day, p.lim, p.v,
-                           SUM(p.v) OVER (PARTITION BY p.i ORDER BY p.day DESC) AS from_day,
-                           FIRST_VALUE(p.v) OVER (PARTITION BY p.i ORDER BY p.day DESC) AS today
-                    FROM per_day p
-                ) b
-                WHERE b.day < quota_bucket_start(p_at) AND b.from_day >= b.lim
-                  AND b.from_day - b.v - b.today < b.lim
-            ) c WHERE c.k <= 3
         )
+        -- R(day) lies within today's v below from_day, R(day + 1) within it below
+        -- from_day - v: the days where R can cross the limit, the latest three per budget
+        SELECT DISTINCT b.day FROM (
+            SELECT b.day, row_number() OVER (PARTITION BY b.i ORDER BY b.day DESC) AS k
+            FROM (
+                SELECT p.i, p.day, p.lim, p.v,
+                       SUM(p.v) OVER w AS from_day, FIRST_VALUE(p.v) OVER w AS today
+                FROM per_day p
+                WINDOW w AS (PARTITION BY p.i ORDER BY p.day DESC)
+            ) b
+            WHERE b.day < quota_bucket_start(p_at) AND b.from_day >= b.lim
+              AND b.from_day - b.v - b.today < b.lim
+        ) b WHERE b.k <= 3
+    ) c;
+    RETURN QUERY
+        WITH days AS ({_DAYS})
         {_DAY_ROWS}
         UNION ALL
         SELECT 0, quota_epoch_us(s.started_at), quota_epoch_us(s.ended_at), s.servername,
                s.cpu_millicores, s.memory_bytes, s.gpu_count, NULLIF(s.extended, '{{}}'),
                NULL, NULL, NULL, NULL::jsonb
-        FROM running s
+        FROM segments s
+        WHERE s.username = p_username
+          AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p_at AND s.started_at < p_at
         UNION ALL
-        SELECT 5, quota_epoch_us(r.day), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        SELECT 5, quota_epoch_us(z.day), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                NULL
-        FROM retry_days r
+        FROM unnest(v_days) AS z(day)
         UNION ALL
-        SELECT * FROM quota_user_partials(
-            p_username, p_edges || ARRAY(SELECT r.day FROM retry_days r));
+        SELECT * FROM quota_user_partials(p_username, p_edges || v_days);
     END IF;
     END
     $fn$
