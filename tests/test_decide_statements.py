@@ -1,10 +1,11 @@
 """What ``decide`` sends to PostgreSQL, counted on the pooled asyncpg connections of the
 hub hook's engine (``db.create_engine``, not autocommit): its reads only, no transaction
-around them, and one statement for a busy user over budget too (migrations/versions/0014
-ships the day the retry time falls in)."""
+around them, the connection back in the pool after, and one statement for a busy user over
+budget too (migrations/versions/0014 ships the day the retry time falls in)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,12 +61,16 @@ async def test_decide_sends_one_read_and_no_transaction_on_the_hooks_engine(engi
     starts = [NOW - timedelta(days=d, hours=3) for d in range(1, 20)]
     await _segments(engine, "quiet", starts, 1, memory_gib=1)
     await decide(engine, POLICY, "quiet", [], REQUEST, NOW)  # the pool's first connection
+    await asyncio.sleep(0)
     statements.clear()
     for _ in range(3):
         decision = await decide(engine, POLICY, "quiet", [], REQUEST, NOW)
+    await asyncio.sleep(0)  # asyncpg calls its query loggers soon after a query, not at once
     assert decision.allowed
     assert len(statements) == 3, statements
     assert not [q for q in statements if q.split()[0].upper() in ("BEGIN", "ROLLBACK", "COMMIT")]
+    # the connection decide checked out of the pool directly went back to it
+    assert engine.sync_engine.pool.checkedout() == 0
 
 
 async def test_a_busy_user_over_budget_costs_one_statement(engine, statements, monkeypatch):
@@ -75,8 +80,10 @@ async def test_a_busy_user_over_budget_costs_one_statement(engine, statements, m
     starts = [NOW - timedelta(hours=6 * k + 3) for k in range(1, 4 * 30)]
     await _segments(engine, "busy", starts, 2, memory_gib=8)
     await decide(engine, POLICY, "busy", [], REQUEST, NOW)
+    await asyncio.sleep(0)
     statements.clear()
     decision = await decide(engine, POLICY, "busy", [], REQUEST, NOW)
+    await asyncio.sleep(0)
     assert not decision.allowed and decision.retry_at is not None
     assert len(statements) == 1, statements
     # and the answer is exact: allowed at retry_at, denied a second before
