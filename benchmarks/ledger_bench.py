@@ -257,7 +257,9 @@ async def bench_decide(engine, policy, groups, users: list[str]) -> dict:
             limits = policy.limits_for(username, groups.get(username, []))
             windows = sorted({b.window_seconds for b in limits.budgets.values()})
             t0 = time.perf_counter()
-            history = await rollups.user_history(conn, username, at, windows)
+            history = await rollups.user_history(
+                conn, username, at, windows, rollups.retry_limits(limits.budgets)
+            )
             t1 = time.perf_counter()
             histories = history.histories(limits.budgets)
             with contextlib.suppress(NeedBuckets):

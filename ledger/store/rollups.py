@@ -3,8 +3,9 @@
 - :func:`user_history` — what :func:`ledger.store.decide.decide` reads for one user, in
   one round trip: the rollup days of the longest window, the segments running at ``now``,
   and every closed segment of the window for a quiet user, or the edge days' partial
-  segments for a busy one; :func:`load_days` adds more days' partial segments when the
-  arithmetic asks (a busy user's retry or run-out time inside a day no edge touches).
+  segments for a busy one (plus the days its retry times can fall in, migration 0014);
+  :func:`load_days` adds more days' partial segments when the arithmetic asks (a busy
+  user's run-out time inside a day no edge touches, a retry day the hint missed).
 - :func:`rebuild` / :func:`verify` — ``quota-ledger rollups rebuild|verify``: the per-user
   days, their aligned multi-day blocks (migrations/versions/0012), the per-group pool
   buckets (0009) and the open totals (0011).
@@ -13,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -22,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.decision import SegmentRow, from_us, to_us
+from ledger.core.resources import resource
 from ledger.core.rollup_usage import DAY_US, Bucket, ResourceHistory
 from ledger.store.queries import row_amounts
 
@@ -34,14 +36,16 @@ CORE_COLUMNS = {"cpu": 0, "memory": 1, "gpu": 2}
 # another day. Reading ~100 more short rows costs less than a round trip.
 WHOLE_WINDOW_SEGMENTS = 256
 
-# The first read and the later days' reads are SQL functions (migrations/versions/0013): one
-# row shape for the parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a running
-# segment, 3 = "every segment of the window is here", 4 = "the user has grants or credits
-# that may count": only then does decide read them, ledger/store/grants.py): times as epoch
-# µs and integrals as text keep the Python side to int() calls; empty extended maps come back
+# The first read and the later days' reads are SQL functions (migrations/versions/0013 and
+# 0014): one row shape for the parts (kind 2 = a rollup day, 1 = a partial segment, 0 = a
+# running segment, 6 = a segment running at now and closed after it, both a running and a
+# closed one; 3 = "every segment of the window is here", 4 = "the user has grants or credits
+# that may count": only then does decide read them, ledger/store/grants.py; 5 = "this day's
+# partial segments are here", a day a busy user's retry time can fall in): times as epoch µs
+# and integrals as text keep the Python side to int() calls; empty extended maps come back
 # NULL so no JSON is decoded for them. They always run their generic plan: the custom plans a
 # prepared statement may settle on cost more to plan than the generic plan takes to run.
-_HISTORY_SQL = "SELECT * FROM quota_user_history($1, $2, $3, $4, $5)"
+_HISTORY_SQL = "SELECT * FROM quota_user_history($1, $2, $3, $4, $5, $6, $7, $8)"
 _DAYS_SQL = "SELECT * FROM quota_user_days($1, $2)"
 
 
@@ -66,89 +70,167 @@ def _json(value) -> dict:
     return value
 
 
+# a closed segment as read: (start µs, end µs, cpu, memory, gpu, extended map or None)
+_Row = tuple[int, int, int, int, int, "dict | None"]
+_CORE_INDEX = {"cpu": 2, "memory": 3, "gpu": 4}
+
+
+def _rate(row: _Row, name: str) -> int:
+    index = _CORE_INDEX.get(name)
+    if index is not None:
+        return row[index]
+    ext = row[5]
+    return int(ext.get(name, 0)) if ext else 0
+
+
+class _DayRows:
+    """The closed segments of each loaded day (those starting in it or ending inside it),
+    sorted out on first use in one pass, and per resource as intervals on demand: most
+    decisions look at one or two days, whatever the history holds."""
+
+    def __init__(self, rows, loaded_days: set[int], now_us: int):
+        self._rows, self._loaded, self._now = rows, loaded_days, now_us
+        self._by_day: dict[int, list[_Row]] | None = None
+
+    def day(self, z: int) -> list[_Row]:
+        if self._by_day is None:
+            loaded, now = self._loaded, self._now
+            by_day: dict[int, list[_Row]] = {z: [] for z in loaded}
+            for row in self._rows:
+                s, e = row[0], row[1]
+                if s >= now or e is None or e <= s:
+                    continue
+                first = s - s % DAY_US
+                if first in loaded:
+                    by_day[first].append(row)
+                last = (e - 1) - (e - 1) % DAY_US
+                # ending at midnight is not inside the day before
+                if last != first and e != last + DAY_US and last in loaded:
+                    by_day[last].append(row)
+            self._by_day = by_day
+        return self._by_day[z]
+
+
+class _Partials(Mapping):
+    """``ResourceHistory.partials`` of one resource: (start, end, rate) per loaded day."""
+
+    def __init__(self, days: _DayRows, loaded_days: set[int], name: str):
+        self._days, self._loaded, self._name = days, loaded_days, name
+        self._cache: dict[int, list] = {}
+
+    def __contains__(self, z) -> bool:
+        return z in self._loaded
+
+    def __getitem__(self, z: int) -> list:
+        if z not in self._loaded:
+            raise KeyError(z)
+        out = self._cache.get(z)
+        if out is None:
+            name = self._name
+            out = self._cache[z] = [
+                (row[0], row[1], rate) for row in self._days.day(z) if (rate := _rate(row, name))
+            ]
+        return out
+
+    def __iter__(self):
+        return iter(sorted(self._loaded))
+
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+
+def _extended(ext) -> dict | None:
+    if not ext or ext == "{}":
+        return None
+    if isinstance(ext, str):  # asyncpg returns jsonb as text
+        ext = json.loads(ext)
+    return ext or None
+
+
 @dataclass
 class UserHistory:
     """One user's rollup days, loaded days' partial segments and running segments at now."""
 
     now_us: int
     buckets: dict[int, dict[str, Bucket]] = field(default_factory=dict)
-    # segment id (a number for the whole window's rows) → (start µs, end µs, amounts)
-    partial_rows: dict[str | int, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
+    # segment id (a number for the whole window's rows) → (start µs, end µs, cpu, memory,
+    # gpu, extended map or None)
+    partial_rows: dict[str | int, _Row] = field(default_factory=dict)
     loaded_days: set[int] = field(default_factory=set)
     running: list[SegmentRow] = field(default_factory=list)
     whole_window: bool = False  # every closed segment of the window was read
     has_adjustments: bool = False  # grants or credits may count (kind 4)
 
     def add_records(self, records) -> None:
-        for kind, a, b, servername, cpu, memory, gpu, ext, *used in records:
-            if kind == 3:
-                self.whole_window = True
-            elif kind == 4:
-                self.has_adjustments = True
+        partial_rows = self.partial_rows
+        for r in records:
+            kind = r[0]
+            if kind == 1:  # the most rows: first, and by index (a Record unpacks slower)
+                key = r[3]
+                ext = r[7]
+                partial_rows[key if key is not None else len(partial_rows)] = (
+                    r[1], r[2], r[4], r[5], r[6], None if ext is None else _extended(ext)
+                )  # fmt: skip
             elif kind == 2:
-                day = self.buckets.setdefault(a, {})
-                cpu_used, memory_used, gpu_used, ext_used = used
+                day = self.buckets.setdefault(r[1], {})
                 for name, total, cover in (
-                    ("cpu", cpu_used, cpu),
-                    ("memory", memory_used, memory),
-                    ("gpu", gpu_used, gpu),
+                    ("cpu", r[8], r[4]),
+                    ("memory", r[9], r[5]),
+                    ("gpu", r[10], r[6]),
                 ):
                     if cover or total != "0":
                         day[name] = Bucket(_integral(total), cover)
-                covers = _json(ext)
-                for name, total in _json(ext_used).items():
-                    day[name] = Bucket(int(total), int(covers.get(name, 0)))
-                for name, cover in covers.items():
-                    day.setdefault(name, Bucket(0, int(cover)))
-            elif kind == 1:
-                key = servername if servername is not None else len(self.partial_rows)
-                self.partial_rows[key] = (a, b, row_amounts(cpu, memory, gpu, ext))
-            else:
+                if r[7] is not None or r[11] is not None:
+                    covers = _json(r[7])
+                    for name, total in _json(r[11]).items():
+                        day[name] = Bucket(int(total), int(covers.get(name, 0)))
+                    for name, cover in covers.items():
+                        day.setdefault(name, Bucket(0, int(cover)))
+            elif kind == 0 or kind == 6:  # running at now (6: and closed, after now)
+                a, b, servername, cpu, memory, gpu, ext = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
                 self.running.append(
                     SegmentRow(a, b, servername, row_amounts(cpu, memory, gpu, ext))
                 )
+                if kind == 6:
+                    partial_rows[len(partial_rows)] = (a, b, cpu, memory, gpu, _extended(ext))
+            elif kind == 3:
+                self.whole_window = True
+            elif kind == 5:  # a day whose partial segments are here (migrations/versions/0014)
+                self.loaded_days.add(r[1])
+            elif kind == 4:
+                self.has_adjustments = True
 
     def histories(self, names: Iterable[str]) -> dict[str, ResourceHistory]:
         now = self.now_us
-        names = list(names)
-        partials: dict[str, dict[int, list]] = {
-            name: {z: [] for z in self.loaded_days} for name in names
-        }
-        # One pass over the rows (busy users have thousands): each closed segment belongs to
-        # the loaded days it starts in or ends inside (ending at midnight is not inside).
-        for s, e, amounts in self.partial_rows.values():
-            if s >= now or e is None or e <= s:
-                continue
-            first, last = _bucket_of(s), _bucket_of(e - 1)
-            days = [first] if last == first or e == last + DAY_US else [first, last]
-            days = [z for z in days if z in self.loaded_days]
-            if not days:
-                continue
-            for name in names:
-                rate = amounts.get(name, 0)
-                if rate:
-                    for z in days:
-                        partials[name][z].append((s, e, rate))
+        loaded = set(self.loaded_days)
+        days = _DayRows(list(self.partial_rows.values()), loaded, now)
         started = [r for r in self.running if r.started_at_us < now]
         out = {}
         for name in names:
+            rates = [(r, int(r.amounts.get(name, 0))) for r in started]
             out[name] = ResourceHistory(
                 now_us=now,
                 bucket_us=DAY_US,
                 buckets={z: day[name] for z, day in self.buckets.items() if name in day},
-                partials=partials[name],
+                partials=_Partials(days, loaded, name),
                 open_starts=[
-                    (r.started_at_us, int(r.amounts.get(name, 0)))
-                    for r in started
-                    if r.ended_at_us is None and r.amounts.get(name)
+                    (r.started_at_us, rate) for r, rate in rates if rate and r.ended_at_us is None
                 ],
-                running=[
-                    (r.ended_at_us, int(r.amounts.get(name, 0)))
-                    for r in started
-                    if r.amounts.get(name)
-                ],
+                running=[(r.ended_at_us, rate) for r, rate in rates if rate],
             )
         return out
+
+
+def retry_limits(budgets) -> list[tuple[str, int, int]]:
+    """(resource, window seconds, policy limit in base-unit·µs) of each budget with a limit
+    above zero: what :func:`user_history` looks for a busy user's retry day with (grants and
+    credits move the limit; then the arithmetic may still ask for another day)."""
+    out = []
+    for name, budget in budgets.items():
+        limit = resource(name).from_hours(budget.limit_hours)
+        if limit > 0:
+            out.append((name, budget.window_seconds, limit))
+    return out
 
 
 async def _raw(conn: AsyncConnection):
@@ -156,12 +238,19 @@ async def _raw(conn: AsyncConnection):
 
 
 async def user_history(
-    conn: AsyncConnection, username: str, now: datetime, windows_seconds: Sequence[int]
+    conn: AsyncConnection,
+    username: str,
+    now: datetime,
+    windows_seconds: Sequence[int],
+    retry_limits: Sequence[tuple[str, int, int]] = (),
 ) -> UserHistory:
     """One round trip: rollup days of the longest window, the segments running at ``now``, and
     either every closed segment of the window (a user with at most
     :data:`WHOLE_WINDOW_SEGMENTS`) or the edge days' partial segments (the day of ``now`` and
-    the day of each window's start)."""
+    the day of each window's start), plus, for a busy user, the days where the retry time of
+    each of ``retry_limits`` (resource, window seconds, limit in base-unit·µs) can lie
+    (migrations/versions/0014: found from the days' totals, so a busy user over budget
+    needs no second round trip)."""
     now_us = to_us(now)
     longest = max(windows_seconds, default=0) * 1_000_000
     first_day = _bucket_of(now_us - longest)
@@ -175,6 +264,9 @@ async def user_history(
         now,
         WHOLE_WINDOW_SEGMENTS,
         [from_us(z) for z in edges],
+        [name for name, _, _ in retry_limits],
+        [from_us(now_us - w * 1_000_000) for _, w, _ in retry_limits],
+        [limit for _, _, limit in retry_limits],
     )
     history.add_records(records)
     if history.whole_window:
