@@ -42,6 +42,15 @@ WHOLE_WINDOW_SEGMENTS = 256
 # NULL so no JSON is decoded for them. They always run their generic plan: the custom plans a
 # prepared statement may settle on cost more to plan than the generic plan takes to run.
 _HISTORY_SQL = "SELECT * FROM quota_user_history($1, $2, $3, $4, $5)"
+
+# Another read sent in the same round trip (decide's shared capacity read, four text columns
+# whose parameters are numbered from $6: ledger/store/shared_reads.py): its rows come back
+# as kind 9, in the text columns, and are kept as they came (``UserHistory.also_rows``).
+ALSO_FIRST_PARAMETER = 6
+_ALSO_SQL = (
+    " UNION ALL SELECT 9, NULL, NULL, x.c1, NULL, NULL, NULL, NULL, x.c2, x.c3, x.c4, NULL"
+    " FROM ({}) x(c1, c2, c3, c4)"
+)
 _DAYS_SQL = "SELECT * FROM quota_user_days($1, $2)"
 
 
@@ -78,10 +87,13 @@ class UserHistory:
     running: list[SegmentRow] = field(default_factory=list)
     whole_window: bool = False  # every closed segment of the window was read
     has_adjustments: bool = False  # grants or credits may count (kind 4)
+    also_rows: list[tuple] = field(default_factory=list)  # the other read's (kind 9)
 
     def add_records(self, records) -> None:
         for kind, a, b, servername, cpu, memory, gpu, ext, *used in records:
-            if kind == 3:
+            if kind == 9:
+                self.also_rows.append((servername, *used[:3]))
+            elif kind == 3:
                 self.whole_window = True
             elif kind == 4:
                 self.has_adjustments = True
@@ -156,26 +168,30 @@ async def _raw(conn: AsyncConnection):
 
 
 async def user_history(
-    conn: AsyncConnection, username: str, now: datetime, windows_seconds: Sequence[int]
+    conn: AsyncConnection,
+    username: str,
+    now: datetime,
+    windows_seconds: Sequence[int],
+    *,
+    also: tuple[str, Sequence] | None = None,
 ) -> UserHistory:
     """One round trip: rollup days of the longest window, the segments running at ``now``, and
     either every closed segment of the window (a user with at most
     :data:`WHOLE_WINDOW_SEGMENTS`) or the edge days' partial segments (the day of ``now`` and
-    the day of each window's start)."""
+    the day of each window's start); and ``also``'s (statement, parameters) rows, in
+    ``also_rows`` (:data:`_ALSO_SQL`)."""
     now_us = to_us(now)
     longest = max(windows_seconds, default=0) * 1_000_000
     first_day = _bucket_of(now_us - longest)
     edges = sorted({_bucket_of(now_us)} | {_bucket_of(now_us - w * 1_000_000) for w in windows_seconds})  # fmt: skip
     history = UserHistory(now_us=now_us, loaded_days=set(edges))
     raw = await _raw(conn)
-    records = await raw.fetch(
-        _HISTORY_SQL,
-        username,
-        from_us(first_day),
-        now,
-        WHOLE_WINDOW_SEGMENTS,
-        [from_us(z) for z in edges],
+    sql, more = (
+        (_HISTORY_SQL, ()) if also is None else (_HISTORY_SQL + _ALSO_SQL.format(also[0]), also[1])
     )
+    records = await raw.fetch(
+        sql, username, from_us(first_day), now, WHOLE_WINDOW_SEGMENTS, [from_us(z) for z in edges], *more
+    )  # fmt: skip
     history.add_records(records)
     if history.whole_window:
         history.loaded_days.update(range(first_day, _bucket_of(now_us) + 1, DAY_US))
