@@ -306,7 +306,10 @@ async def read_usage(
 # spawn would take on_ledger_error instead of this refusal. Deterministic: a count, not a
 # clock.
 POOL_RETRY_MAX_MEMBERS = 200
-_MEMBER_COUNT_SQL = "SELECT count(*) FROM user_groups WHERE group_name = $1"
+# counted no further than the bound: a pool of thousands costs what one of 201 does
+_MEMBER_COUNT_SQL = (
+    "SELECT count(*) FROM (SELECT 1 FROM user_groups WHERE group_name = $1 LIMIT $2) m"
+)
 
 
 async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -> None:
@@ -322,7 +325,11 @@ async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -
         recorded = usage.used.get(group, {}).get((name, window), 0)
         if steps.now_limit > 0 and recorded >= steps.now_limit:
             asks.append((name, window, steps))
-    if asks and await raw.fetchval(_MEMBER_COUNT_SQL, group) <= POOL_RETRY_MAX_MEMBERS:
+    if (
+        asks
+        and await raw.fetchval(_MEMBER_COUNT_SQL, group, POOL_RETRY_MAX_MEMBERS + 1)
+        <= POOL_RETRY_MAX_MEMBERS
+    ):
         found = await pool_history.retry_times(raw, group, username, in_group, now, asks)
         usage.retry_us.setdefault(group, {}).update(found)
 

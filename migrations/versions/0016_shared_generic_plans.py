@@ -135,18 +135,25 @@ _POOL_USED = f"""
                e.sign * r.gpu_rate::numeric * (e.point_us - e.z_us)
         FROM e JOIN days r ON r.bucket_start = e.z
         UNION ALL
-        SELECT e.sign * (e.point_us::numeric * r.cpu_delta - r.cpu_delta_us),
-               e.sign * (e.point_us::numeric * r.memory_delta - r.memory_delta_us),
-               e.sign * (e.point_us::numeric * r.gpu_delta - r.gpu_delta_us)
+        -- Σ (p·Δ − Δt) over an edge's hours and minutes = p·ΣΔ − ΣΔt: summed first (sums
+        -- of bigint are exact), then one product per edge, not one per row
+        SELECT e.sign * (e.point_us::numeric * sum(r.cpu_delta) - sum(r.cpu_delta_us)),
+               e.sign * (e.point_us::numeric * sum(r.memory_delta) - sum(r.memory_delta_us)),
+               e.sign * (e.point_us::numeric * sum(r.gpu_delta) - sum(r.gpu_delta_us))
         FROM e CROSS JOIN LATERAL (
-            SELECT * FROM pool_rollups r
+            SELECT r.cpu_delta, r.memory_delta, r.gpu_delta, r.cpu_delta_us,
+                   r.memory_delta_us, r.gpu_delta_us
+            FROM pool_rollups r
             WHERE r.group_name = p_group AND r.width_seconds = 3600
               AND r.bucket_start >= e.z AND r.bucket_start < e.h
             UNION ALL
-            SELECT * FROM pool_rollups r
+            SELECT r.cpu_delta, r.memory_delta, r.gpu_delta, r.cpu_delta_us,
+                   r.memory_delta_us, r.gpu_delta_us
+            FROM pool_rollups r
             WHERE r.group_name = p_group AND r.width_seconds = 60
               AND r.bucket_start >= e.h AND r.bucket_start < e.m
         ) r
+        GROUP BY e.sign, e.point_us
         UNION ALL
         {_edge_events(-1, "v_since", "v_since_minute")}
         UNION ALL
