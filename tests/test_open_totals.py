@@ -228,7 +228,7 @@ async def test_verify_finds_a_planted_corruption_of_the_open_totals_and_rebuild_
         assert found[0].describe() and found[0].to_json()
         await rollups.rebuild(engine, None)
         assert await rollups.verify(engine, None) == []
-    assert (await _hub(engine))[("sum", "hub", "servers")] == 1  # one server, two segments
+    assert (await _hub(engine))[("sum", "", "servers")] == 1  # one server, two segments
 
 
 async def test_two_writers_of_one_server_count_it_once(engine):
@@ -250,7 +250,7 @@ async def test_two_writers_of_one_server_count_it_once(engine):
         await a.close()
         await b.close()
     hub = await _hub(engine)
-    assert hub[("sum", "hub", "servers")] == 1 and hub[("sum", "hub", "gpu")] == 2
+    assert hub[("sum", "", "servers")] == 1 and hub[("sum", "", "gpu")] == 2
     assert await rollups.verify(engine, None) == []
 
 
@@ -277,12 +277,12 @@ async def test_a_long_writer_holding_the_hub_totals_does_not_block_another(engin
                 5,
             )
         await asyncio.wait_for(_open(engine, "new-2", "dee", "y"), 5)
-        assert (await _hub(engine))[("sum", "hub", "servers")] == 4  # 3 old + new-2
+        assert (await _hub(engine))[("sum", "", "servers")] == 4  # 3 old + new-2
         await tx.commit()
     finally:
         await long.close()
     hub = await _hub(engine, T0 + timedelta(hours=2))
-    assert hub[("sum", "hub", "servers")] == 1
+    assert hub[("sum", "", "servers")] == 1
     assert await rollups.verify(engine, None) == []
     async with engine.connect() as conn:  # folded: about one row per key and writer
         rows = await conn.scalar(text("SELECT count(*) FROM open_totals"))
@@ -345,7 +345,7 @@ async def test_the_requesting_user_counts_in_the_groups_the_hub_reports(engine):
         for server in ("", "lab", "none"):
             await _compare(engine, at, "ann", server, reported, True, ["g1", "g2"])
     got = await _hub(engine, at)
-    assert got[("sum", "g1", "servers")] == 4 and got[("sum", "hub", "servers")] == 4
+    assert got[("sum", "g1", "servers")] == 4 and got[("sum", "", "servers")] == 4
 
 
 async def test_migration_0011_upgrades_a_loaded_ledger_in_place_and_downgrades(empty_db_url):

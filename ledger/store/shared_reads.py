@@ -25,6 +25,7 @@ from ledger.core import shared_capacity, shared_verdict
 from ledger.core.resources import SERVERS
 from ledger.core.shared_capacity import (
     HUB,
+    POOL,
     USER,
     SharedStatus,
     SharedUsage,
@@ -80,7 +81,7 @@ LIVE_SQL = f"""
 _SCOPED = f"""
     WITH live AS ({LIVE_SQL}),
     scoped AS (
-        SELECT 'hub' AS scope, live.* FROM live WHERE $4
+        SELECT '' AS scope, live.* FROM live WHERE $4
         UNION ALL
         SELECT g.name, live.* FROM unnest($5::text[]) AS g(name) JOIN live ON
             CASE WHEN live.pools IS NOT NULL THEN g.name = ANY(live.pools)
@@ -89,13 +90,14 @@ _SCOPED = f"""
                               WHERE ug.username = live.username AND ug.group_name = g.name)
             END
         UNION ALL
-        SELECT 'user', live.* FROM live WHERE live.username = $2
+        SELECT NULL, live.* FROM live WHERE live.username = $2
     )
     SELECT 'sum' AS kind, scope, NULL AS name,
            -- distinct servers by hashing, not by sorting records of collated text (EXPLAIN:
            -- that sort was most of this statement with ~1,700 servers running)
            (SELECT count(*) FROM (SELECT DISTINCT d.username, d.servername FROM scoped d
-                                  WHERE d.scope = scoped.scope) servers) AS servers,
+                                  WHERE d.scope IS NOT DISTINCT FROM scoped.scope) servers)
+               AS servers,
            sum(cpu_millicores)::bigint AS cpu, sum(memory_bytes)::bigint AS memory,
            sum(gpu_count)::bigint AS gpu
     FROM scoped GROUP BY scope
@@ -104,9 +106,9 @@ _SCOPED = f"""
     FROM scoped, jsonb_each_text(scoped.extended) AS e
     WHERE scoped.extended <> '{{}}'::jsonb GROUP BY scope, e.key
     UNION ALL
-    SELECT 'lease', 'user', NULL, count(*), sum(cpu_millicores)::bigint,
+    SELECT 'lease', NULL, NULL, count(*), sum(cpu_millicores)::bigint,
            sum(memory_bytes)::bigint, sum(gpu_count)::bigint
-    FROM scoped WHERE scope = 'user' AND pools IS NOT NULL
+    FROM scoped WHERE scope IS NULL AND pools IS NOT NULL
     UNION ALL
     SELECT 'who', scope, username, count(DISTINCT servername), sum(cpu_millicores)::bigint,
            sum(memory_bytes)::bigint, sum(gpu_count)::bigint
@@ -229,9 +231,9 @@ def _from_totals(records) -> list[tuple]:
     scopes: dict[tuple[str, str], dict[str, int]] = {}
     for kind, scope, name, amount in records:
         if kind == "scope":
-            key = ("sum", HUB if scope == HUB_SCOPE else scope)
+            key = ("sum", scope)
         else:
-            key = ("sum" if kind == "user" else "lease", USER)
+            key = ("sum" if kind == "user" else "lease", None)
         scopes.setdefault(key, {})[SERVERS if name == SERVERS_TOTAL else name] = int(amount)
     out = []
     for (kind, scope), amounts in scopes.items():
@@ -242,6 +244,14 @@ def _from_totals(records) -> list[tuple]:
             out.extend(("ext", scope, n, 0, v, 0, 0) for n, v in extra)
     # the scan's order: every scope's sums before its extended rows (read_usage fills them in)
     return sorted(out, key=lambda r: r[0] == "ext")
+
+
+def _scope_key(scope: str | None) -> tuple[str, str]:
+    """A read row's scope ('' the hub, None the requesting user, else a group: no JupyterHub
+    group is named '' or NULL, any may be named "hub" or "user") as SharedUsage keys it."""
+    if scope is None:
+        return (USER, USER)
+    return (HUB, HUB) if scope == HUB_SCOPE else (POOL, scope)
 
 
 def applies(policy, limits, groups: Iterable[str]) -> bool:
@@ -278,14 +288,15 @@ async def read_usage(
         for name, total in amounts.items():
             usage.used.setdefault(group, {})[(name, window)] = total
     for kind, scope, name, servers, cpu, memory, gpu in records:
+        key = _scope_key(scope)
         if kind == "sum":
-            usage.running[scope] = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
+            usage.running[key] = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
         elif kind == "ext":
-            usage.running.setdefault(scope, {})[name] = cpu
+            usage.running.setdefault(key, {})[name] = cpu
         elif kind == "lease" and servers:
             usage.own_leases = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
         elif kind == "who":
-            usage.by_user.setdefault(scope, {})[name] = {
+            usage.by_user.setdefault(key, {})[name] = {
                 SERVERS: servers,
                 "cpu": cpu,
                 "memory": memory,
