@@ -14,6 +14,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -377,6 +378,38 @@ async def test_migration_0011_upgrades_a_loaded_ledger_in_place_and_downgrades(e
             assert not await conn.scalar(
                 text("SELECT to_regclass('ix_segments_open_started') IS NOT NULL")
             )
+        await db.migrate(empty_db_url)  # and up again
+        assert await rollups.verify(engine, None) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_a_segment_cannot_start_or_end_at_infinity_and_0016_downgrades(empty_db_url):
+    # an open segment has ended_at NULL; 'infinity' would read as running in the scans but
+    # not in the open totals, so the check of migration 0016 refuses it by name
+    from alembic import command
+    from sqlalchemy.exc import DBAPIError
+
+    from ledger.store import db
+
+    await db.migrate(empty_db_url)
+    engine = db.create_engine(empty_db_url)
+    insert = (
+        "INSERT INTO segments (pod_uid, username, servername, cpu_millicores, memory_bytes, "
+        "gpu_count, started_at, ended_at, last_seen_at) VALUES ('p1', 'ann', '', 100, 1, 1, "
+        "{start}, {end}, now())"
+    )
+    try:
+        for start, end in (("now()", "'infinity'"), ("'-infinity'", "NULL")):
+            with pytest.raises(DBAPIError, match="ck_segments_finite_times"):
+                async with engine.begin() as conn:
+                    await conn.execute(text(insert.format(start=start, end=end)))
+        await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0012")
+        async with engine.connect() as conn:
+            assert not await conn.scalar(
+                text("SELECT to_regprocedure('quota_pool_used(text, text, boolean, "
+                     "timestamptz, double precision)') IS NOT NULL")
+            )  # fmt: skip
         await db.migrate(empty_db_url)  # and up again
         assert await rollups.verify(engine, None) == []
     finally:

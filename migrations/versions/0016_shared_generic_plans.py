@@ -18,6 +18,8 @@ as migration 0013 did for decide's own read. Every range on ``ended_at`` alone a
 ``started_at`` (a segment ends at or after it starts: ck_segments_ends_after_start), so
 those arms are pruned too.
 
+- ``ck_segments_finite_times``: no segment starts or ends at ±infinity (an open one has
+  ``ended_at`` NULL).
 - ``quota_pool_used(group, username, in_group, at, window_seconds)``: one pool's usage over
   one window (cpu, memory, gpu as exact base-unit·µs, text).
 - ``quota_shared_open(at, username, servername, hub, capped[], reported[], budgeted[],
@@ -331,9 +333,19 @@ _SHARED_OPEN = f"""
     $fn$
 """
 
-UPGRADE = [_POOL_USED, _SHARED_OPEN]
+# A segment running now has ended_at NULL. 'infinity' reads as running in the scans but not in
+# the open totals (migration 0011); the rollup triggers already fail on it ("timestamp out of
+# range"), so no ledger holds one, and this check says why instead
+# (https://www.postgresql.org/docs/current/datatype-datetime.html#DATATYPE-DATETIME-SPECIAL-VALUES).
+_FINITE = [
+    "ALTER TABLE segments ADD CONSTRAINT ck_segments_finite_times "
+    "CHECK (isfinite(started_at) AND (ended_at IS NULL OR isfinite(ended_at)))",
+]
+
+UPGRADE = [*_FINITE, _POOL_USED, _SHARED_OPEN]
 
 DOWNGRADE = [
+    "ALTER TABLE segments DROP CONSTRAINT IF EXISTS ck_segments_finite_times",
     "DROP FUNCTION IF EXISTS quota_shared_open(timestamptz, text, text, boolean, text[], "
     "text[], text[], timestamptz, text[], boolean[], double precision[])",
     "DROP FUNCTION IF EXISTS quota_pool_used(text, text, boolean, timestamptz, double precision)",
