@@ -69,7 +69,9 @@ async def decide_many(
         policy, limits, groups, username, requests[0].servername if requests else "", now
     )
     decisions, found = await _evaluate_all(db, policy, limits, username, requests, now, shared)
-    return await shared_reads.attach_many(db, policy, limits, groups, decisions, found=found)
+    return await shared_reads.attach_many(
+        db, policy, limits, groups, decisions, read=shared, found=found
+    )
 
 
 async def _evaluate_all(

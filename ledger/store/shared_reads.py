@@ -263,12 +263,13 @@ def applies(policy, limits, groups: Iterable[str]) -> bool:
 
 async def read_usage(
     raw, policy, username: str, groups: Iterable[str], servername: str, now: datetime,
-    *, who: bool = False, found: Sequence | None = None,
+    *, who: bool = False, read: UsageRead | None = None, found: Sequence | None = None,
 ) -> SharedUsage:  # fmt: skip
     """In-use amounts per scope and the pools' used budgets: one round trip (none when
-    ``found`` holds :data:`_OPEN_SCOPED`'s rows, read with the user's history; plus the
-    pools' grants and credits when they have some, and a spent pool's retry search)."""
-    read = UsageRead.of(policy, username, groups, servername, now)
+    ``found`` holds ``read``'s :data:`_OPEN_SCOPED` rows, read with the user's history; plus
+    the pools' grants and credits when they have some, and a spent pool's retry search)."""
+    if read is None or found is None:
+        read = UsageRead.of(policy, username, groups, servername, now)
     groups, pools, reads, hub = read.groups, read.pools, read.reads, read.hub
     usage = SharedUsage(at=now)
     adjusted = bool(read.budgeted)
@@ -375,11 +376,11 @@ def usage_read(policy, limits, groups: Iterable[str], username: str, servername:
 
 async def attach_many(
     conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions, *,
-    who: bool = False, found: Sequence | None = None,
+    who: bool = False, read: UsageRead | None = None, found: Sequence | None = None,
 ):  # fmt: skip
     """:func:`attach` for several sizes of one user's server at one instant: what the pools
-    and the hub hold is read once (or was, with the user's history: ``found``), and each
-    size is judged against it."""
+    and the hub hold is read once (or was, with the user's history: :func:`usage_read`'s
+    ``read`` and its rows ``found``), and each size is judged against it."""
     groups = list(groups)
     if not decisions or not applies(policy, limits, groups) or limits.denied_all:
         return decisions
@@ -387,7 +388,7 @@ async def attach_many(
     raw = await _raw(conn)
     usage = await read_usage(
         raw, policy, first.username, groups, first.request.servername, first.at, who=who,
-        found=found,
+        read=read, found=found,
     )  # fmt: skip
     return [
         shared_verdict.attach(
