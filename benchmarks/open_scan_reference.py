@@ -36,10 +36,11 @@ LIVE_SCAN_SQL = f"""
             AND s.started_at >= l.taken_at - interval '{LEASE_SKEW_SECONDS} seconds')
 """
 
+# scopes: '' the hub, NULL the requesting user, else a group (any may be named "hub")
 SCOPED_SCAN_SQL = f"""
     WITH live AS ({LIVE_SCAN_SQL}),
     scoped AS (
-        SELECT 'hub' AS scope, live.* FROM live WHERE $4
+        SELECT '' AS scope, live.* FROM live WHERE $4
         UNION ALL
         SELECT g.name, live.* FROM unnest($5::text[]) AS g(name) JOIN live ON
             CASE WHEN live.pools IS NOT NULL THEN g.name = ANY(live.pools)
@@ -48,13 +49,14 @@ SCOPED_SCAN_SQL = f"""
                               WHERE ug.username = live.username AND ug.group_name = g.name)
             END
         UNION ALL
-        SELECT 'user', live.* FROM live WHERE live.username = $2
+        SELECT NULL, live.* FROM live WHERE live.username = $2
     )
     SELECT 'sum' AS kind, scope, NULL AS name,
            -- distinct servers by hashing, not by sorting records of collated text (EXPLAIN:
            -- that sort was most of this statement with ~1,700 servers running)
            (SELECT count(*) FROM (SELECT DISTINCT d.username, d.servername FROM scoped d
-                                  WHERE d.scope = scoped.scope) servers) AS servers,
+                                  WHERE d.scope IS NOT DISTINCT FROM scoped.scope) servers)
+           AS servers,
            sum(cpu_millicores)::bigint AS cpu, sum(memory_bytes)::bigint AS memory,
            sum(gpu_count)::bigint AS gpu
     FROM scoped GROUP BY scope
@@ -63,9 +65,9 @@ SCOPED_SCAN_SQL = f"""
     FROM scoped, jsonb_each_text(scoped.extended) AS e
     WHERE scoped.extended <> '{{}}'::jsonb GROUP BY scope, e.key
     UNION ALL
-    SELECT 'lease', 'user', NULL, count(*), sum(cpu_millicores)::bigint,
+    SELECT 'lease', NULL, NULL, count(*), sum(cpu_millicores)::bigint,
            sum(memory_bytes)::bigint, sum(gpu_count)::bigint
-    FROM scoped WHERE scope = 'user' AND pools IS NOT NULL
+    FROM scoped WHERE scope IS NULL AND pools IS NOT NULL
     UNION ALL
     SELECT 'who', scope, username, count(DISTINCT servername), sum(cpu_millicores)::bigint,
            sum(memory_bytes)::bigint, sum(gpu_count)::bigint

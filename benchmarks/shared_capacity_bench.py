@@ -25,6 +25,7 @@ import asyncio
 import random
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +43,7 @@ from benchmarks.open_scan_reference import (  # noqa: E402
     normal,
 )
 from benchmarks.pool_sum_reference import MEMBERS_SUM_SQL  # noqa: E402
+from benchmarks.shared_statement_reference import with_pool_reads  # noqa: E402
 from ledger.core.decision import ServerRequest  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.store import db, leases, shared_reads  # noqa: E402
@@ -57,7 +59,13 @@ hub:
 """
 
 
-def shared_policy(base: str, pool_memory: str = "1000000 GiB-hours") -> str:
+# A pool budget no group's members reach: the generated data's busiest pool uses ~2.3 M
+# GiB-hours in 30 days, so at 1 M (before 2026-12-02) every "with pools" decide was a refusal
+# of a spent pool and measured what the spent row measures.
+POOL_MEMORY = "1000000000 GiB-hours"
+
+
+def shared_policy(base: str, pool_memory: str = POOL_MEMORY) -> str:
     """The policy with a pool on every group (its inline entry gets a ``pool:`` key)."""
     pool = f", pool: {{memory: {pool_memory}, running: {{gpu: 1000, servers: 100000}}}}}}"
     out, in_groups = [], False
@@ -98,9 +106,19 @@ async def store_groups(engine, groups: dict[str, list[str]]) -> None:
         await conn.execute(text("ANALYZE user_groups"))
 
 
+async def _decide_then_shared(engine, plain, shared, username, groups, at):
+    """decide as before migration 0016's change: the user's history read, then the shared
+    capacity read in a round trip of its own, on one connection."""
+    async with engine.connect() as conn:
+        d = await decide(conn, plain, username, groups, REQUEST, at)
+        limits = shared.limits_for(username, groups)
+        (d,) = await shared_reads.attach_many(conn, shared, limits, groups, [d])
+    return d
+
+
 async def bench_decide(engine, plain, shared, spent, groups, users) -> dict:
     at = datagen.EVAL_AT
-    without, with_shared, with_spent = [], [], []
+    without, with_shared, with_spent, separate = [], [], [], []
     for username in users:
         g = groups.get(username, [])
         t0 = time.perf_counter()
@@ -110,16 +128,21 @@ async def bench_decide(engine, plain, shared, spent, groups, users) -> dict:
         t2 = time.perf_counter()
         refused = await decide(engine, spent, username, g, REQUEST, at)
         t3 = time.perf_counter()
-        assert d.shared is not None
+        apart = await _decide_then_shared(engine, plain, shared, username, g, at)
+        t4 = time.perf_counter()
+        assert d.shared is not None and d.shared.allowed, (username, d.reasons)
+        assert apart.to_json() == d.to_json(), username
         if g:  # a user in a group meets its spent pool, which says when it frees
             assert any(r.startswith("pool:") for r in refused.reasons), refused.reasons
         without.append(t1 - t0)
         with_shared.append(t2 - t1)
         with_spent.append(t3 - t2)
+        separate.append(t4 - t3)
     return {
         "without": summary_ms(without),
         "with": summary_ms(with_shared),
         "spent": summary_ms(with_spent),
+        "separate": summary_ms(separate),
     }
 
 
@@ -152,7 +175,7 @@ async def bench_open_reads(engine, policy, groups, users) -> dict:
     give the same exact figures. Server time from the client's wall time; client CPU apart."""
     at = datagen.EVAL_AT
     window = float(policy.window_seconds)
-    out = {k: [] for k in ("scoped_now", "scoped_scan", "pool_now", "pool_scan")}
+    out = {k: [] for k in ("scoped_now", "scoped_scan", "pool_now", "pool_scan", "fn", "stmt")}
     async with engine.connect() as conn:
         raw = await shared_reads._raw(conn)
         for username in users:
@@ -171,11 +194,28 @@ async def bench_open_reads(engine, policy, groups, users) -> dict:
             pool_old = await raw.fetchrow(POOL_USED_SCAN_SQL, *args)
             t5 = time.perf_counter()
             assert tuple(pool_new) == tuple(pool_old), (username, pool_new, pool_old)
+            # the whole shared read: quota_shared_open (migration 0016) against the statement
+            # sent before it (benchmarks/shared_statement_reference.py), same rows
+            read = shared_reads.UsageRead.of(policy, username, g, "", at)
+            args = read.arguments()
+            flat = [x for r in read.reads for x in (r[0], r[1], float(r[2]))]
+            t6 = time.perf_counter()
+            fn_rows = await raw.fetch(shared_reads._OPEN_SCOPED, *args)
+            t7 = time.perf_counter()
+            stmt_rows = await raw.fetch(with_pool_reads(len(read.reads)), *args[:8], *flat)
+            t8 = time.perf_counter()
+            assert _rows(fn_rows) == _rows(stmt_rows), username
+            out["fn"].append(t7 - t6)
+            out["stmt"].append(t8 - t7)
             out["scoped_now"].append(t1 - t0)
             out["scoped_scan"].append(t2 - t1)
             out["pool_now"].append(t4 - t3)
             out["pool_scan"].append(t5 - t4)
     return {k: summary_ms(v) for k, v in out.items()}
+
+
+def _rows(records) -> list[tuple]:
+    return sorted((k, s, r, int(Decimal(a))) for k, s, r, a in records)
 
 
 async def bench_leases(url, concurrency: int, rounds: int, free: int) -> dict:
@@ -230,12 +270,15 @@ def render(args, mach, info, dec, lease) -> str:
 
 - Machine: {mach["cpu"]}, {mach["cores"]} cores (shared), {mach["ram"]} RAM, {mach["os"]}; Python {mach["python"]}. Load average when the run started: {mach["load"]} (other sessions share these 2 cores; latencies include their noise).
 - Data: benchmarks/datagen.py seed {args.seed}, {args.users:,} users in examples/policy.yaml's four groups (each user's group in `user_groups`), {args.segments:,} segments over 90 days (load {info.get("load_s") or 0:.0f} s, rollup rebuild {info.get("rebuild_s") or 0:.0f} s). PostgreSQL {info.get("server_version")}.
-- Policies: examples/policy.yaml; and the same with `pool: {{memory: 1000000 GiB-hours, running: {{gpu: 1000, servers: 100000}}}}` on every group plus `hub: {{running: {{gpu, memory, servers}}}}` — every decide then sums its group's pool (thousands of members' rollup days) and counts the hub's running servers and leases. Request 2 CPU / 4 GiB; the two decides run back to back per user.
+- Policies: examples/policy.yaml; and the same with `pool: {{memory: {POOL_MEMORY}, running: {{gpu: 1000, servers: 100000}}}}` on every group plus `hub: {{running: {{gpu, memory, servers}}}}` — every decide then sums its group's pool (thousands of members' rollup days) and counts the hub's running servers and leases. Request 2 CPU / 4 GiB; the two decides run back to back per user.
 
 | measurement | result | goal | |
 |---|---|---|---|
 | `decide` without pools/hub caps p50 / p99, {w["n"]} users | {w["p50"]:.2f} / {w["p99"]:.2f} ms | | |
 | `decide` with pools and hub caps p50 / p99 | {s["p50"]:.2f} / {s["p99"]:.2f} ms | p99 within 1 ms of without | {"met" if delta <= 1 else "**missed**"} (+{delta:.2f} ms) |
+| … the shared read in a round trip of its own after the history's (before migration 0016's change), same decisions | {dec["separate"]["p50"]:.2f} / {dec["separate"]["p99"]:.2f} ms | | |
+| the shared read alone: `quota_shared_open` (migration 0016) p50 / p99 | {o["fn"]["p50"]:.2f} / {o["fn"]["p99"]:.2f} ms | | |
+| the same, the statement sent before 0016 (benchmarks/shared_statement_reference.py), interleaved, same rows | {o["stmt"]["p50"]:.2f} / {o["stmt"]["p99"]:.2f} ms | | |
 | `decide` refused by a spent pool p50 / p99 (its retry time is searched only for a pool of ≤ POOL_RETRY_MAX_MEMBERS; these have thousands) | {sp["p50"]:.2f} / {sp["p99"]:.2f} ms | | |
 | one pool budget read (the user's group, 30 days): `pool_rollups` p50 / p99 | {pr["now"]["p50"]:.2f} / {pr["now"]["p99"]:.2f} ms | | |
 | the same read summing every member's rollup days (before migration 0009), interleaved, same exact result, first {pr["before"]["n"]} users | {pr["before"]["p50"]:.2f} / {pr["before"]["p99"]:.2f} ms | | |

@@ -172,13 +172,19 @@ async def test_hub_takes_and_releases_leases_and_no_one_else_writes_them(logins)
 
 @pytest.mark.parametrize("component", ["hub", "enforcer", "web"])
 async def test_components_that_decide_can_run_decides_reads(logins, component):
-    # decide's reads are functions (migrations/versions/0013): each deciding role may run them
+    # decide's reads are functions (migrations/versions/0013, and 0016 for pools and hub
+    # caps): each deciding role may run them
     from ledger.core.decision import ServerRequest
     from ledger.core.policy_yaml import parse_policy
     from ledger.store.decide import decide
 
-    policy = parse_policy("window: 30d\ngroups:\n  all: {memory: 10 GiB-hours}\n", "policy.yaml")
+    policy = parse_policy(
+        "window: 30d\nhub: {running: {gpu: 4}}\ngroups:\n"
+        "  all: {memory: 10 GiB-hours, pool: {memory: 100 GiB-hours, running: {servers: 5}}}\n",
+        "policy.yaml",
+    )
     decision = await decide(
         logins[component], policy, "alice", ["all"], ServerRequest({"memory": 2**30}), NOW
     )
     assert decision.allowed
+    assert decision.shared is not None and decision.shared.checks and decision.shared.allowed

@@ -172,3 +172,37 @@ async def test_no_shared_limits_reads_nothing_extra(engine, monkeypatch):
     )
     d = await decide(engine, other, "u", ["a"], gpu_server(), NOW)
     assert d.allowed and d.shared is None
+
+
+async def test_pools_named_hub_or_user_count_apart_from_the_hub_and_the_user(engine):
+    # JupyterHub group names are free text: a pool named "hub" or "user" is its own scope
+    policy = parse_policy(
+        "window: 30d\ngroups:\n  hub: {pool: {running: {gpu: 1}}}\n"
+        "  user: {pool: {running: {gpu: 5}}}\nhub: {running: {gpu: 10}}\n"
+    )
+    await groups(engine, "a", ["hub"])
+    await add(engine, "a", NOW - timedelta(hours=1), None, gpu=1, name="x")
+    await add(engine, "other", NOW - timedelta(hours=1), None, gpu=3, name="y")
+    await add(engine, "c", NOW - timedelta(hours=1), None, gpu=2, name="z")
+    await groups(engine, "m", ["user"])
+    await add(engine, "m", NOW - timedelta(hours=1), None, gpu=1, name="w")
+
+    def in_use(decision):
+        return {(c.level, c.scope): c.in_use for c in decision.shared.checks}
+
+    d = await decide(engine, policy, "b", ["hub"], gpu_server(), NOW)
+    assert in_use(d) == {("pool", "hub"): 1, ("hub", "hub"): 7}
+    assert not d.allowed and d.reasons == ["pool:hub_running:gpu"]
+    d = await decide(engine, policy, "c", ["user"], gpu_server(), NOW)
+    assert in_use(d) == {("pool", "user"): 3, ("hub", "hub"): 7}
+    assert d.allowed
+    # the user's own cap counts the user's servers, not the "user" pool's
+    capped = parse_policy(
+        "window: 30d\nusers:\n  c: {running: {gpu: 3}}\ngroups:\n"
+        "  user: {pool: {running: {gpu: 5}}}\n"
+    )
+    taken = await leases.take(engine, capped, capped.limits_for("c", ["user"]), "c", ["user"],
+                              gpu_server().amounts, "second", NOW, 300)  # fmt: skip
+    assert taken.granted, taken
+    d = await decide(engine, capped, "c", ["user"], gpu_server(), NOW)
+    assert in_use(d) == {("user", "c"): 3, ("pool", "user"): 4}  # its 2 GPUs and its lease

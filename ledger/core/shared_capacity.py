@@ -84,16 +84,18 @@ def pools_for(pools: Mapping[str, SharedLimits], groups: Iterable[str]) -> list[
 
 @dataclass
 class SharedUsage:
-    """What the store read: per scope ("hub" or a group name), amounts in use.
+    """What the store read, per scope: ``running`` and ``by_user`` keyed by (level, scope) —
+    (HUB, HUB), (POOL, group name), (USER, USER) — because a JupyterHub group may be named
+    "hub" or "user"; ``used``, ``adjustments`` and ``retry_us`` (pools only) by group name.
 
     ``running``: base units (and ``servers``) held by running segments plus live leases,
     without the requested server itself. ``used``: base-unit·µs over each budget's window,
     keyed by (resource, window seconds). ``by_user``: who holds what (for admins' messages).
     """
 
-    running: dict[str, dict[str, int]] = field(default_factory=dict)
+    running: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     used: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
-    by_user: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    by_user: dict[tuple[str, str], dict[str, dict[str, int]]] = field(default_factory=dict)
     own_leases: dict[str, int] = field(default_factory=dict)  # the user's own live leases
     at: datetime | None = None  # the instant read (grants and credits count relative to it)
     # per group: the pool's grants and credits (ledger.core.grants.Adjustments)
@@ -291,7 +293,7 @@ def evaluate_shared(
     """
     sized = any(int(v) > 0 for v in request.values())
     checks: list[ScopeCheck] = []
-    user_now = usage.running.get(USER, {})
+    user_now = usage.running.get((USER, USER), {})
     for name in display_order(user_running):
         leased = usage.own_leases.get(name, 0)
         asked = _requested(request, name)
@@ -302,14 +304,16 @@ def evaluate_shared(
         checks.append(ScopeCheck(USER, username, name, "running", cap, held, asked, blocks, False))
     scopes = [(POOL, g, pools[g]) for g in pools_for(pools, pools)] + [(HUB, HUB, hub)]
     for level, scope, limits in scopes:
-        running = usage.running.get(scope, {})
+        running = usage.running.get((level, scope), {})
         for name in display_order(limits.running):
             asked = _requested(request, name)
             cap, held = int(limits.running[name]), running.get(name, 0)
             blocks = "running" if asked and held + asked > cap else None
             # waiting cannot help a server larger than the whole cap
             waitable = name in limits.wait and asked <= cap
-            holders = {u: a[name] for u, a in usage.by_user.get(scope, {}).items() if a.get(name)}
+            holders = {
+                u: a[name] for u, a in usage.by_user.get((level, scope), {}).items() if a.get(name)
+            }
             checks.append(
                 ScopeCheck(
                     level,

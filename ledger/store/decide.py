@@ -92,20 +92,35 @@ class _Pooled:
 
 async def _decide_on(conn, policy, username, groups, requests, now) -> list[Decision]:
     limits = policy.limits_for(username, groups)
-    decisions = await _evaluate_all(conn, policy, limits, username, requests, now)
-    return await shared_reads.attach_many(conn, policy, limits, groups, decisions)
+    # what the pools and the hub hold is read in the history's round trip (None: nothing)
+    shared = shared_reads.usage_read(
+        policy, limits, groups, username, requests[0].servername if requests else "", now
+    )
+    decisions, found = await _evaluate_all(conn, policy, limits, username, requests, now, shared)
+    return await shared_reads.attach_many(
+        conn, policy, limits, groups, decisions, read=shared, found=found
+    )
 
 
-async def _evaluate_all(conn, policy, limits, username, requests, now) -> list[Decision]:
+async def _evaluate_all(
+    conn, policy, limits, username, requests, now, shared
+) -> tuple[list[Decision], list | None]:
+    """The decisions, and the shared capacity read's rows when they came with the history."""
     blocks = getattr(policy, "exhausted_budget_blocks", "any")
     if not (limits.budgets or limits.running):
-        return [
+        decisions = [
             evaluate(username, limits, [], r, now, exhausted_budget_blocks=blocks) for r in requests
         ]
+        return decisions, None
     windows = sorted({b.window_seconds for b in limits.budgets.values()})
+    also = None
+    if shared is not None:
+        sql = shared_reads.open_scoped_sql(rollups.ALSO_FIRST_PARAMETER)
+        also = (sql, shared.arguments())
     history = await rollups.user_history(
-        conn, username, now, windows, rollups.retry_limits(limits.budgets)
+        conn, username, now, windows, rollups.retry_limits(limits.budgets), also=also
     )
+    found = history.also_rows if shared is not None else None
     # Grants and credits: one more round trip (ledger/store/grants.py), only with budgets and
     # only for a user the history read found some for.
     adjustments = None
@@ -139,7 +154,7 @@ async def _evaluate_all(conn, policy, limits, username, requests, now) -> list[D
                 needed |= need.bucket_starts
                 waiting.append(i)
         if not waiting:
-            return decisions
+            return decisions, found
         await rollups.load_days(conn, username, history, needed)
         pending = waiting
     raise RuntimeError(f"decide for {username!r} kept asking for more days of raw segments")

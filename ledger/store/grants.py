@@ -59,16 +59,11 @@ _GROUP_ADJUSTMENTS_SQL = f"""
     WHERE group_name = ANY($1::text[]) AND credited_at >= $3
 """
 
-# Whether a group in $groups has grants or credits that :func:`pool_adjustments` would read
-# at $now over a window from $since (a superset: two index probes,
-# ix_quota_grants_group_end and ix_quota_credits_group_at). ledger/store/shared_reads.py asks
-# it in the statement it runs anyway and reads the adjustments only when it says so.
-GROUP_ADJUSTMENTS_EXIST_SQL = """
-    EXISTS (SELECT 1 FROM quota_grants g WHERE g.group_name = ANY({groups}) AND g.ends_at > {now}
-            AND (g.revoked_at IS NULL OR g.revoked_at > {now}))
-    OR EXISTS (SELECT 1 FROM quota_credits c
-               WHERE c.group_name = ANY({groups}) AND c.credited_at >= {since})
-"""
+
+# Whether a group has grants or credits that :func:`pool_adjustments` would read (a
+# superset: two index probes, ix_quota_grants_group_end and ix_quota_credits_group_at) is
+# asked by quota_shared_open (migrations/versions/0016), in the statement decide runs anyway:
+# the adjustments are read only when it says so.
 
 
 class GrantError(ValueError):

@@ -46,6 +46,15 @@ WHOLE_WINDOW_SEGMENTS = 256
 # NULL so no JSON is decoded for them. They always run their generic plan: the custom plans a
 # prepared statement may settle on cost more to plan than the generic plan takes to run.
 _HISTORY_SQL = "SELECT * FROM quota_user_history($1, $2, $3, $4, $5, $6, $7, $8)"
+
+# Another read sent in the same round trip (decide's shared capacity read, four text columns
+# whose parameters are numbered from $9: ledger/store/shared_reads.py): its rows come back
+# as kind 9, in the text columns, and are kept as they came (``UserHistory.also_rows``).
+ALSO_FIRST_PARAMETER = 9
+_ALSO_SQL = (
+    " UNION ALL SELECT 9, NULL, NULL, x.c1, NULL, NULL, NULL, NULL, x.c2, x.c3, x.c4, NULL"
+    " FROM ({}) x(c1, c2, c3, c4)"
+)
 _DAYS_SQL = "SELECT * FROM quota_user_days($1, $2)"
 
 
@@ -160,6 +169,7 @@ class UserHistory:
     running: list[SegmentRow] = field(default_factory=list)
     whole_window: bool = False  # every closed segment of the window was read
     has_adjustments: bool = False  # grants or credits may count (kind 4)
+    also_rows: list[tuple] = field(default_factory=list)  # the other read's (kind 9)
 
     def add_records(self, records) -> None:
         partial_rows = self.partial_rows
@@ -171,6 +181,8 @@ class UserHistory:
                 partial_rows[key if key is not None else len(partial_rows)] = (
                     r[1], r[2], r[4], r[5], r[6], None if ext is None else _extended(ext)
                 )  # fmt: skip
+            elif kind == 9:  # the other read's (kind, scope, resource, amount)
+                self.also_rows.append((r[3], r[8], r[9], r[10]))
             elif kind == 2:
                 day = self.buckets.setdefault(r[1], {})
                 for name, total, cover in (
@@ -243,6 +255,8 @@ async def user_history(
     now: datetime,
     windows_seconds: Sequence[int],
     retry_limits: Sequence[tuple[str, int, int]] = (),
+    *,
+    also: tuple[str, Sequence] | None = None,
 ) -> UserHistory:
     """One round trip: rollup days of the longest window, the segments running at ``now``, and
     either every closed segment of the window (a user with at most
@@ -250,15 +264,17 @@ async def user_history(
     the day of each window's start), plus, for a busy user, the days where the retry time of
     each of ``retry_limits`` (resource, window seconds, limit in base-unit·µs) can lie
     (migrations/versions/0014: found from the days' totals, so a busy user over budget
-    needs no second round trip)."""
+    needs no second round trip); and ``also``'s (statement, parameters) rows, in
+    ``also_rows`` (:data:`_ALSO_SQL`)."""
     now_us = to_us(now)
     longest = max(windows_seconds, default=0) * 1_000_000
     first_day = _bucket_of(now_us - longest)
     edges = sorted({_bucket_of(now_us)} | {_bucket_of(now_us - w * 1_000_000) for w in windows_seconds})  # fmt: skip
     history = UserHistory(now_us=now_us, loaded_days=set(edges))
     raw = await _raw(conn)
+    sql, more = (_HISTORY_SQL, ()) if also is None else (_HISTORY_SQL + _ALSO_SQL.format(also[0]), also[1])  # fmt: skip
     records = await raw.fetch(
-        _HISTORY_SQL,
+        sql,
         username,
         from_us(first_day),
         now,
@@ -267,6 +283,7 @@ async def user_history(
         [name for name, _, _ in retry_limits],
         [from_us(now_us - w * 1_000_000) for _, w, _ in retry_limits],
         [limit for _, _, limit in retry_limits],
+        *more,
     )
     history.add_records(records)
     if history.whole_window:

@@ -12,10 +12,9 @@ requesting user, whose groups are the ones the hub reported for this spawn.
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -26,6 +25,7 @@ from ledger.core import shared_capacity, shared_verdict
 from ledger.core.resources import SERVERS
 from ledger.core.shared_capacity import (
     HUB,
+    POOL,
     USER,
     SharedStatus,
     SharedUsage,
@@ -81,7 +81,7 @@ LIVE_SQL = f"""
 _SCOPED = f"""
     WITH live AS ({LIVE_SQL}),
     scoped AS (
-        SELECT 'hub' AS scope, live.* FROM live WHERE $4
+        SELECT '' AS scope, live.* FROM live WHERE $4
         UNION ALL
         SELECT g.name, live.* FROM unnest($5::text[]) AS g(name) JOIN live ON
             CASE WHEN live.pools IS NOT NULL THEN g.name = ANY(live.pools)
@@ -90,13 +90,14 @@ _SCOPED = f"""
                               WHERE ug.username = live.username AND ug.group_name = g.name)
             END
         UNION ALL
-        SELECT 'user', live.* FROM live WHERE live.username = $2
+        SELECT NULL, live.* FROM live WHERE live.username = $2
     )
     SELECT 'sum' AS kind, scope, NULL AS name,
            -- distinct servers by hashing, not by sorting records of collated text (EXPLAIN:
            -- that sort was most of this statement with ~1,700 servers running)
            (SELECT count(*) FROM (SELECT DISTINCT d.username, d.servername FROM scoped d
-                                  WHERE d.scope = scoped.scope) servers) AS servers,
+                                  WHERE d.scope IS NOT DISTINCT FROM scoped.scope) servers)
+               AS servers,
            sum(cpu_millicores)::bigint AS cpu, sum(memory_bytes)::bigint AS memory,
            sum(gpu_count)::bigint AS gpu
     FROM scoped GROUP BY scope
@@ -105,9 +106,9 @@ _SCOPED = f"""
     FROM scoped, jsonb_each_text(scoped.extended) AS e
     WHERE scoped.extended <> '{{}}'::jsonb GROUP BY scope, e.key
     UNION ALL
-    SELECT 'lease', 'user', NULL, count(*), sum(cpu_millicores)::bigint,
+    SELECT 'lease', NULL, NULL, count(*), sum(cpu_millicores)::bigint,
            sum(memory_bytes)::bigint, sum(gpu_count)::bigint
-    FROM scoped WHERE scope = 'user' AND pools IS NOT NULL
+    FROM scoped WHERE scope IS NULL AND pools IS NOT NULL
     UNION ALL
     SELECT 'who', scope, username, count(DISTINCT servername), sum(cpu_millicores)::bigint,
            sum(memory_bytes)::bigint, sum(gpu_count)::bigint
@@ -120,278 +121,80 @@ HUB_SCOPE = ""
 SERVERS_TOTAL = "#servers"
 
 
-_AMOUNTS = (
-    "(VALUES ('cpu', ROW.cpu_millicores::numeric), ('memory', ROW.memory_bytes::numeric), "
-    "('gpu', ROW.gpu_count::numeric) UNION ALL SELECT e.key, e.value::numeric "
-    "FROM jsonb_each_text(ROW.extended) e) r(resource, amount)"
-)
-
-
-def _amounts(row: str) -> str:
-    """A LATERAL list of (resource, amount) of one segment or lease row: core and extended."""
-    return _AMOUNTS.replace("ROW", row)
-
-
-# What runs at $1 per scope: '' the hub (when $4), each group in $5, from the open totals
-# (migration 0011: per scope, Σ over the open segments of the members user_groups caches)
-# corrected server by server where "open now" and "running at $1" differ or the cache is not
-# what counts:
-# - servers with an open segment that starts after $1, or a closed one that started by $1 and
-#   ends after it (ix_segments_open_started, ix_segments_end: ranges that are tiny when $1 is
-#   about the present, and still right when it is not);
-# - the requesting user's ($2: counted in the groups the hub reported, $6, not the cache), and
-#   the requested server ($3) left out: a restart replaces it;
+# What runs per scope, the requesting user's holding, whether the budgeted pools have grants
+# or credits, and each pool budget read, in one round trip: a PL/pgSQL function
+# (migrations/versions/0016_shared_generic_plans.py holds the SQL and says why) whose cached
+# generic plan prunes the monthly partitions before it runs. What runs at ``at`` per scope:
+# '' the hub (when ``hub``), each capped group, from the open totals (migration 0011: per
+# scope, Σ over the open segments of the members user_groups caches) corrected server by
+# server where "open now" and "running at ``at``" differ or the cache is not what counts:
+# - servers with an open segment that starts after ``at``, or a closed one that started by
+#   ``at`` and ends after it (ranges that are tiny when ``at`` is about the present, and
+#   still right when it is not);
+# - the requesting user's (counted in the groups the hub reported, not the cache), and the
+#   requested server left out: a restart replaces it;
 # - the servers of live leases (a lease and a segment of one server are one server).
-# Each such server's open segments are taken out as the totals counted them and its segments
-# running at $1 put in as the old scan (kind 'who' below) counts them; correcting one server
-# more than needed changes nothing. Kind 'user' is $2's own holding, 'lease' $2's leases,
-# 'adjusted' says the budgeted pools ($7) have grants or credits from $8 on.
-# Past ``lv``, every parameter is read from ``a`` (InitPlans): the planner sees no value then,
-# so each run's custom plan costs what the generic plan does and, from the sixth run on, the
-# cached generic plan is used; with the values visible, a custom plan looked cheaper and was
-# planned anew every time (~2.5 ms of planning per decide, measured; see
-# https://www.postgresql.org/docs/current/sql-prepare.html#SQL-PREPARE-NOTES).
-_OPEN_SCOPED = f"""
-    WITH a AS MATERIALIZED (
-        SELECT $1::timestamptz AS at, $2::text AS username, $3::text AS servername,
-               $4::boolean AS hub, $5::text[] AS capped, $6::text[] AS reported,
-               $7::text[] AS budgeted, $8::timestamptz AS since
-    ),
-    lv AS MATERIALIZED ({LIVE_LEASES_SQL}),
-    touched AS MATERIALIZED (
-        SELECT s.username, s.servername FROM segments s
-        WHERE s.ended_at IS NULL AND s.started_at > (SELECT at FROM a)
-        UNION
-        SELECT s.username, s.servername FROM segments s
-        WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) > (SELECT at FROM a)
-          AND COALESCE(s.ended_at, 'infinity'::timestamptz) < 'infinity'::timestamptz
-          AND s.started_at <= (SELECT at FROM a)
-        UNION
-        SELECT s.username, s.servername FROM segments s
-        WHERE s.username = (SELECT username FROM a) AND COALESCE(s.ended_at, 'infinity'::timestamptz) > (SELECT at FROM a)
-        UNION
-        SELECT username, servername FROM lv
-    ), seg AS MATERIALIZED (
-        SELECT s.username, s.servername, s.cpu_millicores, s.memory_bytes, s.gpu_count,
-               s.extended, s.ended_at IS NULL AS open,
-               s.started_at <= (SELECT at FROM a) AND NOT (s.username = (SELECT username FROM a) AND s.servername = (SELECT servername FROM a)) AS runs
-        FROM touched t JOIN segments s ON s.username = t.username
-         AND s.servername = t.servername
-         AND COALESCE(s.ended_at, 'infinity'::timestamptz) > (SELECT at FROM a)
-    ), sc AS MATERIALIZED (
-        SELECT '{HUB_SCOPE}'::text AS scope WHERE (SELECT hub FROM a)
-        UNION SELECT unnest((SELECT capped FROM a))
-    ), items AS MATERIALIZED (
-        -- membership probed per row (LIMIT 1: an index probe, never a hash of user_groups)
-        SELECT sc.scope, w.sign, s.username, s.servername, s.cpu_millicores, s.memory_bytes,
-               s.gpu_count, s.extended
-        FROM sc CROSS JOIN seg s
-        LEFT JOIN LATERAL (
-            SELECT true AS cached FROM user_groups ug
-            WHERE ug.username = s.username AND ug.group_name = sc.scope LIMIT 1
-        ) c ON sc.scope <> '{HUB_SCOPE}'
-        CROSS JOIN LATERAL (
-            SELECT -1 AS sign WHERE s.open AND (sc.scope = '{HUB_SCOPE}' OR c.cached IS TRUE)
-            UNION ALL
-            SELECT 1 WHERE s.runs AND (sc.scope = '{HUB_SCOPE}' OR CASE
-                WHEN s.username = (SELECT username FROM a) THEN sc.scope = ANY((SELECT reported FROM a)::text[])
-                ELSE c.cached IS TRUE END)
-        ) w
-        UNION ALL
-        SELECT sc.scope, 1, l.username, l.servername, l.cpu_millicores, l.memory_bytes,
-               l.gpu_count, l.extended
-        FROM sc JOIN lv l ON sc.scope = '{HUB_SCOPE}' OR sc.scope = ANY(l.pools)
-    ), own AS MATERIALIZED (
-        SELECT 'user' AS kind, username, servername, cpu_millicores, memory_bytes, gpu_count,
-               extended
-        FROM seg WHERE runs AND username = (SELECT username FROM a)
-        UNION ALL
-        SELECT 'user', username, servername, cpu_millicores, memory_bytes, gpu_count, extended
-        FROM lv WHERE username = (SELECT username FROM a)
-        UNION ALL
-        SELECT 'lease', username, servername, cpu_millicores, memory_bytes, gpu_count,
-               '{{}}'::jsonb
-        FROM lv WHERE username = (SELECT username FROM a)
-    )
-    SELECT 'scope' AS kind, x.scope, x.resource, sum(x.amount)::bigint AS amount
-    FROM (
-        SELECT o.scope, o.resource, o.amount FROM open_totals o
-        WHERE o.scope IN (SELECT scope FROM sc)
-        UNION ALL
-        SELECT i.scope, r.resource, i.sign * r.amount
-        FROM items i CROSS JOIN LATERAL {_amounts("i")}
-        UNION ALL
-        SELECT scope, '{SERVERS_TOTAL}', sign * count(DISTINCT (username, servername))
-        FROM items GROUP BY scope, sign
-    ) x
-    GROUP BY x.scope, x.resource
-    UNION ALL
-    SELECT o.kind, NULL, r.resource, sum(r.amount)::bigint
-    FROM own o CROSS JOIN LATERAL {_amounts("o")} GROUP BY o.kind, r.resource
-    UNION ALL
-    SELECT kind, NULL, '{SERVERS_TOTAL}', count(DISTINCT (username, servername))
-    FROM own GROUP BY kind
-    UNION ALL
-    -- the budgeted pools ($7) have grants or credits that may count: only then are they read
-    SELECT 'adjusted', NULL, NULL, 1 WHERE {
-    grants.GROUP_ADJUSTMENTS_EXIST_SQL.format(
-        groups="(SELECT budgeted FROM a)::text[]",
-        now="(SELECT at FROM a)",
-        since="(SELECT since FROM a)",
-    )
-}
-"""  # noqa: S608 - constants only
+def open_scoped_sql(first_parameter: int = 1) -> str:
+    """:data:`_OPEN_SCOPED` with its 11 parameters numbered from ``first_parameter`` (decide
+    sends it after the user's history read's parameters, ledger/store/rollups.py)."""
+    numbers = ", ".join(f"${n}" for n in range(first_parameter, first_parameter + 11))
+    return f"SELECT kind, scope, resource, amount FROM quota_shared_open({numbers})"  # noqa: S608 - numbers only
 
-# A pool's usage over one window, from pool_rollups (migrations/versions/0009): with rate_z the
-# rate running at day z's start and Δ, Δt the summed ± rates (and rate × instant) of the
-# members' segment starts and ends in [z, p), ∫[z, p) = rate_z·(p − z) + p·Δ − Δt. The window
-# is whole days [zs, za) − ∫[zs, since) + ∫[za, at); each edge sums whole hours, whole
-# minutes, then the partial minute's raw starts and ends (ix_segments_started,
-# ix_segments_end). The rollups count the members user_groups caches; the requesting user
-# ($2) counts as the hub reported ($3), so their closed usage is added or taken out when the
-# cache disagrees. Open segments (ended_at NULL) of the members, from the open totals
-# (migration 0011): Σ rate·(at − start) = at·Σrate − Σrate·start, less the open segments that
-# start at or after ``at`` (they count nothing) or before ``since`` (they count from since
-# on): both ranges of ix_segments_open_started, tiny for a ``now`` about the present; and the
-# requesting user's open segments added or taken out when the cache disagrees.
-_DAY_US = 86_400_000_000
-_POOL_USED = f"""
-    WITH p AS (
-        SELECT $4::timestamptz AS at, $4::timestamptz - make_interval(secs => $5) AS since
-    ), e AS (
-        SELECT sign, z, point, quota_epoch_us(point) AS point_us, quota_epoch_us(z) AS z_us,
-               date_bin(interval '1 hour', point, timestamptz '1970-01-01 00:00:00+00') AS h,
-               date_bin(interval '1 minute', point, timestamptz '1970-01-01 00:00:00+00') AS m
-        FROM (SELECT -1 AS sign, quota_bucket_start(since) AS z, since AS point FROM p
-              UNION ALL SELECT 1, quota_bucket_start(at), at FROM p) x
-    ), days AS MATERIALIZED (
-        SELECT r.* FROM pool_rollups r
-        WHERE r.group_name = $1 AND r.width_seconds = 86400
-          AND r.bucket_start >= (SELECT z FROM e WHERE sign = -1)
-          AND r.bucket_start <= (SELECT z FROM e WHERE sign = 1)
-    ), parts AS (
-        SELECT r.cpu_rate::numeric * {_DAY_US} + (quota_epoch_us(r.bucket_start) + {_DAY_US})::numeric * r.cpu_delta - r.cpu_delta_us AS cpu,
-               r.memory_rate::numeric * {_DAY_US} + (quota_epoch_us(r.bucket_start) + {_DAY_US})::numeric * r.memory_delta - r.memory_delta_us AS memory,
-               r.gpu_rate::numeric * {_DAY_US} + (quota_epoch_us(r.bucket_start) + {_DAY_US})::numeric * r.gpu_delta - r.gpu_delta_us AS gpu
-        FROM days r WHERE r.bucket_start < (SELECT z FROM e WHERE sign = 1)
-        UNION ALL
-        SELECT e.sign * r.cpu_rate::numeric * (e.point_us - e.z_us),
-               e.sign * r.memory_rate::numeric * (e.point_us - e.z_us),
-               e.sign * r.gpu_rate::numeric * (e.point_us - e.z_us)
-        FROM e JOIN days r ON r.bucket_start = e.z
-        UNION ALL
-        SELECT e.sign * (e.point_us::numeric * r.cpu_delta - r.cpu_delta_us),
-               e.sign * (e.point_us::numeric * r.memory_delta - r.memory_delta_us),
-               e.sign * (e.point_us::numeric * r.gpu_delta - r.gpu_delta_us)
-        FROM e CROSS JOIN LATERAL (
-            SELECT * FROM pool_rollups r
-            WHERE r.group_name = $1 AND r.width_seconds = 3600
-              AND r.bucket_start >= e.z AND r.bucket_start < e.h
-            UNION ALL
-            SELECT * FROM pool_rollups r
-            WHERE r.group_name = $1 AND r.width_seconds = 60
-              AND r.bucket_start >= e.h AND r.bucket_start < e.m
-        ) r
-        UNION ALL
-        SELECT e.sign * s.event_sign * s.cpu_millicores::numeric * (e.point_us - quota_epoch_us(s.event_at)),
-               e.sign * s.event_sign * s.memory_bytes::numeric * (e.point_us - quota_epoch_us(s.event_at)),
-               e.sign * s.event_sign * s.gpu_count::numeric * (e.point_us - quota_epoch_us(s.event_at))
-        FROM e CROSS JOIN LATERAL (
-            SELECT s.username, s.cpu_millicores, s.memory_bytes, s.gpu_count,
-                   s.started_at AS event_at, 1 AS event_sign
-            FROM segments s
-            WHERE s.started_at >= e.m AND s.started_at < e.point AND s.ended_at IS NOT NULL
-            UNION ALL
-            SELECT s.username, s.cpu_millicores, s.memory_bytes, s.gpu_count, s.ended_at, -1
-            FROM segments s
-            WHERE COALESCE(s.ended_at, 'infinity'::timestamptz) >= e.m
-              AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.point
-        ) s
-        WHERE EXISTS (SELECT 1 FROM user_groups ug
-                      WHERE ug.username = s.username AND ug.group_name = $1)
-        UNION ALL
-        SELECT c.k * s.cpu_millicores::numeric * o.us, c.k * s.memory_bytes::numeric * o.us,
-               c.k * s.gpu_count::numeric * o.us
-        FROM p CROSS JOIN (
-            SELECT CASE WHEN cached = $3 THEN 0 WHEN $3 THEN 1 ELSE -1 END AS k
-            FROM (SELECT EXISTS (SELECT 1 FROM user_groups
-                                 WHERE username = $2 AND group_name = $1) AS cached) x
-        ) c
-        JOIN segments s ON c.k <> 0 AND s.username = $2 AND s.ended_at IS NOT NULL
-         AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p.since AND s.started_at < p.at
-        CROSS JOIN LATERAL (SELECT GREATEST(0, quota_epoch_us(LEAST(s.ended_at, p.at))
-                                               - quota_epoch_us(GREATEST(s.started_at, p.since))) AS us) o
-        UNION ALL
-        SELECT at_us * sum(t.amount) FILTER (WHERE t.resource = 'cpu')
-                 - sum(t.amount_start_us) FILTER (WHERE t.resource = 'cpu'),
-               at_us * sum(t.amount) FILTER (WHERE t.resource = 'memory')
-                 - sum(t.amount_start_us) FILTER (WHERE t.resource = 'memory'),
-               at_us * sum(t.amount) FILTER (WHERE t.resource = 'gpu')
-                 - sum(t.amount_start_us) FILTER (WHERE t.resource = 'gpu')
-        FROM (SELECT quota_epoch_us(at)::numeric AS at_us FROM p) p
-        JOIN open_totals t ON t.scope = $1 AND t.resource IN ('cpu', 'memory', 'gpu')
-        GROUP BY p.at_us
-        UNION ALL
-        SELECT -s.cpu_millicores::numeric * s.us, -s.memory_bytes::numeric * s.us,
-               -s.gpu_count::numeric * s.us
-        FROM p CROSS JOIN LATERAL (
-            SELECT s.*, quota_epoch_us(p.at) - quota_epoch_us(s.started_at) AS us
-            FROM segments s WHERE s.ended_at IS NULL AND s.started_at >= p.at
-            UNION ALL
-            SELECT s.*, quota_epoch_us(p.since) - quota_epoch_us(s.started_at)
-            FROM segments s WHERE s.ended_at IS NULL AND s.started_at < p.since
-        ) s
-        WHERE EXISTS (SELECT 1 FROM user_groups ug
-                      WHERE ug.username = s.username AND ug.group_name = $1)
-        UNION ALL
-        SELECT c.k * s.cpu_millicores::numeric * o.us, c.k * s.memory_bytes::numeric * o.us,
-               c.k * s.gpu_count::numeric * o.us
-        FROM p CROSS JOIN (
-            SELECT CASE WHEN cached = $3 THEN 0 WHEN $3 THEN 1 ELSE -1 END AS k
-            FROM (SELECT EXISTS (SELECT 1 FROM user_groups
-                                 WHERE username = $2 AND group_name = $1) AS cached) x
-        ) c
-        JOIN segments s ON c.k <> 0 AND s.username = $2
-         AND COALESCE(s.ended_at, 'infinity'::timestamptz) = 'infinity'
-         AND s.ended_at IS NULL AND s.started_at < p.at
-        CROSS JOIN LATERAL (SELECT quota_epoch_us(p.at) - quota_epoch_us(GREATEST(s.started_at, p.since)) AS us) o
-    )
-    SELECT COALESCE(sum(cpu), 0)::text, COALESCE(sum(memory), 0)::text, COALESCE(sum(gpu), 0)::text
-    FROM parts
-"""  # noqa: S608 - constants only
+
+_OPEN_SCOPED = open_scoped_sql()
+
+# A pool's usage over one window (group, username, in group, at, window seconds), from the
+# per-group rollups (migration 0009) plus the edge minutes' raw starts and ends and the
+# members' open segments from the open totals (migration 0011): cpu, memory, gpu as text.
+_POOL_USED = "SELECT cpu, memory, gpu FROM quota_pool_used($1, $2, $3, $4, $5)"
 
 
 async def _raw(conn: AsyncConnection):
     return (await conn.get_raw_connection()).driver_connection
 
 
-_PARAMETER = re.compile(r"\$(\d+)")
+@dataclass(frozen=True)
+class UsageRead:
+    """What :func:`read_usage` asks about one user's spawn, known before any round trip, so
+    decide can send it together with the user's own history (ledger/store/decide.py)."""
 
+    username: str
+    servername: str
+    now: datetime
+    groups: list[str]  # the groups the hub reported, sorted
+    pools: list[str]  # the pools among them
+    capped: list[str]  # pools with running caps
+    hub: bool  # the hub has running caps
+    budgeted: list[str]  # pools with budgets
+    longest_seconds: int  # the longest pool budget window
+    reads: list[tuple[str, bool, int]]  # (group, in group, window seconds) per pool budget read
 
-_POOL_ARM = (
-    " UNION ALL SELECT 'pool', 'READ', r.resource, r.amount FROM (POOL) q(cpu, memory, gpu)"
-    " CROSS JOIN LATERAL (VALUES ('cpu', q.cpu), ('memory', q.memory), ('gpu', q.gpu))"
-    " r(resource, amount)"
-)
+    @classmethod
+    def of(cls, policy, username: str, groups: Iterable[str], servername: str, now: datetime):
+        groups = sorted(set(groups))
+        pools = pools_for(policy.pools, groups)
+        budgeted = [g for g in pools if policy.pools[g].budgets]
+        windows = {
+            g: sorted({b.window_seconds or policy.window_seconds for b in policy.pools[g].budgets.values()})
+            for g in pools
+        }  # fmt: skip
+        return cls(
+            username, servername, now, groups, pools,
+            capped=[g for g in pools if policy.pools[g].running],
+            hub=bool(policy.hub.running),
+            budgeted=budgeted,
+            longest_seconds=max((w for g in budgeted for w in windows[g]), default=0),
+            reads=[(g, g in groups, w) for g in pools for w in windows[g]],
+        )  # fmt: skip
 
-
-def _renumbered(sql: str, numbers: dict[int, int]) -> str:
-    return _PARAMETER.sub(lambda m: f"${numbers[int(m.group(1))]}", sql)
-
-
-@functools.cache
-def _with_pool_reads(count: int) -> str:
-    """:data:`_OPEN_SCOPED` and ``count`` pool budget reads (:data:`_POOL_USED`, read i's
-    group, in-group flag and window as parameters 9 + 3i, 10 + 3i, 11 + 3i; its user and
-    instant are the statement's $2 and $1) in one statement: one round trip per decide."""
-    arms = "".join(
-        _POOL_ARM.replace("READ", str(i)).replace(
-            "POOL",
-            _renumbered(_POOL_USED, {1: 9 + 3 * i, 2: 2, 3: 10 + 3 * i, 4: 1, 5: 11 + 3 * i}),
-        )
-        for i in range(count)
-    )
-    return "SELECT kind, scope, resource, amount::text FROM (" + _OPEN_SCOPED + ") s" + arms  # noqa: S608 - constants only
+    def arguments(self) -> tuple:
+        """:data:`_OPEN_SCOPED`'s parameters."""
+        since = self.now - timedelta(seconds=self.longest_seconds)
+        return (
+            self.now, self.username, self.servername, self.hub, self.capped, self.groups,
+            self.budgeted, since, [g for g, _, _ in self.reads],
+            [in_group for _, in_group, _ in self.reads], [float(w) for _, _, w in self.reads],
+        )  # fmt: skip
 
 
 async def open_scoped(
@@ -403,12 +206,18 @@ async def open_scoped(
     ``budgeted`` pools have grants or credits from ``since`` on; and per ``(group, in group,
     window seconds)`` of ``pool_reads`` the pool's usage (:data:`_POOL_USED`), one round trip."""
     found = await raw.fetch(
-        _with_pool_reads(len(pool_reads)), now, username, servername, hub, capped, reported,
-        list(budgeted), since or now,
-        *(x for group, in_group, window in pool_reads for x in (group, in_group, float(window))),
+        _OPEN_SCOPED, now, username, servername, hub, capped, reported, list(budgeted),
+        since or now, [group for group, _, _ in pool_reads],
+        [in_group for _, in_group, _ in pool_reads],
+        [float(window) for _, _, window in pool_reads],
     )  # fmt: skip
+    return _parsed_open(found, len(pool_reads))
+
+
+def _parsed_open(found, reads: int) -> tuple[list[tuple], bool, list[dict[str, int]]]:
+    """:data:`_OPEN_SCOPED`'s rows: the scan's rows, whether adjusted, each read's usage."""
     adjusted = any(r[0] == "adjusted" for r in found)
-    used: list[dict[str, int]] = [{} for _ in pool_reads]
+    used: list[dict[str, int]] = [{} for _ in range(reads)]
     for kind, scope, name, amount in found:
         if kind == "pool":
             used[int(scope)][name] = int(Decimal(amount))
@@ -422,9 +231,9 @@ def _from_totals(records) -> list[tuple]:
     scopes: dict[tuple[str, str], dict[str, int]] = {}
     for kind, scope, name, amount in records:
         if kind == "scope":
-            key = ("sum", HUB if scope == HUB_SCOPE else scope)
+            key = ("sum", scope)
         else:
-            key = ("sum" if kind == "user" else "lease", USER)
+            key = ("sum" if kind == "user" else "lease", None)
         scopes.setdefault(key, {})[SERVERS if name == SERVERS_TOTAL else name] = int(amount)
     out = []
     for (kind, scope), amounts in scopes.items():
@@ -437,6 +246,14 @@ def _from_totals(records) -> list[tuple]:
     return sorted(out, key=lambda r: r[0] == "ext")
 
 
+def _scope_key(scope: str | None) -> tuple[str, str]:
+    """A read row's scope ('' the hub, None the requesting user, else a group: no JupyterHub
+    group is named '' or NULL, any may be named "hub" or "user") as SharedUsage keys it."""
+    if scope is None:
+        return (USER, USER)
+    return (HUB, HUB) if scope == HUB_SCOPE else (POOL, scope)
+
+
 def applies(policy, limits, groups: Iterable[str]) -> bool:
     """Whether shared capacity has anything to say about this user (else nothing is read)."""
     pools = getattr(policy, "pools", {})
@@ -446,34 +263,18 @@ def applies(policy, limits, groups: Iterable[str]) -> bool:
 
 async def read_usage(
     raw, policy, username: str, groups: Iterable[str], servername: str, now: datetime,
-    *, who: bool = False,
+    *, who: bool = False, read: UsageRead | None = None, found: Sequence | None = None,
 ) -> SharedUsage:  # fmt: skip
-    """In-use amounts per scope and the pools' used budgets: one round trip (plus the pools'
-    grants and credits when they have some, and a spent pool's retry search)."""
-    groups = sorted(set(groups))
-    pools = pools_for(policy.pools, groups)
-    capped = [g for g in pools if policy.pools[g].running]
+    """In-use amounts per scope and the pools' used budgets: one round trip (none when
+    ``found`` holds ``read``'s :data:`_OPEN_SCOPED` rows, read with the user's history; plus
+    the pools' grants and credits when they have some, and a spent pool's retry search)."""
+    if read is None or found is None:
+        read = UsageRead.of(policy, username, groups, servername, now)
+    groups, pools, reads, hub = read.groups, read.pools, read.reads, read.hub
     usage = SharedUsage(at=now)
-    hub = bool(policy.hub.running)
-    budgeted = [g for g in pools if policy.pools[g].budgets]
-    longest = max(
-        (b.window_seconds or policy.window_seconds
-         for g in budgeted for b in policy.pools[g].budgets.values()),
-        default=0,
-    )  # fmt: skip
-    adjusted = bool(budgeted)
-    reads = [
-        (group, group in groups, window)
-        for group in pools
-        for window in sorted(
-            {
-                b.window_seconds or policy.window_seconds
-                for b in policy.pools[group].budgets.values()
-            }
-        )
-    ]
+    adjusted = bool(read.budgeted)
     if who:  # who holds each cap: the scan, server by server (admins' views)
-        records = await raw.fetch(_SCOPED, now, username, servername, hub, capped, groups, who)
+        records = await raw.fetch(_SCOPED, now, username, servername, hub, read.capped, groups, who)
         used = []
         for group, in_group, window in reads:
             row = await raw.fetchrow(_POOL_USED, group, username, in_group, now, float(window))
@@ -481,29 +282,31 @@ async def read_usage(
                 dict(zip(("cpu", "memory", "gpu"), map(int, map(Decimal, row)), strict=True))
             )
     else:
-        since = now - timedelta(seconds=longest)
-        records, adjusted, used = await open_scoped(
-            raw, now, username, servername, hub, capped, groups, budgeted, since, reads
-        )
+        if found is None:
+            found = await raw.fetch(_OPEN_SCOPED, *read.arguments())
+        records, adjusted, used = _parsed_open(found, len(reads))
     for (group, _, window), amounts in zip(reads, used, strict=True):
         for name, total in amounts.items():
             usage.used.setdefault(group, {})[(name, window)] = total
     for kind, scope, name, servers, cpu, memory, gpu in records:
+        key = _scope_key(scope)
         if kind == "sum":
-            usage.running[scope] = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
+            usage.running[key] = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
         elif kind == "ext":
-            usage.running.setdefault(scope, {})[name] = cpu
+            usage.running.setdefault(key, {})[name] = cpu
         elif kind == "lease" and servers:
             usage.own_leases = {SERVERS: servers, "cpu": cpu, "memory": memory, "gpu": gpu}
         elif kind == "who":
-            usage.by_user.setdefault(scope, {})[name] = {
+            usage.by_user.setdefault(key, {})[name] = {
                 SERVERS: servers,
                 "cpu": cpu,
                 "memory": memory,
                 "gpu": gpu,
             }
     if adjusted:  # the pools' grants and credits (ledger/store/grants.py), one round trip
-        usage.adjustments = await grants.pool_adjustments(raw, budgeted, now, longest)
+        usage.adjustments = await grants.pool_adjustments(
+            raw, read.budgeted, now, read.longest_seconds
+        )
     for group in pools:
         await _add_retry_times(raw, policy, usage, group, username, group in groups, now)
     return usage
@@ -515,7 +318,10 @@ async def read_usage(
 # spawn would take on_ledger_error instead of this refusal. Deterministic: a count, not a
 # clock.
 POOL_RETRY_MAX_MEMBERS = 200
-_MEMBER_COUNT_SQL = "SELECT count(*) FROM user_groups WHERE group_name = $1"
+# counted no further than the bound: a pool of thousands costs what one of 201 does
+_MEMBER_COUNT_SQL = (
+    "SELECT count(*) FROM (SELECT 1 FROM user_groups WHERE group_name = $1 LIMIT $2) m"
+)
 
 
 async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -> None:
@@ -531,7 +337,11 @@ async def _add_retry_times(raw, policy, usage, group, username, in_group, now) -
         recorded = usage.used.get(group, {}).get((name, window), 0)
         if steps.now_limit > 0 and recorded >= steps.now_limit:
             asks.append((name, window, steps))
-    if asks and await raw.fetchval(_MEMBER_COUNT_SQL, group) <= POOL_RETRY_MAX_MEMBERS:
+    if (
+        asks
+        and await raw.fetchval(_MEMBER_COUNT_SQL, group, POOL_RETRY_MAX_MEMBERS + 1)
+        <= POOL_RETRY_MAX_MEMBERS
+    ):
         found = await pool_history.retry_times(raw, group, username, in_group, now, asks)
         usage.retry_us.setdefault(group, {}).update(found)
 
@@ -555,19 +365,31 @@ async def attach(
     return decision
 
 
+def usage_read(policy, limits, groups: Iterable[str], username: str, servername: str, now):
+    """The :class:`UsageRead` :func:`attach_many` would make for this spawn, or None when
+    shared capacity has nothing to say about it (nothing is read then)."""
+    groups = list(groups)
+    if not applies(policy, limits, groups) or limits.denied_all:
+        return None
+    return UsageRead.of(policy, username, groups, servername, now)
+
+
 async def attach_many(
-    conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions, *, who: bool = False
-):
+    conn: AsyncConnection, policy, limits, groups: Iterable[str], decisions, *,
+    who: bool = False, read: UsageRead | None = None, found: Sequence | None = None,
+):  # fmt: skip
     """:func:`attach` for several sizes of one user's server at one instant: what the pools
-    and the hub hold is read once, and each size is judged against it."""
+    and the hub hold is read once (or was, with the user's history: :func:`usage_read`'s
+    ``read`` and its rows ``found``), and each size is judged against it."""
     groups = list(groups)
     if not decisions or not applies(policy, limits, groups) or limits.denied_all:
         return decisions
     first = decisions[0]
     raw = await _raw(conn)
     usage = await read_usage(
-        raw, policy, first.username, groups, first.request.servername, first.at, who=who
-    )
+        raw, policy, first.username, groups, first.request.servername, first.at, who=who,
+        read=read, found=found,
+    )  # fmt: skip
     return [
         shared_verdict.attach(
             d, evaluate(policy, limits, d.username, groups, d.request.amounts, usage)
