@@ -109,12 +109,14 @@ _POOL_USED = f"""
             date_bin(interval '1 minute', p_at, timestamptz '1970-01-01 00:00:00+00');
         -- 1 the requesting user counts and the cache says not, -1 the other way, 0 agreed
         v_user_sign int;
+        v_cpu numeric;
+        v_memory numeric;
+        v_gpu numeric;
     BEGIN
     SELECT CASE WHEN x.cached = p_in_group THEN 0 WHEN p_in_group THEN 1 ELSE -1 END
     INTO v_user_sign
     FROM (SELECT EXISTS (SELECT 1 FROM user_groups
                          WHERE username = p_username AND group_name = p_group) AS cached) x;
-    RETURN QUERY
     WITH e AS (
         SELECT sign, z, point, quota_epoch_us(point) AS point_us, quota_epoch_us(z) AS z_us,
                date_bin(interval '1 hour', point, timestamptz '1970-01-01 00:00:00+00') AS h,
@@ -161,15 +163,6 @@ _POOL_USED = f"""
         UNION ALL
         {_edge_events(1, "p_at", "v_at_minute")}
         UNION ALL
-        SELECT v_user_sign * s.cpu_millicores::numeric * o.us,
-               v_user_sign * s.memory_bytes::numeric * o.us,
-               v_user_sign * s.gpu_count::numeric * o.us
-        FROM segments s
-        CROSS JOIN LATERAL (SELECT GREATEST(0, quota_epoch_us(LEAST(s.ended_at, p_at))
-                                               - quota_epoch_us(GREATEST(s.started_at, v_since))) AS us) o
-        WHERE v_user_sign <> 0 AND s.username = p_username AND s.ended_at IS NOT NULL
-          AND COALESCE(s.ended_at, 'infinity'::timestamptz) > v_since AND s.started_at < p_at
-        UNION ALL
         SELECT quota_epoch_us(p_at)::numeric * sum(t.amount) FILTER (WHERE t.resource = 'cpu')
                  - sum(t.amount_start_us) FILTER (WHERE t.resource = 'cpu'),
                quota_epoch_us(p_at)::numeric * sum(t.amount) FILTER (WHERE t.resource = 'memory')
@@ -192,19 +185,30 @@ _POOL_USED = f"""
         ) s
         WHERE EXISTS (SELECT 1 FROM user_groups ug
                       WHERE ug.username = s.username AND ug.group_name = p_group)
-        UNION ALL
-        SELECT v_user_sign * s.cpu_millicores::numeric * o.us,
-               v_user_sign * s.memory_bytes::numeric * o.us,
-               v_user_sign * s.gpu_count::numeric * o.us
-        FROM segments s
-        CROSS JOIN LATERAL (SELECT quota_epoch_us(p_at) - quota_epoch_us(GREATEST(s.started_at, v_since)) AS us) o
-        WHERE v_user_sign <> 0 AND s.username = p_username
-          AND COALESCE(s.ended_at, 'infinity'::timestamptz) = 'infinity'
-          AND s.ended_at IS NULL AND s.started_at < p_at
     )
-    SELECT COALESCE(sum(parts.cpu), 0)::text, COALESCE(sum(parts.memory), 0)::text,
-           COALESCE(sum(parts.gpu), 0)::text
+    SELECT COALESCE(sum(parts.cpu), 0), COALESCE(sum(parts.memory), 0),
+           COALESCE(sum(parts.gpu), 0)
+    INTO v_cpu, v_memory, v_gpu
     FROM parts;
+    -- the requesting user's segments, when the hub's groups and the cache disagree (rare:
+    -- a query of its own, so the common case sets up none of its partition scans)
+    IF v_user_sign <> 0 THEN
+        SELECT v_cpu + COALESCE(sum(v_user_sign * s.cpu_millicores::numeric * o.us), 0),
+               v_memory + COALESCE(sum(v_user_sign * s.memory_bytes::numeric * o.us), 0),
+               v_gpu + COALESCE(sum(v_user_sign * s.gpu_count::numeric * o.us), 0)
+        INTO v_cpu, v_memory, v_gpu
+        FROM segments s
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN s.ended_at IS NULL
+                        THEN quota_epoch_us(p_at) - quota_epoch_us(GREATEST(s.started_at, v_since))
+                        ELSE GREATEST(0, quota_epoch_us(LEAST(s.ended_at, p_at))
+                                         - quota_epoch_us(GREATEST(s.started_at, v_since)))
+                   END AS us
+        ) o
+        WHERE s.username = p_username
+          AND COALESCE(s.ended_at, 'infinity'::timestamptz) > v_since AND s.started_at < p_at;
+    END IF;
+    RETURN QUERY SELECT v_cpu::text, v_memory::text, v_gpu::text;
     END
     $fn$
 """
@@ -229,18 +233,16 @@ _LIVE_LEASES = """
 # cache is not what counts (ledger/store/shared_reads.py says which servers and why); then
 # the requesting user's own holding and leases, whether the budgeted pools have grants or
 # credits from p_since on, and the pool reads.
-_SHARED_OPEN = f"""
-    CREATE FUNCTION quota_shared_open(
-        p_at timestamptz, p_username text, p_servername text, p_hub boolean,
-        p_capped text[], p_reported text[], p_budgeted text[], p_since timestamptz,
-        p_pool_groups text[], p_pool_in_group boolean[], p_pool_windows double precision[]
-    ) RETURNS TABLE (kind text, scope text, resource text, amount text)
-    LANGUAGE plpgsql STABLE
-    SET plan_cache_mode = force_generic_plan AS $fn$
-    #variable_conflict use_column
-    BEGIN
-    RETURN QUERY
-    WITH lv AS MATERIALIZED ({_LIVE_LEASES}),
+# With no live lease at all (most decides), the query reads none: its lease CTE is an empty
+# relation, so none of the leases' per-partition segment probes is set up.
+_NO_LEASES = """
+    SELECT NULL::text AS username, NULL::text AS servername, NULL::bigint AS cpu_millicores,
+           NULL::bigint AS memory_bytes, NULL::int AS gpu_count, NULL::jsonb AS extended,
+           NULL::text[] AS pools
+    WHERE false
+"""
+
+_OPEN_QUERY = f"""    WITH lv AS MATERIALIZED (LIVE),
     touched AS MATERIALIZED (
         SELECT s.username, s.servername FROM segments s
         WHERE s.ended_at IS NULL AND s.started_at > p_at
@@ -321,6 +323,28 @@ _SHARED_OPEN = f"""
                   AND g.ends_at > p_at AND (g.revoked_at IS NULL OR g.revoked_at > p_at))
        OR EXISTS (SELECT 1 FROM quota_credits c
                   WHERE c.group_name = ANY(p_budgeted) AND c.credited_at >= p_since);
+"""
+
+
+def _open_query(live: str) -> str:
+    return _OPEN_QUERY.replace("LIVE", live)
+
+
+_SHARED_OPEN = f"""
+    CREATE FUNCTION quota_shared_open(
+        p_at timestamptz, p_username text, p_servername text, p_hub boolean,
+        p_capped text[], p_reported text[], p_budgeted text[], p_since timestamptz,
+        p_pool_groups text[], p_pool_in_group boolean[], p_pool_windows double precision[]
+    ) RETURNS TABLE (kind text, scope text, resource text, amount text)
+    LANGUAGE plpgsql STABLE
+    SET plan_cache_mode = force_generic_plan AS $fn$
+    #variable_conflict use_column
+    BEGIN
+    IF EXISTS (SELECT 1 FROM leases l WHERE l.expires_at > p_at AND l.taken_at <= p_at) THEN
+        RETURN QUERY {_open_query(_LIVE_LEASES)}
+    ELSE
+        RETURN QUERY {_open_query(_NO_LEASES)}
+    END IF;
     FOR i IN 1 .. COALESCE(array_length(p_pool_groups, 1), 0) LOOP
         RETURN QUERY
         SELECT 'pool'::text, (i - 1)::text, r.resource, r.amount
