@@ -94,8 +94,22 @@ async def _load(engine, segments) -> None:
         st.integers(1, 11 * DAY_S),
         st.sampled_from([5 * 3600, DAY_S, 2 * DAY_S, 7 * DAY_S]),
     ),
+    at_edges=st.booleans(),
 )
-async def test_exact_integers_equal_raw_segments_for_huge_sizes(engine, segments, at_us, window_s):
+async def test_exact_integers_equal_raw_segments_for_huge_sizes(
+    engine, segments, at_us, window_s, at_edges
+):
+    if at_edges:  # segments touching the window's start and end, zero-length ones on them
+        since_us, big = at_us - window_s * US, (TIB + 3, 1500, 1)
+        segments = segments + [
+            (since_us, 0, big),
+            (since_us, 1, big),
+            (since_us - 5 * US, 5 * US, big),
+            (since_us - 5 * US, 6 * US, big),
+            (at_us, 0, big),
+            (at_us - 1, 1, big),
+        ]
+        segments = [seg for seg in segments if seg[0] >= 0]
     await _load(engine, segments)
     at = BASE + timedelta(microseconds=at_us)
     since = at - timedelta(seconds=window_s)

@@ -66,13 +66,16 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                quota_bucket_start(at_time - window_length) AS zs,
                quota_bucket_start(at_time) AS za
     ), edges AS (
-        -- (day, sign, point, µs from the day's start to the point, whole days in between):
-        -- subtract ∫[zs, since), add ∫[za, at)
+        -- (day, sign, point, µs from the day's start to the point, whole days in between,
+        -- the end of the starts read raw): subtract ∫[zs, since), add ∫[za, at)
         SELECT zs AS z, -1 AS sign, since AS point, true AS first,
-               quota_epoch_us(since) - quota_epoch_us(zs) AS us, za > zs AS whole_days
+               quota_epoch_us(since) - quota_epoch_us(zs) AS us, za > zs AS whole_days,
+               CASE WHEN za > zs THEN since + interval '1 microsecond'
+                    ELSE zs + interval '24 hours' END AS starts_until
         FROM p
         UNION ALL
-        SELECT za, 1, at_time, false, quota_epoch_us(at_time) - quota_epoch_us(za), za > zs
+        SELECT za, 1, at_time, false, quota_epoch_us(at_time) - quota_epoch_us(za), za > zs,
+               at_time
         FROM p
     ), pieces AS MATERIALIZED (
         SELECT q.width_days, q.bucket_start FROM p, quota_rollup_pieces(p.zs, p.za) q
@@ -103,27 +106,31 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                e.sign * e.us * (r.memory_cover >> 24),
                e.sign * e.us * (r.memory_cover & 16777215),
                e.sign * e.us * r.gpu_cover,
-               CASE WHEN NOT e.first THEN 0
-                    WHEN e.whole_days THEN r.segments_covering - r.segments_started
-                    ELSE r.segments_covering END,
+               CASE WHEN e.first THEN r.segments_covering ELSE 0 END,
                NULL, NULL, NULL, NULL
         FROM edges e JOIN usage_rollups r ON r.bucket_start = e.z
         UNION ALL
-        -- the edge days' partial segments (starting or ending inside the day): each one's
-        -- overlap with [z, point) in bigint µs, times its rates
+        -- the edge days' partial segments: those starting in the day before
+        -- ``starts_until`` (later ones have no overlap with [z, point), and a first edge
+        -- day's starts are counted from its rollup row's ``segments_started``, in the
+        -- pieces), and those ending in it that started before it; each one's overlap with
+        -- [z, point) in bigint µs, times its rates
         SELECT s.username, NULL, NULL, NULL,
                o.us * s.cpu_millicores, o.us * (s.memory_bytes >> 24),
                o.us * (s.memory_bytes & 16777215), o.us * s.gpu_count,
-               CASE WHEN e.first THEN (s.started_at < at_time AND s.ended_at > p.since)::int
-                    WHEN p.za <> p.zs
-                        THEN (s.started_at >= p.za AND s.started_at < at_time)::int
-                    ELSE 0 END,
+               CASE WHEN NOT e.first THEN (e.whole_days AND s.started_at >= e.z)::int
+                    WHEN NOT e.whole_days
+                        THEN (s.started_at < at_time AND s.ended_at > e.point)::int
+                    -- counted in segments_started, but not in the window
+                    WHEN s.started_at >= e.z THEN -(s.ended_at <= e.point)::int
+                    ELSE (s.ended_at > e.point)::int END,
                NULL, NULL, NULL, NULL
-        FROM edges e CROSS JOIN p
-        JOIN segments s ON s.ended_at IS NOT NULL AND (e.first OR s.started_at < at_time) AND (
-            (s.started_at >= e.z AND s.started_at < e.z + interval '24 hours')
+        FROM edges e
+        JOIN segments s ON s.ended_at IS NOT NULL AND (
+            (s.started_at >= e.z AND s.started_at < e.starts_until)
             OR (COALESCE(s.ended_at, 'infinity'::timestamptz) > e.z
-                AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'))
+                AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'
+                AND s.started_at < e.z))
         CROSS JOIN LATERAL (SELECT CASE
             WHEN s.started_at < e.point AND s.ended_at > e.z AND e.point > e.z
             THEN e.sign * round(date_part('epoch', LEAST(s.ended_at, e.point)
