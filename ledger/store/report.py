@@ -1,9 +1,10 @@
 """The admins' report: every user with usage in the window, as usage-model records
 (``ledger.core.usage_model``): the same figures ``usage`` and ``check`` show for one user.
 
-Usage comes from the ``quota_usage_exact`` SQL function, the aggregate the ``quota_usage``
-view function reads too (one query per distinct window the policy uses — usually one). Limits come from the policy and the user's groups (from a
-groups file, or the ``user_groups`` table the hub hook and enforcer keep fresh).
+Usage comes from the ``quota_usage_exact`` SQL function, the aggregate the SQL views'
+``quota_usage`` reads too (one query per distinct window the policy uses — usually one).
+Limits come from the policy and the user's groups (from a groups file, or the
+``user_groups`` table the hub hook and enforcer keep fresh).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ async def build_report(
 
 @contextlib.contextmanager
 def _cyclic_gc_paused():
-    """The lines hold no reference cycles, but building ~30k tracked objects (records, their
+    """The lines hold no reference cycles, but building ~60k tracked objects (records, their
     dicts, the lines) sets off the cyclic collector's full passes over every object of the
     process. Paused meanwhile, and restored as it was
     (https://docs.python.org/3/library/gc.html#gc.disable); reference counting still frees.
