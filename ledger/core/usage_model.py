@@ -308,6 +308,8 @@ class RecordTerms:
         }
         object.__setattr__(self, "_fields", fields)
         object.__setattr__(self, "_unused", None)
+        object.__setattr__(self, "_credited", adjusted.credited_hours or None)
+        object.__setattr__(self, "_to_hours", self.res.to_hours)
 
     def record(
         self,
@@ -326,10 +328,9 @@ class RecordTerms:
         unused = not used_base_us and not running and runs_out_at is None and retry_at is None
         if unused and self._unused is not None:
             return self._unused
-        used_hours = self.res.to_hours(used_base_us)
-        credited = self.adjusted.credited_hours
-        if credited:
-            used_hours -= credited
+        used_hours = self._to_hours(used_base_us)
+        if self._credited is not None:
+            used_hours -= self._credited
         fields = self._fields.copy()
         fields["used_hours"] = used_hours
         fields["running"] = running

@@ -26,8 +26,14 @@ RESULTS.md has the figures):
   summed as two limbs, ``memory_bytes >> 24`` and ``memory_bytes & (2²⁴ − 1)``, and joined
   once per user (×2²⁴). Every product stays below 2⁶³ for pods under 1.8 PB of memory or
   10⁵ CPUs; beyond, PostgreSQL raises "bigint out of range" rather than give a wrong sum.
-- **Rows that cannot count are not read into the aggregate**: the last edge day's segments
-  starting at or after ``at``.
+- **Fewer raw rows at the edges.** The first edge day's segments starting after ``since``
+  have no part in [zs, since) and are counted by the day's ``segments_started`` (in the
+  whole days): only those starting before ``since`` and those ending in the day that
+  started before it are read (at midnight, 1.7k rows instead of 38k at 3 M segments). The
+  last edge day's ∫[za, at) is its rollup integral minus ∫[at, za + 24 h): the covering
+  rate's part, and the segments starting at or after ``at`` or running past it. Those are
+  the closed segments after ``at`` — none when ``at`` is now — instead of every segment
+  the day closed before ``at``.
 
 Revision ID: 0015
 Revises: 0012
@@ -44,8 +50,11 @@ branch_labels = None
 depends_on = None
 
 # U = Σ used over the whole days [zs, za) (aligned blocks and single days, migration 0012)
-# − ∫[zs, since) + ∫[za, at) for closed segments (the edges from the covering rate and the
-# edge days' partial segments), plus open segments up to ``at``. Segment counts as 0012's.
+# − ∫[zs, since) + ∫[za, at) for closed segments (the edges from the covering rate, day za's
+# integral and the edge days' partial segments), plus open segments up to ``at``. Segment
+# counts: the whole days' starts, plus day zs's covering segments and those ending in it
+# after since, minus its starts that ended by since; day za's starts minus those at or
+# after at (when za > zs; else day zs's segments in the window, read raw); open ones.
 QUOTA_USAGE_EXACT = r"""
 CREATE FUNCTION quota_usage_exact(
     at_time timestamptz DEFAULT now(), window_length interval DEFAULT interval '30 days'
@@ -66,16 +75,20 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                quota_bucket_start(at_time - window_length) AS zs,
                quota_bucket_start(at_time) AS za
     ), edges AS (
-        -- (day, sign, point, µs from the day's start to the point, whole days in between,
-        -- the end of the starts read raw): subtract ∫[zs, since), add ∫[za, at)
-        SELECT zs AS z, -1 AS sign, since AS point, true AS first,
+        -- (day, first?, point, µs from the day's start to the point, whole days in between,
+        -- the end of the starts read raw, µs the covering rate counts for (signed), whether
+        -- the day's rollup integral counts): subtract ∫[zs, since); add ∫[za, at) as the
+        -- day's integral minus ∫[at, za + 24 h), which is no segment's for a closed one's
+        -- before now
+        SELECT zs AS z, true AS first, since AS point,
                quota_epoch_us(since) - quota_epoch_us(zs) AS us, za > zs AS whole_days,
                CASE WHEN za > zs THEN since + interval '1 microsecond'
-                    ELSE zs + interval '24 hours' END AS starts_until
+                    ELSE zs + interval '24 hours' END AS starts_until,
+               quota_epoch_us(zs) - quota_epoch_us(since) AS cover_us
         FROM p
         UNION ALL
-        SELECT za, 1, at_time, false, quota_epoch_us(at_time) - quota_epoch_us(za), za > zs,
-               at_time
+        SELECT za, false, at_time, quota_epoch_us(at_time) - quota_epoch_us(za), za > zs,
+               at_time, quota_epoch_us(at_time) - quota_epoch_us(za + interval '24 hours')
         FROM p
     ), pieces AS MATERIALIZED (
         SELECT q.width_days, q.bucket_start FROM p, quota_rollup_pieces(p.zs, p.za) q
@@ -100,42 +113,63 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
             OFFSET 0) b
         WHERE q.width_days > 1
         UNION ALL
-        -- the edge days' segments running through them: covering rate × µs
-        SELECT r.username, NULL, NULL, NULL,
-               e.sign * e.us * r.cpu_cover,
-               e.sign * e.us * (r.memory_cover >> 24),
-               e.sign * e.us * (r.memory_cover & 16777215),
-               e.sign * e.us * r.gpu_cover,
-               CASE WHEN e.first THEN r.segments_covering ELSE 0 END,
+        -- the edge days' rollup rows: the covering rate × µs, and the last one's integral
+        SELECT r.username,
+               CASE WHEN NOT e.first THEN r.cpu_used END,
+               CASE WHEN NOT e.first THEN r.memory_used END,
+               CASE WHEN NOT e.first THEN r.gpu_used END,
+               e.cover_us * r.cpu_cover,
+               e.cover_us * (r.memory_cover >> 24),
+               e.cover_us * (r.memory_cover & 16777215),
+               e.cover_us * r.gpu_cover,
+               CASE WHEN e.first THEN r.segments_covering
+                    WHEN e.whole_days THEN r.segments_started ELSE 0 END,
                NULL, NULL, NULL, NULL
         FROM edges e JOIN usage_rollups r ON r.bucket_start = e.z
         UNION ALL
-        -- the edge days' partial segments: those starting in the day before
-        -- ``starts_until`` (later ones have no overlap with [z, point), and a first edge
-        -- day's starts are counted from its rollup row's ``segments_started``, in the
-        -- pieces), and those ending in it that started before it; each one's overlap with
-        -- [z, point) in bigint µs, times its rates
+        -- the first edge day's partial segments: those starting in it before
+        -- ``starts_until`` (later ones have no overlap with [zs, since), and its starts are
+        -- counted from its rollup row's ``segments_started``, in the pieces), and those
+        -- ending in it that started before it; each one's overlap with [zs, since) in
+        -- bigint µs, times its rates
         SELECT s.username, NULL, NULL, NULL,
-               o.us * s.cpu_millicores, o.us * (s.memory_bytes >> 24),
-               o.us * (s.memory_bytes & 16777215), o.us * s.gpu_count,
-               CASE WHEN NOT e.first THEN (e.whole_days AND s.started_at >= e.z)::int
-                    WHEN NOT e.whole_days
+               -o.us * s.cpu_millicores, -o.us * (s.memory_bytes >> 24),
+               -o.us * (s.memory_bytes & 16777215), -o.us * s.gpu_count,
+               CASE WHEN NOT e.whole_days
                         THEN (s.started_at < at_time AND s.ended_at > e.point)::int
                     -- counted in segments_started, but not in the window
                     WHEN s.started_at >= e.z THEN -(s.ended_at <= e.point)::int
                     ELSE (s.ended_at > e.point)::int END,
                NULL, NULL, NULL, NULL
         FROM edges e
-        JOIN segments s ON s.ended_at IS NOT NULL AND (
+        JOIN segments s ON e.first AND s.ended_at IS NOT NULL AND (
             (s.started_at >= e.z AND s.started_at < e.starts_until)
             OR (COALESCE(s.ended_at, 'infinity'::timestamptz) > e.z
                 AND COALESCE(s.ended_at, 'infinity'::timestamptz) < e.z + interval '24 hours'
                 AND s.started_at < e.z))
         CROSS JOIN LATERAL (SELECT CASE
             WHEN s.started_at < e.point AND s.ended_at > e.z AND e.point > e.z
-            THEN e.sign * round(date_part('epoch', LEAST(s.ended_at, e.point)
-                                               - GREATEST(s.started_at, e.z)) * 1000000)::bigint
+            THEN round(date_part('epoch', LEAST(s.ended_at, e.point)
+                                          - GREATEST(s.started_at, e.z)) * 1000000)::bigint
             ELSE 0 END AS us) o
+        UNION ALL
+        -- the last edge day's partial segments with a part in [at, za + 24 h), taken off its
+        -- integral: those starting at or after ``at`` (not counted either), and those
+        -- running past it; none but clock skew's when ``at`` is now
+        SELECT s.username, NULL, NULL, NULL,
+               -o.us * s.cpu_millicores, -o.us * (s.memory_bytes >> 24),
+               -o.us * (s.memory_bytes & 16777215), -o.us * s.gpu_count,
+               -(p.za > p.zs AND s.started_at >= at_time)::int,
+               NULL, NULL, NULL, NULL
+        FROM p
+        JOIN segments s ON s.ended_at IS NOT NULL AND (
+            (s.started_at >= at_time AND s.started_at < p.za + interval '24 hours')
+            OR (COALESCE(s.ended_at, 'infinity'::timestamptz) > at_time
+                AND s.started_at < at_time
+                AND (s.started_at >= p.za OR s.ended_at < p.za + interval '24 hours')))
+        CROSS JOIN LATERAL (SELECT GREATEST(round(date_part('epoch',
+                LEAST(s.ended_at, p.za + interval '24 hours') - GREATEST(s.started_at, at_time))
+            * 1000000)::bigint, 0) AS us) o
         UNION ALL
         -- what is open or runs at ``at`` (few rows, from the open-pod index)
         SELECT s.username,
