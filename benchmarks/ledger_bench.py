@@ -85,8 +85,10 @@ ANALYSIS = """\
   the two edge days) in one round trip; only a busy user's retry or run-out time inside
   another day costs another round trip for that day's raw segments (the round-trips row).
   Cost follows segments per edge day, not segments in the window (the N-segments table).
-- **report** sums users × 30 rollup rows plus two days of raw segments (their overlaps summed
-  as intervals per user and size); it no longer scans the window's segments.
+- **report** (``quota_usage_exact``, migration 0015) sums each user's aligned rollup blocks
+  for the whole days, the edge days' rollup rows, the first edge day's segments before
+  ``since`` and the last one's after ``at`` (bigint µs, one aggregate); it no longer scans
+  the window's segments.
 - **import** pays the rollup trigger once per statement: an aggregate over every imported
   row (one rollup update per day a segment spans) on top of the write and the index
   maintenance.
