@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -176,3 +177,28 @@ async def test_downgrade_to_0012_keeps_quota_usage(empty_db_url):
         assert await reports() == before
     finally:
         await engine.dispose()
+
+
+async def test_build_report_leaves_the_cyclic_collector_as_it_found_it(engine, monkeypatch):
+    import gc
+
+    policy = _policy(DAY_S)
+    at = BASE + timedelta(days=1)
+    assert gc.isenabled()
+    try:
+        await build_report(engine, policy, at)
+        assert gc.isenabled()
+        gc.disable()
+        await build_report(engine, policy, at)
+        assert not gc.isenabled()
+        gc.enable()
+
+        async def failing(*args):
+            raise RuntimeError("the database went away")
+
+        monkeypatch.setattr(queries, "usage_report_us", failing)
+        with pytest.raises(RuntimeError):
+            await build_report(engine, policy, at)
+        assert gc.isenabled()
+    finally:
+        gc.enable()

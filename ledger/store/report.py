@@ -121,23 +121,29 @@ async def build_report(
     """
     windows = _policy_windows(policy)
     usage_by_window: dict[int, dict] = {}
-    async with engine.connect() as conn:
-        for window in sorted(windows):
-            usage_by_window[window] = await queries.usage_report_us(conn, at, window)
-        if groups_by_user is None:
-            groups_by_user = await queries.groups_by_user(conn)
-        adjustments = await grants.adjustments_by_user(conn, at, max(windows))
     with _cyclic_gc_paused():
+        async with engine.connect() as conn:
+            for window in sorted(windows):
+                usage_by_window[window] = await queries.usage_report_us(conn, at, window)
+            if groups_by_user is None:
+                groups_by_user = await queries.groups_by_user(conn)
+            adjustments = await grants.adjustments_by_user(conn, at, max(windows))
         return _lines(policy, at, usage_by_window, groups_by_user, adjustments)
 
 
 @contextlib.contextmanager
 def _cyclic_gc_paused():
-    """The lines hold no reference cycles, but building ~60k tracked objects (records, their
-    dicts, the lines) sets off the cyclic collector's full passes over every object of the
-    process. Paused meanwhile, and restored as it was
-    (https://docs.python.org/3/library/gc.html#gc.disable); reference counting still frees.
-    The block is synchronous Python (no await), so no other coroutine runs while it is off."""
+    """The report allocates ~100k objects in no reference cycle (the rows asyncpg decodes,
+    the groups, the lines: records, their dicts), so the cyclic collector has nothing to
+    find in them; but their allocations set off its passes, and the full ones
+    walk every object of the process — in a process that holds more (the benchmark's, a web
+    service's), more than the report's own Python. Paused from the first read to the last
+    line, and restored as it was (https://docs.python.org/3/library/gc.html#gc.disable);
+    reference counting frees everything meanwhile. The reads are awaited, so other tasks run
+    with it paused too, for the report's duration (a fraction of a second): cycles they make
+    are collected once it resumes. Reports running together compose: the first to pause
+    resumes it. (Code that disables the collector itself in that window would find it
+    resumed.)"""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
