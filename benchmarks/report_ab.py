@@ -6,7 +6,10 @@ with tree B's alembic (B's migrations include A's). A process warms up once, the
 ``--reps`` calls of ``ledger.store.report.build_report`` at midnight (the figure (b) of
 benchmarks/ledger_bench.py) and at 13:43 (``MIDDAY_OFFSET`` before it: the edge days'
 partial segments are integrated too), and the aggregate alone as the tree's report reads it.
-Prints p50 / p99 / min per tree and figure, over every round.
+Prints p50 / p99 / min per tree and figure, over every round. ``--a-head`` must be a
+revision tree B's migrations know (the branch point, before a merge). The "SQL" rows time
+each tree's own read of the aggregate (``queries.usage_report_us`` where it exists, else
+``queries.usage_report``, which also turns the rows into dicts, as that tree's report does).
 
     .venv/bin/python benchmarks/report_ab.py --db URL --a-tree /work/main --a-head 0012 \\
         --b-tree . --rounds 6 --reps 5
