@@ -85,8 +85,10 @@ ANALYSIS = """\
   the two edge days) in one round trip; only a busy user's retry or run-out time inside
   another day costs another round trip for that day's raw segments (the round-trips row).
   Cost follows segments per edge day, not segments in the window (the N-segments table).
-- **report** sums users × 30 rollup rows plus two days of raw segments (their overlaps summed
-  as intervals per user and size); it no longer scans the window's segments.
+- **report** (``quota_usage_exact``, migration 0015) sums each user's aligned rollup blocks
+  for the whole days, the edge days' rollup rows, the first edge day's segments before
+  ``since`` and the last one's after ``at`` (bigint µs, one aggregate); it no longer scans
+  the window's segments.
 - **import** pays the rollup trigger once per statement: an aggregate over every imported
   row (one rollup update per day a segment spans) on top of the write and the index
   maintenance.
@@ -372,16 +374,17 @@ async def bench_report(engine, policy, reps: int) -> dict:
         full.append(time.perf_counter() - t0)
         lines = len(report)
     # the same at a time of day: the edge days' partial segments are then integrated too
-    # (at midnight only counted), the report's cost on a hub at any other instant
+    # (at midnight only counted), the report's cost on a hub at any other instant. "SQL
+    # alone" is the aggregate as build_report reads it (quota_usage_exact, integers).
     midday, at_midday = [], datagen.EVAL_AT - MIDDAY_OFFSET
     async with engine.connect() as conn:
         for _ in range(reps):
             t0 = time.perf_counter()
-            await queries.usage_report(conn, datagen.EVAL_AT, policy.window_seconds)
+            await queries.usage_report_us(conn, datagen.EVAL_AT, policy.window_seconds)
             sql.append(time.perf_counter() - t0)
         for _ in range(reps):
             t0 = time.perf_counter()
-            await queries.usage_report(conn, at_midday, policy.window_seconds)
+            await queries.usage_report_us(conn, at_midday, policy.window_seconds)
             midday.append(time.perf_counter() - t0)
     return {"full": full, "sql": sql, "sql_midday": midday, "users": lines}
 
@@ -528,8 +531,8 @@ def render(
         f"| (b) 30-day report, all {rep['users']:,} users with usage, median of {len(full)} "
         f"(min–max) | {report_s:.3f} s ({full[0]:.3f}–{full[-1]:.3f}) "
         f"| ≤ {GOALS['report_s']:g} s | {verdict(report_s <= GOALS['report_s'])} |",
-        f"| … of which `quota_usage()` SQL alone, median | {statistics.median(sql):.3f} s | | |",
-        f"| … `quota_usage()` SQL at {(datagen.EVAL_AT - MIDDAY_OFFSET):%H:%M} UTC (edge days' "
+        f"| … of which `quota_usage_exact()` SQL alone, median | {statistics.median(sql):.3f} s | | |",
+        f"| … `quota_usage_exact()` SQL at {(datagen.EVAL_AT - MIDDAY_OFFSET):%H:%M} UTC (edge days' "
         f"segments integrated, not only counted), median "
         f"| {statistics.median(rep['sql_midday']):.3f} s | | |",
         f"| rollups: rows / size; `rollups rebuild` of all history after the bulk load "
@@ -562,7 +565,7 @@ def render(
         explain_text,
         "```",
         "",
-        "The report's SQL, `SELECT … FROM quota_usage(at, '30 days')`:",
+        "The report's SQL, `SELECT … FROM quota_usage_exact(at, '30 days')` (`quota_usage` reads it too):",
         "",
         "```",
         report_explain,
@@ -627,7 +630,7 @@ async def run(args) -> None:
             )
             report_explain = await explain(
                 engine,
-                queries.USAGE_REPORT_SQL.text,
+                queries.USAGE_REPORT_US_SQL.replace("$1", ":at").replace("$2", ":window"),
                 {"at": datagen.EVAL_AT, "window": timedelta(seconds=policy.window_seconds)},
             )
             log("decide against segments per user …")

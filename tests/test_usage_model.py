@@ -237,3 +237,39 @@ def test_record_terms_make_the_same_record_as_the_dataclass():
             assert ResourceUsage(**fields) == got == terms.record(7 * 10**15 + 3, 1500)
             assert set(vars(got)) == set(fields)  # every field set, nothing else
             assert got.to_json() == ResourceUsage(**fields).to_json()
+
+
+def test_record_terms_share_the_unused_record_and_subtract_credits():
+    """Users of the same terms with no usage and nothing running share one (frozen) record;
+    any other usage gets its own, ``used_hours`` being the exact quotient minus the credits in
+    the window, as the dataclass formula gives it."""
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from ledger.core.grants import Adjustments, Credit
+    from ledger.core.resources import MICROSECONDS_PER_HOUR, resource
+    from ledger.core.usage_model import RecordTerms, resource_usage
+
+    policy = parse_policy(POLICY.read_text(), str(POLICY))
+    limits = policy.limits_for("someone", [])
+    now = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    budget = limits.budgets["memory"]
+    terms = RecordTerms.of("memory", budget, budget.window_seconds, now, limits.groups)
+    unused = terms.record(0, 0)
+    assert terms.record(0, 0) is unused
+    assert unused.used_hours == 0 and unused.running == 0
+    assert terms.record(0, 1) is not unused and terms.record(0, 1).running == 1
+    assert terms.record(1, 0).used_hours > 0
+    credit = Credit(
+        1, "someone", "memory", Decimal("2.5"), now - timedelta(days=1), "r", "admin", now
+    )
+    adjustments = Adjustments((), (credit,))
+    for used in (0, 3, 11 * 2**30 * MICROSECONDS_PER_HOUR + 7):
+        got = resource_usage(
+            "memory", budget, budget.window_seconds, now, used_base_us=used, running=0,
+            intervals=None, policy_groups=limits.groups, adjustments=adjustments,
+        )  # fmt: skip
+        exact = Decimal(used) / (resource("memory").base_per_unit * MICROSECONDS_PER_HOUR)
+        assert got.used_hours == exact - Decimal("2.5")
+        assert got.credited_hours == Decimal("2.5")
+        assert got is not unused

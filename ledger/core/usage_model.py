@@ -288,6 +288,29 @@ class RecordTerms:
             adjusted,
         )
 
+    def __post_init__(self) -> None:
+        # What every record of these terms holds but its usage, and the one record of no
+        # usage with nothing running (most users' gpu): record() copies the one, returns the
+        # other (records are frozen, so users may share it).
+        adjusted = self.adjusted
+        fields = {
+            "resource": self.name,
+            "used_hours": None,
+            "limit_hours": self.limit_hours,
+            "window_seconds": self.window_seconds,
+            "running": 0,
+            "source": self.source,
+            "runs_out_at": None,
+            "retry_at": None,
+            "granted_hours": adjusted.granted_hours,
+            "credited_hours": adjusted.credited_hours,
+            "grants": adjusted.grants,
+        }
+        object.__setattr__(self, "_fields", fields)
+        object.__setattr__(self, "_unused", None)
+        object.__setattr__(self, "_credited", adjusted.credited_hours or None)
+        object.__setattr__(self, "_to_hours", self.res.to_hours)
+
     def record(
         self,
         used_base_us: int,
@@ -302,21 +325,22 @@ class RecordTerms:
         (https://docs.python.org/3/library/dataclasses.html#frozen-instances), a third of the
         all-users report's Python for its ~26k records. Same record (tests/test_usage_model.py).
         """
-        adjusted = self.adjusted
+        unused = not used_base_us and not running and runs_out_at is None and retry_at is None
+        if unused and self._unused is not None:
+            return self._unused
+        used_hours = self._to_hours(used_base_us)
+        if self._credited is not None:
+            used_hours -= self._credited
+        fields = self._fields.copy()
+        fields["used_hours"] = used_hours
+        fields["running"] = running
+        if runs_out_at is not None or retry_at is not None:
+            fields["runs_out_at"] = runs_out_at
+            fields["retry_at"] = retry_at
         record = object.__new__(ResourceUsage)
-        record.__dict__.update(
-            resource=self.name,
-            used_hours=self.res.to_hours(used_base_us) - adjusted.credited_hours,
-            limit_hours=self.limit_hours,
-            window_seconds=self.window_seconds,
-            running=running,
-            source=self.source,
-            runs_out_at=runs_out_at,
-            retry_at=retry_at,
-            granted_hours=adjusted.granted_hours,
-            credited_hours=adjusted.credited_hours,
-            grants=adjusted.grants,
-        )
+        object.__setattr__(record, "__dict__", fields)
+        if unused:
+            object.__setattr__(self, "_unused", record)
         return record
 
 

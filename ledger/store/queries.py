@@ -4,6 +4,7 @@
   on ``ix_segments_user_end`` (username, COALESCE(ended_at, 'infinity')). The decision reads
   rollups instead (ledger/store/rollups.py); pages that list segments still use this.
 - :func:`usage_report` — every user's exact integrals from the ``quota_usage`` SQL function.
+- :func:`usage_report_us` — the same as integers in base-unit·µs (``quota_usage_exact``).
 - :func:`upsert_segments` — idempotent batch insert keyed on (pod_uid, started_at).
 - :func:`record_groups`, :func:`groups_by_user` — the hub's groups as last seen.
 - :func:`record_decision`, :func:`recent_decisions` — the decision log.
@@ -82,6 +83,33 @@ async def usage_report(conn: AsyncConnection, at: datetime, window_seconds: int)
     raw = (await conn.get_raw_connection()).driver_connection
     rows = await raw.fetch(_USAGE_REPORT_POSITIONAL, at, timedelta(seconds=window_seconds))
     return [dict(r) for r in rows]
+
+
+# The all-users report's read (ledger.store.report): the aggregate quota_usage is a SELECT
+# over, its integrals as integers in base-unit·µs. Sent as text: Python's int() parses them
+# exactly, in a third of the time of asyncpg's numeric → Decimal and the Decimal arithmetic
+# that followed; cpu and gpu could overflow bigint over a long window. No ORDER BY: the
+# report sorts in Python (code points, not the database's collation).
+USAGE_REPORT_US_SQL = """
+    SELECT username, cpu_used::text, memory_used::text, gpu_used::text, running_servers,
+           running_cpu_millicores, running_memory_bytes, running_gpu_count, segments
+    FROM quota_usage_exact($1, $2)
+"""
+# where each resource's integral (text, base-unit·µs) and running total are in its rows
+USAGE_REPORT_US_POSITIONS = {
+    "cpu": (1, 5),
+    "memory": (2, 6),
+    "gpu": (3, 7),
+}
+USAGE_REPORT_US_RUNNING_SERVERS = 4
+
+
+async def usage_report_us(conn: AsyncConnection, at: datetime, window_seconds: int) -> dict:
+    """Every user with usage in [at − window, at), by username: the row of
+    :data:`USAGE_REPORT_US_SQL` (see :data:`USAGE_REPORT_US_POSITIONS`)."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    rows = await raw.fetch(USAGE_REPORT_US_SQL, at, timedelta(seconds=window_seconds))
+    return {r[0]: r for r in rows}
 
 
 SEGMENT_DEFAULTS = {

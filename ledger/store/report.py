@@ -1,9 +1,10 @@
 """The admins' report: every user with usage in the window, as usage-model records
 (``ledger.core.usage_model``): the same figures ``usage`` and ``check`` show for one user.
 
-Usage comes from the ``quota_usage`` SQL function (one aggregate query per distinct window
-the policy uses — usually one). Limits come from the policy and the user's groups (from a
-groups file, or the ``user_groups`` table the hub hook and enforcer keep fresh).
+Usage comes from the ``quota_usage_exact`` SQL function, the aggregate the SQL views'
+``quota_usage`` reads too (one query per distinct window the policy uses — usually one).
+Limits come from the policy and the user's groups (from a groups file, or the
+``user_groups`` table the hub hook and enforcer keep fresh).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.core.decision import SegmentRow, to_us
 from ledger.core.grants import NO_ADJUSTMENTS, Adjustments
-from ledger.core.resources import CORE_RESOURCES, MICROSECONDS_PER_SECOND
+from ledger.core.resources import CORE_RESOURCES
 from ledger.core.usage_model import (
     Membership,
     RecordTerms,
@@ -30,18 +31,6 @@ from ledger.core.usage_model import (
     user_json,
 )
 from ledger.store import grants, queries
-
-# quota_usage column holding each resource's exact integral, in base-unit·seconds
-INTEGRAL_COLUMNS = {
-    "cpu": "cpu_millicore_seconds",
-    "memory": "memory_byte_seconds",
-    "gpu": "gpu_seconds",
-}
-RUNNING_COLUMNS = {
-    "cpu": "running_cpu_millicores",
-    "memory": "running_memory_bytes",
-    "gpu": "running_gpu_count",
-}
 
 
 @dataclass
@@ -131,24 +120,30 @@ async def build_report(
     page of the admin report, or every line of ``quota-ledger report``).
     """
     windows = _policy_windows(policy)
-    usage_by_window: dict[int, dict[str, dict]] = {}
-    async with engine.connect() as conn:
-        for window in sorted(windows):
-            rows = await queries.usage_report(conn, at, window)
-            usage_by_window[window] = {r["username"]: r for r in rows}
-        if groups_by_user is None:
-            groups_by_user = await queries.groups_by_user(conn)
-        adjustments = await grants.adjustments_by_user(conn, at, max(windows))
+    usage_by_window: dict[int, dict] = {}
     with _cyclic_gc_paused():
+        async with engine.connect() as conn:
+            for window in sorted(windows):
+                usage_by_window[window] = await queries.usage_report_us(conn, at, window)
+            if groups_by_user is None:
+                groups_by_user = await queries.groups_by_user(conn)
+            adjustments = await grants.adjustments_by_user(conn, at, max(windows))
         return _lines(policy, at, usage_by_window, groups_by_user, adjustments)
 
 
 @contextlib.contextmanager
 def _cyclic_gc_paused():
-    """The lines hold no reference cycles, but building ~45k tracked objects (records, their
-    dicts, the lines) sets off the cyclic collector's full passes over every object of the
-    process: a third of the 10k users' Python. Paused meanwhile, and restored as it was
-    (https://docs.python.org/3/library/gc.html#gc.disable); reference counting still frees."""
+    """The report allocates ~100k objects in no reference cycle (the rows asyncpg decodes,
+    the groups, the lines: records, their dicts), so the cyclic collector has nothing to
+    find in them; but their allocations set off its passes, and the full ones
+    walk every object of the process — in a process that holds more (the benchmark's, a web
+    service's), more than the report's own Python. Paused from the first read to the last
+    line, and restored as it was (https://docs.python.org/3/library/gc.html#gc.disable);
+    reference counting frees everything meanwhile. The reads are awaited, so other tasks run
+    with it paused too, for the report's duration (a fraction of a second): cycles they make
+    are collected once it resumes. Reports running together compose: the first to pause
+    resumes it. (Code that disables the collector itself in that window would find it
+    resumed.)"""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -159,14 +154,18 @@ def _cyclic_gc_paused():
 
 
 def _lines(policy, at, usage_by_window, groups_by_user, adjustments) -> list[UserLine]:
-    users = sorted({u for by_user in usage_by_window.values() for u in by_user})
+    default_usage = usage_by_window[policy.window_seconds]
+    if len(usage_by_window) == 1:
+        users = sorted(default_usage)
+    else:
+        users = sorted({u for by_user in usage_by_window.values() for u in by_user})
     names = report_resources(policy)
     lines = []
-    default_usage = usage_by_window[policy.window_seconds]
     # Users in the same groups (and no entry of their own) have the same limits: computing
     # them, and what each resource reads, once per combination keeps 10k users' report to
     # the aggregate's cost.
     plans_by_key: dict = {}
+    running_servers_at = queries.USAGE_REPORT_US_RUNNING_SERVERS
     for username in users:
         groups = groups_by_user.get(username, ())
         key = (username if username in policy.users else None, tuple(groups))
@@ -178,45 +177,54 @@ def _lines(policy, at, usage_by_window, groups_by_user, adjustments) -> list[Use
                 budget = limits.budgets.get(name)
                 window = budget.window_seconds if budget else policy.window_seconds
                 terms = RecordTerms.of(name, budget, window, at, limits.groups)
+                used_at, running_at = queries.USAGE_REPORT_US_POSITIONS[name]
                 resources.append(
-                    (name, budget, window, terms, usage_by_window[window],
-                     INTEGRAL_COLUMNS[name], RUNNING_COLUMNS[name])
-                )  # fmt: skip
+                    (name, budget, window, terms, usage_by_window[window], used_at, running_at)
+                )
             plan = plans_by_key[key] = (limits, Membership.of(groups, limits), resources)
         limits, membership, resources = plan
-        line = UserLine(
-            username=username,
-            at=at,
-            membership=membership,
-            adjustments=adjustments.get(username, NO_ADJUSTMENTS),
-        )
-        for name, budget, window, terms, by_user, integral, running_column in resources:
-            row = by_user.get(username)
-            used_base_us = int(row[integral] * MICROSECONDS_PER_SECOND) if row else 0
-            running = int(row[running_column]) if row else 0
-            if line.adjustments:  # grants or credits: this user's own terms
-                line.resources[name] = resource_usage(
+        user_adjustments = adjustments.get(username, NO_ADJUSTMENTS)
+        default_row = default_usage.get(username)
+        records = {}
+        if user_adjustments is NO_ADJUSTMENTS:  # most users: the group's terms
+            for name, _, _, terms, by_user, used_at, running_at in resources:
+                row = default_row if by_user is default_usage else by_user.get(username)
+                if row is None:
+                    records[name] = terms.record(0, 0)
+                else:
+                    records[name] = terms.record(int(row[used_at]), row[running_at])
+        else:  # grants or credits: this user's own terms
+            for name, budget, window, _, by_user, used_at, running_at in resources:
+                row = by_user.get(username)
+                records[name] = resource_usage(
                     name,
                     budget,
                     window,
                     at,
-                    used_base_us=used_base_us,
-                    running=running,
+                    used_base_us=int(row[used_at]) if row else 0,
+                    running=row[running_at] if row else 0,
                     intervals=None,
                     policy_groups=limits.groups,
-                    adjustments=line.adjustments,
+                    adjustments=user_adjustments,
                 )
-            else:
-                line.resources[name] = terms.record(used_base_us, running)
-        default_row = default_usage.get(username)
-        line.running_servers = int(default_row["running_servers"]) if default_row else 0
-        lines.append(line)
+        lines.append(
+            UserLine(
+                username,
+                at,
+                membership,
+                records,
+                default_row[running_servers_at] if default_row else 0,
+                False,
+                user_adjustments,
+            )
+        )
     return lines
 
 
 def report_resources(policy) -> list[str]:
     """The resources the report covers: the policy's that ``quota_usage`` integrates."""
-    return [n for n in policy.resource_names() if n in INTEGRAL_COLUMNS] or list(CORE_RESOURCES)
+    integrated = queries.USAGE_REPORT_US_POSITIONS
+    return [n for n in policy.resource_names() if n in integrated] or list(CORE_RESOURCES)
 
 
 async def add_times(engine: AsyncEngine, policy, lines: Sequence[UserLine]) -> None:
