@@ -36,7 +36,7 @@ RESULTS.md has the figures):
   the day closed before ``at``.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 """
 
 import importlib.util
@@ -45,7 +45,7 @@ from pathlib import Path
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

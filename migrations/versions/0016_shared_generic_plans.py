@@ -29,14 +29,14 @@ those arms are pruned too.
   credits, and per pool read i a 'pool' row per core resource with scope i (0-based).
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 """
 
 # ruff: noqa: S608 - SQL assembled from constants in this file only; no input reaches it
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
