@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -105,6 +105,14 @@ groups:
     cpu_hours=st.integers(1, 300),
     request_gib=st.integers(0, 8),
 )
+# a segment starting at exactly now runs at now (segments are [start, end)): decide counted
+# it as not running, and promised a retry time it then refused (found by this test, 2026-12-02)
+@example(
+    first=[(0, None, 0, 0), (0, None, 0, 0), (259_200_000_000, None, 1, 0)],
+    late=[(0, None, 0, 0), (0, 172_799_953_409, 8, 2560)],
+    reconcile_at_us=0, now_us=259_200_000_000, window_s=89700, memory_gib_hours=7,
+    cpu_hours=300, request_gib=8,
+)  # fmt: skip
 @pytest.mark.parametrize("read", ["whole window", "edge days"])
 async def test_decide_from_rollups_equals_raw_engine(
     engine, monkeypatch, read, first, late, reconcile_at_us, now_us, window_s, memory_gib_hours,

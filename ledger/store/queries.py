@@ -24,7 +24,9 @@ from ledger.core.decision import SegmentRow, to_us
 
 # The spawn-time query. Run through asyncpg directly: its per-connection prepared-statement
 # cache and plain tuples halve the p99 against SQLAlchemy's result processing (measured in
-# benchmarks/RESULTS.md, Ledger). Served by an Index Only Scan on ix_segments_user_end.
+# benchmarks/RESULTS.md, Ledger). Served by an Index Only Scan on ix_segments_user_end. A
+# segment starting at the window's end runs then (segments are [start, end), as
+# ledger.core.decision counts running servers): it is read, with nothing used yet.
 USER_SEGMENTS_COLUMNS = (
     "started_at, ended_at, servername, cpu_millicores, memory_bytes, gpu_count, extended"
 )
@@ -33,7 +35,7 @@ USER_SEGMENTS_SQL = f"""
     FROM segments
     WHERE username = $1
       AND COALESCE(ended_at, 'infinity'::timestamptz) > $2
-      AND started_at < $3
+      AND started_at <= $3
 """  # noqa: S608 - a constant column list
 
 

@@ -74,7 +74,7 @@ USERS_SEGMENTS_SQL = """
     FROM segments
     WHERE username = ANY($1::text[])
       AND COALESCE(ended_at, 'infinity'::timestamptz) > $2
-      AND started_at < $3
+      AND started_at <= $3
 """
 
 

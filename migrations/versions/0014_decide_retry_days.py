@@ -106,7 +106,9 @@ def _create(module) -> str:
         UNION ALL
         -- every segment touching the window's days, one index range (ix_segments_user_end,
         -- index-only): kind 0 open, 1 closed by now, 6 closed after now (running at now
-        -- and a closed segment of the window both); a servername only for the running
+        -- and a closed segment of the window both); a servername only for the running.
+        -- A segment starting at p_at runs at p_at (segments are [start, end)), as
+        -- ledger.core.decision counts it
         SELECT CASE WHEN s.ended_at IS NULL THEN 0 WHEN s.ended_at > p_at THEN 6 ELSE 1 END,
                quota_epoch_us(s.started_at), quota_epoch_us(s.ended_at),
                CASE WHEN COALESCE(s.ended_at, 'infinity'::timestamptz) > p_at
@@ -116,7 +118,7 @@ def _create(module) -> str:
         FROM segments s
         WHERE s.username = p_username
           AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p_first_day
-          AND s.started_at < p_at;
+          AND s.started_at <= p_at;
     ELSE
     -- the hint first, into a variable: as a plain parameter the partials' function below
     -- stays inlined (an argument holding a subquery would run it as a function of its own)
@@ -174,7 +176,7 @@ def _create(module) -> str:
                NULL, NULL, NULL, NULL::jsonb
         FROM segments s
         WHERE s.username = p_username
-          AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p_at AND s.started_at < p_at
+          AND COALESCE(s.ended_at, 'infinity'::timestamptz) > p_at AND s.started_at <= p_at
         UNION ALL
         SELECT 5, quota_epoch_us(z.day), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                NULL
