@@ -103,3 +103,13 @@ def write_section(section: str, heading: str, path: Path = RESULTS) -> None:
     if not replaced:
         text += "\n" + section.rstrip("\n") + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile, linearly interpolated between the two nearest ranks (numpy's
+    default); benchmarks/vs_prometheus.py keeps nearest rank on purpose (few reps)."""
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)

@@ -29,6 +29,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import percentile  # noqa: E402
+
 SIDES = ("a", "b")
 
 
@@ -80,17 +85,9 @@ async def _worker(url: str) -> None:
 # -- driver ----------------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def _summary(times: list[float]) -> str:
     ms = [t * 1000 for t in times]
-    return f"{_percentile(ms, 50):.2f} / {_percentile(ms, 90):.2f} / {_percentile(ms, 99):.2f} ms"
+    return f"{percentile(ms, 50):.2f} / {percentile(ms, 90):.2f} / {percentile(ms, 99):.2f} ms"
 
 
 async def _busiest(url: str, at, window_seconds: int, share: float) -> list[str]:

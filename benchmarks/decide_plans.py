@@ -28,8 +28,7 @@ if str(REPO) not in sys.path:
 import asyncpg  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import command_line, machine  # noqa: E402
-from benchmarks.ledger_bench import percentile  # noqa: E402
+from benchmarks.common import command_line, machine, percentile  # noqa: E402
 from ledger.core import times  # noqa: E402
 from ledger.core.decision import from_us, to_us  # noqa: E402
 from ledger.store import db, rollups  # noqa: E402

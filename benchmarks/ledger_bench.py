@@ -54,6 +54,7 @@ from benchmarks.common import (  # noqa: E402
     command_line,
     load_average,
     machine,
+    percentile,
     write_section,
 )
 from ledger.core.decision import ServerRequest, evaluate  # noqa: E402
@@ -93,14 +94,6 @@ ANALYSIS = """\
   row (one rollup update per day a segment spans) on top of the write and the index
   maintenance.
 """
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def summary_ms(seconds: list[float]) -> dict:

@@ -28,6 +28,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.common import percentile  # noqa: E402
+
 EVAL_AT = datetime(2026, 11, 1, tzinfo=UTC)  # benchmarks/datagen.py EVAL_AT
 MIDDAY_OFFSET = timedelta(hours=10, minutes=17)  # benchmarks/ledger_bench.py
 
@@ -92,14 +98,6 @@ def _migrate(b_tree: Path, url: str, revision: str) -> None:
     subprocess.run([sys.executable, "-c", code, url, revision], env=env, check=True)
 
 
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", required=True)
@@ -131,7 +129,7 @@ def main() -> None:
             [1000 * s for s in results[n][figure]] for n in ("A", "B")
         )  # fmt: skip
         cells = [
-            f"{_percentile(v, 50):.1f} / {_percentile(v, 99):.1f} / {min(v):.1f}" for v in (a, b)
+            f"{percentile(v, 50):.1f} / {percentile(v, 99):.1f} / {min(v):.1f}" for v in (a, b)
         ]
         ratio = statistics.median(a) / statistics.median(b)
         print(f"| {figure} (n={len(a)}) | {cells[0]} | {cells[1]} | {ratio:.2f} |")
