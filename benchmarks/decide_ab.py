@@ -28,12 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+# Only the driver puts this checkout on sys.path (in main): a worker must import the ledger
+# of its own tree (PYTHONPATH), and this one first on the path would shadow it.
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.common import percentile  # noqa: E402
-
 SIDES = ("a", "b")
 
 
@@ -45,11 +42,15 @@ async def _worker(url: str) -> None:
 
     from sqlalchemy import event
 
+    import ledger
     from ledger.core.decision import ServerRequest
     from ledger.core.policy_yaml import parse_policy
     from ledger.store import db
     from ledger.store.decide import decide
 
+    tree = Path.cwd().resolve()
+    if not Path(ledger.__file__).resolve().is_relative_to(tree):
+        raise SystemExit(f"worker for {tree} imported the ledger of {ledger.__file__}")
     policy_path = _Path(os.environ["AB_POLICY"])
     policy = parse_policy(policy_path.read_text(), str(policy_path))
     request = ServerRequest({"cpu": 2000, "memory": 4 * 2**30, "gpu": 0})
@@ -86,6 +87,8 @@ async def _worker(url: str) -> None:
 
 
 def _summary(times: list[float]) -> str:
+    from benchmarks.common import percentile
+
     ms = [t * 1000 for t in times]
     return f"{percentile(ms, 50):.2f} / {percentile(ms, 90):.2f} / {percentile(ms, 99):.2f} ms"
 

@@ -28,21 +28,23 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+# Only the driver puts this checkout on sys.path (in main): a child must import the ledger
+# of its own tree (PYTHONPATH), and this one first on the path would shadow it.
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.common import percentile  # noqa: E402
 
 EVAL_AT = datetime(2026, 11, 1, tzinfo=UTC)  # benchmarks/datagen.py EVAL_AT
 MIDDAY_OFFSET = timedelta(hours=10, minutes=17)  # benchmarks/ledger_bench.py
 
 
 async def _child(url: str, reps: int) -> dict:
+    import ledger
     from ledger.core.policy_yaml import parse_policy
     from ledger.store import db, queries
     from ledger.store.report import build_report
 
+    tree = Path(os.environ["PYTHONPATH"]).resolve()
+    if not Path(ledger.__file__).resolve().is_relative_to(tree):
+        raise SystemExit(f"child for {tree} imported the ledger of {ledger.__file__}")
     policy_path = Path(__file__).resolve().parents[1] / "examples" / "policy.yaml"
     policy = parse_policy(policy_path.read_text(), "examples/policy.yaml")
     # the tree's own read of the aggregate: usage_report_us where it exists
@@ -111,6 +113,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(asyncio.run(_child(args.db, args.reps))))
         return
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.common import percentile
+
     trees = {"A": (args.a_tree.resolve(), args.a_head), "B": (args.b_tree.resolve(), "head")}
     results: dict[str, dict[str, list[float]]] = {"A": {}, "B": {}}
     for i in range(args.rounds):
