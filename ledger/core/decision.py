@@ -231,14 +231,16 @@ def evaluate(
         window_us = budget.window_seconds * MICROSECONDS_PER_SECOND
         adjusted = ledger_grants.BudgetAdjustment.of(adjustments, name, now, budget.window_seconds)
         limit_hours = Decimal(budget.limit_hours) + adjusted.granted_hours
-        limit = res.from_hours(limit_hours)
-        steps = adjustments.steps(name, res.from_hours(budget.limit_hours), now, window_us)
+        policy_limit = res.from_hours(budget.limit_hours)
+        limit = res.from_hours(limit_hours) if adjusted.granted_hours else policy_limit
+        steps = adjustments.steps(name, policy_limit, now, window_us)
         if histories is None:
             history = usage.RawHistory(_intervals(rows, name, now_us), now_us)
         else:
             history = histories.get(name) or usage.RawHistory([], now_us)
         recorded = history.used(window_us)
-        used = recorded - res.from_hours(adjusted.credited_hours)
+        credited = res.from_hours(adjusted.credited_hours) if adjusted.credited_hours else 0
+        used = recorded - credited
         requested = request.get(name)
         burn = sum(int(r.amounts.get(name, 0)) for r in running_rows)
         blocks = None

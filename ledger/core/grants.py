@@ -168,6 +168,8 @@ class Adjustments:
     def steps(self, name: str, policy_limit: int, now: datetime, window_us: int) -> LimitSteps:
         """``E(t)`` for ``t ≥ now``: the policy limit plus grants plus credits in the window."""
         now_us = to_us(now)
+        if not self.grants and not self.credits:  # most users: the policy limit from now on
+            return LimitSteps(((now_us, policy_limit),))
         changes: list[tuple[int, int]] = []  # (µs, delta): E changes from that µs on
         for g in self.grants:
             if g.resource == name:

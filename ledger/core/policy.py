@@ -129,10 +129,29 @@ class Policy:
     pools: dict[str, SharedLimits] = field(default_factory=dict)
     hub: SharedLimits = field(default_factory=SharedLimits)
     source: str = "<string>"
+    # limits_for's answers for users without limits of their own, by the policy groups they
+    # are in: decide asks on every spawn and working one out costs ~20 µs (a policy is
+    # never changed, a reload makes a new one)
+    _limits_by_groups: dict[tuple[str, ...], EffectiveLimits] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def limits_for(self, username: str, groups: Iterable[str]) -> EffectiveLimits:
         """The budgets and running caps that apply to ``username`` in ``groups``."""
         listed = sorted({g for g in groups if g in self.groups})
+        if username in self.users:
+            return self._limits_for(username, listed)
+        key = tuple(listed)
+        found = self._limits_by_groups.get(key)
+        if found is None:
+            found = self._limits_by_groups[key] = self._limits_for(username, listed)
+        # copies: a caller may change its dicts
+        return EffectiveLimits(
+            dict(found.budgets), dict(found.running), found.groups, found.unlisted,
+            found.denied_all,
+        )  # fmt: skip
+
+    def _limits_for(self, username: str, listed: list[str]) -> EffectiveLimits:
         override = self.users.get(username)
         unlisted: str | None = None
         if listed:

@@ -224,6 +224,8 @@ _MEMORY_UNITS = [("PiB", 2**50), ("TiB", 2**40), ("GiB", GIB), ("MiB", 2**20), (
 def format_memory(memory_bytes: int) -> str:
     """``"4 GiB"``, ``"512 MiB"``, ``"1.5 GiB"``: the largest binary unit, up to 2 decimals."""
     for unit, size in _MEMORY_UNITS:
+        if 2 * memory_bytes < size:  # under half a unit rounds below 1: skip the division
+            continue
         shown = _trim(Decimal(memory_bytes) / size, 2)
         if Decimal(shown) >= 1:  # compare after rounding: 1023.999 MiB reads "1 GiB"
             return f"{shown} {unit}"

@@ -30,7 +30,7 @@ those buckets' partial segments and asks again (decide: at most two round trips)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -74,19 +74,10 @@ class ResourceHistory:
     _window: dict[int, list[tuple[int, int, int, int | None]]] = field(
         default_factory=dict, repr=False
     )
+    _used: dict[int, int] = field(default_factory=dict, repr=False)
 
     def bucket_of(self, at_us: int) -> int:
         return at_us - at_us % self.bucket_us
-
-    def _zones(self, lo_us: int, hi_us: int) -> Iterator[tuple[int, int, int]]:
-        """(bucket start, piece start, piece end) covering [lo, hi) in bucket pieces."""
-        z = self.bucket_of(lo_us)
-        a = lo_us
-        while a < hi_us:
-            b = min(z + self.bucket_us, hi_us)
-            yield z, a, b
-            z += self.bucket_us
-            a = b
 
     def _history_intervals(self, z: int) -> list[Interval]:
         """ρ before now inside loaded bucket z, as intervals (cover, partial, open)."""
@@ -123,33 +114,45 @@ class ResourceHistory:
         questions, which walk the same pieces."""
         pieces = self._window.get(window_us)
         if pieces is None:
-            get, width, now, whole = self.buckets.get, self.bucket_us, self.now_us, None
-            if not self.open_starts:
-                whole = width  # with nothing open, a whole bucket's integral is its total
-            pieces = []
-            a = now - window_us
-            z = self.bucket_of(a)
-            while a < now:  # self._zones, inline: this runs for every budget of every decide
-                b = z + width
-                if b > now:
-                    b = now
-                if a == z and b - a == whole:
-                    bucket = get(z)
-                    pieces.append((z, a, b, bucket.used if bucket else 0))
-                else:
-                    pieces.append((z, a, b, self._piece_integral(z, a, b)))
-                z += width
-                a = b
-            self._window[window_us] = pieces
+            pieces = self._window[window_us] = self._cut(self.now_us - window_us, self.now_us)
+        return pieces
+
+    def _cut(self, lo_us: int, hi_us: int) -> list[tuple[int, int, int, int | None]]:
+        """[lo, hi) as :meth:`_window_pieces` gives it: a piece of the first bucket, the
+        whole buckets between, a piece of the last. This runs for every budget of every
+        decide, so the whole buckets, most of a window, are one comprehension."""
+        if lo_us >= hi_us:
+            return []
+        width, piece = self.bucket_us, self._piece_integral
+        z, last = self.bucket_of(lo_us), self.bucket_of(hi_us)
+        if z == last:
+            return [(z, lo_us, hi_us, piece(z, lo_us, hi_us))]
+        pieces = []
+        if lo_us > z:
+            pieces.append((z, lo_us, z + width, piece(z, lo_us, z + width)))
+            z += width
+        if self.open_starts:
+            pieces += [(y, y, y + width, piece(y, y, y + width)) for y in range(z, last, width)]
+        else:  # with nothing open, a whole bucket's integral is its total
+            get = self.buckets.get
+            pieces += [
+                (y, y, y + width, bucket.used if (bucket := get(y)) else 0)
+                for y in range(z, last, width)
+            ]
+        if hi_us > last:
+            pieces.append((last, last, hi_us, piece(last, last, hi_us)))
         return pieces
 
     def used(self, window_us: int) -> int:
         """U(now): base-unit·µs used in [now − window, now)."""
-        pieces = self._window_pieces(window_us)
-        missing = {z for z, _, _, piece in pieces if piece is None}
-        if missing:
-            raise NeedBuckets(missing)
-        return sum(piece for _, _, _, piece in pieces)
+        found = self._used.get(window_us)
+        if found is None:  # asked again by the retry and run-out questions: worked out once
+            pieces = self._window_pieces(window_us)
+            missing = {z for z, _, _, piece in pieces if piece is None}
+            if missing:
+                raise NeedBuckets(missing)
+            found = self._used[window_us] = sum(piece for _, _, _, piece in pieces)
+        return found
 
     def _future_rate(self, t_us: int, extra: int) -> int:
         return extra + sum(r for e, r in self.running if e is None or e > t_us)

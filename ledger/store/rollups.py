@@ -79,52 +79,42 @@ def _json(value) -> dict:
     return value
 
 
-# a closed segment as read: (start µs, end µs, cpu, memory, gpu, extended map or None)
-_Row = tuple[int, int, int, int, int, "dict | None"]
-_CORE_INDEX = {"cpu": 2, "memory": 3, "gpu": 4}
+# Closed segments (kinds 1 and 6) are kept as the records they came in, which share one
+# layout: start µs, end µs, id or servername, cpu, memory, gpu, extended (jsonb text or
+# None). A tuple built per row was a third of add_records, and most rows are read by at most
+# one resource of one day.
+_CORE_INDEX = {"cpu": 4, "memory": 5, "gpu": 6}
+# a rollup day's (total, cover) columns of each core resource (kind 2)
+_DAY_COLUMNS = {"cpu": (8, 4), "memory": (9, 5), "gpu": (10, 6)}
 
 
-def _rate(row: _Row, name: str) -> int:
+def _rate(row, name: str) -> int:
     index = _CORE_INDEX.get(name)
     if index is not None:
         return row[index]
-    ext = row[5]
+    # decoded here, once per row and day for the resource asking (_Partials keeps the
+    # result), not for every row read: few policies budget an extended resource
+    ext = _extended(row[7])
     return int(ext.get(name, 0)) if ext else 0
 
 
-class _DayRows:
-    """The closed segments of each loaded day (those starting in it or ending inside it),
-    sorted out on first use in one pass, and per resource as intervals on demand: most
-    decisions look at one or two days, whatever the history holds."""
-
-    def __init__(self, rows, loaded_days: set[int], now_us: int):
-        self._rows, self._loaded, self._now = rows, loaded_days, now_us
-        self._by_day: dict[int, list[_Row]] | None = None
-
-    def day(self, z: int) -> list[_Row]:
-        if self._by_day is None:
-            loaded, now = self._loaded, self._now
-            by_day: dict[int, list[_Row]] = {z: [] for z in loaded}
-            for row in self._rows:
-                s, e = row[0], row[1]
-                if s >= now or e is None or e <= s:
-                    continue
-                first = s - s % DAY_US
-                if first in loaded:
-                    by_day[first].append(row)
-                last = (e - 1) - (e - 1) % DAY_US
-                # ending at midnight is not inside the day before
-                if last != first and e != last + DAY_US and last in loaded:
-                    by_day[last].append(row)
-            self._by_day = by_day
-        return self._by_day[z]
+def _extended_bucket(row, name: str, core: Bucket | None) -> Bucket | None:
+    """``name``'s bucket in a rollup day (kind 2) with extended maps: their entry wins over
+    the core columns' ``core``."""
+    covers, totals = _json(row[7]), _json(row[11])
+    if name in totals:
+        return Bucket(int(totals[name]), int(covers.get(name, 0)))
+    if core is None and name in covers:
+        return Bucket(0, int(covers[name]))
+    return core
 
 
 class _Partials(Mapping):
-    """``ResourceHistory.partials`` of one resource: (start, end, rate) per loaded day."""
+    """``ResourceHistory.partials`` of one resource: (start, end, rate) per loaded day, made
+    from that day's closed segments on first use."""
 
-    def __init__(self, days: _DayRows, loaded_days: set[int], name: str):
-        self._days, self._loaded, self._name = days, loaded_days, name
+    def __init__(self, history: UserHistory, loaded_days: set[int], name: str):
+        self._history, self._loaded, self._name = history, loaded_days, name
         self._cache: dict[int, list] = {}
 
     def __contains__(self, z) -> bool:
@@ -137,7 +127,9 @@ class _Partials(Mapping):
         if out is None:
             name = self._name
             out = self._cache[z] = [
-                (row[0], row[1], rate) for row in self._days.day(z) if (rate := _rate(row, name))
+                (row[1], row[2], rate)
+                for row in self._history.closed_in(z)
+                if (rate := _rate(row, name))
             ]
         return out
 
@@ -161,61 +153,102 @@ class UserHistory:
     """One user's rollup days, loaded days' partial segments and running segments at now."""
 
     now_us: int
-    buckets: dict[int, dict[str, Bucket]] = field(default_factory=dict)
-    # segment id (a number for the whole window's rows) → (start µs, end µs, cpu, memory,
-    # gpu, extended map or None)
-    partial_rows: dict[str | int, _Row] = field(default_factory=dict)
     loaded_days: set[int] = field(default_factory=set)
     running: list[SegmentRow] = field(default_factory=list)
     whole_window: bool = False  # every closed segment of the window was read
     has_adjustments: bool = False  # grants or credits may count (kind 4)
     also_rows: list[tuple] = field(default_factory=list)  # the other read's (kind 9)
+    # the rollup days' records (kind 2), made into each resource's buckets on first use
+    day_records: list = field(default_factory=list)
+    _buckets: dict[str, dict[int, Bucket]] = field(default_factory=dict, repr=False)
+    _extended_days: bool = field(default=False, repr=False)  # a day with extended maps
+    # the closed segments read (kinds 1 and 6), each once, and those of each day asked for
+    closed: list = field(default_factory=list)
+    _closed_by_day: dict[int, list] = field(default_factory=dict, repr=False)
+    _segment_ids: set[str] = field(default_factory=set, repr=False)  # of the keyed ones
 
     def add_records(self, records) -> None:
-        partial_rows = self.partial_rows
-        for r in records:
+        # The closed segments are most rows and most are never looked at (a decision reads
+        # a day or two of them): they are picked out by one comprehension and sorted into a
+        # day only when that day is asked for (closed_in).
+        closed = [r for r in records if r[0] == 1]
+        keyed = [r for r in closed if r[3] is not None]  # by segment id: the edge days'
+        if keyed:  # a segment of two days read comes twice; once is counted
+            ids = self._segment_ids
+            closed = [r for r in closed if r[3] is None]
+            for r in keyed:
+                if r[3] not in ids:
+                    ids.add(r[3])
+                    closed.append(r)
+        for r in [r for r in records if r[0] != 1]:
             kind = r[0]
-            if kind == 1:  # the most rows: first, and by index (a Record unpacks slower)
-                key = r[3]
-                ext = r[7]
-                partial_rows[key if key is not None else len(partial_rows)] = (
-                    r[1], r[2], r[4], r[5], r[6], None if ext is None else _extended(ext)
-                )  # fmt: skip
-            elif kind == 9:  # the other read's (kind, scope, resource, amount)
-                self.also_rows.append((r[3], r[8], r[9], r[10]))
-            elif kind == 2:
-                day = self.buckets.setdefault(r[1], {})
-                for name, total, cover in (
-                    ("cpu", r[8], r[4]),
-                    ("memory", r[9], r[5]),
-                    ("gpu", r[10], r[6]),
-                ):
-                    if cover or total != "0":
-                        day[name] = Bucket(_integral(total), cover)
+            if kind == 2:
+                self.day_records.append(r)
+                self._buckets.clear()
                 if r[7] is not None or r[11] is not None:
-                    covers = _json(r[7])
-                    for name, total in _json(r[11]).items():
-                        day[name] = Bucket(int(total), int(covers.get(name, 0)))
-                    for name, cover in covers.items():
-                        day.setdefault(name, Bucket(0, int(cover)))
+                    self._extended_days = True
             elif kind == 0 or kind == 6:  # running at now (6: and closed, after now)
-                a, b, servername, cpu, memory, gpu, ext = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
                 self.running.append(
-                    SegmentRow(a, b, servername, row_amounts(cpu, memory, gpu, ext))
+                    SegmentRow(r[1], r[2], r[3], row_amounts(r[4], r[5], r[6], r[7]))
                 )
                 if kind == 6:
-                    partial_rows[len(partial_rows)] = (a, b, cpu, memory, gpu, _extended(ext))
+                    closed.append(r)
+            elif kind == 9:  # the other read's (kind, scope, resource, amount)
+                self.also_rows.append((r[3], r[8], r[9], r[10]))
             elif kind == 3:
                 self.whole_window = True
-            elif kind == 5:  # a day whose partial segments are here (migrations/versions/0014)
+            elif kind == 5:  # a day whose partial segments are here (migration 0014)
                 self.loaded_days.add(r[1])
             elif kind == 4:
                 self.has_adjustments = True
+        if closed:
+            self.closed += closed
+            self._closed_by_day.clear()
+
+    def closed_in(self, z: int) -> list:
+        """The closed segments of day ``z`` (µs) that started before now and start inside it
+        or end inside it (ending at midnight is not inside the day before)."""
+        found = self._closed_by_day.get(z)
+        if found is None:
+            now, end = self.now_us, z + DAY_US
+            # kinds 1 and 6 are closed: their end is never NULL (migrations 0013, 0014)
+            found = self._closed_by_day[z] = [
+                r
+                for r in self.closed
+                if (z <= r[1] < end or z < r[2] < end) and r[1] < now and r[1] < r[2]
+            ]
+        return found
+
+    def buckets(self, name: str) -> dict[int, Bucket]:
+        """``name``'s rollup days (µs day start → bucket), the days without it left out."""
+        found = self._buckets.get(name)
+        if found is not None:
+            return found
+        total_at, cover_at = _DAY_COLUMNS.get(name, (None, None))
+        if total_at is not None and not self._extended_days:  # most: one comprehension
+            found = {
+                row[1]: Bucket(_integral(row[total_at]), row[cover_at])
+                for row in self.day_records
+                if row[cover_at] or row[total_at] != "0"
+            }
+        else:
+            found = {}
+            for row in self.day_records:
+                bucket = None
+                if total_at is not None:
+                    total, cover = row[total_at], row[cover_at]
+                    if cover or total != "0":
+                        bucket = Bucket(_integral(total), cover)
+                if row[7] is not None or row[11] is not None:
+                    bucket = _extended_bucket(row, name, bucket)
+                if bucket is not None:
+                    found[row[1]] = bucket
+        self._buckets[name] = found
+        return found
 
     def histories(self, names: Iterable[str]) -> dict[str, ResourceHistory]:
         now = self.now_us
         loaded = set(self.loaded_days)
-        days = _DayRows(list(self.partial_rows.values()), loaded, now)
         started = [r for r in self.running if r.started_at_us < now]
         out = {}
         for name in names:
@@ -223,8 +256,8 @@ class UserHistory:
             out[name] = ResourceHistory(
                 now_us=now,
                 bucket_us=DAY_US,
-                buckets={z: day[name] for z, day in self.buckets.items() if name in day},
-                partials=_Partials(days, loaded, name),
+                buckets=self.buckets(name),
+                partials=_Partials(self, loaded, name),
                 open_starts=[
                     (r.started_at_us, rate) for r, rate in rates if rate and r.ended_at_us is None
                 ],
