@@ -414,3 +414,137 @@ async def test_a_segment_cannot_start_or_end_at_infinity_and_0016_downgrades(emp
         assert await rollups.verify(engine, None) == []
     finally:
         await engine.dispose()
+
+
+def _migration(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "migrations" / "versions" / name
+    spec = importlib.util.spec_from_file_location(f"quota_ledger_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _takes_open_totals_only(engine, at, username) -> bool:
+    # migration 0017's branch condition, evaluated on its own: the test knows which branch
+    # each comparison exercises
+    guard = _migration("0017_shared_open_fast_path.py")._MAY_CORRECT
+    sql = (
+        "SELECT NOT EXISTS (SELECT 1 FROM leases l WHERE l.expires_at > p_at "
+        f"AND l.taken_at <= p_at) AND NOT ({guard})"
+    )
+    sql = sql.replace("p_at", "CAST(:at AS timestamptz)").replace("p_username", ":username")
+    async with engine.connect() as conn:
+        return await conn.scalar(text(sql), {"at": at, "username": username})
+
+
+async def test_open_totals_alone_answer_when_nothing_needs_correcting_and_each_guard_sends_back(
+    engine,
+):
+    # a decide about the present: others' servers started before ``at``, one stopped before
+    # it, the requesting user (cy) runs nothing; 0017 reads the open totals alone. Then each
+    # of its guards in turn (a server starting after ``at``, one stopped after it, cy's own,
+    # a live lease) sends the read back to 0016's corrected query: every answer equals the scan
+    at = T0 + timedelta(hours=1)
+    async with engine.begin() as conn:
+        await queries.record_groups(conn, "ann", ["g1"], T0)
+        await queries.record_groups(conn, "bob", ["g1", "g2"], T0)
+        await queries.record_groups(conn, "cy", ["g2"], T0)
+    await _open(engine, "a1", "ann", "", T0 - timedelta(days=3))
+    await _open(engine, "b1", "bob", "lab", T0 - timedelta(minutes=7), gpu=2)
+    async with engine.begin() as conn:
+        await queries.upsert_segments(
+            conn,
+            [{"pod_uid": "b0", "username": "bob", "servername": "", "cpu_millicores": 7,
+              "memory_bytes": GIB, "gpu_count": 1, "extended": {FPGA: 2},
+              "started_at": T0 - timedelta(hours=2), "ended_at": T0}],
+        )  # fmt: skip
+
+    async def compare_all(fast: bool) -> None:
+        assert await _takes_open_totals_only(engine, at, "cy") is fast
+        for reported in ([], ["g2"], ["g1", "g2"]):
+            for hub, capped in ((True, GROUPS), (False, ["g1"]), (True, [])):
+                await _compare(engine, at, "cy", "", reported, hub, capped)
+
+    await compare_all(fast=True)
+    got = await _hub(engine, at)
+    assert got[("sum", "g1", "servers")] == 2 and got[("sum", "g1", "gpu")] == 3
+    # grants and credits of the budgeted pools still show on the fast branch
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO quota_grants (group_name, resource, amount_hours, starts_at, "
+                "ends_at, reason, granted_by) VALUES ('g1', 'gpu', 2, :s, :e, 'course', 'admin')"
+            ),
+            {"s": T0, "e": T0 + timedelta(days=2)},
+        )
+    async with engine.connect() as conn:
+        raw = await shared_reads._raw(conn)
+        for budgeted, adjusted in ((["g1"], True), (["g2"], False), ([], False)):
+            _, flag, _ = await shared_reads.open_scoped(
+                raw, at, "cy", "", True, GROUPS, ["g2"], budgeted, at - timedelta(days=30)
+            )
+            assert flag is adjusted, budgeted
+
+    async def add(uid, user, server, start, end):
+        async with engine.begin() as conn:
+            await queries.upsert_segments(
+                conn,
+                [{"pod_uid": uid, "username": user, "servername": server, "cpu_millicores": 50,
+                  "memory_bytes": 2 * GIB, "gpu_count": 1, "started_at": start,
+                  "ended_at": end}],
+            )  # fmt: skip
+
+    async def remove(uid):
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM segments WHERE pod_uid = :u"), {"u": uid})
+
+    guards = [
+        ("later", "ann", "x", at + timedelta(seconds=1), None),  # opens after ``at``
+        ("stopped", "bob", "y", T0, at + timedelta(microseconds=1)),  # ran at ``at``, stops after
+        ("own", "cy", "", T0, None),  # the requesting user's
+        ("own-stopped", "cy", "z", T0, at + timedelta(hours=1)),
+    ]
+    for uid, user, server, start, end in guards:
+        await add(uid, user, server, start, end)
+        await compare_all(fast=False)
+        await remove(uid)
+        await compare_all(fast=True)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO leases (username, servername, pools, cpu_millicores, memory_bytes, "
+                "gpu_count, extended, taken_at, expires_at) VALUES ('dee', '', '{g1}', 500, 0, "
+                "1, '{}', :t, :x)"
+            ),
+            {"t": at - timedelta(seconds=30), "x": at + timedelta(minutes=5)},
+        )
+    await compare_all(fast=False)
+    assert (await _hub(engine, at))[("sum", "g1", "servers")] == 3
+    assert await rollups.verify(engine, None) == []
+
+
+async def test_migration_0017_downgrades_to_0016s_read_and_up_again(empty_db_url):
+    from alembic import command
+
+    from ledger.store import db
+
+    await db.migrate(empty_db_url)
+    engine = db.create_engine(empty_db_url)
+    source = "SELECT prosrc FROM pg_proc WHERE proname = 'quota_shared_open'"
+    try:
+        async with engine.begin() as conn:
+            await queries.record_groups(conn, "ann", ["g1"], T0)
+        await _open(engine, "a1", "ann", "", T0 - timedelta(hours=1))
+        async with engine.connect() as conn:
+            assert "ELSIF" in await conn.scalar(text(source))
+        await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0016")
+        async with engine.connect() as conn:
+            assert "ELSIF" not in await conn.scalar(text(source))
+        await _compare(engine, T0, "bob", "", [], True, GROUPS)
+        await db.migrate(empty_db_url)
+        await _compare(engine, T0, "bob", "", [], True, GROUPS)
+        assert (await _hub(engine, T0))[("sum", "g1", "servers")] == 1
+    finally:
+        await engine.dispose()

@@ -134,6 +134,8 @@ SERVERS_TOTAL = "#servers"
 # - the requesting user's (counted in the groups the hub reported, not the cache), and the
 #   requested server left out: a restart replaces it;
 # - the servers of live leases (a lease and a segment of one server are one server).
+# When there are none (a decide about the present, by a user with nothing running or leased),
+# the function reads the open totals alone (migrations/versions/0017_shared_open_fast_path.py).
 def open_scoped_sql(first_parameter: int = 1) -> str:
     """:data:`_OPEN_SCOPED` with its 11 parameters numbered from ``first_parameter`` (decide
     sends it after the user's history read's parameters, ledger/store/rollups.py)."""
