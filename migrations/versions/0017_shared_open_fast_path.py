@@ -70,19 +70,12 @@ _OPEN_TOTALS_ONLY = f"""
     UNION ALL
 {_ADJUSTED}"""
 
-_POOL_LOOP = _0016._SHARED_OPEN[_0016._SHARED_OPEN.index("    FOR i IN") :]
-
-_SHARED_OPEN = f"""
-    CREATE OR REPLACE FUNCTION quota_shared_open(
-        p_at timestamptz, p_username text, p_servername text, p_hub boolean,
-        p_capped text[], p_reported text[], p_budgeted text[], p_since timestamptz,
-        p_pool_groups text[], p_pool_in_group boolean[], p_pool_windows double precision[]
-    ) RETURNS TABLE (kind text, scope text, resource text, amount text)
-    LANGUAGE plpgsql STABLE
-    SET plan_cache_mode = force_generic_plan AS $fn$
-    #variable_conflict use_column
-    BEGIN
-    IF EXISTS (SELECT 1 FROM leases l WHERE l.expires_at > p_at AND l.taken_at <= p_at) THEN
+# 0016's function replaced in place (the decide statement calls it unchanged): its signature
+# and settings, and its pool reads after the open part
+_0016_REPLACING = _0016._SHARED_OPEN.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+_HEADER = _0016_REPLACING[: _0016_REPLACING.index("    IF EXISTS")]
+_POOL_LOOP = _0016_REPLACING[_0016_REPLACING.index("    FOR i IN") :]
+_SHARED_OPEN = f"""{_HEADER}    IF EXISTS (SELECT 1 FROM leases l WHERE l.expires_at > p_at AND l.taken_at <= p_at) THEN
         RETURN QUERY {_0016._open_query(_0016._LIVE_LEASES)}
     ELSIF {_MAY_CORRECT} THEN
         RETURN QUERY {_0016._open_query(_0016._NO_LEASES)}
@@ -92,7 +85,7 @@ _SHARED_OPEN = f"""
 {_POOL_LOOP}"""
 
 UPGRADE = [_SHARED_OPEN]
-DOWNGRADE = [_0016._SHARED_OPEN.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)]
+DOWNGRADE = [_0016_REPLACING]
 
 
 def upgrade() -> None:
