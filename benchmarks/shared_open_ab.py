@@ -1,0 +1,147 @@
+"""Same-run A/B of shared capacity's open read: migration 0016's ``quota_shared_open`` against
+the installed one (0017: the open totals alone when no server needs correcting).
+
+    .venv/bin/python benchmarks/shared_open_ab.py --db URL [--users 1000] [--rounds 3]
+
+The ledger must be loaded by benchmarks/ledger_bench.py or shared_capacity_bench.py (which
+fill ``user_groups``) and migrated to head. 0016's function is created for this session
+only, as ``pg_temp.quota_shared_open``, so nothing is left in the database. Both read what
+decide with pools and hub caps reads for a user of one group: the hub's and the group's
+running totals, the group's grants-or-credits flag and its 30-day pool usage, at
+benchmarks/datagen.py's EVAL_AT. Per user the two calls alternate (A/B, then B/A), on one
+connection, so both see the same moment of a shared machine; the rows must be equal or the
+script stops. Timed: the round trip (``fetch``), and the time the server spent inside the
+function (its pool reads included; wall time, not CPU), from ``pg_stat_user_functions``
+before and after the timed rounds (``track_functions = 'pl'``, set for this session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import random
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import datagen  # noqa: E402
+from benchmarks.common import load_average, machine, percentile  # noqa: E402
+
+WINDOW_SECONDS = 30 * 86_400
+CALL = "SELECT kind, scope, resource, amount FROM {schema}quota_shared_open({args})"
+
+
+def _0016_function() -> str:
+    path = REPO / "migrations" / "versions" / "0016_shared_generic_plans.py"
+    spec = importlib.util.spec_from_file_location("quota_ledger_0016", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("alembic", type(sys)("alembic")).op = None  # only its constants
+    spec.loader.exec_module(module)
+    return module._SHARED_OPEN.replace(
+        "CREATE FUNCTION quota_shared_open(", "CREATE FUNCTION pg_temp.quota_shared_open(", 1
+    )
+
+
+async def _main(args) -> None:
+    import asyncpg
+
+    dsn = args.db.replace("postgresql+asyncpg://", "postgresql://", 1)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(_0016_function())
+        await conn.execute("SET track_functions = 'pl'")
+        users = await conn.fetch(
+            "SELECT username, min(group_name) AS g FROM user_groups GROUP BY 1"
+        )
+        rng = random.Random(args.seed)
+        picked = rng.sample(list(users), min(args.users, len(users)))
+        at = datagen.EVAL_AT
+        since = at - timedelta(seconds=WINDOW_SECONDS)
+        args_sql = ", ".join(f"${n}" for n in range(1, 12))
+        calls = {
+            "0016": CALL.format(schema="pg_temp.", args=args_sql),
+            "0017": CALL.format(schema="public.", args=args_sql),
+        }
+        running = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT DISTINCT username FROM segments WHERE COALESCE(ended_at, "
+                "'infinity'::timestamptz) > $1",
+                at,
+            )
+        }
+        times = {side: [] for side in calls}
+
+        async def function_ms() -> dict[str, float]:
+            # this backend's function statistics, flushed: pending ones reach the cumulative
+            # view only when the backend goes idle, at most once a second unless forced
+            # (https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-STATS-FUNCS)
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            await conn.execute("SELECT 1")
+            await asyncio.sleep(0.2)
+            rows = await conn.fetch(
+                "SELECT schemaname, total_time FROM pg_stat_user_functions "
+                "WHERE funcname = 'quota_shared_open'"
+            )
+            return {("0017" if r[0] == "public" else "0016"): r[1] for r in rows}
+
+        for round_number in range(args.rounds + 1):  # round 0 warms both plans up
+            if round_number == 1:
+                before = await function_ms()
+            for i, user in enumerate(picked):
+                params = (
+                    at, user["username"], "", True, [user["g"]], [user["g"]], [user["g"]],
+                    since, [user["g"]], [True], [float(WINDOW_SECONDS)],
+                )  # fmt: skip
+                order = ("0016", "0017") if (i + round_number) % 2 else ("0017", "0016")
+                got = {}
+                for side in order:
+                    started = time.perf_counter()
+                    got[side] = sorted(map(tuple, await conn.fetch(calls[side], *params)))
+                    if round_number:
+                        times[side].append(time.perf_counter() - started)
+                if got["0016"] != got["0017"]:
+                    raise SystemExit(
+                        f"{user['username']}: 0016 {got['0016']} != 0017 {got['0017']}"
+                    )
+        after = await function_ms()
+        cpu_ms = {side: after.get(side, 0.0) - before.get(side, 0.0) for side in calls}
+        m = machine()
+        calls_per_side = len(times["0016"])
+        print(
+            f"Machine: {m['cpu']}, {m['cores']} cores; load {load_average()}; "
+            f"{len(picked)} users ({sum(u['username'] in running for u in picked)} running a "
+            f"server at {at:%Y-%m-%d %H:%M}: both sides take 0016's query for them), "
+            f"{args.rounds} rounds, {calls_per_side} calls per side"
+        )
+        print(
+            "| read | round trip p50 / p90 / p99 | time inside the function per call (server, wall) |"
+        )
+        print("|---|---|---|")
+        for side in calls:
+            ms = [t * 1000 for t in times[side]]
+            print(
+                f"| {side} | {percentile(ms, 50):.3f} / {percentile(ms, 90):.3f} / "
+                f"{percentile(ms, 99):.3f} ms | {cpu_ms[side] / calls_per_side:.3f} ms |"
+            )
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, help="a ledger loaded by ledger_bench.py")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    asyncio.run(_main(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
