@@ -525,7 +525,7 @@ async def test_open_totals_alone_answer_when_nothing_needs_correcting_and_each_g
     assert await rollups.verify(engine, None) == []
 
 
-async def test_migration_0017_downgrades_to_0016s_read_and_up_again(empty_db_url):
+async def test_migrations_0017_and_0018_downgrade_to_0016s_reads_and_up_again(empty_db_url):
     from alembic import command
 
     from ledger.store import db
@@ -533,15 +533,18 @@ async def test_migration_0017_downgrades_to_0016s_read_and_up_again(empty_db_url
     await db.migrate(empty_db_url)
     engine = db.create_engine(empty_db_url)
     source = "SELECT prosrc FROM pg_proc WHERE proname = 'quota_shared_open'"
+    pool_source = "SELECT prosrc FROM pg_proc WHERE proname = 'quota_pool_used'"
     try:
         async with engine.begin() as conn:
             await queries.record_groups(conn, "ann", ["g1"], T0)
         await _open(engine, "a1", "ann", "", T0 - timedelta(hours=1))
         async with engine.connect() as conn:
             assert "ELSIF" in await conn.scalar(text(source))
+            assert (await conn.scalar(text(pool_source))).count("LIMIT 1) member") == 3
         await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0016")
         async with engine.connect() as conn:
             assert "ELSIF" not in await conn.scalar(text(source))
+            assert "LIMIT 1) member" not in await conn.scalar(text(pool_source))
         await _compare(engine, T0, "bob", "", [], True, GROUPS)
         await db.migrate(empty_db_url)
         await _compare(engine, T0, "bob", "", [], True, GROUPS)
