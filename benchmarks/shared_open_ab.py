@@ -1,14 +1,16 @@
-"""Same-run A/B of shared capacity's open read: migration 0016's ``quota_shared_open`` against
-the installed one (0017: the open totals alone when no server needs correcting).
+"""Same-run A/B of shared capacity's read: migration 0016's ``quota_shared_open`` and
+``quota_pool_used`` against the installed ones (head: 0017 reads the open totals alone when
+no server needs correcting, 0018 probes pool membership per edge event).
 
-    .venv/bin/python benchmarks/shared_open_ab.py --db URL [--users 1000] [--rounds 3]
+    .venv/bin/python benchmarks/shared_open_ab.py --db URL [--users 1000] [--rounds 3] \
+        [--after-seconds 49401.5]
 
 The ledger must be loaded by benchmarks/ledger_bench.py or shared_capacity_bench.py (which
-fill ``user_groups``) and migrated to head. 0016's function is created for this session
-only, as ``pg_temp.quota_shared_open``, so nothing is left in the database. Both read what
-decide with pools and hub caps reads for a user of one group: the hub's and the group's
-running totals, the group's grants-or-credits flag and its 30-day pool usage, at
-benchmarks/datagen.py's EVAL_AT. Per user the two calls alternate (A/B, then B/A), on one
+fill ``user_groups``) and migrated to head. 0016's functions are created for this session
+only, in ``pg_temp``, so nothing is left in the database. Both read what decide with pools
+and hub caps reads for a user of one group: the hub's and the group's running totals, the
+group's grants-or-credits flag and its 30-day pool usage, at benchmarks/datagen.py's
+EVAL_AT (plus ``--after-seconds``). Per user the two calls alternate (A/B, then B/A), on one
 connection, so both see the same moment of a shared machine; the rows must be equal or the
 script stops. Timed: the round trip (``fetch``), and the time the server spent inside the
 function (its pool reads included; wall time, not CPU), from ``pg_stat_user_functions``
@@ -37,15 +39,22 @@ WINDOW_SECONDS = 30 * 86_400
 CALL = "SELECT kind, scope, resource, amount FROM {schema}quota_shared_open({args})"
 
 
-def _0016_function() -> str:
+def _0016_functions() -> list[str]:
+    """0016's ``quota_pool_used`` and ``quota_shared_open`` as this session's ``pg_temp``
+    copies, the second calling the first (functions are never looked up in ``pg_temp``
+    unless named so: https://www.postgresql.org/docs/current/runtime-config-client.html#GUC-SEARCH-PATH)."""
     path = REPO / "migrations" / "versions" / "0016_shared_generic_plans.py"
     spec = importlib.util.spec_from_file_location("quota_ledger_0016", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("alembic", type(sys)("alembic")).op = None  # only its constants
     spec.loader.exec_module(module)
-    return module._SHARED_OPEN.replace(
-        "CREATE FUNCTION quota_shared_open(", "CREATE FUNCTION pg_temp.quota_shared_open(", 1
+    pool_used = module._POOL_USED.replace(
+        "CREATE FUNCTION quota_pool_used(", "CREATE FUNCTION pg_temp.quota_pool_used(", 1
     )
+    shared_open = module._SHARED_OPEN.replace(
+        "CREATE FUNCTION quota_shared_open(", "CREATE FUNCTION pg_temp.quota_shared_open(", 1
+    ).replace("FROM quota_pool_used(", "FROM pg_temp.quota_pool_used(")
+    return [pool_used, shared_open]
 
 
 async def _main(args) -> None:
@@ -54,19 +63,20 @@ async def _main(args) -> None:
     dsn = args.db.replace("postgresql+asyncpg://", "postgresql://", 1)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(_0016_function())
+        for statement in _0016_functions():
+            await conn.execute(statement)
         await conn.execute("SET track_functions = 'pl'")
         users = await conn.fetch(
             "SELECT username, min(group_name) AS g FROM user_groups GROUP BY 1"
         )
         rng = random.Random(args.seed)
         picked = rng.sample(list(users), min(args.users, len(users)))
-        at = datagen.EVAL_AT
+        at = datagen.EVAL_AT + timedelta(seconds=args.after_seconds)
         since = at - timedelta(seconds=WINDOW_SECONDS)
         args_sql = ", ".join(f"${n}" for n in range(1, 12))
         calls = {
             "0016": CALL.format(schema="pg_temp.", args=args_sql),
-            "0017": CALL.format(schema="public.", args=args_sql),
+            "head": CALL.format(schema="public.", args=args_sql),
         }
         running = {
             r[0]
@@ -89,7 +99,7 @@ async def _main(args) -> None:
                 "SELECT schemaname, total_time FROM pg_stat_user_functions "
                 "WHERE funcname = 'quota_shared_open'"
             )
-            return {("0017" if r[0] == "public" else "0016"): r[1] for r in rows}
+            return {("head" if r[0] == "public" else "0016"): r[1] for r in rows}
 
         for round_number in range(args.rounds + 1):  # round 0 warms both plans up
             if round_number == 1:
@@ -99,14 +109,14 @@ async def _main(args) -> None:
                     at, user["username"], "", True, [user["g"]], [user["g"]], [user["g"]],
                     since, [user["g"]], [True], [float(WINDOW_SECONDS)],
                 )  # fmt: skip
-                order = ("0016", "0017") if (i + round_number) % 2 else ("0017", "0016")
+                order = ("0016", "head") if (i + round_number) % 2 else ("head", "0016")
                 got = {}
                 for side in order:
                     started = time.perf_counter()
                     got[side] = sorted(map(tuple, await conn.fetch(calls[side], *params)))
                     if round_number:
                         times[side].append(time.perf_counter() - started)
-                if got["0016"] != got["0017"]:
+                if got["0016"] != got["head"]:
                     raise SystemExit(
                         f"{user['username']}: 0016 {got['0016']} != 0017 {got['0017']}"
                     )
@@ -117,7 +127,7 @@ async def _main(args) -> None:
         print(
             f"Machine: {m['cpu']}, {m['cores']} cores; load {load_average()}; "
             f"{len(picked)} users ({sum(u['username'] in running for u in picked)} running a "
-            f"server at {at:%Y-%m-%d %H:%M}: both sides take 0016's query for them), "
+            f"server at {at.isoformat()}: both sides take 0016's query for them), "
             f"{args.rounds} rounds, {calls_per_side} calls per side"
         )
         print(
@@ -140,6 +150,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--after-seconds", type=float, default=0.0,
+        help="read at this long after the ledger's present (EVAL_AT, a midnight): a hub's "
+        "now is almost never at a whole minute, whose edges read raw starts and ends",
+    )  # fmt: skip
     asyncio.run(_main(parser.parse_args()))
 
 
