@@ -25,6 +25,7 @@ import asyncio
 import random
 import sys
 import time
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -116,8 +117,7 @@ async def _decide_then_shared(engine, plain, shared, username, groups, at):
     return d
 
 
-async def bench_decide(engine, plain, shared, spent, groups, users) -> dict:
-    at = datagen.EVAL_AT
+async def bench_decide(engine, plain, shared, spent, groups, users, at) -> dict:
     without, with_shared, with_spent, separate = [], [], [], []
     for username in users:
         g = groups.get(username, [])
@@ -146,11 +146,10 @@ async def bench_decide(engine, plain, shared, spent, groups, users) -> dict:
     }
 
 
-async def bench_pool_reads(engine, policy, groups, users) -> dict:
+async def bench_pool_reads(engine, policy, groups, users, at) -> dict:
     """One pool budget read per user (their group's pool, the policy's window): the
     per-group rollups (now) against summing every member's rollup days (before 0009),
     interleaved; both must give the same exact integrals."""
-    at = datagen.EVAL_AT
     window = float(policy.window_seconds)
     now_s, before_s = [], []
     async with engine.connect() as conn:
@@ -168,12 +167,11 @@ async def bench_pool_reads(engine, policy, groups, users) -> dict:
     return {"now": summary_ms(now_s), "before": summary_ms(before_s)}
 
 
-async def bench_open_reads(engine, policy, groups, users) -> dict:
+async def bench_open_reads(engine, policy, groups, users, at) -> dict:
     """What runs per scope (the hub and the user's capped pool) and the pool budget read,
     from the open totals (now, migration 0011) against the scans of every open segment of the
     hub they replaced (benchmarks/open_scan_reference.py), interleaved per user; both must
     give the same exact figures. Server time from the client's wall time; client CPU apart."""
-    at = datagen.EVAL_AT
     window = float(policy.window_seconds)
     out = {k: [] for k in ("scoped_now", "scoped_scan", "pool_now", "pool_scan", "fn", "stmt")}
     async with engine.connect() as conn:
@@ -269,8 +267,11 @@ def render(args, mach, info, dec, lease) -> str:
 `decide` with group pools and hub caps vs without, and lease throughput. Reproduce:
 
 ```
-.venv/bin/python benchmarks/shared_capacity_bench.py --users {args.users} --segments {args.segments} --decide-users {args.decide_users}
+.venv/bin/python benchmarks/shared_capacity_bench.py --users {args.users} --segments {args.segments} --decide-users {args.decide_users} --after-seconds {args.after_seconds:g}
 ```
+
+Every decide and read at {datagen.EVAL_AT + timedelta(seconds=args.after_seconds):%Y-%m-%d %H:%M:%S.%f} UTC
+(`--after-seconds` past the generated ledger's present).
 
 (or `--db URL --reuse` on a database this script or benchmarks/ledger_bench.py loaded, after
 `quota-ledger migrate --db URL`).
@@ -323,6 +324,7 @@ async def run(args) -> None:
     spent = parse_policy(shared_policy(base, "1 GiB-hours"), "spent")
     assert shared.pools and shared.hub.running
     groups = datagen.generate_groups(args.users, seed=args.seed)
+    at = datagen.EVAL_AT + timedelta(seconds=args.after_seconds)
     with database(args.db) as (url, _server):
         info = await prepare(url, args, log)
         engine = db.create_engine(url)
@@ -330,15 +332,15 @@ async def run(args) -> None:
             await store_groups(engine, groups)
             sample = random.Random(args.seed).sample(sorted(groups), args.decide_users)
             log("decide, warm-up …")
-            await bench_decide(engine, plain, shared, spent, groups, sample[:50])
+            await bench_decide(engine, plain, shared, spent, groups, sample[:50], at)
             log(f"decide for {len(sample)} users, with and without …")
-            dec = await bench_decide(engine, plain, shared, spent, groups, sample)
+            dec = await bench_decide(engine, plain, shared, spent, groups, sample, at)
             log("pool budget reads, per-group rollups vs members' sum …")
             dec["pool_reads"] = await bench_pool_reads(
-                engine, shared, groups, sample[: args.compare_users]
+                engine, shared, groups, sample[: args.compare_users], at
             )
             log("open totals vs the scans, interleaved …")
-            dec["open_reads"] = await bench_open_reads(engine, shared, groups, sample)
+            dec["open_reads"] = await bench_open_reads(engine, shared, groups, sample, at)
         finally:
             await engine.dispose()
         log("lease throughput …")
@@ -360,6 +362,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--free", type=int, default=2)
+    parser.add_argument(
+        "--after-seconds", type=float, default=0.0,
+        help="decide at this long after the ledger's present (EVAL_AT, a midnight): a hub's "
+        "now is almost never on a whole minute, where a pool read's edges read raw events",
+    )  # fmt: skip
     asyncio.run(run(parser.parse_args()))
 
 
