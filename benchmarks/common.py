@@ -57,6 +57,16 @@ def machine() -> dict:
     }
 
 
+def add_after_seconds_option(parser) -> None:
+    """``--after-seconds``: read at this long after the generated ledger's present
+    (datagen.EVAL_AT, a midnight), since a hub's now is almost never on a whole minute, where
+    a pool read's edges read raw starts and ends."""
+    parser.add_argument(
+        "--after-seconds", type=float, default=0.0,
+        help="read this long after the generated ledger's present (a midnight)",
+    )  # fmt: skip
+
+
 def add_loaded_ledger_options(
     parser: argparse.ArgumentParser,
     *,

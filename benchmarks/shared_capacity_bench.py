@@ -36,7 +36,12 @@ if str(REPO) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import add_loaded_ledger_options, machine, write_section  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_after_seconds_option,
+    add_loaded_ledger_options,
+    machine,
+    write_section,
+)
 from benchmarks.ledger_bench import database, prepare, summary_ms  # noqa: E402
 from benchmarks.open_scan_reference import (  # noqa: E402
     POOL_USED_SCAN_SQL,
@@ -362,11 +367,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--free", type=int, default=2)
-    parser.add_argument(
-        "--after-seconds", type=float, default=0.0,
-        help="decide at this long after the ledger's present (EVAL_AT, a midnight): a hub's "
-        "now is almost never on a whole minute, where a pool read's edges read raw events",
-    )  # fmt: skip
+    add_after_seconds_option(parser)
     asyncio.run(run(parser.parse_args()))
 
 

@@ -33,7 +33,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import load_average, machine, percentile  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_after_seconds_option,
+    load_average,
+    machine,
+    percentile,
+)
 
 WINDOW_SECONDS = 30 * 86_400
 CALL = "SELECT kind, scope, resource, amount FROM {schema}quota_shared_open({args})"
@@ -150,11 +155,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--after-seconds", type=float, default=0.0,
-        help="read at this long after the ledger's present (EVAL_AT, a midnight): a hub's "
-        "now is almost never at a whole minute, whose edges read raw starts and ends",
-    )  # fmt: skip
+    add_after_seconds_option(parser)
     asyncio.run(_main(parser.parse_args()))
 
 
