@@ -14,7 +14,8 @@ EVAL_AT (plus ``--after-seconds``). Per user the two calls alternate (A/B, then 
 connection, so both see the same moment of a shared machine; the rows must be equal or the
 script stops. Timed: the round trip (``fetch``), and the time the server spent inside the
 function (its pool reads included; wall time, not CPU), from ``pg_stat_user_functions``
-before and after the timed rounds (``track_functions = 'pl'``, set for this session).
+before and after the timed rounds (``track_functions = 'pl'``, set for this session), and
+of that the part spent in ``quota_pool_used``.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ async def _main(args) -> None:
         }
         times = {side: [] for side in calls}
 
-        async def function_ms() -> dict[str, float]:
+        async def function_ms() -> dict[tuple[str, str], float]:
             # this backend's function statistics, flushed: pending ones reach the cumulative
             # view only when the backend goes idle, at most once a second unless forced
             # (https://www.postgresql.org/docs/current/monitoring-stats.html#MONITORING-STATS-FUNCS)
@@ -101,10 +102,10 @@ async def _main(args) -> None:
             await conn.execute("SELECT 1")
             await asyncio.sleep(0.2)
             rows = await conn.fetch(
-                "SELECT schemaname, total_time FROM pg_stat_user_functions "
-                "WHERE funcname = 'quota_shared_open'"
+                "SELECT schemaname, funcname, total_time FROM pg_stat_user_functions "
+                "WHERE funcname IN ('quota_shared_open', 'quota_pool_used')"
             )
-            return {("head" if r[0] == "public" else "0016"): r[1] for r in rows}
+            return {("head" if r[0] == "public" else "0016", r[1]): r[2] for r in rows}
 
         for round_number in range(args.rounds + 1):  # round 0 warms both plans up
             if round_number == 1:
@@ -123,10 +124,10 @@ async def _main(args) -> None:
                         times[side].append(time.perf_counter() - started)
                 if got["0016"] != got["head"]:
                     raise SystemExit(
-                        f"{user['username']}: 0016 {got['0016']} != 0017 {got['0017']}"
+                        f"{user['username']}: 0016 {got['0016']} != head {got['head']}"
                     )
         after = await function_ms()
-        cpu_ms = {side: after.get(side, 0.0) - before.get(side, 0.0) for side in calls}
+        inside_ms = {key: value - before.get(key, 0.0) for key, value in after.items()}
         m = machine()
         calls_per_side = len(times["0016"])
         print(
@@ -136,14 +137,19 @@ async def _main(args) -> None:
             f"{args.rounds} rounds, {calls_per_side} calls per side"
         )
         print(
-            "| read | round trip p50 / p90 / p99 | time inside the function per call (server, wall) |"
+            "| read | round trip p50 / p90 / p99 | time inside the function per call "
+            "(server, wall) | … of which its pool read |"
         )
-        print("|---|---|---|")
+        print("|---|---|---|---|")
         for side in calls:
             ms = [t * 1000 for t in times[side]]
+            whole, pool = (
+                inside_ms.get((side, name), 0.0) / calls_per_side
+                for name in ("quota_shared_open", "quota_pool_used")
+            )
             print(
                 f"| {side} | {percentile(ms, 50):.3f} / {percentile(ms, 90):.3f} / "
-                f"{percentile(ms, 99):.3f} ms | {cpu_ms[side] / calls_per_side:.3f} ms |"
+                f"{percentile(ms, 99):.3f} ms | {whole:.3f} ms | {pool:.3f} ms |"
             )
     finally:
         await conn.close()
