@@ -84,6 +84,25 @@ def add_loaded_ledger_options(
         parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
 
 
+def add_loaded_ab_options(
+    parser: argparse.ArgumentParser, *, users: int, rounds: int, users_in_ledger: bool = True
+) -> None:
+    """--db (required), --users timed per block, --rounds, --seed and, with
+    ``users_in_ledger``, --users-in-ledger: the options of the A/B benchmarks that time one
+    change on a ledger ledger_bench.py already loaded (they need its users' groups)."""
+    parser.add_argument(
+        "--db", required=True, help="a ledger loaded by ledger_bench.py, never a hub's"
+    )
+    parser.add_argument("--users", type=int, default=users, help="users timed in each round")
+    if users_in_ledger:
+        parser.add_argument(
+            "--users-in-ledger", type=int, default=10_000,
+            help="the --users the ledger was generated with (their groups)",
+        )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def command_line(script: str, argv: list[str]) -> str:
     """How to rerun: ``.venv/bin/python benchmarks/<script> ARGS``, a database URL shown as
     URL (it names this machine's socket directory, and may carry a password)."""

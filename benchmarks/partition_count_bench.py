@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import datagen  # noqa: E402
-from benchmarks.common import load_average, machine, percentile  # noqa: E402
+from benchmarks.common import add_loaded_ab_options, load_average, machine, percentile  # noqa: E402
 from benchmarks.ledger_bench import REQUEST  # noqa: E402
 from ledger.core.policy_yaml import parse_policy  # noqa: E402
 from ledger.store import db  # noqa: E402
@@ -132,13 +132,9 @@ async def _main(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, help="a benchmark ledger, never a hub's")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_loaded_ab_options(parser, users=1000, rounds=3)
     parser.add_argument("--extra", type=int, default=12, help="empty months added before")
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--users-in-ledger", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
     asyncio.run(_main(parser.parse_args()))
 
 

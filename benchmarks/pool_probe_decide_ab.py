@@ -34,6 +34,7 @@ from sqlalchemy import text  # noqa: E402
 from benchmarks import datagen  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     add_after_seconds_option,
+    add_loaded_ab_options,
     load_average,
     machine,
     percentile,
@@ -113,15 +114,8 @@ async def _main(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, help="a benchmark ledger, never a hub's")
-    parser.add_argument("--users", type=int, default=300, help="users timed in each block")
-    parser.add_argument(
-        "--users-in-ledger", type=int, default=10_000,
-        help="the --users the ledger was generated with (their groups)",
-    )  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_loaded_ab_options(parser, users=300, rounds=2)
     add_after_seconds_option(parser)
     asyncio.run(_main(parser.parse_args()))
 

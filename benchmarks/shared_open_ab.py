@@ -36,6 +36,7 @@ if str(REPO) not in sys.path:
 from benchmarks import datagen  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     add_after_seconds_option,
+    add_loaded_ab_options,
     load_average,
     machine,
     percentile,
@@ -156,11 +157,8 @@ async def _main(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, help="a ledger loaded by ledger_bench.py")
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_loaded_ab_options(parser, users=1000, rounds=3, users_in_ledger=False)
     add_after_seconds_option(parser)
     asyncio.run(_main(parser.parse_args()))
 
