@@ -196,12 +196,10 @@ class Collector:
         """Seed what the ledger already holds for this scope (open segments), so a restart
         continues them instead of guessing; without the database, reconcile later."""
         try:
-            rows = await asyncio.wait_for(
-                ledger_writer.load_open_segments(
+            async with asyncio.timeout(10):
+                rows = await ledger_writer.load_open_segments(
                     self.engine, scope.workload.name, scope.namespace, self.source.name
-                ),
-                timeout=10,
-            )
+                )
         except Exception as exc:  # noqa: BLE001 - the database may be down: list anyway
             log.warning("event=reconcile_deferred scope=%s error=%r", scope, str(exc)[:200])
             self._db_open[scope] = None

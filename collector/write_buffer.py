@@ -75,7 +75,8 @@ class WriteBuffer:
     async def wait_empty(self, timeout_seconds: float | None = None) -> bool:
         """True once everything queued so far is written."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_seconds)
+            async with asyncio.timeout(timeout_seconds):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True

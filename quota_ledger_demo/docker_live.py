@@ -80,7 +80,8 @@ async def simulate(run_id: str, image: str, rng: random.Random, stop: asyncio.Ev
             except RuntimeError as exc:
                 print(f"(demo: {exc})")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), STEP_SECONDS)
+            async with asyncio.timeout(STEP_SECONDS):
+                await stop.wait()
 
 
 async def remove_all(run_id: str) -> None:

@@ -235,7 +235,8 @@ async def _stream(
             next_bookmark_at = now + server.bookmark_interval_seconds
         wait_until = min(deadline, next_bookmark_at) if bookmarks else deadline
         try:
-            item = await asyncio.wait_for(queue.get(), max(0.0, wait_until - now))
+            async with asyncio.timeout(max(0.0, wait_until - now)):
+                item = await queue.get()
         except TimeoutError:
             pending = []
             continue

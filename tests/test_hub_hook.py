@@ -645,6 +645,48 @@ async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leav
         await hook.close()
 
 
+async def test_a_spawn_cancelled_as_the_check_answers_is_not_started(app, tmp_path, fresh_db_url):
+    """The hub cancels a pending spawn's task (a stop while it is pending,
+    jupyterhub/apihandlers/users.py ``delete``). A cancel that lands as the check's read
+    returns must stop the spawn before ``Spawner.start``; Python 3.11's ``asyncio.wait_for``
+    drops it (https://github.com/python/cpython/issues/86296) and the server would start."""
+    from ledger.store.decide import decide
+
+    spawners = []
+
+    async def cancelled_as_it_answers(*args):
+        decision = await decide(*args)
+        spawners[0]._spawn_future.cancel()  # what the hub does, at the worst moment
+        return decision
+
+    hook = QuotaHook(db_url=fresh_db_url, decide=cancelled_as_it_answers,
+                     policy_path=str(write_policy(tmp_path / "p.yaml")))  # fmt: skip
+    user = new_user(app)
+    try:
+        spawners.append(prepare(user, hook))
+        calls = []
+        start = user.spawner.start
+
+        async def counted_start():
+            calls.append(1)
+            return await start()
+
+        user.spawner.start = counted_start
+        await spawn(app, user)
+
+        async def settled():
+            return user.spawner.pending is None
+
+        assert await _until(settled)
+        assert calls == [], "Spawner.start ran for a cancelled spawn"
+        # the hub's own stop (the DELETE below) cleans up the server record it made
+    finally:
+        if user.spawner.active:
+            await api_request(app, "users", user.name, "server", method="delete",
+                              stream=True, bypass_proxy=True)  # fmt: skip
+        await hook.close()
+
+
 async def _ready(user):
     return bool(user.spawner.ready)
 

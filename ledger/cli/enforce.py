@@ -119,7 +119,8 @@ async def run(args) -> int:
                     return 0 if failed_rounds == 0 else 2
                 interval = args.interval or policy.enforcement.interval_seconds
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
+                    async with asyncio.timeout(interval):
+                        await stop.wait()
     finally:
         await hub.close()
         if health is not None:

@@ -167,7 +167,8 @@ async def run(args) -> int:
             monitor.cancel()
             server.stop()
             try:
-                await asyncio.wait_for(server.close_all_connections(), CLOSE_TIMEOUT_SECONDS)
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await server.close_all_connections()
             except TimeoutError:
                 pass
             for sig in (signal.SIGTERM, signal.SIGINT):

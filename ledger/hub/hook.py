@@ -112,7 +112,8 @@ class ProgressGate:
                 break
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), self.wait_seconds)
+                async with asyncio.timeout(self.wait_seconds):
+                    await self._changed.wait()
             except TimeoutError:
                 if not self._updates:
                     return
@@ -270,9 +271,11 @@ class QuotaHook:
                                        decision)  # fmt: skip
 
         try:
-            decision = await asyncio.wait_for(
-                decide_and_hold(policy, now, hold=not queue), self.timeout_seconds
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the hub's
+            # cancel of this spawn when it lands as the read returns, and the spawn would go
+            # on (https://github.com/python/cpython/issues/86296; ruff bans wait_for here)
+            async with asyncio.timeout(self.timeout_seconds):
+                decision = await decide_and_hold(policy, now, hold=not queue)
         except Exception as exc:  # noqa: BLE001 - any ledger failure takes the fail mode
             latency_ms = self.last_latency_ms = (time.perf_counter() - started) * 1000
             metrics.SPAWN_CHECK_SECONDS.observe(latency_ms / 1000)
@@ -284,9 +287,8 @@ class QuotaHook:
         if key is not None:
 
             async def ask(at) -> Decision:
-                return await asyncio.wait_for(
-                    decide_and_hold(self.watcher.current(), at), self.timeout_seconds
-                )
+                async with asyncio.timeout(self.timeout_seconds):
+                    return await decide_and_hold(self.watcher.current(), at)
 
             def keep(d: Decision, outcome: str, limit_seconds: float) -> None:
                 row = decision_row(d, source="spawn", outcome=outcome)

@@ -123,10 +123,8 @@ class HubRecorder:
             await self._write([CloseSegment(uid, now, "terminated")])
             return
         try:
-            rows = await asyncio.wait_for(
-                segment_writes.load_open_server_segments(self.hook.engine, SOURCE),
-                WRITE_TIMEOUT_SECONDS,
-            )
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                rows = await segment_writes.load_open_server_segments(self.hook.engine, SOURCE)
         except Exception as exc:  # noqa: BLE001 - the start-up reconcile catches it later
             log.warning("quota recorder: cannot look up %s's segment: %s", key, exc)
             return
@@ -211,12 +209,10 @@ class HubRecorder:
         if not self._open:
             return
         try:
-            await asyncio.wait_for(
-                segment_writes.touch_last_seen(
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                await segment_writes.touch_last_seen(
                     self.hook.engine, list(self._open.values()), self._clock()
-                ),
-                WRITE_TIMEOUT_SECONDS,
-            )
+                )
         except Exception as exc:  # noqa: BLE001
             log.warning("quota recorder: heartbeat failed: %s", exc)
 
@@ -226,9 +222,8 @@ class HubRecorder:
             return
         batch = list(self._pending)
         try:
-            await asyncio.wait_for(
-                segment_writes.apply_ops(self.hook.engine, batch), WRITE_TIMEOUT_SECONDS
-            )
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                await segment_writes.apply_ops(self.hook.engine, batch)
         except Exception as exc:  # noqa: BLE001 - kept and retried with the next heartbeat
             log.warning("quota recorder: %d writes pending: %s", len(self._pending), exc)
             return

@@ -74,7 +74,8 @@ class DecisionSpool:
         """Write the oldest batch; False (rows kept) when the database does not take it."""
         batch = list(self._rows)[:BATCH_ROWS]
         try:
-            await asyncio.wait_for(self._write(batch), WRITE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                await self._write(batch)
         except Exception as exc:  # noqa: BLE001 - any failure: keep the rows, retry later
             metrics.SPAWN_RECORD_FAILURES.inc()
             log.warning(
@@ -99,7 +100,8 @@ class DecisionSpool:
     async def drain(self, timeout_seconds: float | None = None) -> bool:
         """Wait until every row is written (True) or ``timeout_seconds`` pass (False)."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_seconds)
+            async with asyncio.timeout(timeout_seconds):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True

@@ -153,11 +153,9 @@ class HubQuotaPages:
 
     async def _fetch(self, user) -> dict:
         policy = self.hook.watcher.current()
-        return await asyncio.wait_for(
-            user_summary(self.hook.engine, policy, user.name, user_groups(user),
-                         self.hook.now(), quota_url=self.quota_url(policy)),
-            self.timeout_seconds,
-        )  # fmt: skip
+        async with asyncio.timeout(self.timeout_seconds):
+            return await user_summary(self.hook.engine, policy, user.name, user_groups(user),
+                                      self.hook.now(), quota_url=self.quota_url(policy))  # fmt: skip
 
     async def choices_for(self, user, spawner) -> dict | None:
         try:
@@ -181,10 +179,8 @@ class HubQuotaPages:
             choices.append((choice.field, choice.value, choice.label, request))
         if not choices:
             return None
-        notes = await asyncio.wait_for(
-            user_choices(self.hook.engine, policy, user.name, user_groups(user),
-                         self.hook.now(), choices),
-            self.timeout_seconds,
-        )  # fmt: skip
+        async with asyncio.timeout(self.timeout_seconds):
+            notes = await user_choices(self.hook.engine, policy, user.name, user_groups(user),
+                                       self.hook.now(), choices)  # fmt: skip
         notes["disable_refused"] = self.disable_refused
         return notes

@@ -16,6 +16,7 @@ its bottleneck, which is what the admin pages show as the line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -125,12 +126,11 @@ async def wait_for_capacity(line: WaitingLine, key: str, decision, spawner, gate
                 keep(decision, "gave_up", limit_seconds)
                 return decision
             waiter.woken.clear()
-            try:
-                await asyncio.wait_for(
-                    waiter.woken.wait(), min(POLL_SECONDS, limit_seconds - waited)
-                )
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: a cancel landing with a wake must still cancel
+            # (https://github.com/python/cpython/issues/86296)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(POLL_SECONDS, limit_seconds - waited)):
+                    await waiter.woken.wait()
             if line.position(waiter) != 1:
                 continue  # FIFO: only the first in line asks
             try:

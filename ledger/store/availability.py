@@ -56,7 +56,8 @@ class LedgerAvailability:
         """One attempt: connect, and compare the schema with this release's migrations."""
         self.attempts += 1
         try:
-            await asyncio.wait_for(db.check_schema(self.engine), CHECK_TIMEOUT_SECONDS)
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                await db.check_schema(self.engine)
         except (OSError, DBAPIError, SQLAlchemyError, TimeoutError, db.DatabaseError) as exc:
             was = self.available
             self.available, self.last_error = False, short_error(exc)
@@ -78,7 +79,8 @@ class LedgerAvailability:
                 await asyncio.sleep(delay)
             else:
                 try:
-                    await asyncio.wait_for(stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
                     return False
                 except TimeoutError:
                     pass
@@ -95,6 +97,7 @@ class LedgerAvailability:
             if not await self.wait(stop):
                 return
             try:
-                await asyncio.wait_for(stop.wait(), interval_seconds)
+                async with asyncio.timeout(interval_seconds):
+                    await stop.wait()
             except TimeoutError:
                 pass
