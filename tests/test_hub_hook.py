@@ -645,6 +645,34 @@ async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leav
         await hook.close()
 
 
+async def test_a_spawn_cancelled_while_its_lease_is_taken_releases_it(app, cap_hook, engine,
+                                                                     monkeypatch):  # fmt: skip
+    """The hub's cancel lands as the lease's transaction commits: the lease is released, not
+    left to hold the hub's only GPU until its TTL."""
+    from ledger.store import leases
+
+    user = new_user(app, ["lab"])
+    spawner = prepare(user, cap_hook, gpu=1)
+    take = leases.take
+
+    async def cancelled_as_it_commits(*args, **kwargs):
+        result = await take(*args, **kwargs)
+        spawner._spawn_future.cancel()  # what the hub does on a stop, at the worst moment
+        await asyncio.sleep(0)
+        return result
+
+    monkeypatch.setattr(leases, "take", cancelled_as_it_commits)
+    await spawn(app, user)
+    for _ in range(100):  # the release runs once the take ends
+        if not await leases.live_leases(engine, utcnow()):
+            break
+        await asyncio.sleep(0.05)
+    assert await leases.live_leases(engine, utcnow()) == []
+    if user.spawner.active:
+        await api_request(app, "users", user.name, "server", method="delete",
+                          stream=True, bypass_proxy=True)  # fmt: skip
+
+
 async def test_a_spawn_cancelled_as_the_check_answers_is_not_started(app, tmp_path, fresh_db_url):
     """The hub cancels a pending spawn's task (a stop while it is pending,
     jupyterhub/apihandlers/users.py ``delete``). A cancel that lands as the check's read

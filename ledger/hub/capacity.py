@@ -43,16 +43,33 @@ async def hold(
     limits = policy.limits_for(decision.username, groups)
     if not decision.allowed or limits.denied_all or not needs_lease(policy, limits, groups):
         return decision
-    result = await leases.take(
+    taking = asyncio.ensure_future(leases.take(
         engine, policy, limits, decision.username, groups, request.amounts,
         request.servername, now, lease_ttl_seconds(spawner),
-    )  # fmt: skip
+    ))  # fmt: skip
+    try:
+        # shielded: the hub cancels a spawn it stops while pending
+        # (jupyterhub/apihandlers/users.py ``delete``), or the check's time runs out; a take
+        # cancelled as its COMMIT goes out may hold a lease nobody releases until its TTL,
+        # so the take finishes and its lease is released
+        result = await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(lambda taken: _release_taken(engine, taken))
+        raise
     if not result.granted:
         return shared_verdict.attach(decision, result.status)
     decision.shared = result.status
     if result.lease_id is not None:
         release_when_spawn_fails(engine, spawner, result.lease_id)
     return decision
+
+
+def _release_taken(engine, taken: asyncio.Future) -> None:
+    if taken.cancelled() or taken.exception() is not None:
+        return  # nothing was taken (its transaction rolled back)
+    lease_id = taken.result().lease_id
+    if lease_id is not None:
+        asyncio.ensure_future(release(engine, lease_id, "the spawn was cancelled"))
 
 
 def release_when_spawn_fails(engine, spawner, lease_id: int) -> None:
