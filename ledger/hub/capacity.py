@@ -24,6 +24,17 @@ log = logging.getLogger("ledger.hub")
 # Between start() returning and the collector's next look at the pod.
 LEASE_MARGIN_SECONDS = 120.0
 
+# The releases running by themselves (after a failed or cancelled spawn): the event loop keeps
+# only a weak reference to a task, so one nobody holds can vanish before it has run
+# (https://docs.python.org/3/library/asyncio-task.html#asyncio.create_task).
+_releasing: set[asyncio.Task] = set()
+
+
+def _release_later(engine, lease_id: int, why: str) -> None:
+    task = asyncio.ensure_future(release(engine, lease_id, why))
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
 
 def lease_ttl_seconds(spawner) -> float:
     start = float(getattr(spawner, "start_timeout", 60) or 60)
@@ -36,16 +47,18 @@ def needs_lease(policy, limits, groups) -> bool:
 
 
 async def hold(
-    engine, spawner, policy, groups, request: ServerRequest, now, decision: Decision
-) -> Decision:
+    engine, spawner, policy, groups, request: ServerRequest, now, decision: Decision,
+    *, timeout_seconds: float = leases.TAKE_TIMEOUT_SECONDS,
+) -> Decision:  # fmt: skip
     """``decision``, refused if the caps no longer allow the spawn once counted under lock;
-    when allowed, the spawn holds a lease released if the spawn fails."""
+    when allowed, the spawn holds a lease released if the spawn fails. The take's locks and
+    statements are bounded by ``timeout_seconds`` (it outlives a cancel, see below)."""
     limits = policy.limits_for(decision.username, groups)
     if not decision.allowed or limits.denied_all or not needs_lease(policy, limits, groups):
         return decision
     taking = asyncio.ensure_future(leases.take(
         engine, policy, limits, decision.username, groups, request.amounts,
-        request.servername, now, lease_ttl_seconds(spawner),
+        request.servername, now, lease_ttl_seconds(spawner), timeout_seconds=timeout_seconds,
     ))  # fmt: skip
     try:
         # shielded: the hub cancels a spawn it stops while pending
@@ -54,6 +67,8 @@ async def hold(
         # so the take finishes and its lease is released
         result = await asyncio.shield(taking)
     except asyncio.CancelledError:
+        _releasing.add(taking)  # held until it ends, like the release it may start
+        taking.add_done_callback(_releasing.discard)
         taking.add_done_callback(lambda taken: _release_taken(engine, taken))
         raise
     if not result.granted:
@@ -69,7 +84,7 @@ def _release_taken(engine, taken: asyncio.Future) -> None:
         return  # nothing was taken (its transaction rolled back)
     lease_id = taken.result().lease_id
     if lease_id is not None:
-        asyncio.ensure_future(release(engine, lease_id, "the spawn was cancelled"))
+        _release_later(engine, lease_id, "the spawn was cancelled")
 
 
 def release_when_spawn_fails(engine, spawner, lease_id: int) -> None:
@@ -80,7 +95,7 @@ def release_when_spawn_fails(engine, spawner, lease_id: int) -> None:
 
     def done(f) -> None:
         if f.cancelled() or f.exception() is not None:
-            asyncio.ensure_future(release(engine, lease_id, "the spawn failed"))
+            _release_later(engine, lease_id, "the spawn failed")
 
     future.add_done_callback(done)
 

@@ -261,14 +261,15 @@ class QuotaHook:
         quota_url = self.quota_page_url or policy.messages.quota_page_url
         started = time.perf_counter()
 
-        queue = self.line.busy_keys(request.amounts)  # FIFO: nobody overtakes a waiter
+        # FIFO: nobody overtakes a waiter for a cap that applies to them
+        queue = self.line.busy_keys(request.amounts, waiting_line.line_scopes(policy, groups))
 
         async def decide_and_hold(policy, at, hold: bool = True) -> Decision:
             decision = await self._decide(self.engine, policy, username, groups, request, at)
             if not hold:
                 return decision
             return await capacity.hold(self.engine, spawner, policy, groups, request, at,
-                                       decision)  # fmt: skip
+                                       decision, timeout_seconds=self.timeout_seconds)  # fmt: skip
 
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the hub's
@@ -294,11 +295,18 @@ class QuotaHook:
                 row = decision_row(d, source="spawn", outcome=outcome)
                 row["detail"] = {**row["detail"], **waiting_line.deadline_detail(d, limit_seconds)}
                 self._keep(row)
-                logger.info("quota: %s %s for %s (%s)", username, outcome, key, request.servername)
+                neck = d.shared.bottleneck if d.shared is not None else None
+                logger.info("quota: %s %s for %s (%s)", username, outcome,
+                            neck.reason if neck is not None else key, request.servername)  # fmt: skip
 
-            decision = await waiting_line.wait_for_capacity(
-                self.line, key, decision, spawner, gate, ask, keep, self._clock
-            )
+            try:
+                decision = await waiting_line.wait_for_capacity(
+                    self.line, key, decision, spawner, gate, ask, keep, self._clock
+                )
+            except Exception as exc:  # noqa: BLE001 - the last ask failed: the fail mode
+                waited_ms = (time.perf_counter() - started) * 1000
+                return self._failed(spawner, gate, logger, policy, exc, username, groups,
+                                    request, now, waited_ms)  # fmt: skip
         outcome = "allowed" if decision.allowed else "denied"
         metrics.SPAWN_DECISIONS.labels(outcome).inc()
         if self.record == "all" or not decision.allowed:

@@ -6,11 +6,15 @@ The waiting spawn stays inside the quota check (JupyterHub's ``pre_spawn_hook``,
 ``Spawner.start``), so the spawn page shows it pending with our progress lines ("Waiting for
 a GPU: 8 of 8 GPUs in use on this hub; you are number 2 in line"). Every
 ``POLL_SECONDS`` the first in line asks again under lock (``ledger.store.leases.take``), with
-the policy as it is then — a cap raised in the policy file wakes it without a restart. The
-wait is bounded by the spawner's ``start_timeout``; a cancelled spawn (the hub cancels the
-spawn's task) leaves the line. The line lives in the hub process (one hub, one line); the
-decision log records each wait (``waiting``), wake (``woke``) and give-up (``gave_up``) with
-its bottleneck, which is what the admin pages show as the line.
+the policy as it is then — a cap raised in the policy file wakes it without a restart; a
+waiter whose bottleneck moves (a policy change) moves to that line, keeping its turn. A new
+spawn queues behind the lines whose caps apply to it (the hub's, its own groups' pools). The
+wait is bounded by the spawner's ``start_timeout``: then it asks once more, under lock like
+every ask, and starts only with a lease; a failed last ask is a ledger failure (the hook's
+``on_ledger_error``). A cancelled spawn (the hub cancels the spawn's task) leaves the line.
+The line lives in the hub process (one hub, one line); the decision log records each wait
+(``waiting``), wake (``woke``), give-up (``gave_up``) and cancel (``left``) with its
+bottleneck, which is what the admin pages show as the line.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datetime import timedelta
 from ledger.core import messages
 from ledger.core.quantities import format_duration
 from ledger.core.resources import SERVERS
+from ledger.core.shared_capacity import HUB, pools_for
 
 POLL_SECONDS = 2.0
 _order = itertools.count()
@@ -62,14 +67,42 @@ class WaitingLine:
         else:
             self._lines.pop(waiter.key, None)
 
-    def busy_keys(self, request_amounts) -> list[str]:
+    def move(self, waiter: Waiter, key: str) -> None:
+        """Into ``key``'s line (its bottleneck changed), at the place its arrival gives it:
+        ahead of everyone who came later."""
+        if key == waiter.key:
+            return
+        self.leave(waiter)
+        waiter.key = key
+        line = self._lines.setdefault(key, [])
+        line.insert(sum(1 for w in line if w.order < waiter.order), waiter)
+
+    def busy_keys(self, request_amounts, scopes: set[str]) -> list[str]:
         """Lines a new spawn asking for these resources must queue behind (FIFO: no one
-        overtakes a waiter for the same bottleneck)."""
+        overtakes a waiter for the same bottleneck): those of its ``scopes``
+        (:func:`line_scopes`), for a resource it asks for; a line of a pool the user is not
+        in holds nothing the spawn needs."""
         asked = {n for n, v in request_amounts.items() if v} | {SERVERS}
-        return [k for k, line in self._lines.items() if line and k.rsplit(":", 1)[1] in asked]
+        return [
+            k
+            for k, line in self._lines.items()
+            if line and scope_of(k) in scopes and k.rsplit(":", 1)[1] in asked
+        ]
 
     def snapshot(self) -> dict[str, list[tuple[str, str]]]:
         return {k: [(w.username, w.servername) for w in line] for k, line in self._lines.items()}
+
+
+def scope_of(key: str) -> str:
+    """``hub`` or ``pool:<group>`` of a line's key, ``ScopeCheck.reason`` of a waitable cap
+    (``hub_running:gpu``, ``pool:gpu-dev_running:gpu``)."""
+    return key.rsplit(":", 1)[0].removesuffix("_running")
+
+
+def line_scopes(policy, groups) -> set[str]:
+    """The scopes whose caps a spawn of a user in ``groups`` meets: the hub, and the pools
+    of its groups (``ledger.core.shared_capacity.pools_for``)."""
+    return {HUB} | {f"pool:{g}" for g in pools_for(policy.pools, groups)}
 
 
 def key_for(decision, queue: list[str]) -> str | None:
@@ -104,8 +137,10 @@ def event(text: str) -> dict:
 async def wait_for_capacity(line: WaitingLine, key: str, decision, spawner, gate, ask, keep,
                             clock):  # fmt: skip
     """Wait in ``key``'s line until ``ask()`` (a fresh decision, lease included) allows the
-    spawn, stops being only a waitable cap, or ``start_timeout`` passes. Returns the final
-    decision; ``keep(decision, outcome)`` records waits and wakes."""
+    spawn, stops being only a waitable cap, or ``start_timeout`` passes (then one last ask:
+    a spawn only ever starts on a decision ``ask`` made, with its lease; if that ask fails,
+    its error is raised, for the hook's ``on_ledger_error``). Returns the final decision;
+    ``keep(decision, outcome)`` records waits, wakes, give-ups and cancels."""
     limit_seconds = float(getattr(spawner, "start_timeout", 60) or 60)
     started = time.monotonic()
     waiter = line.join(key, decision.username, decision.request.servername)
@@ -121,10 +156,15 @@ async def wait_for_capacity(line: WaitingLine, key: str, decision, spawner, gate
                 gate.update(event(f"Waiting in line for shared capacity; you are number "
                                   f"{position} in line."))  # fmt: skip
             if waited >= limit_seconds:
-                if neck is not None:
-                    decision.message = gave_up_text(neck, waited)
-                keep(decision, "gave_up", limit_seconds)
-                return decision
+                # the last ask, whatever the place in line: the allowed decision this spawn
+                # queued with holds no lease, and the ledger may have been away since
+                fresh = await ask(clock())
+                if fresh.allowed:
+                    keep(fresh, "woke", limit_seconds)
+                elif fresh.shared is not None and fresh.shared.may_wait:
+                    fresh.message = gave_up_text(fresh.shared.bottleneck, waited)
+                    keep(fresh, "gave_up", limit_seconds)
+                return fresh
             waiter.woken.clear()
             # asyncio.timeout, not wait_for: a cancel landing with a wake must still cancel
             # (https://github.com/python/cpython/issues/86296)
@@ -143,6 +183,10 @@ async def wait_for_capacity(line: WaitingLine, key: str, decision, spawner, gate
             if fresh.shared is None or not fresh.shared.may_wait:
                 return fresh  # something waiting cannot fix (a spent budget) now refuses
             decision = fresh
+            line.move(waiter, fresh.shared.bottleneck.reason)
+    except asyncio.CancelledError:
+        keep(decision, "left", limit_seconds)  # the admin pages' line: no longer waiting
+        raise
     finally:
         line.leave(waiter)
 

@@ -9,9 +9,10 @@ get exactly two leases
 are taken in one fixed order, so two checks never wait on each other in a cycle.
 
 A lease stops counting when a segment of its server appears (it is that segment now), and
-is deleted then, on :func:`release` (the spawn failed or was cancelled, the server stopped)
-or after ``expires_at``. Every statement is bound; the hub's database role may insert and
-delete leases and nothing else here (ledger/store/roles.py).
+is deleted then, on :func:`release` (the spawn failed or was cancelled) or after
+``expires_at`` (a server stopped before the collector saw it keeps its lease that long).
+Every statement is bound; the hub's database role may insert and delete leases and nothing
+else here (ledger/store/roles.py).
 """
 
 from __future__ import annotations
@@ -42,12 +43,21 @@ _INSERT_SQL = """
                         extended, taken_at, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)
     ON CONFLICT (username, servername) DO UPDATE SET
-        pools = EXCLUDED.pools, cpu_millicores = EXCLUDED.cpu_millicores,
+        id = DEFAULT, pools = EXCLUDED.pools, cpu_millicores = EXCLUDED.cpu_millicores,
         memory_bytes = EXCLUDED.memory_bytes, gpu_count = EXCLUDED.gpu_count,
         extended = EXCLUDED.extended, taken_at = EXCLUDED.taken_at,
         expires_at = EXCLUDED.expires_at
     RETURNING id
 """
+# A new take of a server's lease replaces the old one under a new id (``id = DEFAULT``
+# above): a release of the old lease arriving late (a cancelled or failed spawn's, a timed-out
+# check's) deletes nothing, instead of the lease the server's new spawn holds.
+
+# How long a take may wait for a lock or run a statement unless told: a take holds a pooled
+# connection and is shielded from its caller's cancel (ledger/hub/capacity.py), so without a
+# bound a stuck lock holder (https://www.postgresql.org/docs/current/runtime-config-client.html
+# #GUC-LOCK-TIMEOUT) would keep one connection per spawn attempt until the pool runs dry.
+TAKE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -78,14 +88,21 @@ def bottlenecks(policy, limits, username: str, groups: Iterable[str]) -> list[st
 async def take(
     engine: AsyncEngine, policy, limits, username: str, groups: Iterable[str],
     request_amounts: Mapping[str, int], servername: str, now: datetime, ttl_seconds: float,
+    *, timeout_seconds: float = TAKE_TIMEOUT_SECONDS,
 ) -> LeaseResult:  # fmt: skip
-    """Check the caps under lock and hold a lease for ``request_amounts`` if they allow it."""
+    """Check the caps under lock and hold a lease for ``request_amounts`` if they allow it.
+    Raises (asyncpg's ``LockNotAvailableError`` or ``QueryCanceledError``) if a lock or a
+    statement takes longer than ``timeout_seconds``; nothing is taken then."""
     groups = sorted(set(groups))
     names = bottlenecks(policy, limits, username, groups)
     pools = [g for g in pools_for(policy.pools, groups) if policy.pools[g].running]
     async with engine.connect() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
         async with raw.transaction():
+            bound_ms = max(1, round(timeout_seconds * 1000))
+            await raw.execute(
+                f"SET LOCAL lock_timeout = {bound_ms}; SET LOCAL statement_timeout = {bound_ms}"
+            )
             if names:
                 await raw.execute(_LOCK_SQL, LOCK_CLASS, lock_keys(names))
             await raw.execute(_PRUNE_SQL, now)
@@ -110,8 +127,8 @@ async def take(
 
 
 async def release(engine: AsyncEngine, lease_id: int) -> bool:
-    """End a lease (the spawn failed, was cancelled, or its server stopped). True if it was
-    still held."""
+    """End a lease (the spawn failed or was cancelled). True if it was still held; a lease
+    taken again since (a new spawn of the server) has a new id and stays."""
     async with engine.connect() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
         return await raw.fetchval("DELETE FROM leases WHERE id = $1 RETURNING true", lease_id)
