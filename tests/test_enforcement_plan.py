@@ -56,3 +56,24 @@ def test_a_server_already_stopping_is_skipped():
     over = Past("warn", "memory", 100, NOW - timedelta(minutes=11), {})
     [skipped] = plan_user(decision, [], stopping, [over], POLICY, NOW)
     assert (skipped.action, skipped.servername) == ("stop_skipped", "")
+
+
+def test_back_under_the_limit_ends_the_episode_once():
+    over = Past("warn", "memory", 100, NOW - timedelta(minutes=30), {})
+    [under] = plan(50, history=[over])  # a grant, or the window dropping old usage
+    assert (under.action, under.resource) == ("under_quota", "memory")
+    assert under.detail["over_since"] == over.acted_at.isoformat()
+    ended = Past("under_quota", "memory", None, NOW - timedelta(minutes=20), {})
+    assert plan(50, history=[over, ended]) == []
+
+
+def test_a_new_exhaustion_after_the_episode_ended_is_warned_with_a_fresh_grace():
+    over = Past("warn", "memory", 100, NOW - timedelta(hours=2), {})
+    ended = Past("under_quota", "memory", None, NOW - timedelta(hours=1), {})
+    [warn] = plan(61, history=[over, ended])
+    assert (warn.action, warn.threshold_percent) == ("warn", 100)
+    assert warn.detail["over_since"] == NOW.isoformat()  # the new episode's own start
+    again = Past("warn", "memory", 100, NOW - timedelta(minutes=5), {})
+    assert plan(61, history=[over, ended, again]) == []  # its own grace, not the first one's
+    stops = plan(61, history=[over, ended, again], now=NOW + timedelta(minutes=6))
+    assert [a.action for a in stops] == ["stop"]

@@ -7,6 +7,7 @@ each rule (thresholds, grace, named servers, group change, hub down) is checked 
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from ledger.core.policy_yaml import parse_policy
 from ledger.core.times import parse_at
 from ledger.enforcer.enforcer import enforce_round
 from ledger.enforcer.hub_api import HubClient, HubError
+from ledger.store import grants
 from ledger.store.policy_file import load_policy
 
 NOW = parse_at("2026-11-01T12:00:00Z")
@@ -31,6 +33,7 @@ class FakeHubApi:
         self.deleted: list[tuple[str, str]] = []
         self.down = False
         self.requests: list[httpx.Request] = []
+        self.stop_answer: httpx.Response | None = None  # the hub refusing a DELETE
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -62,6 +65,8 @@ class FakeHubApi:
             parts = path.split("/")
             user, server = parts[1], (parts[3] if parts[2] == "servers" else "")
             self.deleted.append((user, server))
+            if self.stop_answer is not None:
+                return self.stop_answer
             self.users[user]["servers"].remove(server)
             return httpx.Response(202 if server else 204)
         return httpx.Response(404)
@@ -108,6 +113,36 @@ async def test_warns_once_per_threshold_then_stops_after_grace(engine, policy):
     assert (await actions(engine))[-1] == ("stop", "ada", "", "memory", None, False)
 
 
+async def test_back_under_quota_ends_the_episode_next_exhaustion_warns_anew(engine, policy):
+    # 4 GiB for 15 h = 60 of 60 GiB-hours: used up, the 100 % warning, the grace starts
+    await insert(engine, [segment("ada", NOW - timedelta(hours=15), None, memory_gib=4)])
+    hub = FakeHubApi({"ada": {"groups": ["regular"], "servers": [""]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)
+    async with engine.begin() as conn:  # an admin grants 8 GiB-hours within the grace
+        await grants.add_grant(
+            conn, username="ada", resource="memory", amount_hours=Decimal(8), starts_at=NOW,
+            ends_at=NOW + timedelta(days=30), reason="r", granted_by="admin",
+            created_at=NOW + timedelta(minutes=4),
+        )  # fmt: skip
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=5))  # 60.3 of 68
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=15))
+    assert hub.deleted == []
+    # 2 h later the grant is used up (68 of 68): a new 100 % warning and a fresh grace
+    at = NOW + timedelta(hours=2, minutes=1)
+    await enforce_round(engine, client, policy, at)
+    await enforce_round(engine, client, policy, at + timedelta(minutes=9))
+    assert hub.deleted == [], "stopped with no new warning and no grace"
+    await enforce_round(engine, client, policy, at + timedelta(minutes=10))
+    assert hub.deleted == [("ada", "")]
+    assert [a[0:5] for a in await actions(engine)] == [
+        ("warn", "ada", "", "memory", 100),
+        ("under_quota", "ada", "", "memory", None),  # seen under: the episode ended
+        ("warn", "ada", "", "memory", 100),
+        ("stop", "ada", "", "memory", None),
+    ]  # fmt: skip
+
+
 async def test_named_servers_all_stopped_and_groups_refreshed(engine, policy):
     start = NOW - timedelta(days=2)
     await insert(
@@ -136,9 +171,9 @@ async def test_group_change_applies_at_once(engine, policy):
     client = hub.client()
     await enforce_round(engine, client, policy, NOW)
     assert [a[0] for a in await actions(engine)] == ["warn"]
-    hub.users["dee"]["groups"] = ["power"]  # the admin moved her: 96 of 240
+    hub.users["dee"]["groups"] = ["power"]  # the admin moved her: 96 of 240, under again
     await enforce_round(engine, client, policy, NOW + timedelta(minutes=20))
-    assert hub.deleted == [] and [a[0] for a in await actions(engine)] == ["warn"]
+    assert hub.deleted == [] and [a[0] for a in await actions(engine)] == ["warn", "under_quota"]
 
 
 async def test_gpu_budget_stops_only_gpu_servers_when_blocks_requested(engine, tmp_path):
@@ -170,6 +205,41 @@ async def test_dry_run_records_but_stops_nothing(engine, policy):
         ("warn", "fay", "", "memory", 100, True),
         ("stop", "fay", "", "memory", None, True),
     ]
+
+
+async def test_a_stop_the_hub_refuses_fails_and_is_retried_next_round(engine, policy):
+    await insert(engine, [segment("fay", NOW - timedelta(days=2), None, memory_gib=2)])
+    hub = FakeHubApi({"fay": {"groups": ["regular"], "servers": [""]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)
+    # JupyterHub's 400 is a refusal, never "already stopped" (that is a 204)
+    message = "Cannot stop a server while it is being renamed"
+    hub.stop_answer = httpx.Response(400, json={"status": 400, "message": message})
+    stats = await enforce_round(engine, client, policy, NOW + timedelta(minutes=10))
+    assert (stats.stopped, stats.stop_failures) == (0, 1)
+    hub.stop_answer = None
+    stats = await enforce_round(engine, client, policy, NOW + timedelta(minutes=11))
+    assert (stats.stopped, stats.stop_failures) == (1, 0)
+    assert hub.deleted == [("fay", ""), ("fay", "")]
+    assert [a[0] for a in await actions(engine)] == ["warn", "stop_failed", "stop"]
+    async with engine.connect() as conn:
+        error = await conn.scalar(text(
+            "SELECT detail->>'error' FROM enforcement_actions WHERE action = 'stop_failed'"))  # fmt: skip
+    assert error == f"DELETE users/fay/server: HTTP 400: {message}"
+
+
+async def test_a_server_the_hub_no_longer_has_is_recorded_as_gone(engine, policy):
+    await insert(engine, [segment("fay", NOW - timedelta(days=2), None, memory_gib=2)])
+    hub = FakeHubApi({"fay": {"groups": ["regular"], "servers": [""]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)
+    hub.stop_answer = httpx.Response(404, json={"status": 404, "message": "Not Found"})
+    stats = await enforce_round(engine, client, policy, NOW + timedelta(minutes=10))
+    assert (stats.stopped, stats.stop_failures) == (1, 0)
+    async with engine.connect() as conn:
+        outcome = await conn.scalar(text(
+            "SELECT detail->>'hub' FROM enforcement_actions WHERE action = 'stop'"))  # fmt: skip
+    assert outcome == "gone"
 
 
 async def test_hub_down_raises_hub_error_and_nothing_is_recorded(engine, policy):

@@ -7,8 +7,12 @@ the ledger's decision and running servers, earlier actions — and carries the p
   100 when the budget is used up) that usage has crossed is recorded once. It is not
   repeated while a warning at that threshold or higher exists within the budget's window
   since the last stop for that resource: one warning per threshold per window.
-- Over-quota since: the time of the 100 % warning (stored in its ``detail.over_since``). A
-  stop starts a new episode, so the next exhaustion gets a fresh warning and grace period.
+- Over-quota episode: opens with the 100 % warning (its time is over-quota-since, stored in
+  its ``detail.over_since``) and ends with a stop or when a round sees the user back under the
+  limit (a grant, or the window dropping old usage), which is recorded as ``under_quota``. The
+  next exhaustion then gets a new 100 % warning and a fresh grace period; an exhaustion that
+  never ended keeps its first over-quota-since however many rounds see it. The enforcer's log
+  is the only memory between rounds (and restarts), hence the ``under_quota`` row.
 - Stop: once ``grace_seconds`` have passed since over-quota-since, every running server of
   the user is stopped (named servers included), or, with ``exhausted_budget_blocks:
   requested``, only servers the ledger shows holding the spent resource.
@@ -42,7 +46,7 @@ class HubUser:
 @dataclass
 class Action:
     username: str
-    action: str  # warn | stop | stop_failed | stop_skipped
+    action: str  # warn | under_quota | stop | stop_failed | stop_skipped
     resource: str = ""
     servername: str = ""
     threshold_percent: int | None = None
@@ -64,13 +68,20 @@ class Past:
 
 
 def _over_since(history: list[Past], resource: str, since: datetime) -> datetime | None:
-    hits = [
-        p.acted_at
-        for p in history
-        if p.action == "warn" and p.resource == resource and p.threshold_percent == 100
-        and p.acted_at >= since
-    ]  # fmt: skip
-    return min(hits) if hits else None
+    """When the episode still open for ``resource`` began (its first 100 % warning), or None.
+
+    ``since`` is after the last stop (a stop ends the episode) and inside the window; an
+    ``under_quota`` row after the warning ends it too.
+    """
+    over = None
+    for p in sorted(history, key=lambda p: p.acted_at):
+        if p.resource != resource or p.acted_at < since:
+            continue
+        if p.action == "warn" and p.threshold_percent == 100 and over is None:
+            over = p.acted_at
+        elif p.action == "under_quota":
+            over = None
+    return over
 
 
 def plan_user(
@@ -108,10 +119,25 @@ def plan_user(
         window = format_duration(budget.window_seconds)
         usage = f"{format_hours(name, used)} of {format_hours(name, limit)} in the last {window}"
         numbers = dict(used_hours=float(used), limit_hours=float(limit), resource=name)
-        over_since = _over_since(history, name, since) if exhausted else None
+        over_since = _over_since(history, name, since)
+        if not exhausted and over_since is not None:
+            # Seen back under the limit: the episode ends here, durably, so that the next
+            # exhaustion is warned anew with a fresh grace period rather than stopped at once.
+            actions.append(Action(
+                hub_user.name, "under_quota",
+                message=f"Your {name} quota has room again ({usage}). If it is used up again, "
+                f"you will be warned {format_duration(enforcement.grace_seconds)} before your "
+                "servers are stopped.",
+                detail={"over_since": over_since.isoformat(),
+                        "percent_used": round(budget.percent_used, 2)},
+                **numbers,
+            ))  # fmt: skip
+            over_since = None
         if crossed:
             top = max(crossed)
-            warned = any(
+            # 100 %: once per episode. Below: once per window since the last stop (a 100 %
+            # warning of an ended episode still counts, so a grant does not re-warn at 80 %).
+            warned = over_since is not None if top == 100 else any(
                 p.action == "warn" and p.resource == name and (p.threshold_percent or 0) >= top
                 and p.acted_at >= since
                 for p in history

@@ -49,13 +49,15 @@ async def _enforce_user(engine, hub: HubClient, policy, hub_user: HubUser, histo
                 outcome = await hub.stop_server(action.username, action.servername)
                 action.detail["hub"] = outcome
                 stats.stopped += 1
-            except HubError as exc:
+            except HubError as exc:  # not recorded as a stop, so the next round tries again
                 action.action = "stop_failed"
+                action.message = f"Could not stop the server ({exc}); retried next round."
                 action.detail["error"] = str(exc)
                 stats.stop_failures += 1
         elif action.action == "warn":
             stats.warned += 1
-        log.log(logging.WARNING if action.action != "warn" else logging.INFO,
+        quiet = action.action in ("warn", "under_quota")
+        log.log(logging.INFO if quiet else logging.WARNING,
                 "%s%s %s %r: %s", "[dry run] " if dry_run else "", action.action,
                 action.username, action.servername, action.message)  # fmt: skip
         await record_action(engine, action, now, dry_run)

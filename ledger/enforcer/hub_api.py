@@ -75,7 +75,14 @@ class HubClient:
             offset = int(following["offset"])
 
     async def stop_server(self, username: str, servername: str) -> str:
-        """Ask the hub to stop a server: "stopped" (204), "stopping" (202) or "gone" (404)."""
+        """Ask the hub to stop a server: "stopped" (204), "stopping" (202) or "gone" (404).
+
+        Any other answer raises HubError with the hub's message: the stop failed and is tried
+        again next round. The hub answers 204 for a server that is no longer running, so a 400
+        is never "gone" but a refusal ("Cannot stop a server while it is being renamed",
+        "Named servers are not enabled."); see ``UserServerAPIHandler.delete`` in
+        https://github.com/jupyterhub/jupyterhub/blob/main/jupyterhub/apihandlers/users.py
+        """
         user = quote(username, safe="")
         path = f"users/{user}/server" if not servername else (
             f"users/{user}/servers/{quote(servername, safe='')}"
@@ -85,6 +92,15 @@ class HubClient:
             return "stopped"
         if response.status_code == 202:
             return "stopping"
-        if response.status_code in (400, 404):  # not running any more, or no such server
+        if response.status_code == 404:  # no such user or server: nothing left to stop
             return "gone"
-        raise HubError(f"DELETE {path}: HTTP {response.status_code}: {response.text[:200]}")
+        raise HubError(f"DELETE {path}: HTTP {response.status_code}: {_hub_message(response)}")
+
+
+def _hub_message(response: httpx.Response) -> str:
+    """The hub's error message: its API answers errors as JSON ``{"status", "message"}``."""
+    try:
+        message = response.json().get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else response.text[:200]

@@ -19,7 +19,7 @@ HISTORY_SQL = text(
     SELECT username, action, resource, threshold_percent, acted_at, detail
     FROM enforcement_actions
     WHERE acted_at > :since AND acted_at <= :until AND dry_run = :dry_run
-      AND username = ANY(:users) AND action IN ('warn', 'stop')
+      AND username = ANY(:users) AND action IN ('warn', 'under_quota', 'stop')
     ORDER BY acted_at
     """
 )

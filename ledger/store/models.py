@@ -213,7 +213,7 @@ class EnforcementAction(Base):
     acted_at: Mapped[datetime] = mapped_column(TZ, nullable=False)
     username: Mapped[str] = mapped_column(Text, nullable=False)
     servername: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
-    # warn | stop | stop_failed | stop_skipped
+    # warn | under_quota (an over-quota episode ended) | stop | stop_failed | stop_skipped
     action: Mapped[str] = mapped_column(Text, nullable=False)
     resource: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     threshold_percent: Mapped[int | None] = mapped_column(Integer, nullable=True)
