@@ -55,6 +55,10 @@ log = logging.getLogger("collector")
 _SKIP_LOG_MEMORY = 10_000  # remember this many skipped pods so each is logged once
 
 
+class SeedFailed(Exception):
+    """A scope's open segments could not be loaded before its first list (``begin_list``)."""
+
+
 def identity_of(workload: Workload) -> Identity:
     return Identity(
         workload=workload.name,
@@ -101,6 +105,8 @@ class Collector:
         ]
         self._identities = {w.name: identity_of(w) for w in settings.all_workloads()}
         self._db_open: dict[Scope, set[str] | None] = {}
+        self._seeded: set[Scope] = set()  # scopes whose open segments were loaded once
+        self._seed_failures: dict[Scope, int] = {}
         self._skip_logged: set[tuple[str, str]] = set()
         self.buffer = WriteBuffer(
             lambda ops: ledger_writer.apply_ops(engine, ops),
@@ -194,16 +200,37 @@ class Collector:
 
     async def begin_list(self, scope: Scope) -> None:
         """Seed what the ledger already holds for this scope (open segments), so a restart
-        continues them instead of guessing; without the database, reconcile later."""
+        continues them instead of guessing.
+
+        Until a scope has been seeded once, a failed or timed-out load raises ``SeedFailed``
+        and the watch retries the whole list after its backoff: planning against an empty
+        state would not match the ledger, and the writes cannot repair it later. A pod
+        resized while no collector ran would re-send its open segment at the old start (a
+        no-op ``ON CONFLICT DO NOTHING``) while ``tracked`` says "new size", and no later
+        re-list would split it; a container run again by its restart policy
+        (https://docs.docker.com/engine/containers/start-containers-automatically/) would
+        open a second segment the one-open-segment-per-pod trigger drops, and its end would
+        close the previous run's segment instead. So a collector started while the database
+        is down begins as if started when it is back. Once seeded, ``tracked`` follows every
+        planned write, and a re-list without the database reconciles from it alone."""
+        failures = self._seed_failures.get(scope, 0)
         try:
-            async with asyncio.timeout(10):
+            # Longer each attempt, so a slow but working database still gets through.
+            async with asyncio.timeout(10 * 2 ** min(failures, 3)):  # 10 s … 80 s
                 rows = await ledger_writer.load_open_segments(
                     self.engine, scope.workload.name, scope.namespace, self.source.name
                 )
-        except Exception as exc:  # noqa: BLE001 - the database may be down: list anyway
-            log.warning("event=reconcile_deferred scope=%s error=%r", scope, str(exc)[:200])
+        except Exception as exc:  # noqa: BLE001 - the database may be down
+            detail = str(exc)[:200] or type(exc).__name__
+            if scope not in self._seeded:
+                self._seed_failures[scope] = failures + 1
+                log.warning("event=seed_failed scope=%s error=%r; list retried", scope, detail)
+                raise SeedFailed(f"open segments of {scope} not loaded: {detail}") from exc
+            log.warning("event=reconcile_deferred scope=%s error=%r", scope, detail)
             self._db_open[scope] = None
             return
+        self._seeded.add(scope)
+        self._seed_failures.pop(scope, None)
         self._db_open[scope] = {row.pod_uid for row in rows}
         for row in rows:
             if row.pod_uid not in self.tracked:
@@ -365,7 +392,11 @@ class Collector:
         try:
             self._make_watches()
             for watch in self.watches:
-                await watch.list_once("start")
+                try:
+                    await watch.list_once("start")
+                except SeedFailed as exc:  # without the ledger's state nothing can be planned
+                    log.error("event=once_failed error=%r", str(exc))
+                    return 1
             await self.heartbeat()
             flushed = await self.buffer.wait_empty(self.settings.shutdown_flush_timeout)
         finally:

@@ -47,6 +47,10 @@ class Handler(Protocol):
     async def end_list(self, scope: Scope, listed_uids: set[str]) -> None: ...
 
 
+# Watch events that prove the scope's state up to the moment they arrive.
+_CONFIRMING = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
+
+
 class Gone(Exception):
     """410: our resourceVersion was compacted away; only a new list can continue."""
 
@@ -82,9 +86,19 @@ class PodWatch:
         self._on_event_type = on_event_type
         self._sleep = sleep
         self._clock = clock
-        # Until when the API server has confirmed this scope's pods (a list, or a live watch
-        # stream: it would have told us about a deletion). The heartbeat writes this time.
-        self._confirmed_at = None
+        # Until when the API server has confirmed this scope's pods; the heartbeat writes this
+        # time as their last_seen_at, and a pod that turns out gone is closed there
+        # (daemon.end_list). Only real contact confirms: a completed list, or a watch event
+        # that proves the state up to it (ADDED/MODIFIED/DELETED/BOOKMARK). Opening a watch
+        # request does not, nor does an ERROR event: after an outage the first line may be
+        # 410 Expired, which says only that the deletions since our resourceVersion are lost
+        # (https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes).
+        self._confirmed_at: datetime | None = None
+        # The open stream has proved to be a valid watch (delivered such an event); from then
+        # on it would deliver any deletion, so while it stays open its pods are alive now
+        # (a quiet watch gets bookmarks, and ends cleanly at timeoutSeconds:
+        # https://kubernetes.io/docs/reference/using-api/api-concepts/#watch-bookmarks).
+        self._live = False
 
     # --- requests --------------------------------------------------------------------------
 
@@ -139,7 +153,7 @@ class PodWatch:
             _request_timeout=self._timeouts(),
         )
         self._response = response
-        last_contact_at = self._confirmed_at = self._clock()
+        self._live = False  # not yet: the first line may be a 410 (see __init__)
         ended_cleanly = False
         try:
             while not self._relist_due:
@@ -147,10 +161,10 @@ class PodWatch:
                 if not line:
                     ended_cleanly = True
                     return  # the server ended the watch (timeoutSeconds)
-                last_contact_at = self._clock()
+                received_at = self._clock()
                 event = json.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
+                if kind == "ERROR":  # confirms nothing (see __init__)
                     if obj.get("code") == 410:
                         raise Gone(obj.get("message", "expired"))
                     raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
@@ -160,17 +174,22 @@ class PodWatch:
                     self.handler.on_pod(kind, obj, self.scope)
                 else:
                     self._on_event_type(kind)
+                if kind in _CONFIRMING:
+                    self._confirmed_at, self._live = received_at, True
                 if rv:
                     self.resource_version = rv
         finally:
-            # A broken stream is trusted only up to the last line it delivered.
-            self._confirmed_at = self._clock() if ended_cleanly else last_contact_at
+            # A broken stream is trusted only up to its last confirming event; one the server
+            # ended cleanly (no ERROR: that raised above) delivered everything until its end.
+            if ended_cleanly:
+                self._confirmed_at = self._clock()
+            self._live = False
             self._response = None
             response.release()
 
     def confirmed_at(self) -> datetime | None:
         """Pods of this scope not deleted by then were alive then."""
-        return self._clock() if self._response is not None else self._confirmed_at
+        return self._clock() if self._response is not None and self._live else self._confirmed_at
 
     def request_relist(self) -> None:
         """Make the running loop list again now (ends the current watch stream)."""

@@ -150,6 +150,41 @@ async def _seen_after(engine, pod_name: str, at) -> bool:
     return await _last_seen(engine, pod_name) > at
 
 
+async def test_a_pod_deleted_in_an_outage_that_ends_in_410_is_charged_to_the_outage(engine, server):
+    """Only real contact confirms pods alive: a quiet watch does (bookmarks, clean ends at
+    timeoutSeconds), the 410 ERROR line that greets the reconnect after an outage does not. A
+    pod deleted during the outage (its DELETED compacted away) is closed at the last
+    confirmation before the outage, even when heartbeats run during a slow re-list."""
+    T, hub = t0(), SimulatedHub(server)
+    gone = hub.start("gone", at=T)["metadata"]["name"]
+    collector = make_collector(engine, server)
+    async with running(collector):
+        await settled(engine, collector, expected_count=1)
+        # quiet for longer than two watch streams (watch_timeout 2 s): still confirmed
+        quiet_from = simulator.datetime.now(simulator.UTC)
+        await wait_until(
+            lambda: _seen_after(engine, gone, quiet_from + 4.5 * S), what="quiet heartbeats"
+        )
+        outage_at = simulator.datetime.now(simulator.UTC)
+        server.set_unreachable(1.0)
+        server.delete_pod("default", gone)
+        server.compact()  # the resume gets an ERROR 410 Expired on a 200 response
+        await asyncio.sleep(1.0)
+        back_at = simulator.datetime.now(simulator.UTC)
+        server.set_delay(1.0)  # a slow API server: heartbeats run during the re-list
+
+        async def closed():
+            (segment,) = await rows(engine)
+            return segment if segment["ended_at"] else None
+
+        segment = await wait_until(closed, timeout=30, what="closed by the re-list")
+        assert collector.metrics.relists.labels("expired")._value.get() >= 1
+        server.set_delay(0)
+    assert segment["end_reason"] == "vanished"
+    assert segment["ended_at"] <= outage_at + 0.3 * S, (outage_at, back_at, segment["ended_at"])
+    assert segment["noticed_gone_at"] > back_at
+
+
 async def test_two_collectors_at_once_give_the_same_totals(engine, server):
     T, hub, expected = t0(), SimulatedHub(server), []
     one, two = (make_collector(engine, server, collector_id=c) for c in ("one", "two"))
@@ -223,14 +258,66 @@ async def test_postgres_stopped_and_restarted_during_ingest_loses_nothing(server
     assert sorted(shape(segments)) == sorted(expected)
 
 
-async def test_full_buffer_exits_non_zero(server, tmp_path):
+async def test_postgres_down_when_the_collector_starts_a_resize_while_down_is_charged(
+    server, own_postgres
+):
+    """The ledger's open segments must be loaded before a list is planned: a collector that
+    starts while PostgreSQL is down waits for it (not ready), then splits the segment of a
+    pod resized while no collector ran, as a clean start would."""
+    url, control = own_postgres
+    engine = db.create_engine(url)
     T, hub = t0(), SimulatedHub(server)
-    for i in range(5):
-        hub.start(f"u{i}", at=T)
-    engine = db.create_engine(f"postgresql+asyncpg://postgres@/postgres?host={tmp_path}&port=1")
+    bob = hub.start("bob", at=T, cpu="500m", memory="1Gi")["metadata"]["name"]
+    try:
+        async with running(make_collector(engine, server, collector_id="first")) as first:
+            await settled(engine, first, expected_count=1)
+        hub.resize(bob, at=T + 300 * S, memory="4Gi")  # while no collector runs
+        await asyncio.to_thread(control, "stop")
+        second = make_collector(engine, server, collector_id="second")
+        stop = asyncio.Event()
+        task = asyncio.create_task(second.run(stop))
+        await wait_until(  # the start's list tried the database (and listed or backed off)
+            lambda: (
+                second.watches
+                and (second.watches[0].listed.is_set() or second.metrics.reconnects._value.get())
+            ),
+            what="the first list attempted",
+        )
+        assert not second.ready()[0]
+        await asyncio.to_thread(control, "start")
+        up_at = simulator.datetime.now(simulator.UTC)
+        await wait_until(lambda: second.ready()[0], what="ready once the database is back")
+        await settled(engine, second)
+        await second.relist()  # a periodic re-list changes nothing more
+        await wait_until(
+            lambda: second.metrics.relists.labels("periodic")._value.get(), what="re-list"
+        )
+        segments = await settled(engine, second)
+        stop.set()
+        assert await asyncio.wait_for(task, 20) == 0
+    finally:
+        await engine.dispose()
+    assert len(segments) == 2, shape(segments)  # the resize split the segment
+    old, new = segments
+    assert shape([old])[0][2:] == (500, GiB, 0, T + S, new["started_at"], "resized")
+    assert shape([new])[0][2:] == (500, 4 * GiB, 0, new["started_at"], None, None)
+    assert new["started_at"] >= up_at - S  # from when it was seen again
+
+
+async def test_full_buffer_exits_non_zero(server, own_postgres):
+    """PostgreSQL gone after the start (the open segments were loaded): writes pile up in the
+    buffer until it is full, then the collector exits 1 so that a restart re-lists."""
+    url, control = own_postgres
+    engine = db.create_engine(url)
+    T, hub = t0(), SimulatedHub(server)
     collector = make_collector(engine, server, buffer_max_events=3)
     try:
-        code = await asyncio.wait_for(collector.run(asyncio.Event()), 20)
+        task = asyncio.create_task(collector.run(asyncio.Event()))
+        await wait_until(lambda: collector.ready()[0], what="ready")
+        await asyncio.to_thread(control, "stop")
+        for i in range(5):
+            hub.start(f"u{i}", at=T)
+        code = await asyncio.wait_for(task, 20)
     finally:
         await engine.dispose()
     assert code == 1

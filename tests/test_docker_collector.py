@@ -14,6 +14,7 @@ from docker_support import Containers, docker_client
 from sqlalchemy import text
 from test_collector_support import FAST, kill, rows, running, settled, wait_until
 
+from collector import daemon
 from collector.containers import parse_time
 from collector.daemon import Collector
 from collector.settings import parse_settings
@@ -203,6 +204,44 @@ async def test_restart_safety_and_removal_while_down(engine, containers):
     async with engine.connect() as conn:
         sources = (await conn.execute(text("SELECT DISTINCT source FROM segments"))).scalars()
         assert list(sources) == ["docker"]
+
+
+async def test_a_run_while_down_is_its_own_segment_even_if_the_first_seed_fails(
+    engine, containers, monkeypatch
+):
+    """A container run again while no collector ran (a restart policy after a reboot), and
+    the database too slow when the next collector starts (begin_list times out): the list is
+    retried once the ledger's open segments are loaded, so the previous run is closed at its
+    FinishedAt and the new run charged from its StartedAt — not one segment across the gap."""
+    rerun = await containers.run("ray", mem_limit="128m")
+    first = make_collector(engine, containers)
+    async with running(first):
+        await wait_segments(engine, rerun.name, lambda s: len(s) == 1, "opened")
+    await containers.call(rerun.stop, timeout=1)
+    await containers.call(rerun.start)
+    previous_end = parse_time((await containers.inspect(rerun))["State"]["FinishedAt"])
+    real, calls = daemon.ledger_writer.load_open_segments, []
+
+    async def slow_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise TimeoutError  # what asyncio.timeout raises in begin_list
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(daemon.ledger_writer, "load_open_segments", slow_once)
+    second = make_collector(engine, containers)
+    async with running(second):
+        await containers.call(rerun.stop, timeout=1)
+        await wait_segments(
+            engine, rerun.name, lambda s: s and all(x["ended_at"] for x in s), "stopped"
+        )
+        await settled(engine, second)
+    started, finished = run_times(await containers.inspect(rerun))
+    segments = [(s["started_at"], s["ended_at"]) for s in await segments_of(engine, rerun.name)]
+    assert len(segments) == 2, segments
+    assert segments[0][1] == previous_end <= started
+    assert segments[1] == (started, finished)
+    assert len(calls) >= 2  # the seed was retried
 
 
 async def test_engine_unreachable_then_back(engine, containers, tmp_path):
