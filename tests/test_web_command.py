@@ -65,6 +65,16 @@ def test_serve_redirects_to_hub_login_and_stops_promptly_on_sigterm(fresh_db_url
         assert r.status_code == 302
         assert "/hub/api/oauth2/authorize" in r.headers["location"]
         assert "client_id=service-quota" in r.headers["location"]
+        # a body larger than any form or JSON it takes is refused before it is read whole
+        # (tornado's default would buffer 100 MiB from anyone, before authentication)
+        # (tornado closes such a connection unread; before, this was read and answered 403)
+        try:
+            big = httpx.post(f"http://127.0.0.1:{port}/services/quota/api/v1/requests",
+                             content=b"x" * (2 * 1024 * 1024), timeout=10)  # fmt: skip
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            pass
+        else:
+            assert big.status_code == 413, big.status_code
         # exit status 0, not -SIGTERM: its own handler stopped it (closing open connections
         # rather than waiting for them); the log line below says the same
         proc.send_signal(signal.SIGTERM)

@@ -31,6 +31,8 @@ log = logging.getLogger("ledger.web")
 DEFAULT_PORT = 8080
 CLOSE_TIMEOUT_SECONDS = 3.0
 
+MAX_BODY_BYTES = 256 * 1024  # a request's form or JSON body, at most
+
 
 def add_parser(subparsers, common) -> list[str]:
     p = subparsers.add_parser(
@@ -155,7 +157,10 @@ async def run(args) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stopping, stop, sig)
-        server = app.listen(port, address=ip, xheaders=True)
+        # tornado reads a whole body (100 MiB by default) before any handler can refuse it,
+        # so anyone who reaches the service could fill its memory; its forms and JSON are
+        # small (https://www.tornadoweb.org/en/stable/httpserver.html, max_body_size)
+        server = app.listen(port, address=ip, xheaders=True, max_body_size=MAX_BODY_BYTES)
         log.info(
             "quota web service on http://%s:%d%s (admin scopes: %s)",
             ip or "*", port, service_prefix(), ", ".join(config.admin_scopes),

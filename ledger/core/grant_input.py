@@ -63,7 +63,13 @@ def until_of(text: object, start: datetime, *, where: str) -> datetime:
             raise GrantInputError(
                 f"{where}: {exc}, or a time such as 2026-12-31T00:00:00Z"
             ) from None
-        return until_after(start + timedelta(seconds=float(seconds)), start, where=where)
+        try:
+            until = start + timedelta(seconds=float(seconds))
+        except OverflowError:
+            raise GrantInputError(
+                f"{where}: {text.strip()!r} ends after the year 9999; give a shorter duration"
+            ) from None
+        return until_after(until, start, where=where)
     return until_after(time_of(text, where=where), start, where=where)
 
 

@@ -8,17 +8,23 @@ Resource-hours and display-unit amounts (CPUs, GiB, GPUs) are rounded half-even 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 from ledger.core.resources import resource
 
 JSON_PLACES = 6
+# Enough digits to round any value a JSON float can carry to JSON_PLACES: the default
+# context's 28 would raise InvalidOperation from 10**22 on
+# (https://docs.python.org/3/library/decimal.html#decimal.Decimal.quantize).
+_WIDE = Context(prec=340)
 
 
 def json_number(value: Decimal | int | None) -> float | None:
     if value is None:
         return None
-    return float(Decimal(value).quantize(Decimal(1).scaleb(-JSON_PLACES), ROUND_HALF_EVEN))
+    return float(
+        Decimal(value).quantize(Decimal(1).scaleb(-JSON_PLACES), ROUND_HALF_EVEN, context=_WIDE)
+    )
 
 
 def json_amounts(amounts: Mapping[str, int]) -> dict[str, float]:

@@ -97,6 +97,11 @@ def _owner(unit: str, extended: Iterable[str]) -> str | None:
     return None
 
 
+# No hub budgets a trillion resource-hours; above it a number is a typo (or a probe), and
+# one stored grant of 10**22 hours broke every JSON answer that showed it.
+MAX_BUDGET_HOURS = Decimal(10**12)
+
+
 def budget_hours(node: YNode, resource_name: str, extended: Iterable[str]) -> Decimal | None:
     """A budget scalar → limit in the resource's hours unit (GiB-hours...); None = unlimited.
 
@@ -119,7 +124,7 @@ def budget_hours(node: YNode, resource_name: str, extended: Iterable[str]) -> De
     amount = number(match["number"])
     rest = match["rest"]
     if not rest:
-        return amount  # a bare number: hours of the display unit
+        return _at_most_max(amount, text)  # a bare number: hours of the display unit
     hours = _HOURS_RE.fullmatch(rest)
     if hours is None:
         raise Invalid(f"{text!r} is not a budget; write resource-hours such as {example}")
@@ -133,7 +138,13 @@ def budget_hours(node: YNode, resource_name: str, extended: Iterable[str]) -> De
         written = f"'{hours['unit'].strip()}-hours'"
         why = f"{written} is for {owner} budgets" if owner else f"{written} is not a unit"
         raise Invalid(f"{resource_name} budgets are in {unit_help(resource_name)}; {why}")
-    return _EXACT.multiply(amount, factor)
+    return _at_most_max(_EXACT.multiply(amount, factor), text)
+
+
+def _at_most_max(hours: Decimal, text: str) -> Decimal:
+    if hours > MAX_BUDGET_HOURS:
+        raise Invalid(f"{text!r} is more than {MAX_BUDGET_HOURS:,} hours; give a smaller budget")
+    return hours
 
 
 def _cap(name: str, node: YNode) -> int:

@@ -50,7 +50,12 @@ def parse_iso(text: str, *, what: str) -> datetime:
         raise TimeError(
             f"{what} {text!r} has no time zone; add one, e.g. {text}Z for UTC or {text}+01:00"
         )
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise TimeError(
+            f"{what} {text!r} is out of range; write a time between years 1 and 9999"
+        ) from None
 
 
 def parse_day_or_time(text: str, *, what: str) -> datetime:

@@ -110,7 +110,14 @@ async def create(
     return request
 
 
+# quota_requests.id is a bigint: a larger number names no request (asked as a parameter, it
+# would be a DataError the web service took for an outage)
+MAX_ID = 2**63 - 1
+
+
 async def get(conn: AsyncConnection, request_id: int, *, for_update: bool = False):
+    if not 0 < request_id <= MAX_ID:
+        return None
     lock = " FOR UPDATE" if for_update else ""
     row = (
         await conn.execute(

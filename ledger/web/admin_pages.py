@@ -11,7 +11,15 @@ from ledger.store import page_reads as reads
 from ledger.store import shared_reads
 from ledger.store.report import add_times
 from ledger.web.auth import QuotaHandler
-from ledger.web.report_view import Query, ReportCache, group_totals, paginate, select, to_csv
+from ledger.web.report_view import (
+    MAX_PAGE,
+    Query,
+    ReportCache,
+    group_totals,
+    paginate,
+    select,
+    to_csv,
+)
 
 # A collector whose heartbeat is older than this is shown as stale (it beats every ~15 s).
 STALE_HEARTBEAT_SECONDS = 120
@@ -24,7 +32,7 @@ class AdminHandler(QuotaHandler):
 
     def paging(self, per_page: int = 50) -> tuple[int, int]:
         try:
-            page = max(1, int(self.get_argument("page", "1")))
+            page = min(MAX_PAGE, max(1, int(self.get_argument("page", "1"))))
         except ValueError:
             page = 1
         return page, per_page

@@ -117,6 +117,12 @@ class WriteApiHandler(ApiHandler):
             raise web.HTTPError(400, "the body is not JSON") from None
         if not isinstance(value, dict):
             raise web.HTTPError(400, "the body must be a JSON object")
+        for key, field in value.items():
+            if field is not None and (
+                isinstance(field, bool) or not isinstance(field, str | int | float)
+            ):
+                raise web.HTTPError(400, "%s: give a string (or a number), not %s", key,
+                                    type(field).__name__)  # fmt: skip
         return {k: v if v is None or isinstance(v, str) else str(v) for k, v in value.items()}
 
 
@@ -147,7 +153,11 @@ class RequestsApiHandler(WriteApiHandler):
 class AnswerApiHandler(WriteApiHandler):
     async def post(self, request_id: str, action: str) -> None:
         admin = self.require_admin()
-        if not request_id.isdigit() or action not in ("approve", "decline"):
+        # isascii: str.isdigit() also takes "²", which int() refuses
+        if not (request_id.isascii() and request_id.isdigit()) or action not in (
+            "approve",
+            "decline",
+        ):
             raise web.HTTPError(404, "POST /api/v1/requests/<id>/approve or /decline")
         fields = {**self.body(), "action": action}
         try:

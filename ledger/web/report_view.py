@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SORT_KEYS = ("percent", "user", "running", "cpu", "memory", "gpu")
 MAX_PER_PAGE = 500
+MAX_PAGE = 10**6  # past it a page number is a typo or a probe (the page is empty anyway)
 
 
 @dataclass
@@ -137,7 +138,7 @@ class Query:
         sort = get("sort", "percent")
         order = get("order", "asc" if sort == "user" else "desc")
         return cls(
-            page=number("page", 1, 1, 10**6),
+            page=number("page", 1, 1, MAX_PAGE),
             per_page=number("per_page", default_per_page, 1, MAX_PER_PAGE),
             group=get("group", "").strip(),
             sort=sort if sort in SORT_KEYS else "percent",
