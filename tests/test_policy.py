@@ -898,3 +898,36 @@ def test_exhausted_budget_blocks_choice():
         PolicyError, match="p.yaml:1: exhausted_budget_blocks: 'all' is not one of any, requested"
     ):
         parse_policy("exhausted_budget_blocks: all", "p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("messages:\n  contact: 2026-02-30\n",
+         "policy.yaml:2: messages.contact: '2026-02-30' cannot be read (day is out of range"),
+        ("window: 99999999999d\n", "window: '99999999999d' is longer than 100 years"),
+        ("groups:\n  g: {memory: 1e999999 GiB-hours}\n",
+         "groups.g.memory: '1e999999 GiB-hours' is more than 1,000,000,000,000 hours"),
+        ("groups:\n  g: {running: {servers: 1e400}}\n",
+         "groups.g.running.servers: '1e400' is more than any server could hold"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "YAML nested too deeply to read"),
+    ],
+)  # fmt: skip
+def test_values_yaml_or_our_arithmetic_cannot_hold_are_errors_with_their_line(text, said):
+    """Before, these loaded (and failed at the first check) or raised something other than
+    PolicyError: a traceback from ``policy check``, and a failed spawn on a hot reload."""
+    assert any(said in issue for issue in errors(text)), errors(text)
+
+
+def test_watcher_keeps_the_policy_through_an_edit_yaml_cannot_construct(tmp_path, caplog):
+    path = tmp_path / "policy.yaml"
+    path.write_text("window: 7d\n")
+    clock = FakeClock()
+    watcher = PolicyWatcher(path, clock=clock)
+    policy = watcher.current()
+    rewrite(path, "window: 7d\nmessages:\n  contact: 2026-02-30\n", 1)
+    clock.now += 2
+    with caplog.at_level(logging.ERROR, logger="ledger.store.policy_file"):
+        assert watcher.current() is policy  # not a ValueError out of the hub's spawn check
+    assert "2026-02-30" in str(watcher.last_error)
+    assert "keeping the previous one" in caplog.text

@@ -38,6 +38,13 @@ def number(text: str) -> Decimal:
     return Decimal(cleaned)
 
 
+# Longer than any rolling window or interval a hub means; past it, `now - window` leaves the
+# calendar (year 1) and every check would fail at run time instead of at load.
+MAX_DURATION_SECONDS = 100 * 366 * 86_400  # "36600d"
+# Kubernetes quantities and our SQL columns are 64-bit integers.
+MAX_CAP = 2**63 - 1
+
+
 def whole_seconds(node: YNode) -> int:
     """A policy duration (``30d``, ``12h``, ``1d12h``...; a unit is required) → seconds > 0."""
     if isinstance(node.value, dict | list):
@@ -48,6 +55,8 @@ def whole_seconds(node: YNode) -> int:
         raise Invalid(f"{written!r} is zero; a duration must be longer than that, e.g. 30d")
     if seconds != seconds.to_integral_value():
         raise Invalid(f"{written!r} is not a whole number of seconds; write e.g. 90m or 45s")
+    if seconds > MAX_DURATION_SECONDS:
+        raise Invalid(f"{written!r} is longer than 100 years; write e.g. 30d")
     return int(seconds)
 
 
@@ -148,6 +157,13 @@ def _at_most_max(hours: Decimal, text: str) -> Decimal:
 
 
 def _cap(name: str, node: YNode) -> int:
+    cap = _cap_value(name, node)
+    if cap > MAX_CAP:
+        raise Invalid(f"{node.raw!r} is more than any server could hold; give a smaller cap")
+    return cap
+
+
+def _cap_value(name: str, node: YNode) -> int:
     text = node.raw or ""
     if name == "cpu":
         return cpu_millicores(text)

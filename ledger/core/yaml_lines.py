@@ -118,6 +118,8 @@ def compose(text: str, issues: Issues) -> YNode | None:
         issues.add(line, "", f"YAML syntax error: {problem}{hint}{context}")
     except yaml.YAMLError as error:  # not marked: e.g. a non-UTF-8 stream
         issues.add(None, "", f"YAML error: {error}")
+    except RecursionError:  # PyYAML composes and constructs recursively
+        issues.add(None, "", "YAML nested too deeply to read; a policy is a few levels deep")
     finally:
         loader.dispose()
     return None
@@ -134,7 +136,13 @@ def _walk(
         issues.add(line, path, "refers to itself through a YAML alias")
         return YNode(None, line)
     if isinstance(node, yaml.ScalarNode):
-        return YNode(loader.construct_object(node), line, node.value)
+        try:
+            return YNode(loader.construct_object(node), line, node.value)
+        except (ValueError, yaml.YAMLError) as error:
+            # a scalar YAML types but cannot build: 2026-02-30 is a timestamp with no such day
+            # (https://yaml.org/type/timestamp.html), !!int x has no number
+            issues.add(line, path, f"{node.value!r} cannot be read ({error}); quote it for text")
+            return YNode(None, line)
     active = active | {id(node)}
     if isinstance(node, yaml.SequenceNode):
         items = [

@@ -116,7 +116,10 @@ class PolicyWatcher:
                 data, digest = self._read()
                 # Touched but unchanged (or an edit undone): keep the parsed policy.
                 policy = self._policy if digest == self._digest else self._parse(data)
-            except PolicyError as error:
+            except Exception as exc:  # noqa: BLE001 - no edit of the file may fail a spawn
+                error = exc if isinstance(exc, PolicyError) else PolicyError([PolicyIssue(
+                    self.path, None, "", f"cannot read the policy: {type(exc).__name__}: {exc}"
+                )])  # fmt: skip
                 self.last_error = error
                 log.error("quota policy not reloaded, keeping the previous one:\n%s", error)
                 return self._policy
