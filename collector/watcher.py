@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,8 +144,9 @@ class PodWatch:
         self.listed.set()
         return body["metadata"]["resourceVersion"]
 
-    async def watch_once(self, resource_version: str) -> None:
-        """One watch request, until the server ends it, it breaks, or a re-list is asked."""
+    async def watch_once(self, resource_version: str) -> int:
+        """One watch request, until the server ends it, it breaks, or a re-list is asked.
+        Returns how many events it delivered."""
         response = await self._call(
             watch=True,
             resource_version=resource_version,
@@ -155,12 +157,14 @@ class PodWatch:
         self._response = response
         self._live = False  # not yet: the first line may be a 410 (see __init__)
         ended_cleanly = False
+        delivered = 0
         try:
             while not self._relist_due:
                 line = await response.content.readline()
                 if not line:
                     ended_cleanly = True
-                    return  # the server ended the watch (timeoutSeconds)
+                    return delivered  # the server ended the watch (timeoutSeconds)
+                delivered += 1
                 received_at = self._clock()
                 event = json.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
@@ -208,7 +212,22 @@ class PodWatch:
                 if self.resource_version is None or self._relist_due:
                     self._relist_due = False
                     self.resource_version = await self.list_once(cause)
-                await self.watch_once(self.resource_version)
+                opened = time.monotonic()
+                delivered = await self.watch_once(self.resource_version)
+                if not self._relist_due and time.monotonic() - opened < min(
+                    1.0, self.settings.watch_timeout / 2
+                ):
+                    # ended long before the timeoutSeconds we asked for (a proxy or load
+                    # balancer closing watches; the events and bookmarks it carried are
+                    # kept): without a pause this loop would ask as fast as the server answers
+                    failures += 1
+                    self._on_reconnect()
+                    delay = backoff_seconds(failures, self.settings.backoff_max)
+                    log.warning("event=watch_ended_at_once scope=%s attempt=%d events=%d "
+                                "retry_in_seconds=%.2f", self.scope, failures, delivered,
+                                delay)  # fmt: skip
+                    await self._sleep(delay)
+                    continue
                 failures = 0
             except (asyncio.CancelledError, BufferFull):
                 raise

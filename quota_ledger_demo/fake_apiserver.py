@@ -70,6 +70,7 @@ class FakeApiServer:
         self.url = ""
         self._delay_seconds = 0.0
         self.drop_after_events_count: int | None = None
+        self.watch_seconds_cap: float | None = None  # end_watches_after()
         self._unreachable_until: float | None = None  # time.monotonic() deadline
         self._unreachable_mode = "reset"
         self.streams: set[asyncio.Queue] = set()
@@ -123,6 +124,11 @@ class FakeApiServer:
         """Cut each watch stream (abort) after it sent `count` events; None turns this off.
         Counts ADDED/MODIFIED/DELETED (replayed and synthetic ones too), not BOOKMARKs."""
         self.drop_after_events_count = count
+
+    def end_watches_after(self, seconds: float | None) -> None:
+        """End every watch cleanly after at most `seconds`, whatever timeoutSeconds asked (a
+        proxy or load balancer closing long requests); None turns this off."""
+        self.watch_seconds_cap = seconds
 
     def set_unreachable(self, seconds: float | None, *, mode: str = "reset") -> None:
         """Be unreachable for `seconds` (math.inf = until cleared; None = reachable now).

@@ -31,6 +31,7 @@ class WatchServer(Protocol):
     bookmark_interval_seconds: float
     default_watch_timeout_seconds: float
     drop_after_events_count: int | None
+    watch_seconds_cap: float | None
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -131,6 +132,8 @@ async def watch_pods(
     query = request.query
     requested_rv = query.get("resourceVersion") or "0"
     timeout_seconds = float(query.get("timeoutSeconds") or server.default_watch_timeout_seconds)
+    if server.watch_seconds_cap is not None:
+        timeout_seconds = min(timeout_seconds, server.watch_seconds_cap)
     bookmarks = as_bool(query.get("allowWatchBookmarks"))
     # Subscribe and read the backlog with no await in between, so no event is missed.
     queue: asyncio.Queue = asyncio.Queue()

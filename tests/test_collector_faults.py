@@ -354,3 +354,21 @@ async def test_cli_once_and_settings_errors(engine, fresh_db_url, server, tmp_pa
     policy.write_text("accounting: {charge_basis: peak}\n")
     code, err = await cli("--config", str(policy))
     assert code == 2 and "accounting.charge_basis: 'peak' is not one of requests" in err
+
+
+async def test_watches_that_end_at_once_are_backed_off_not_repeated_in_a_loop(engine, server):
+    """A proxy or load balancer that closes every watch at once (a clean end, no event):
+    before, the collector asked again at once, as fast as the API server answered (~hundreds
+    of requests a second); now an empty watch that ended within a second counts as a failed
+    attempt and waits its backoff."""
+    collector = make_collector(engine, server)
+    async with running(collector):
+        server.end_watches_after(0)
+        server.drop_streams()  # the open watches end; every later one ends at once
+        await asyncio.sleep(0.5)
+        before = server.watch_requests
+        await asyncio.sleep(2)
+        asked = server.watch_requests - before
+        server.end_watches_after(None)
+    # backoff_max is 0.3 s here (test_collector_support.FAST): at most ~7 a second
+    assert asked < 20, f"{asked} watch requests in 2 s"
