@@ -99,3 +99,14 @@ async def test_the_inbox_links_a_username_with_a_space_to_that_user(service):
     async with client(url, "admin") as admin:
         page = (await admin.get("admin/requests")).text
     assert "admin/users/john%20doe" in page and "admin/users/john+doe" not in page
+
+
+def test_a_value_the_database_refuses_is_not_an_outage():
+    from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+
+    from ledger.web.auth import is_ledger_unavailable
+
+    assert not is_ledger_unavailable(DataError("SELECT", {}, ValueError("out of range")))
+    assert not is_ledger_unavailable(IntegrityError("INSERT", {}, ValueError("duplicate")))
+    assert is_ledger_unavailable(OperationalError("SELECT", {}, OSError("connection refused")))
+    assert is_ledger_unavailable(ConnectionRefusedError())

@@ -174,9 +174,13 @@ LEDGER_UNAVAILABLE = (
 
 
 def is_ledger_unavailable(exc: BaseException | None) -> bool:
-    """A database that cannot be reached or answered with an error (not a bug of ours)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
+    """A database that cannot be reached or answered with an error (not a bug of ours).
+    A value the database refused (a DataError: out of range, bad text; an IntegrityError) is
+    not an outage: showing "unavailable" for it sends operators looking for one."""
+    from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, TimeoutError
 
+    if isinstance(exc, DataError | IntegrityError):
+        return False
     return isinstance(exc, (OSError, DBAPIError, OperationalError, TimeoutError))
 
 
