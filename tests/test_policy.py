@@ -838,23 +838,24 @@ def test_watcher_reloads_on_change_and_keeps_the_last_good_policy(tmp_path, capl
     assert watcher.last_error is None
 
 
-def test_watcher_touch_without_change_keeps_the_parsed_policy(tmp_path):
+def watched(tmp_path, text: str = "window: 7d\n"):
+    """A policy file of ``text``, a watcher on it with a fake clock, and its first policy."""
     path = tmp_path / "policy.yaml"
-    path.write_text("window: 7d\n")
+    path.write_text(text)
     clock = FakeClock()
     watcher = PolicyWatcher(path, clock=clock)
-    policy = watcher.current()
+    return path, clock, watcher, watcher.current()
+
+
+def test_watcher_touch_without_change_keeps_the_parsed_policy(tmp_path):
+    path, clock, watcher, policy = watched(tmp_path)
     rewrite(path, "window: 7d\n", 5)
     clock.now += 2
     assert watcher.current() is policy
 
 
 def test_watcher_survives_the_file_disappearing(tmp_path):
-    path = tmp_path / "policy.yaml"
-    path.write_text("window: 7d\n")
-    clock = FakeClock()
-    watcher = PolicyWatcher(path, clock=clock)
-    policy = watcher.current()
+    path, clock, watcher, policy = watched(tmp_path)
     path.unlink()
     clock.now += 2
     assert watcher.current() is policy
@@ -920,11 +921,7 @@ def test_values_yaml_or_our_arithmetic_cannot_hold_are_errors_with_their_line(te
 
 
 def test_watcher_keeps_the_policy_through_an_edit_yaml_cannot_construct(tmp_path, caplog):
-    path = tmp_path / "policy.yaml"
-    path.write_text("window: 7d\n")
-    clock = FakeClock()
-    watcher = PolicyWatcher(path, clock=clock)
-    policy = watcher.current()
+    path, clock, watcher, policy = watched(tmp_path)
     rewrite(path, "window: 7d\nmessages:\n  contact: 2026-02-30\n", 1)
     clock.now += 2
     with caplog.at_level(logging.ERROR, logger="ledger.store.policy_file"):
