@@ -230,3 +230,49 @@ async def test_collector_role_makes_and_drops_partitions_after_migrate(logins): 
     assert removed == 1
     async with collector.connect() as conn:
         assert await conn.scalar(text("SELECT to_regclass('segments_2029_06')")) is None
+
+
+async def test_a_drop_keeps_months_whose_rollups_differ_from_their_segments(engine, tmp_path):
+    """A segment written behind the rollup triggers' back (its days have rows, with other
+    values): before, the partition was dropped with its raw history, and `rollups verify`
+    then agreed because the horizon had moved past it. Now nothing is dropped and the reason
+    says how to repair it; after the rebuild it drops."""
+    await partitions.ensure(engine, _utc(2025, 1, 1), _utc(2025, 3, 1))
+    async with engine.begin() as conn:
+        await queries.upsert_segments(conn, [
+            {"pod_uid": "a", "username": "old", "cpu_millicores": 1000, "memory_bytes": 2**30,
+             "started_at": _utc(2025, 1, 10, 10), "ended_at": _utc(2025, 1, 10, 11)},
+            {"pod_uid": "feb", "username": "other", "cpu_millicores": 1000,
+             "memory_bytes": 2**30, "started_at": _utc(2025, 2, 3), "ended_at": _utc(2025, 2, 4)},
+        ])  # fmt: skip
+        await conn.execute(text("ALTER TABLE segments DISABLE TRIGGER USER"))
+        await queries.upsert_segments(conn, [
+            {"pod_uid": "b", "username": "old", "cpu_millicores": 4000, "memory_bytes": 2**30,
+             "started_at": _utc(2025, 1, 10, 12), "ended_at": _utc(2025, 1, 12, 12)},
+        ])  # fmt: skip
+        await conn.execute(text("ALTER TABLE segments ENABLE TRIGGER USER"))
+    cutoff = _utc(2025, 3, 1)
+    kept = {d.partition: d for d in await partitions.drop_before(engine, cutoff)}
+    assert not any(d.dropped for d in kept.values())
+    assert (
+        "rollups differ from its raw segments (old on 2025-01-10" in kept["segments_2025_01"].reason
+    )
+    assert partitions.rollups_differ(list(kept.values()))
+    assert "rollups rebuild --since 2025-01-10" in kept["segments_2025_01"].reason
+    assert "not dropped until segments_2025_01" in kept["segments_2025_02"].reason
+    # the collector's retention deletes no row either (it would take the usage with it)
+    assert await segment_writes.delete_older_than(engine, cutoff, 0) == (0, 0)
+    async with engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM segments")) == 3
+    await rollups.rebuild(engine, _utc(2025, 1, 1))
+    done = {d.partition: d for d in await partitions.drop_before(engine, cutoff)}
+    assert done["segments_2025_01"].dropped and done["segments_2025_02"].dropped
+
+
+def test_a_drop_at_a_future_time_is_refused(capsys):
+    from ledger.cli import main
+
+    code = main(["partitions", "drop", "--db", "postgresql+asyncpg://x@/y", "--keep", "40d",
+                 "--at", "2999-01-01T00:00:00Z"])  # fmt: skip
+    assert code == 2
+    assert "is in the future; a drop happens now" in capsys.readouterr().err

@@ -7,6 +7,8 @@ recorder), for a cron job, and to see what retention would do (``drop --dry-run`
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from ledger.cli.common import (
     CommandError,
     add_at,
@@ -17,6 +19,7 @@ from ledger.cli.common import (
     print_json,
 )
 from ledger.core.durations import DurationError, duration_seconds
+from ledger.core.times import utcnow
 from ledger.store import partitions
 
 
@@ -55,6 +58,13 @@ def _keep_seconds(args) -> float:
 async def run(args) -> int:
     at = at_of(args)
     if args.action == "drop":
+        if not args.dry_run and args.at and at > utcnow() + timedelta(minutes=1):
+            # the cutoff is --at minus the retention: a future --at would drop months the
+            # windows still read, for good (a dry run may ask what that future would drop)
+            raise CommandError(
+                f"--at {at.isoformat()} is in the future; a drop happens now, so give a past "
+                "--at or none (--dry-run shows what a future one would drop)"
+            )
         keep = _keep_seconds(args)
         try:
             cutoff = partitions.retention_cutoff(at, keep, policy_of(args).max_window_seconds())

@@ -18,6 +18,7 @@ database role creates and drops partitions without owning the table.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -105,10 +106,68 @@ async def drop_before_on(conn: AsyncConnection, cutoff: datetime, dry_run: bool 
     return [PartitionDrop(r.partition, r.range_end, r.segments, r.dropped, r.reason) for r in rows]
 
 
+# The start of a kept partition's reason when its rollups disagree with its segments: no
+# retention may then remove raw history (segment_writes.delete_older_than checks it).
+ROLLUPS_DIFFER = "unsafe"
+
+
+def rollups_differ(results: list[PartitionDrop]) -> bool:
+    return any((r.reason or "").startswith(ROLLUPS_DIFFER) for r in results)
+
+
+# Per partition before a cutoff, the span its segments cover (an open one: to now): each
+# user day in it may hold some of their usage. Reads only those partitions.
+_SPANS_SQL = text(
+    """SELECT tableoid::regclass::text AS partition, min(started_at) AS first_at,
+              max(COALESCE(ended_at, now())) AS last_at
+       FROM segments WHERE started_at < :cutoff GROUP BY 1"""
+)
+
+
 async def drop_before(engine: AsyncEngine, cutoff: datetime, dry_run: bool = False) -> list[PartitionDrop]:  # fmt: skip
-    """Drop the month partitions wholly before ``cutoff`` whose history is rolled up."""
+    """Drop the month partitions wholly before ``cutoff`` whose history is rolled up.
+
+    The SQL function checks that their users' days have rollup rows; a drop is forever, so
+    first the rollups are compared with the segments (``quota-ledger rollups verify``'s
+    comparison): a partition whose segments cover a day that differs (a write with the
+    triggers off, a restore of one table) is kept, saying why and how to repair it."""
+    from ledger.store import rollups
+
     async with engine.begin() as conn:
-        return await drop_before_on(conn, cutoff, dry_run)
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        candidates = await drop_before_on(conn, cutoff, dry_run=True)
+        if not any(c.reason is None for c in candidates):
+            return candidates
+        spans = {r.partition: r for r in await conn.execute(_SPANS_SQL, {"cutoff": cutoff})}
+        until = max((r.last_at for r in spans.values()), default=cutoff) + timedelta(days=1)
+        differ = await rollups.day_mismatches_before(conn, until, limit=10**6)
+        kept = {}
+        for c in candidates:
+            span = spans.get(c.partition)
+            if c.reason is not None or span is None:
+                continue
+            first_day = span.first_at - timedelta(days=1)
+            hit = [m for m in differ if first_day <= m.bucket_start <= span.last_at]
+            if hit:
+                kept[c.partition] = (
+                    f"{ROLLUPS_DIFFER}: rollups differ from its raw segments ({hit[0].username} on "
+                    f"{hit[0].bucket_start:%Y-%m-%d}, {len(hit)} user-day(s)): dropping would "
+                    f"lose that usage; run quota-ledger rollups rebuild --since "
+                    f"{hit[0].bucket_start:%Y-%m-%d}, then drop again"
+                )
+        if kept:
+            # none goes: a drop of the others would move the rollup horizon past the kept
+            # ones, and verify and rebuild no longer look before it
+            wait = f"{ROLLUPS_DIFFER}: not dropped until {min(kept)} is repaired (see its reason)"
+            return [
+                dataclasses.replace(c, reason=kept.get(c.partition, wait))
+                if c.reason is None
+                else c
+                for c in candidates
+            ]
+        if dry_run:
+            return candidates
+        return await drop_before_on(conn, cutoff, dry_run=False)
 
 
 @dataclass(frozen=True)

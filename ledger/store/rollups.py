@@ -570,6 +570,23 @@ async def _since(conn: AsyncConnection, since: datetime | None) -> datetime:
     return floor if since is None or since < floor else since
 
 
+async def day_mismatches_before(
+    conn: AsyncConnection, until: datetime, limit: int = 10
+) -> list[Mismatch]:
+    """User days before ``until`` (from the rollup horizon on) whose stored rollups differ
+    from their raw segments: what dropping those segments would make permanent. ORDER BY day,
+    so the first is where a rebuild has to start."""
+    start = await _since(conn, None)
+    if start >= until:
+        return []
+    rows = (await conn.execute(_DIFF, {"since": start, "limit": 10**9})).all()
+    return [
+        Mismatch(r.username, r.bucket_start, r.expected, r.stored)
+        for r in rows
+        if r.bucket_start < until
+    ][:limit]
+
+
 async def verify(
     engine: AsyncEngine, since: datetime | None, limit: int = 100
 ) -> list[Mismatch | BlockMismatch | PoolMismatch | OpenTotalsMismatch]:
