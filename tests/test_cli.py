@@ -225,3 +225,31 @@ def test_check_and_report_show_pools_and_hub_caps(loaded, capsys, tmp_path):
     text = " ".join(capsys.readouterr().out.split())
     assert "shared capacity" in text and "pool regular" in text and "100" in text
     assert "held by" in text and "bob 16" in text
+
+
+def _with(url: str, **parts) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(**parts).render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize(
+    ("make_url", "said"),
+    [
+        (lambda server: _with(server, database="no_such_db"),
+         'database "no_such_db" does not exist'),
+        (lambda server: _with(server, username="nobody_here", password=None),
+         'role "nobody_here" does not exist'),
+        (lambda server: "notaurl", "is not a PostgreSQL URL"),
+        (lambda server: "mysql://x@y/z", "is not a PostgreSQL URL"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", [["usage", "alice"], ["report"], ["rollups", "verify"]])
+def test_a_wrong_database_url_is_one_line_and_exit_2(pg_server_url, capsys, make_url, said,
+                                                     command):  # fmt: skip
+    """Before, a database or role the server does not know (asyncpg's own errors, not
+    wrapped by SQLAlchemy) and a URL SQLAlchemy cannot use were tracebacks with exit 1."""
+    url = make_url(pg_server_url)
+    assert main([*command, "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -117,21 +117,33 @@ async def engine_of(
 
     Only ``allow_embedded=True`` may start the embedded server (see :func:`database_url`).
     """
+    from asyncpg import InterfaceError as DriverInterfaceError
+    from asyncpg import PostgresError
+
     url = database_url(args, allow_embedded=allow_embedded)
-    engine = db.create_engine(url)
+    try:
+        engine = db.create_engine(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # notaurl, mysql://…
+        raise CommandError(
+            f"{db.redact(url)} is not a PostgreSQL URL ({_short(exc)}); write e.g. "
+            "postgresql+asyncpg://user@host:5432/dbname or postgresql://user@host/dbname"
+        ) from None
+    # a connect the server refuses (no such database, unknown role, bad password) comes as
+    # asyncpg's own error, not wrapped in SQLAlchemy's DBAPIError
+    reached_errors = (OSError, DBAPIError, PostgresError, DriverInterfaceError)
     try:
         if check_schema:
             try:
                 await db.check_schema(engine)
             except db.DatabaseError as exc:
                 raise CommandError(str(exc)) from None
-            except (OSError, DBAPIError) as exc:
+            except reached_errors as exc:
                 raise CommandError(
-                    f"cannot reach the database at {db.redact(url)}: {_short(exc)}"
+                    f"cannot use the database at {db.redact(url)}: {_short(exc)}"
                 ) from None
         try:
             yield engine
-        except (OSError, DBAPIError) as exc:
+        except reached_errors as exc:
             raise CommandError(f"database error at {db.redact(url)}: {_short(exc)}") from None
         except SQLAlchemyError as exc:
             raise CommandError(f"database error: {_short(exc)}") from None
