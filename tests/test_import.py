@@ -96,3 +96,21 @@ def test_csv_header_without_required_columns(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ImportError_, match="cannot read"):
         read_rows(tmp_path / "nope.jsonl")
+
+
+def test_two_different_rows_of_one_segment_are_an_error_naming_both_lines(tmp_path):
+    """An open row and its closed row of the same (pod_uid, started_at): before, the first
+    won silently and the pod stayed running, charged until someone noticed. An exact repeat
+    is still kept once."""
+    closed = GOOD[0]
+    still_open = {k: v for k, v in closed.items() if k != "ended_at"}
+    path = tmp_path / "twice.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (still_open, closed, closed)))
+    with pytest.raises(ImportError_) as info:
+        read_rows(path)
+    assert [line for line, _ in info.value.errors] == [2, 3]
+    message = str(info.value)
+    assert "is on line 1 too, differently (ended_at open then 2026-" in message
+    repeat = tmp_path / "repeat.jsonl"
+    repeat.write_text("".join(json.dumps(r) + "\n" for r in (closed, closed)))
+    assert len(read_rows(repeat)[0]) == 1

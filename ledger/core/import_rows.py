@@ -336,7 +336,8 @@ def parse_record_chunks(
     must not commit what it was given before."""
     chunk: list[tuple] = []
     errors: list[tuple[int, str]] = []
-    seen: set[tuple[str, datetime]] = set()
+    # (pod_uid, started_at) → (line, what it says: end, cpu, memory, gpu, user, server)
+    seen: dict[tuple[str, datetime], tuple] = {}
     open_pods: dict[str, int] = {}
     reader = _csv_rows(lines) if fmt == "csv" else _jsonl_rows(lines)
     try:
@@ -351,10 +352,19 @@ def parse_record_chunks(
                     errors.append((number, str(exc)))
                     continue
             key = (record[0], record[8])
-            if key in seen:
+            says = (record[9], record[5], record[6], record[7], record[3], record[4])
+            first = seen.get(key)
+            if first is not None:
+                if first[1:] != says:
+                    # two different accounts of one segment (an open row and its closed one,
+                    # other sizes): keeping the first silently could charge a pod forever
+                    errors.append((number, f"pod_uid {record[0]} started_at "
+                                   f"{record[8].isoformat()} is on line {first[0]} too, "
+                                   f"differently ({_difference(first[1:], says)}); give each "
+                                   "segment once, as it ended (or open if it runs)"))  # fmt: skip
                 # the same segment twice in one file: keep it once, as a re-import would
                 continue
-            seen.add(key)
+            seen[key] = (number, *says)
             if record[9] is None:
                 earlier = open_pods.get(record[0])
                 if earlier is not None:
@@ -373,6 +383,16 @@ def parse_record_chunks(
         raise ImportError_(source, errors)
     if chunk:
         yield chunk
+
+
+def _difference(first: tuple, then: tuple) -> str:
+    names = ("ended_at", "cpu_millicores", "memory_bytes", "gpu_count", "username", "servername")
+    shown = [
+        f"{n} {'open' if a is None else a} then {'open' if b is None else b}"
+        for n, a, b in zip(names, first, then, strict=True)
+        if a != b
+    ]
+    return "; ".join(shown)
 
 
 def parse_chunks(
