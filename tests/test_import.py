@@ -114,3 +114,31 @@ def test_two_different_rows_of_one_segment_are_an_error_naming_both_lines(tmp_pa
     repeat = tmp_path / "repeat.jsonl"
     repeat.write_text("".join(json.dumps(r) + "\n" for r in (closed, closed)))
     assert len(read_rows(repeat)[0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"cpu": "1e16"}, "cpu: '1e16' is more than any server holds"),
+        ({"started_at": "0001-01-01T00:00:00+01:00"}, "out of range"),
+        ({"servername": "a\u0000b"}, "servername contains a NUL character"),
+        ({"servername": "a\ud800b"}, "servername is not valid Unicode text"),
+    ],
+)
+def test_values_the_ledger_cannot_store_are_errors_with_their_line(tmp_path, change, said):
+    """Before, each of these got past validation and failed in the COPY (or in astimezone)
+    as a traceback; nothing was recorded then either."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(dict(GOOD[0], **change)) + "\n", encoding="utf-8",
+                    errors="surrogatepass")  # fmt: skip
+    with pytest.raises(ImportError_) as info:
+        read_rows(path)
+    assert [line for line, _ in info.value.errors] == [1]
+    assert said in str(info.value)
+
+
+def test_a_csv_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "sheet.csv"
+    path.write_text("\ufeffusername,started_at,ended_at,cpu,memory\n"
+                    "alice,2026-10-01T10:00:00Z,2026-10-01T11:00:00Z,1,1Gi\n")  # fmt: skip
+    assert len(read_rows(path)[0]) == 1

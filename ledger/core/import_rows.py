@@ -63,19 +63,29 @@ class ImportError_(ValueError):  # noqa: N801 - the builtin name is taken
         )
 
 
+# the ledger's columns are bigint: a larger amount failed in the COPY, as a traceback
+_MAX_AMOUNT = 2**63 - 1
+
+
+def _fits(amount: int, value: str) -> int:
+    if amount > _MAX_AMOUNT:
+        raise QuantityError(f"{value!r} is more than any server holds (a 64-bit column)")
+    return amount
+
+
 @lru_cache(maxsize=4096)
 def _cpu(value: str) -> int:
-    return cpu_millicores(value)
+    return _fits(cpu_millicores(value), value)
 
 
 @lru_cache(maxsize=4096)
 def _memory(value: str) -> int:
-    return memory_bytes(value)
+    return _fits(memory_bytes(value), value)
 
 
 @lru_cache(maxsize=256)
 def _gpu(value: str) -> int:
-    return device_count(value)
+    return _fits(device_count(value), value)
 
 
 def _time(value, key: str) -> datetime:
@@ -136,7 +146,14 @@ def parse_row(row: dict) -> dict:
         value = row.get(key)
         if value is not None and not isinstance(value, str | int):
             problems.append(f"{key} must be a string, got {type(value).__name__}")
-        out[key] = "" if value is None else str(value)
+        out[key] = text = "" if value is None else str(value)
+        if "\x00" in text:  # PostgreSQL text cannot hold it
+            problems.append(f"{key} contains a NUL character (\\u0000); remove it")
+        elif not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800")
+                problems.append(f"{key} is not valid Unicode text (a lone surrogate)")
     started, ended = out.get("started_at"), out.get("ended_at")
     if started and ended and ended < started:
         problems.append(f"ended_at {ended.isoformat()} is before started_at {started.isoformat()}")
@@ -177,7 +194,10 @@ def _fast_time(value) -> datetime | None:
         return parsed
     if zone is None:
         return None
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # before year 1 in UTC: parse_iso says so
+        return None
 
 
 def _fast_quantity(kind: int, value) -> int | None:
@@ -236,10 +256,10 @@ def fast_record(row: dict, line: int) -> tuple | None:
         value = get(key)
         if value is None:
             names.append("")
-        elif value.__class__ is str:
+        elif value.__class__ is str and (value.isascii() and "\x00" not in value):
             names.append(value)
         else:
-            return None
+            return None  # not text, or text parse_row must look at (NUL, non-ASCII)
     servername, pod_uid, namespace, pod_name = names
     if not pod_uid:
         pod_uid = _uid(username, servername, namespace, started)

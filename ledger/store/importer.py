@@ -75,7 +75,9 @@ def _open(path: str | Path, fmt: str | None, stream):
     fmt = format_of(source, fmt)
     if stream is None:
         try:
-            stream = open(path, encoding="utf-8", newline="")  # noqa: SIM115
+            # utf-8-sig: a spreadsheet's CSV starts with a byte-order mark, which would
+            # otherwise be part of the first column's name
+            stream = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115
         except OSError as exc:
             raise ImportError_(source, [(0, f"cannot read: {exc.strerror}")]) from None
     return stream, fmt, source
