@@ -573,6 +573,20 @@ async def _until(predicate, seconds=30.0):
     return False
 
 
+async def _stop(app, user) -> None:
+    """Stop ``user``'s server and wait until the hub has finished: a DELETE answered 202
+    stops in the background, and JupyterHub's ``cleanup_after`` stopping the same user
+    meanwhile pops its spawner twice (KeyError in ``User.stop``)."""
+    if user.spawner.active:
+        await api_request(app, "users", user.name, "server", method="delete",
+                          stream=True, bypass_proxy=True)  # fmt: skip
+
+    async def settled():
+        return not user.spawner.active and user.spawner.pending is None
+
+    await _until(settled)
+
+
 async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leaves(
     app, fresh_db_url, tmp_path, engine
 ):
@@ -632,16 +646,7 @@ async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leav
     finally:
         waiting_line.POLL_SECONDS = 2.0
         for user in (first, second, third):
-            if user.spawner.active:
-                await api_request(
-                    app,
-                    "users",
-                    user.name,
-                    "server",
-                    method="delete",
-                    stream=True,
-                    bypass_proxy=True,
-                )
+            await _stop(app, user)
         await hook.close()
 
 
@@ -668,9 +673,7 @@ async def test_a_spawn_cancelled_while_its_lease_is_taken_releases_it(app, cap_h
             break
         await asyncio.sleep(0.05)
     assert await leases.live_leases(engine, utcnow()) == []
-    if user.spawner.active:
-        await api_request(app, "users", user.name, "server", method="delete",
-                          stream=True, bypass_proxy=True)  # fmt: skip
+    await _stop(app, user)
 
 
 async def test_a_spawn_cancelled_as_the_check_answers_is_not_started(app, tmp_path, fresh_db_url):
@@ -709,9 +712,7 @@ async def test_a_spawn_cancelled_as_the_check_answers_is_not_started(app, tmp_pa
         assert calls == [], "Spawner.start ran for a cancelled spawn"
         # the hub's own stop (the DELETE below) cleans up the server record it made
     finally:
-        if user.spawner.active:
-            await api_request(app, "users", user.name, "server", method="delete",
-                              stream=True, bypass_proxy=True)  # fmt: skip
+        await _stop(app, user)
         await hook.close()
 
 
