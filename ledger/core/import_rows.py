@@ -63,29 +63,19 @@ class ImportError_(ValueError):  # noqa: N801 - the builtin name is taken
         )
 
 
-# the ledger's columns are bigint: a larger amount failed in the COPY, as a traceback
-_MAX_AMOUNT = 2**63 - 1
-
-
-def _fits(amount: int, value: str) -> int:
-    if amount > _MAX_AMOUNT:
-        raise QuantityError(f"{value!r} is more than any server holds (a 64-bit column)")
-    return amount
-
-
 @lru_cache(maxsize=4096)
 def _cpu(value: str) -> int:
-    return _fits(cpu_millicores(value), value)
+    return cpu_millicores(value)
 
 
 @lru_cache(maxsize=4096)
 def _memory(value: str) -> int:
-    return _fits(memory_bytes(value), value)
+    return memory_bytes(value)
 
 
 @lru_cache(maxsize=256)
 def _gpu(value: str) -> int:
-    return _fits(device_count(value), value)
+    return device_count(value)
 
 
 def _time(value, key: str) -> datetime:

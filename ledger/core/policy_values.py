@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from decimal import Context, Decimal
 
 from ledger.core.durations import DURATION_EXAMPLES, duration_seconds
-from ledger.core.quantities import cpu_millicores, device_count, memory_bytes
+from ledger.core.quantities import MAX_QUANTITY, cpu_millicores, device_count, memory_bytes
 from ledger.core.resources import GIB, SERVERS, resource
 from ledger.core.yaml_lines import Invalid, Issues, YNode, check_keys, child_path, read_field, shown
 
@@ -41,8 +41,6 @@ def number(text: str) -> Decimal:
 # Longer than any rolling window or interval a hub means; past it, `now - window` leaves the
 # calendar (year 1) and every check would fail at run time instead of at load.
 MAX_DURATION_SECONDS = 100 * 366 * 86_400  # "36600d"
-# Kubernetes quantities and our SQL columns are 64-bit integers.
-MAX_CAP = 2**63 - 1
 
 
 def whole_seconds(node: YNode) -> int:
@@ -157,13 +155,6 @@ def _at_most_max(hours: Decimal, text: str) -> Decimal:
 
 
 def _cap(name: str, node: YNode) -> int:
-    cap = _cap_value(name, node)
-    if cap > MAX_CAP:
-        raise Invalid(f"{node.raw!r} is more than any server could hold; give a smaller cap")
-    return cap
-
-
-def _cap_value(name: str, node: YNode) -> int:
     text = node.raw or ""
     if name == "cpu":
         return cpu_millicores(text)
@@ -178,6 +169,8 @@ def _cap_value(name: str, node: YNode) -> int:
         count = number(text)
         if count != int(count):
             raise Invalid(f"{text!r} is not a whole number of servers")
+        if count > MAX_QUANTITY:  # the other caps are quantities, bounded where they parse
+            raise Invalid(f"{text!r} is more than any server could hold; give a smaller cap")
         return int(count)
     return device_count(text)
 

@@ -169,7 +169,11 @@ def parse_quantity(value: str | int | float | Decimal, *, where: str = "") -> De
 def cpu_millicores(value: str | int | float | Decimal, *, where: str = "") -> int:
     """A CPU quantity in millicores, rounded up to 1m as Kubernetes does (``"0.1m"`` → 1)."""
     cores = _parse(value, where, CPU_EXAMPLES)
-    return int(_shift(cores, 3).to_integral_value(ROUND_CEILING))
+    millicores = _shift(cores, 3).to_integral_value(ROUND_CEILING)
+    if millicores > MAX_QUANTITY:  # cores within the cap can still overflow it ×1000
+        raise _fail(value, where, "is more than any server holds (2**63 - 1 millicores)",
+                    CPU_EXAMPLES)  # fmt: skip
+    return int(millicores)
 
 
 def memory_bytes(value: str | int | float | Decimal, *, where: str = "") -> int:

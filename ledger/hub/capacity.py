@@ -30,10 +30,13 @@ LEASE_MARGIN_SECONDS = 120.0
 _releasing: set[asyncio.Task] = set()
 
 
-def _release_later(engine, lease_id: int, why: str) -> None:
-    task = asyncio.ensure_future(release(engine, lease_id, why))
+def _keep_until_done(task: asyncio.Future) -> None:
     _releasing.add(task)
     task.add_done_callback(_releasing.discard)
+
+
+def _release_later(engine, lease_id: int, why: str) -> None:
+    _keep_until_done(asyncio.ensure_future(release(engine, lease_id, why)))
 
 
 def lease_ttl_seconds(spawner) -> float:
@@ -67,8 +70,7 @@ async def hold(
         # so the take finishes and its lease is released
         result = await asyncio.shield(taking)
     except asyncio.CancelledError:
-        _releasing.add(taking)  # held until it ends, like the release it may start
-        taking.add_done_callback(_releasing.discard)
+        _keep_until_done(taking)  # like the release it may start
         taking.add_done_callback(lambda taken: _release_taken(engine, taken))
         raise
     if not result.granted:
