@@ -31,7 +31,7 @@ from test_embedded_when_asked import postgres_processes
 from traitlets.config import Config
 
 from ledger.core.times import utcnow
-from ledger.hub import QuotaHook, install_quota_hook, metrics
+from ledger.hub import ChainedPostStop, QuotaHook, install_quota_hook, metrics
 from ledger.hub.denial import SpawnException  # None on JupyterHub 5
 
 try:  # JupyterHub 6 (5 has no such fixture)
@@ -646,6 +646,48 @@ async def test_waiting_line_shows_position_wakes_on_a_raised_cap_and_cancel_leav
     finally:
         waiting_line.POLL_SECONDS = 2.0
         for user in (first, second, third):
+            await _stop(app, user)
+        await hook.close()
+
+
+async def test_a_stopped_server_releases_its_lease_and_the_waiter_starts(
+    app, fresh_db_url, tmp_path, engine
+):
+    """No collector or recorder has seen the first GPU server when it stops: its lease would
+    hold the hub's only GPU until its TTL (start_timeout + http_timeout + 2 minutes) while
+    the second spawn waits for it. The stop (the hook's ``post_stop_hook``) releases it and
+    wakes the line: the second server starts at once."""
+    from ledger.hub import waiting_line
+    from ledger.store import leases
+
+    path = tmp_path / "wait.yaml"
+    path.write_text(WAIT_POLICY, encoding="utf-8")
+    hook = QuotaHook(db_url=fresh_db_url, policy_path=str(path))
+    hook.watcher.check_interval_seconds = 0
+    waiting_line.POLL_SECONDS = 60.0  # only the stop's wake can start the waiter in time
+    first, second = new_user(app, ["lab"]), new_user(app, ["lab"])
+    try:
+        for user in (first, second):
+            prepare(user, hook, gpu=1)
+            user.spawner.post_stop_hook = ChainedPostStop(None, hook)
+            user.spawner.start_timeout = 90
+        assert (await spawn(app, first)).status_code in (201, 202)
+        assert await _until(lambda: _ready(first))
+        [held] = await leases.live_leases(engine, utcnow())
+        assert held["username"] == first.name
+        await spawn(app, second)
+
+        async def in_line():
+            return bool(hook.line.snapshot())
+
+        assert await _until(in_line)
+        await _stop(app, first)
+        assert await _until(lambda: _ready(second), seconds=20)
+        [held] = await leases.live_leases(engine, utcnow())
+        assert held["username"] == second.name
+    finally:
+        waiting_line.POLL_SECONDS = 2.0
+        for user in (first, second):
             await _stop(app, user)
         await hook.close()
 

@@ -14,7 +14,7 @@ from traitlets.config import Config
 from ledger.core.accounting import Accounting
 from ledger.core.policy_yaml import parse_policy
 from ledger.core.quantities import QuantityError
-from ledger.hub import ChainedHook, QuotaHook, install_quota_hook
+from ledger.hub import ChainedHook, ChainedPostStop, QuotaHook, install_quota_hook
 from ledger.hub.request import request_from_traits, spawner_request
 
 
@@ -36,6 +36,33 @@ def test_wraps_hooks_on_spawner_class_sections_too(tmp_path):
     assert isinstance(chained, ChainedHook) and chained.previous is kube and chained.hook is hook
     # traitlets deep-copies config into every spawner: all must share the one hook
     assert copy.deepcopy(hook) is hook and copy.deepcopy(chained) is chained
+
+
+def test_a_post_stop_hook_releases_leases_after_the_operators_own(tmp_path):
+    """Every install chains ``post_stop_hook`` (a stopped server's lease is released, the
+    waiting line woken), after the operator's hook, on each section that sets one; a second
+    install keeps one link."""
+
+    def mine(spawner):
+        pass
+
+    def kube(spawner):
+        pass
+
+    c = Config()
+    c.Spawner.post_stop_hook = mine
+    c.KubeSpawner.post_stop_hook = kube
+    policy = str(write_policy(tmp_path / "p.yaml"))
+    install_quota_hook(c, db_url="postgresql://x@/y", policy_path=policy)
+    hook = install_quota_hook(c, db_url="postgresql://x@/y", policy_path=policy)
+    for section, previous in (("Spawner", mine), ("KubeSpawner", kube)):
+        chained = c[section].post_stop_hook
+        assert isinstance(chained, ChainedPostStop), section
+        assert (chained.previous, chained.hook) == (previous, hook), section
+        assert copy.deepcopy(chained) is chained
+    bare = Config()
+    hook = install_quota_hook(bare, db_url="postgresql://x@/y", policy_path=policy)
+    assert (bare.Spawner.post_stop_hook.previous, bare.Spawner.post_stop_hook.hook) == (None, hook)
 
 
 def test_settings_from_the_environment(tmp_path, monkeypatch):

@@ -93,6 +93,7 @@ def install_quota_hook(
     existing = {s: _unwrap(h) for s, h in existing.items()}
     hook = QuotaHook(previous=existing.pop("Spawner"), **options)
     c.Spawner.pre_spawn_hook = hook
+    _install_post_stop(c, hook)
     if record_usage:
         _install_recorder(c, hook, record_usage_heartbeat_seconds)
     for section, previous in existing.items():
@@ -132,23 +133,45 @@ class ChainedHook:
 
 
 def _install_recorder(c, hook: QuotaHook, heartbeat_seconds: float) -> None:
-    from ledger.hub.recorder import ChainedPostStop, HubRecorder
+    from ledger.hub.recorder import HubRecorder
 
     hook.recorder = HubRecorder(hook, heartbeat_interval_seconds=heartbeat_seconds)
+    hook.recorder.ensure_running()  # the hub loads its config inside its running event loop
+
+
+def _install_post_stop(c, hook: QuotaHook) -> None:
+    """``post_stop_hook`` on every section that sets one (as for ``pre_spawn_hook``) and on
+    ``c.Spawner``: the quota hook's :meth:`QuotaHook.stopped` after the operator's own."""
     for section, values in list(c.items()):
         if section[:1].isupper() and hasattr(values, "keys") and "post_stop_hook" in values:
             if section != "Spawner":
                 c[section]["post_stop_hook"] = ChainedPostStop(
-                    _unwrap_stop(values["post_stop_hook"]), hook.recorder
+                    _unwrap_stop(values["post_stop_hook"]), hook
                 )
     previous = _unwrap_stop(c.Spawner.post_stop_hook if "post_stop_hook" in c.Spawner else None)
-    c.Spawner.post_stop_hook = ChainedPostStop(previous, hook.recorder)
-    hook.recorder.ensure_running()  # the hub loads its config inside its running event loop
+    c.Spawner.post_stop_hook = ChainedPostStop(previous, hook)
+
+
+class ChainedPostStop:
+    """``previous(spawner)`` then the quota hook's ``stopped``, as ``post_stop_hook``."""
+
+    def __init__(self, previous, hook: QuotaHook) -> None:
+        self.previous, self.hook = previous, hook
+
+    def __deepcopy__(self, memo):  # see QuotaHook.__deepcopy__
+        return self
+
+    async def __call__(self, spawner) -> None:
+        try:
+            if self.previous is not None:
+                result = self.previous(spawner)
+                if inspect.isawaitable(result):
+                    await result
+        finally:
+            await self.hook.stopped(spawner)
 
 
 def _unwrap_stop(hook):
-    from ledger.hub.recorder import ChainedPostStop
-
     while isinstance(hook, ChainedPostStop):
         hook = hook.previous
     return hook

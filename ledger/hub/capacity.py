@@ -4,7 +4,9 @@ After ``decide`` allows a spawn, a spawn that meets concurrent caps (the user's 
 ``running:``, a group pool's, the hub's) takes a lease for its size
 (``ledger.store.leases.take``, race-free in PostgreSQL). The lease is released when the spawn
 fails or is cancelled (JupyterHub's ``spawner._spawn_future`` ends with an error or is
-cancelled: jupyterhub/handlers/base.py ``spawn_single_user``), and otherwise ends by itself
+cancelled: jupyterhub/handlers/base.py ``spawn_single_user``) and when the server stops
+(``post_stop_hook``: a server stopped before the collector saw it would otherwise hold its
+share of a cap until the TTL, while spawns wait in line for it). Otherwise it ends by itself
 when the collector (or the hub's recorder) records the server, or after its TTL: the
 spawner's ``start_timeout`` + ``http_timeout`` + a margin, so a hub that dies mid-spawn
 holds nothing for long.
@@ -23,6 +25,9 @@ log = logging.getLogger("ledger.hub")
 
 # Between start() returning and the collector's next look at the pod.
 LEASE_MARGIN_SECONDS = 120.0
+# A release runs in the background (nothing waits for it): bounded so a ledger that hangs
+# keeps no pooled connection; the lease then expires at its TTL.
+RELEASE_TIMEOUT_SECONDS = 10.0
 
 # The releases running by themselves (after a failed or cancelled spawn): the event loop keeps
 # only a weak reference to a task, so one nobody holds can vanish before it has run
@@ -35,8 +40,13 @@ def _keep_until_done(task: asyncio.Future) -> None:
     task.add_done_callback(_releasing.discard)
 
 
-def _release_later(engine, lease_id: int, why: str) -> None:
-    _keep_until_done(asyncio.ensure_future(release(engine, lease_id, why)))
+def _release_later(engine, lease_id: int, why: str, then=None) -> None:
+    async def run() -> None:
+        await release(engine, lease_id, why)
+        if then is not None:
+            then()
+
+    _keep_until_done(asyncio.ensure_future(run()))
 
 
 def lease_ttl_seconds(spawner) -> float:
@@ -102,11 +112,24 @@ def release_when_spawn_fails(engine, spawner, lease_id: int) -> None:
     future.add_done_callback(done)
 
 
+def release_when_stopped(engine, spawner, then) -> None:
+    """``post_stop_hook``'s half: the server's lease, if it still has one, is released in the
+    background (the stop never waits on the ledger), then ``then()`` (wake the waiting line)."""
+    lease_id = getattr(spawner, "_quota_lease_id", None)
+    if lease_id is None:
+        then()
+        return
+    spawner._quota_lease_id = None
+    _release_later(engine, lease_id, "the server stopped", then)
+
+
 async def release(engine, lease_id: int, why: str) -> None:
     """Never raises: a lease that cannot be deleted now expires at its TTL."""
     try:
-        await leases.release(engine, lease_id)
-        log.info("quota: released lease %s (%s)", lease_id, why)
+        async with asyncio.timeout(RELEASE_TIMEOUT_SECONDS):
+            held = await leases.release(engine, lease_id)
+        if held:
+            log.info("quota: released lease %s (%s)", lease_id, why)
     except Exception as exc:  # noqa: BLE001
         log.warning("quota: lease %s not released (%s): %s; it expires by itself", lease_id,
                     why, exc)  # fmt: skip

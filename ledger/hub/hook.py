@@ -422,6 +422,20 @@ class QuotaHook:
         not_a_spawn_failure(spawner)
         raise refusal(text, messages.html.escape(text), status_code=503, reason="quota_unavailable")
 
+    async def stopped(self, spawner) -> None:
+        """``post_stop_hook`` (ledger.hub.ChainedPostStop): release the server's lease and
+        wake the waiting lines (capacity may be free now), then the recorder closes the
+        server's segment if it records this spawner. The stop never waits on the ledger for
+        the lease; nothing here raises into the hub."""
+        try:
+            capacity.release_when_stopped(self._engine, spawner, self.line.wake_firsts)
+        except Exception as exc:  # noqa: BLE001 - the lease then expires at its TTL
+            log.warning(
+                "quota: after the stop of %s: %s", getattr(spawner, "_log_name", spawner), exc
+            )
+        if self.recorder is not None:
+            await self.recorder.stopped(spawner)
+
     async def drain(self, timeout_seconds: float | None = None) -> bool:
         """Wait until the decision log has every decision made so far (tests, shutdown)."""
         return await self.spool.drain(timeout_seconds)

@@ -228,22 +228,3 @@ class HubRecorder:
             log.warning("quota recorder: %d writes pending: %s", len(self._pending), exc)
             return
         del self._pending[: len(batch)]
-
-
-class ChainedPostStop:
-    """``previous(spawner)`` then the recorder, as ``post_stop_hook``."""
-
-    def __init__(self, previous, recorder: HubRecorder) -> None:
-        self.previous, self.recorder = previous, recorder
-
-    def __deepcopy__(self, memo):
-        return self
-
-    async def __call__(self, spawner) -> None:
-        try:
-            if self.previous is not None:
-                result = self.previous(spawner)
-                if inspect.isawaitable(result):
-                    await result
-        finally:
-            await self.recorder.stopped(spawner)

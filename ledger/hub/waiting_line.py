@@ -67,6 +67,13 @@ class WaitingLine:
         else:
             self._lines.pop(waiter.key, None)
 
+    def wake_firsts(self) -> None:
+        """Capacity may have freed (a server stopped): the first of every line asks now
+        rather than at its next poll."""
+        for line in self._lines.values():
+            if line:
+                line[0].woken.set()
+
     def move(self, waiter: Waiter, key: str) -> None:
         """Into ``key``'s line (its bottleneck changed), at the place its arrival gives it:
         ahead of everyone who came later."""
