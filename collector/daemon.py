@@ -421,6 +421,9 @@ class Collector:
                 self.metrics, self.ready, self.http_host, self.http_port
             )
         flusher = asyncio.create_task(self.buffer.run(), name="write-buffer")
+        # a flusher that died (a bug, not an outage: it retries those) would leave every
+        # write in the buffer and the collector looking healthy: exit so a restart re-lists
+        flusher.add_done_callback(self._task_done)
         self._make_watches()
         tasks = [asyncio.create_task(w.run(), name=f"watch {w.scope}") for w in self.watches]
         for task in tasks:
@@ -443,12 +446,14 @@ class Collector:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            flushed = await self.buffer.wait_empty(s.shutdown_flush_timeout)
+            if flusher.done():  # it died (``_task_done``): nothing will write what is left
+                flushed = self.buffer.depth == 0
+            else:
+                flushed = await self.buffer.wait_empty(s.shutdown_flush_timeout)
             if flushed and self.fatal is None:
                 await self.heartbeat()
             flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await asyncio.gather(flusher, return_exceptions=True)  # its error is in ``fatal``
             await self.source.close()
             if runner is not None:
                 await runner.cleanup()

@@ -324,6 +324,23 @@ async def test_full_buffer_exits_non_zero(server, own_postgres):
     assert "write buffer full" in str(collector.fatal)
 
 
+async def test_a_dead_flusher_exits_non_zero(engine, server):
+    """The write buffer's flusher retries outages itself; if it dies anyway (a bug), nothing
+    would be written again while the collector looked healthy: it exits 1 instead."""
+    hub = SimulatedHub(server)
+    collector = make_collector(engine, server)
+
+    def broken(ok: bool) -> None:
+        raise RuntimeError("a bug in the flusher")
+
+    collector.buffer._on_state = broken
+    task = asyncio.create_task(collector.run(asyncio.Event()))
+    await wait_until(lambda: collector.ready()[0], what="ready")
+    hub.start("flush", at=t0())
+    assert await asyncio.wait_for(task, 20) == 1
+    assert "a bug in the flusher" in str(collector.fatal)
+
+
 async def test_cli_once_and_settings_errors(engine, fresh_db_url, server, tmp_path):
     T, hub = t0(), SimulatedHub(server)
     hub.start("cli", at=T, cpu="2", memory="1Gi")
