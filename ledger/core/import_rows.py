@@ -12,6 +12,12 @@ derived from (username, servername, namespace, started_at) — not from ended_at
 exported while a server ran and again after it stopped updates the open segment's end
 instead of adding a second one.
 
+A pod's segments follow one another (a resize ends one and starts the next at the same
+instant), so two rows of one pod_uid whose times overlap are an error naming both lines:
+that time would be charged twice. Touching is fine (one ends where the next starts), so
+is a zero-length segment at such a boundary; an open row must be its pod's latest. The
+rows of a pod may come in any order. Rows without a pod_uid are each their own pod.
+
 Reading is chunked (:func:`parse_record_chunks`) so the writer can stream one chunk to the
 database while the next is parsed. Well-formed rows take a fast path: JSON Lines are decoded
 by orjson (https://github.com/ijl/orjson, the ``import`` extra; without it by ``json``)
@@ -27,9 +33,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 
 try:  # the `import` extra (pyproject.toml); the standard library's json does the same, slower
     import orjson
@@ -346,9 +354,10 @@ def parse_record_chunks(
     must not commit what it was given before."""
     chunk: list[tuple] = []
     errors: list[tuple[int, str]] = []
-    # (pod_uid, started_at) → (line, what it says: end, cpu, memory, gpu, user, server)
-    seen: dict[tuple[str, datetime], tuple] = {}
-    open_pods: dict[str, int] = {}
+    # pod_uid → its segments so far: one span, or a list of them sorted by start and
+    # pairwise not overlapping; a span is (started_at, line, what it says: ended_at, cpu,
+    # memory, gpu, username, servername)
+    pods: dict[str, tuple | list[tuple]] = {}
     reader = _csv_rows(lines) if fmt == "csv" else _jsonl_rows(lines)
     try:
         for number, record, row, problem in reader:
@@ -361,26 +370,15 @@ def parse_record_chunks(
                 except ValueError as exc:
                     errors.append((number, str(exc)))
                     continue
-            key = (record[0], record[8])
-            says = (record[9], record[5], record[6], record[7], record[3], record[4])
-            first = seen.get(key)
-            if first is not None:
-                if first[1:] != says:
-                    # two different accounts of one segment (an open row and its closed one,
-                    # other sizes): keeping the first silently could charge a pod forever
-                    errors.append((number, f"pod_uid {record[0]} started_at "
-                                   f"{record[8].isoformat()} is on line {first[0]} too, "
-                                   f"differently ({_difference(first[1:], says)}); give each "
-                                   "segment once, as it ended (or open if it runs)"))  # fmt: skip
-                # the same segment twice in one file: keep it once, as a re-import would
+            span = (record[8], number, record[9], record[5], record[6], record[7], record[3], record[4])  # fmt: skip
+            known = pods.get(record[0])
+            if known is None:  # the pod's first row (every row, when each pod has one)
+                pods[record[0]] = span
+            elif (problem := _add_span(record[0], known, span, pods)) is not None:
+                if problem:
+                    errors.append((number, problem))
+                # else the same segment twice in one file: keep it once, as a re-import would
                 continue
-            seen[key] = (number, *says)
-            if record[9] is None:
-                earlier = open_pods.get(record[0])
-                if earlier is not None:
-                    errors.append((number, f"pod_uid {record[0]} is already open on line {earlier}"))  # fmt: skip
-                    continue
-                open_pods[record[0]] = number
             if errors:
                 continue
             chunk.append(record)
@@ -393,6 +391,53 @@ def parse_record_chunks(
         raise ImportError_(source, errors)
     if chunk:
         yield chunk
+
+
+_REPEAT = ""  # _add_span's answer for an exact repeat of a row
+_START = itemgetter(0)
+
+
+def _add_span(pod_uid: str, known: tuple | list[tuple], span: tuple, pods: dict) -> str | None:
+    """Add a row's span to the spans its pod has so far (``known``: one, or a sorted list).
+    None when added; :data:`_REPEAT` when the row repeats one exactly; else what is wrong:
+    another row of the same start that says something else, or an overlap.
+
+    A span is the half-open ``[started_at, ended_at)``, open-ended while the pod runs. The
+    pod's spans are kept sorted by start and pairwise apart, so a new one overlaps one of
+    them iff it overlaps the one just before it or the one just after it."""
+    spans = known if known.__class__ is list else [known]
+    start, end = span[0], span[2]
+    if spans[-1][0] < start:
+        at = len(spans)  # after all the others: a file in time order
+    else:
+        at = bisect_left(spans, start, key=_START)
+        first = spans[at]
+        if first[0] == start:
+            if first[2:] == span[2:]:
+                return _REPEAT
+            # two different accounts of one segment (an open row and its closed one, other
+            # sizes): keeping the first silently could charge a pod forever
+            return (f"pod_uid {pod_uid} started_at {start.isoformat()} is on line {first[1]} "
+                    f"too, differently ({_difference(first[2:], span[2:])}); give each "
+                    "segment once, as it ended (or open if it runs)")  # fmt: skip
+    before = spans[at - 1] if at else None
+    if before is not None and (before[2] is None or before[2] > start):
+        other = before
+    elif at < len(spans) and (end is None or spans[at][0] < end):
+        other = spans[at]
+    else:
+        spans.insert(at, span)
+        if spans is not known:
+            pods[pod_uid] = spans
+        return None
+    return (f"pod_uid {pod_uid}: {_interval(span)} overlaps line {other[1]} "
+            f"({_interval(other)}), and that time would be charged twice; a pod's segments "
+            "follow one another: each may start where the one before it ended, or later "
+            "(a zero-length one too), and an open one (no ended_at) must be the pod's last")  # fmt: skip
+
+
+def _interval(span: tuple) -> str:
+    return f"{span[0].isoformat()} to {'open' if span[2] is None else span[2].isoformat()}"
 
 
 def _difference(first: tuple, then: tuple) -> str:

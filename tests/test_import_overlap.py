@@ -1,0 +1,167 @@
+"""Import: segments of one pod that overlap in time are an error, never charged twice.
+
+A pod's segments follow one another (a resize closes one and opens the next at the same
+instant). Before, a file with 10:00–12:00 and 11:00–13:00 of one pod_uid imported both, and
+the hour 11–12 was charged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from ledger.core.import_rows import ImportError_, parse_record_chunks
+from ledger.store.importer import import_file, read_rows
+
+DAY = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def _at(hour: float) -> str:
+    return (DAY + timedelta(hours=hour)).isoformat()
+
+
+def row(start: float, end: float | None, pod: str = "p", **more) -> dict:
+    out = {"username": "alice", "started_at": _at(start), "cpu": 1, "memory": "1Gi",
+           "pod_uid": pod, **more}  # fmt: skip
+    if end is not None:
+        out["ended_at"] = _at(end)
+    return out
+
+
+def _write(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _errors(tmp_path, rows, name="f.jsonl") -> list[tuple[int, str]]:
+    with pytest.raises(ImportError_) as info:
+        read_rows(_write(tmp_path / name, rows))
+    return info.value.errors
+
+
+async def _segments(engine) -> list[tuple]:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(
+            "SELECT pod_uid, started_at, ended_at FROM segments ORDER BY pod_uid, started_at"
+        ))).all()  # fmt: skip
+
+
+async def test_overlapping_segments_of_one_pod_import_nothing_naming_both(engine, tmp_path):
+    path = _write(tmp_path / "f.jsonl", [row(10, 12), row(20, 21, pod="q"), row(11, 13)])
+    with pytest.raises(ImportError_) as info:
+        await import_file(engine, path)
+    assert [line for line, _ in info.value.errors] == [3]
+    message = str(info.value)
+    assert "nothing was imported" in message
+    assert (
+        f"{path}:3: pod_uid p: 2026-10-01T11:00:00+00:00 to 2026-10-01T13:00:00+00:00 "
+        "overlaps line 1 (2026-10-01T10:00:00+00:00 to 2026-10-01T12:00:00+00:00)"
+    ) in message
+    assert "may start where the one before it ended" in message  # what would be valid
+    assert await _segments(engine) == []
+
+
+def test_out_of_order_rows_are_checked_too(tmp_path):
+    # the later segment first: the overlap is found all the same, naming both
+    errors = _errors(tmp_path, [row(11, 13), row(1, 2), row(10, 12), row(14, 15)])
+    assert [line for line, _ in errors] == [3]
+    assert (
+        "overlaps line 1 (2026-10-01T11:00:00+00:00 to 2026-10-01T13:00:00+00:00)" in errors[0][1]
+    )
+    # one inside another, found from either side
+    assert [n for n, _ in _errors(tmp_path, [row(10, 20), row(12, 13)])] == [2]
+    assert [n for n, _ in _errors(tmp_path, [row(12, 13), row(10, 20)])] == [2]
+
+
+def test_an_open_row_overlaps_what_starts_after_it(tmp_path):
+    errors = _errors(tmp_path, [row(10, None), row(30, 31)])
+    assert [line for line, _ in errors] == [2]
+    assert "overlaps line 1 (2026-10-01T10:00:00+00:00 to open)" in errors[0][1]
+    # found from either side, and two open rows of a pod are the same rule
+    assert [n for n, _ in _errors(tmp_path, [row(30, 31), row(10, None)])] == [2]
+    errors = _errors(tmp_path, [row(10, None), row(12, None)])
+    assert [line for line, _ in errors] == [2]
+    assert "to open overlaps line 1 (2026-10-01T10:00:00+00:00 to open)" in errors[0][1]
+
+
+def test_touching_zero_length_and_other_pods_are_fine(tmp_path):
+    rows = [
+        row(12, 14), row(10, 12), row(14, 14), row(15, None),  # touching, out of order
+        row(11, 13, pod="q"),  # another pod
+        row(11, 13, pod=""), row(11.5, 13, pod=""),  # no pod_uid: each row its own pod
+        row(10, 12),  # an exact repeat is kept once
+    ]  # fmt: skip
+    segments, _ = read_rows(_write(tmp_path / "ok.jsonl", rows))
+    assert len(segments) == 7
+
+
+def test_csv_rows_are_named_by_their_lines(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("username,started_at,ended_at,cpu,memory,pod_uid\n"
+                    f"alice,{_at(10)},{_at(12)},1,1Gi,p\n"
+                    f"alice,{_at(11)},,1,1Gi,p\n")  # fmt: skip
+    with pytest.raises(ImportError_) as info:
+        read_rows(path)
+    assert [line for line, _ in info.value.errors] == [3]
+    assert "to open overlaps line 2 (" in info.value.errors[0][1]
+
+
+def test_every_overlap_is_listed_with_the_other_errors(tmp_path):
+    rows = [row(10, 12), row(11, 13), dict(row(20, 21), memory="1 GB"), row(0, None, pod="q"),
+            row(5, 6, pod="q")]  # fmt: skip
+    errors = _errors(tmp_path, rows)
+    assert [line for line, _ in errors] == [2, 3, 5]
+    assert "memory" in errors[1][1]
+
+
+async def test_overlap_found_across_chunks(engine, tmp_path):
+    rows = [row(3 * i, 3 * i + 2, pod=f"p{i}") for i in range(100)]
+    rows.append(row(0, 1, pod="p99"))  # p99 is 297–299; fine
+    rows.append(row(290, 298, pod="p99"))
+    path = _write(tmp_path / "f.jsonl", rows)
+    with pytest.raises(ImportError_) as info:
+        await import_file(engine, path, chunk_rows=16)
+    assert [line for line, _ in info.value.errors] == [102]
+    assert await _segments(engine) == []
+
+
+_HOURS = st.integers(0, 12)
+
+
+@st.composite
+def _pod_rows(draw):
+    """A pod's rows in any order: distinct starts, each closed (maybe zero-length) or open,
+    some given twice."""
+    starts = draw(st.lists(_HOURS, unique=True, min_size=1, max_size=6))
+    spans = [(s, draw(st.one_of(st.none(), st.integers(s, 14)))) for s in starts]
+    repeats = draw(st.lists(st.sampled_from(spans), max_size=2))
+    return draw(st.permutations(spans + repeats))
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    inf = float("inf")
+    return a[0] < (inf if b[1] is None else b[1]) and b[0] < (inf if a[1] is None else a[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans=_pod_rows())
+def test_a_pods_rows_import_iff_no_two_overlap(spans):
+    distinct = sorted(set(spans), key=lambda s: s[0])
+    clash = any(_overlap(a, b) for i, a in enumerate(distinct) for b in distinct[i + 1 :])
+    lines = [json.dumps(row(s, e)) for s, e in spans]
+    try:
+        chunks = list(parse_record_chunks(lines, "jsonl", "f", chunk_rows=2))
+    except ImportError_ as exc:
+        assert clash
+        for line, message in exc.errors:  # each names a line it does overlap
+            other = int(re.search(r"overlaps line (\d+)", message).group(1))
+            assert _overlap(spans[line - 1], spans[other - 1]), message
+        return
+    assert not clash
+    assert len([r for chunk in chunks for r in chunk]) == len(distinct)
