@@ -49,6 +49,25 @@ def test_used_up_warns_with_over_since_then_stops_after_the_grace():
     assert [(a.action, a.servername) for a in stops] == [("stop", ""), ("stop", "gpu")]
 
 
+def test_a_zero_grace_warns_and_stops_in_the_same_round():
+    """``grace: 0s`` (an operator who wants no grace): the round that finds the budget used up
+    warns and stops; with no grace nothing says "after 0 seconds"."""
+    policy = parse_policy("groups:\n  regular: {memory: 60 GiB-hours}\nenforcement: {grace: 0s}\n")
+    assert policy.enforcement.grace_seconds == 0
+    rate = int(6.1 * GIB)
+    rows = [SegmentRow(to_us(NOW - timedelta(hours=10)), None, "", {"memory": rate})]
+    decision = evaluate("ann", policy.limits_for("ann", ["regular"]), rows, ServerRequest(), NOW)
+    user = HubUser("ann", ["regular"], {"": HubServer("", True, None)})
+    running = [{"servername": "", "memory": rate / GIB}]
+    warn, stop = plan_user(decision, running, user, [], policy, NOW)
+    assert (warn.action, warn.threshold_percent, stop.action) == (
+        "warn",
+        100,
+        "stop",
+    )
+    assert warn.message.endswith("Your running servers are being stopped.")
+
+
 def test_a_server_already_stopping_is_skipped():
     rows = [SegmentRow(to_us(NOW - timedelta(hours=10)), None, "", {"memory": int(6.1 * GIB)})]
     decision = evaluate("ann", POLICY.limits_for("ann", ["regular"]), rows, ServerRequest(), NOW)

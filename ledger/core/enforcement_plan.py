@@ -126,8 +126,9 @@ def plan_user(
             actions.append(Action(
                 hub_user.name, "under_quota",
                 message=f"Your {name} quota has room again ({usage}). If it is used up again, "
-                f"you will be warned {format_duration(enforcement.grace_seconds)} before your "
-                "servers are stopped.",
+                + (f"you will be warned {format_duration(enforcement.grace_seconds)} before "
+                   "your servers are stopped." if enforcement.grace_seconds else
+                   "your servers will be stopped."),
                 detail={"over_since": over_since.isoformat(),
                         "percent_used": round(budget.percent_used, 2)},
                 **numbers,
@@ -147,9 +148,11 @@ def plan_user(
                 if top == 100:
                     over_since = over_since or now
                     detail["over_since"] = over_since.isoformat()
-                    message = (
-                        f"Your {name} quota is used up ({usage}). Your running servers will be "
-                        f"stopped after {format_duration(enforcement.grace_seconds)}."
+                    message = f"Your {name} quota is used up ({usage}). " + (
+                        f"Your running servers will be stopped after "
+                        f"{format_duration(enforcement.grace_seconds)}."
+                        if enforcement.grace_seconds
+                        else "Your running servers are being stopped."
                     )
                 else:
                     message = f"You have used {percent:.0f}% of your {name} quota ({usage})."

@@ -43,13 +43,14 @@ def number(text: str) -> Decimal:
 MAX_DURATION_SECONDS = 100 * 366 * 86_400  # "36600d"
 
 
-def whole_seconds(node: YNode) -> int:
-    """A policy duration (``30d``, ``12h``, ``1d12h``...; a unit is required) → seconds > 0."""
+def whole_seconds(node: YNode, *, zero_ok: bool = False) -> int:
+    """A policy duration (``30d``, ``12h``, ``1d12h``...; a unit is required) → seconds > 0
+    (or ≥ 0 with ``zero_ok``: ``enforcement.grace: 0s`` stops at once)."""
     if isinstance(node.value, dict | list):
         raise Invalid(f"{shown(node)} is not a duration; write e.g. {DURATION_EXAMPLES}")
     written = node.raw if node.raw is not None else node.value
     seconds = duration_seconds(written)
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not zero_ok):
         raise Invalid(f"{written!r} is zero; a duration must be longer than that, e.g. 30d")
     if seconds != seconds.to_integral_value():
         raise Invalid(f"{written!r} is not a whole number of seconds; write e.g. 90m or 45s")

@@ -293,11 +293,12 @@ def _enforcement(node: YNode | None, issues: Issues) -> Enforcement:
                 "must be a list of whole percentages 1-100, e.g. [80, 95]",
             )
         warn = tuple(sorted(set(good)))
-    grace = read_field(entries.get("grace"), "enforcement.grace", whole_seconds, issues)
+    grace = read_field(entries.get("grace"), "enforcement.grace",
+                       lambda n: whole_seconds(n, zero_ok=True), issues)  # fmt: skip
     interval = read_field(entries.get("interval"), "enforcement.interval", whole_seconds, issues)
     return Enforcement(
         enabled=enabled.value if enabled is not None and isinstance(enabled.value, bool) else True,
         warn_at_percent=warn,
-        grace_seconds=grace or default.grace_seconds,
+        grace_seconds=default.grace_seconds if grace is None else grace,
         interval_seconds=interval or default.interval_seconds,
     )
