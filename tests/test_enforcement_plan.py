@@ -86,6 +86,19 @@ def test_back_under_the_limit_ends_the_episode_once():
     assert plan(50, history=[over, ended]) == []
 
 
+def test_a_budget_taken_out_of_the_policy_ends_its_episode():
+    """The gpu budget leaves the policy while Ann's gpu episode is open: the round ends it
+    (once), so a gpu budget put back later starts a fresh episode with its own grace."""
+    over = Past("warn", "gpu", 100, NOW - timedelta(hours=1), {})
+    [under] = plan(40, history=[over])
+    assert (under.action, under.resource) == ("under_quota", "gpu")
+    assert under.detail == {"over_since": over.acted_at.isoformat(), "no_longer_limited": True}
+    ended = Past("under_quota", "gpu", None, NOW - timedelta(minutes=1), {})
+    assert plan(40, history=[over, ended]) == []
+    stopped = Past("stop", "gpu", None, NOW - timedelta(minutes=30), {})
+    assert plan(40, history=[over, stopped]) == []  # a stop already ended it
+
+
 def test_a_new_exhaustion_after_the_episode_ended_is_warned_with_a_fresh_grace():
     over = Past("warn", "memory", 100, NOW - timedelta(hours=2), {})
     ended = Past("under_quota", "memory", None, NOW - timedelta(hours=1), {})

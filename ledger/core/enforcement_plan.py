@@ -21,7 +21,7 @@ the ledger's decision and running servers, earlier actions — and carries the p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ledger.core.decision import Decision
 from ledger.core.quantities import format_duration, format_hours
@@ -167,6 +167,22 @@ def plan_user(
             if blocks != "any" and not held:
                 continue
             to_stop.setdefault(server.name, name)
+    for name in sorted({p.resource for p in history if p.resource} - decision.budgets.keys()):
+        # No longer limited (the budget left the policy, or this user's override) while an
+        # episode was open: it ends here, so a budget put back later warns anew with a fresh
+        # grace rather than stopping at once on the old over-quota-since.
+        last_stop = max(
+            (p.acted_at for p in history if p.action == "stop" and p.resource == name),
+            default=None,
+        )
+        over_since = _over_since(history, name, last_stop or datetime.min.replace(tzinfo=UTC))
+        if over_since is not None:
+            actions.append(Action(
+                hub_user.name, "under_quota", name,
+                message=f"Your {name} quota no longer applies: your servers are not stopped "
+                f"for {name} usage.",
+                detail={"over_since": over_since.isoformat(), "no_longer_limited": True},
+            ))  # fmt: skip
     for servername, name in sorted(to_stop.items()):
         budget = decision.budgets[name]
         server = hub_user.servers[servername]
