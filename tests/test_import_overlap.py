@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from ledger.core.import_rows import ImportError_, parse_record_chunks
+from ledger.store import rollups
 from ledger.store.importer import import_file, read_rows
 
 DAY = datetime(2026, 10, 1, tzinfo=UTC)
@@ -165,3 +166,73 @@ def test_a_pods_rows_import_iff_no_two_overlap(spans):
         return
     assert not clash
     assert len([r for chunk in chunks for r in chunk]) == len(distinct)
+
+
+async def test_an_open_row_overlapping_the_pods_segment_in_the_ledger_is_refused(engine, tmp_path):
+    """The ledger side: a file's open rows are checked against the pod's segments already
+    in the ledger (closed rows are not: docs/scaling.md "Importing history")."""
+    await import_file(engine, _write(tmp_path / "one.jsonl", [row(10, 12)]))
+    path = _write(tmp_path / "two.jsonl", [row(0, 1, pod="q"), row(11, None)])
+    with pytest.raises(ImportError_) as info:
+        await import_file(engine, path)
+    assert [line for line, _ in info.value.errors] == [2]
+    assert (
+        f"{path}:2: pod_uid p: 2026-10-01T11:00:00+00:00 to open overlaps its segment in the "
+        "ledger (2026-10-01T10:00:00+00:00 to 2026-10-01T12:00:00+00:00)"
+    ) in str(info.value)
+    assert len(await _segments(engine)) == 1
+    # starting where the ledger's segment ended is fine
+    result = await import_file(engine, _write(tmp_path / "three.jsonl", [row(12, None)]))
+    assert result.inserted == 1
+    assert [s[1:] for s in await _segments(engine)] == [
+        (DAY + timedelta(hours=10), DAY + timedelta(hours=12)),
+        (DAY + timedelta(hours=12), None),
+    ]
+    assert await rollups.verify(engine, None) == []
+
+
+async def test_a_closed_row_overlapping_the_pods_segment_in_the_ledger_is_refused(engine, tmp_path):
+    """The collector (or an earlier import) recorded 10:00–12:00 of pod p; a backfill that
+    says 11:00–13:00 for it would charge 11–12 twice."""
+    await import_file(engine, _write(tmp_path / "one.jsonl", [row(10, 12)]))
+    for rows, line in (
+        ([row(0, 1, pod="q"), row(11, 13)], 2),  # starts inside
+        ([row(9, 10.5)], 1),  # ends inside
+        ([row(9, 13)], 1),  # contains it
+        ([row(10.5, 11)], 1),  # inside it
+        ([row(11, 11)], 1),  # zero-length inside it
+    ):
+        path = _write(tmp_path / "two.jsonl", rows)
+        with pytest.raises(ImportError_) as info:
+            await import_file(engine, path)
+        assert [n for n, _ in info.value.errors] == [line], rows
+        assert "overlaps its segment in the ledger (2026-10-01T10:00:00+00:00 to " \
+               "2026-10-01T12:00:00+00:00)" in str(info.value)  # fmt: skip
+    assert len(await _segments(engine)) == 1
+    # zero-length where it ends, before it, after it, touching, and itself again: fine
+    result = await import_file(engine, _write(tmp_path / "zero.jsonl", [row(12, 12)]))
+    assert result.inserted == 1
+    rows = [row(8, 10), row(13, None), row(10, 12), row(12.5, 13)]
+    result = await import_file(engine, _write(tmp_path / "three.jsonl", rows))
+    assert (result.inserted, result.unchanged) == (3, 1)
+    assert await rollups.verify(engine, None) == []
+
+
+async def test_a_row_after_the_ledgers_open_segment_imports_when_the_file_closes_it(
+    engine, tmp_path
+):
+    """Rows come in any order and chunk by chunk: the row that follows the ledger's open
+    segment may be read before the row that closes it, so the check waits for the file."""
+    await import_file(engine, _write(tmp_path / "open.jsonl", [row(10, None)]))
+    rows = [row(12, 13), row(10, 12)]  # the follower first, in a chunk of its own
+    result = await import_file(engine, _write(tmp_path / "f.jsonl", rows), chunk_rows=1)
+    assert (result.inserted, result.closed) == (1, 1)
+    assert [s[1:] for s in await _segments(engine)] == [
+        (DAY + timedelta(hours=10), DAY + timedelta(hours=12)),
+        (DAY + timedelta(hours=12), DAY + timedelta(hours=13)),
+    ]
+    # a row inside the ledger's open segment, which the file does not close
+    await import_file(engine, _write(tmp_path / "reopen.jsonl", [row(20, None)]))
+    with pytest.raises(ImportError_, match="already has an open segment in the ledger, started "
+                       "2026-10-01T20:00:00"):  # fmt: skip
+        await import_file(engine, _write(tmp_path / "g.jsonl", [row(21, 22)]))

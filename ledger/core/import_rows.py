@@ -430,14 +430,21 @@ def _add_span(pod_uid: str, known: tuple | list[tuple], span: tuple, pods: dict)
         if spans is not known:
             pods[pod_uid] = spans
         return None
-    return (f"pod_uid {pod_uid}: {_interval(span)} overlaps line {other[1]} "
-            f"({_interval(other)}), and that time would be charged twice; a pod's segments "
-            "follow one another: each may start where the one before it ended, or later "
-            "(a zero-length one too), and an open one (no ended_at) must be the pod's last")  # fmt: skip
+    return (f"pod_uid {pod_uid}: {interval(start, end)} overlaps line {other[1]} "
+            f"({interval(other[0], other[2])}), {OVERLAP_RULE}")  # fmt: skip
 
 
-def _interval(span: tuple) -> str:
-    return f"{span[0].isoformat()} to {'open' if span[2] is None else span[2].isoformat()}"
+# What an overlap error says is valid; ledger/store/importer.py says it too.
+OVERLAP_RULE = (
+    "and that time would be charged twice; a pod's segments follow one another: each may "
+    "start where the one before it ended, or later (a zero-length one too), and an open one "
+    "(no ended_at) must be the pod's last"
+)
+
+
+def interval(started_at: datetime, ended_at: datetime | None) -> str:
+    """A segment's times as an overlap error names them."""
+    return f"{started_at.isoformat()} to {'open' if ended_at is None else ended_at.isoformat()}"
 
 
 def _difference(first: tuple, then: tuple) -> str:

@@ -14,9 +14,10 @@ set-based, from a temporary staging table:
 3. one INSERT … ON CONFLICT DO NOTHING adds the chunk's new closed segments.
 
 Open segments of the file (rows without an end: at most one per pod) wait in a second
-staging table until every closed row is written; then the ones whose pod already has
-another open segment in the ledger are refused with their lines (one open segment per
-pod), and the rest are inserted.
+staging table until every closed row is written. Then every row of the file is checked
+against the other segments of its pod in the ledger (``_OVERLAPS``): one that overlaps
+would charge that time twice, and is refused with its line; else the open rows are
+inserted.
 
 The rollups follow from the statement-level triggers on ``segments`` (migration 0004): one
 aggregate per statement over the rows it wrote, so they are exact when the transaction
@@ -48,8 +49,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.core.import_rows import (
+    OVERLAP_RULE,
     ImportError_,
     format_of,
+    interval,
     parse_chunks,
     parse_record_chunks,
     record_of,
@@ -114,13 +117,35 @@ _CREATE_STAGING = text(_STAGING.format(name="import_segments"))
 _CREATE_OPEN_STAGING = text(_STAGING.format(name="import_open"))
 _CLEAR_STAGING = text("TRUNCATE import_segments")
 
-_OPEN_CONFLICTS = text(
+# Every row of the file, closed or open, against the segments of its pod in the ledger, once
+# the file's closed rows are written (they may close the ledger's open segment): a row whose
+# half-open span overlaps another segment of the pod would charge that time twice. Its own
+# (pod_uid, started_at) is the same segment, not an overlap. The file's rows are pairwise
+# apart (ledger/core/import_rows.py), and so are the ledger's, so if any segment overlaps a
+# row, the one starting last before the row ends does (or it is a file row that overlaps
+# one, found on that row's own line): one backward probe of each partition's (pod_uid,
+# started_at) index per row, whatever the pod's history, never a scan of the ledger (a plain
+# join over the unanalysed staging tables turned into one at a few thousand rows).
+_OVERLAPS = text(
     """
-    SELECT i.line, i.pod_uid, s.started_at
-    FROM import_open i
-    JOIN segments s ON s.pod_uid = i.pod_uid AND s.ended_at IS NULL
-                   AND s.started_at <> i.started_at
+    SELECT i.line, i.pod_uid, i.started_at, i.ended_at, s.started_at, s.ended_at
+    FROM (SELECT line, pod_uid, started_at, ended_at FROM import_closed
+          UNION ALL SELECT line, pod_uid, started_at, ended_at FROM import_open) i
+    CROSS JOIN LATERAL (
+        SELECT started_at, ended_at FROM segments s
+        WHERE s.pod_uid = i.pod_uid AND s.started_at <> i.started_at
+          AND s.started_at < COALESCE(i.ended_at, 'infinity')
+        ORDER BY s.started_at DESC LIMIT 1
+    ) s
+    WHERE i.started_at < COALESCE(s.ended_at, 'infinity')
     ORDER BY i.line LIMIT 200
+    """
+)
+_CREATE_CLOSED_STAGING = text(
+    """
+    CREATE TEMPORARY TABLE import_closed (
+        pod_uid text, started_at timestamptz, ended_at timestamptz, line integer
+    ) ON COMMIT DROP
     """
 )
 _CLOSE = text(
@@ -190,6 +215,7 @@ class _Writer:
         conn = self.conn
         await conn.execute(_CREATE_STAGING)
         await conn.execute(_CREATE_OPEN_STAGING)
+        await conn.execute(_CREATE_CLOSED_STAGING)
         savepoint = await conn.begin_nested()
         try:
             await conn.execute(_WAL_COMPRESSION_OFF)
@@ -198,9 +224,9 @@ class _Writer:
         else:
             await savepoint.commit()
 
-    async def _copy(self, table: str, records: list[tuple]) -> None:
+    async def _copy(self, table: str, records: list[tuple], columns=_RECORD_COLUMNS) -> None:
         raw = (await self.conn.get_raw_connection()).driver_connection
-        await raw.copy_records_to_table(table, records=records, columns=_RECORD_COLUMNS)
+        await raw.copy_records_to_table(table, records=records, columns=columns)
 
     async def _ensure_months(self, records: Iterable[tuple]) -> None:
         starts = [r[8] for r in records]
@@ -222,6 +248,10 @@ class _Writer:
         if not closed:
             return
         await self._ensure_months(closed)
+        # kept for finish()'s overlap check, which must wait for the whole file: a later
+        # chunk may close the ledger's open segment a row of this one follows
+        await self._copy("import_closed", [(r[0], r[8], r[9], r[10]) for r in closed],
+                         ("pod_uid", "started_at", "ended_at", "line"))  # fmt: skip
         if not self._overlaps and await self._copy_new(closed):
             self.inserted += len(closed)
             return
@@ -252,23 +282,27 @@ class _Writer:
         return True
 
     async def finish(self) -> ImportResult:
+        conn = self.conn
+        overlaps = (await conn.execute(_OVERLAPS)).all()
+        if overlaps:
+            raise ImportError_(self.source, [_overlap(*o) for o in overlaps])
         if self._has_open:
-            conn = self.conn
-            conflicts = (await conn.execute(_OPEN_CONFLICTS)).all()
-            if conflicts:
-                raise ImportError_(
-                    self.source,
-                    [
-                        (line, f"pod_uid {uid} already has an open segment in the ledger, "
-                               f"started {started.isoformat()}; close it first (give it an "
-                               "ended_at)")
-                        for line, uid, started in conflicts
-                    ],
-                )  # fmt: skip
             first, last = (await conn.execute(text("SELECT min(started_at), max(started_at) FROM import_open"))).one()  # fmt: skip
             await partitions.ensure_on(conn, first, last)
             self.inserted += (await conn.execute(_INSERT_OPEN)).rowcount
         return ImportResult(rows=self.rows, inserted=self.inserted, closed=self.closed)
+
+
+def _overlap(line: int, uid: str, started: datetime, ended: datetime | None, other: datetime,
+             other_end: datetime | None) -> tuple[int, str]:  # fmt: skip
+    row = interval(started, ended)
+    if other_end is None:
+        return (line, f"pod_uid {uid} already has an open segment in the ledger, started "
+                      f"{other.isoformat()}, and this row ({row}) overlaps it; close it first "
+                      "(give it an ended_at, in this file or before), or leave this row out")  # fmt: skip
+    return (line, f"pod_uid {uid}: {row} overlaps its segment in the ledger "
+                  f"({interval(other, other_end)}), {OVERLAP_RULE}; leave out or trim "
+                  "what the ledger already holds")  # fmt: skip
 
 
 async def write_rows(engine: AsyncEngine, rows: list[dict], source: str = "<rows>") -> ImportResult:

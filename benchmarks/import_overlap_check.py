@@ -1,0 +1,104 @@
+"""What an import's overlap check costs: every row of the file against the segments of its
+pod in the ledger (ledger/store/importer.py ``_OVERLAPS``), next to the writes it guards.
+
+    .venv/bin/python benchmarks/import_overlap_check.py [--db URL] [--users 10000]
+        [--segments 1000000] [--import-segments 100000] [--repeat 3]
+
+Without ``--db`` it starts an embedded server (tuned as ``quota-ledger`` tunes its own) and
+loads ``--segments`` generated segments over 90 days (benchmarks/datagen.py); with ``--db``
+the database must already be a loaded ledger. Then, in one transaction that is rolled back,
+it writes ``--import-segments`` new segments the way ``quota-ledger import`` does (the
+importer's chunked writes, as in benchmarks/ledger_bench.py's import: seed + 1, last 30
+days, every row new, so the check finds nothing and visits every row) and times the writes,
+then the check ``--repeat`` times. Prints wall times with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import text  # noqa: E402
+
+from benchmarks import datagen  # noqa: E402
+from benchmarks.common import load_average, machine  # noqa: E402
+from benchmarks.ledger_bench import database  # noqa: E402
+from ledger.store import db, importer  # noqa: E402
+
+
+async def run(url: str, args) -> None:
+    if not args.db:
+        await db.migrate(url)
+        await datagen.load_into(url, users=args.users, n_segments=args.segments)
+    rows = [
+        (
+            s.pod_uid,
+            s.namespace,
+            s.pod_name,
+            s.username,
+            s.servername,
+            s.cpu_millicores,
+            s.memory_bytes,
+            s.gpu_count,
+            s.started_at,
+            s.ended_at,
+            line,
+        )  # fmt: skip
+        for line, s in enumerate(
+            datagen.generate_segments(args.users, args.import_segments, seed=1, days=30), 1
+        )
+    ]
+    engine = db.create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            segments = (await conn.execute(text("SELECT count(*) FROM segments"))).scalar()
+            print(f"machine: {machine()}")
+            writer = importer._Writer(conn, "bench")
+            await writer.begin()
+            started, load = time.perf_counter(), load_average()
+            for at in range(0, len(rows), importer.CHUNK_ROWS):
+                await writer.write(rows[at : at + importer.CHUNK_ROWS])
+            write_seconds = time.perf_counter() - started
+            checks = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                found = (await conn.execute(importer._OVERLAPS)).all()
+                if args.explain:
+                    plan = await conn.execute(
+                        text("EXPLAIN (ANALYZE, BUFFERS) " + importer._OVERLAPS.text)
+                    )
+                    print("\n".join(r[0] for r in plan))
+                checks.append(time.perf_counter() - started)
+                assert not found, found[:3]
+            await transaction.rollback()
+    finally:
+        await engine.dispose()
+    check = statistics.median(checks)
+    print(f"ledger {segments:,} segments; import {len(rows):,} rows (load {load}):")
+    print(f"  writes {write_seconds:.2f} s ({len(rows) / write_seconds:,.0f} /s)")
+    print(f"  overlap check median {check * 1e3:.0f} ms, best {min(checks) * 1e3:.0f} ms "
+          f"({check / len(rows) * 1e6:.1f} µs a row, {check / write_seconds:.1%} of the writes)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", help="a loaded ledger (else an embedded one is made and loaded)")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--segments", type=int, default=1_000_000)
+    parser.add_argument("--import-segments", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--explain", action="store_true", help="print the check's plan")
+    args = parser.parse_args()
+    with database(args.db) as (url, _server):
+        asyncio.run(run(url, args))
+
+
+if __name__ == "__main__":
+    main()
