@@ -113,3 +113,39 @@ async def test_health_reports_the_ledger_state(engine):
             assert (await c.get("readyz")).status_code == 200
     finally:
         server.stop()
+
+
+async def test_unknown_api_paths_and_methods_answer_in_json_with_what_exists(base_url):
+    """An API client gets JSON it can read: 404 naming the routes for a path that is not
+    one, 405 with Allow for a method a route does not take (before, a PUT was a 403 about
+    the xsrf token, and an unknown api/ path the HTML page)."""
+    async with client(base_url, "dana") as c:
+        for path in ("api/v1/nope", "api/v2/me", "api/v1/me/extra/x"):
+            r = await c.get(path)
+            assert r.status_code == 404, (path, r.text)
+            assert r.headers["content-type"].startswith("application/json")
+            assert (
+                "no such API route" in r.json()["message"] and "me/summary" in r.json()["message"]
+            )
+        r = await c.post("api/v1/nope", json={})
+        assert r.status_code == 404 and r.json()["status"] == 404
+        for method, path, allow in (
+            ("PUT", "api/v1/me", "GET"),
+            ("DELETE", "api/v1/report", "GET"),
+            ("POST", "api/v1/me", "GET"),
+            ("PATCH", "api/v1/requests", "GET, POST"),
+        ):
+            r = await c.request(method, path, json={})
+            assert r.status_code == 405, (method, path, r.text)
+            assert r.headers["allow"] == allow
+            assert r.json() == {"status": 405, "message": "Method Not Allowed"}
+        r = await c.post("no/such/page", data={})
+        assert r.status_code == 404 and "no such page" in r.text
+        # pages too: 405 with Allow, not an xsrf 403
+        r = await c.put("admin/", content=b"")
+        assert r.status_code == 405 and r.headers["allow"] == "GET"
+        assert "text/html" in r.headers["content-type"]
+        r = await c.put("healthz", content=b"")
+        assert r.status_code == 405 and r.headers["allow"] == "GET"
+        # and what exists still works
+        assert (await c.get("api/v1/me")).status_code == 200

@@ -19,6 +19,7 @@ from tornado import web
 
 from ledger.web import admin_pages, api, request_pages, template_helpers, user_pages
 from ledger.web.auth import (
+    ApiHandler,
     HealthHandler,
     QuotaHandler,
     ReadyHandler,
@@ -41,8 +42,25 @@ class StaticHandler(SecureHeaders, web.StaticFileHandler):
 
 
 class NotFoundHandler(QuotaHandler):
+    def check_xsrf_cookie(self) -> None:
+        pass  # nothing here acts on a request: a POST to no page is a 404, not an xsrf 403
+
     def prepare(self) -> None:
         raise web.HTTPError(404, "There is no such page here.")
+
+
+class ApiNotFoundHandler(ApiHandler):
+    """Unknown ``api/…`` paths: a JSON 404 a client can read, not the HTML page."""
+
+    check_xsrf_cookie = NotFoundHandler.check_xsrf_cookie
+
+    def prepare(self) -> None:
+        raise web.HTTPError(
+            404,
+            "no such API route: %s; the routes are under api/v1/ (docs/openapi.yaml): "
+            "me, me/summary, me/choices, users/{name}, report, requests, shared",
+            self.request.path,
+        )
 
 
 class AddSlashHandler(SecureHeaders, web.RequestHandler):
@@ -112,6 +130,7 @@ def make_app(
         (route("api/v1/users/([^/]+)"), h(api.UserApiHandler), plain),
         (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
         (route("api/v1/shared"), h(api.SharedApiHandler), plain),
+        (route("api/.*"), h(ApiNotFoundHandler), plain),
     ]
     if prefix != "/":
         routes.append((re.escape(prefix.rstrip("/")), AddSlashHandler))

@@ -51,8 +51,38 @@ def viewer_from_model(model: dict | None, admin_scopes) -> Viewer | None:
     return Viewer(str(model["name"]), tuple(model.get("groups") or ()), is_admin)
 
 
+def implemented_methods(cls: type) -> tuple[str, ...]:
+    """The HTTP methods a handler class answers: those it defines, not tornado's defaults
+    (which answer 405)."""
+    return tuple(
+        m
+        for m in web.RequestHandler.SUPPORTED_METHODS
+        if getattr(cls, m.lower(), None) is not getattr(web.RequestHandler, m.lower())
+    )
+
+
 class SecureHeaders:
-    """Headers on every response, including errors and /healthz."""
+    """Headers on every response, including errors and /healthz; and 405, not an xsrf 403,
+    for a method the handler does not define."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # tornado answers a method a handler does not define with 405 only after its xsrf
+        # check, so a PUT without a token was a 403 "xsrf" that sent a client looking for a
+        # token; SUPPORTED_METHODS is checked first. A handler defining none (the 404
+        # handlers) keeps every method.
+        methods = implemented_methods(cls)
+        if methods:
+            cls.SUPPORTED_METHODS = methods
+
+    def allow_header(self, status_code: int) -> None:
+        """405 says what is allowed (RFC 9110 §15.5.6: it must)."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.SUPPORTED_METHODS))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.allow_header(status_code)
+        super().write_error(status_code, **kwargs)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
@@ -132,6 +162,7 @@ class QuotaHandler(SecureHeaders, HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         reason, detail = error_text(status_code, kwargs.get("exc_info"))
+        self.allow_header(status_code)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.render(
             "error.html",
@@ -162,6 +193,7 @@ class ApiHandler(QuotaHandler):
 
     def write_error(self, status_code: int, **kwargs) -> None:
         reason, detail = error_text(status_code, kwargs.get("exc_info"))
+        self.allow_header(status_code)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         message = f"{reason}: {detail}" if detail else reason
         self.finish(json.dumps({"status": status_code, "message": message}))
