@@ -125,6 +125,25 @@ def test_import_bad_file_exit_2_and_nothing_written(loaded, capsys, tmp_path):
     assert "carol" not in {u["username"] for u in out}
 
 
+def test_import_warns_of_rows_the_ledger_holds_differently(loaded, capsys, tmp_path):
+    first = tmp_path / "one.csv"
+    first.write_text("username,started_at,ended_at,memory,pod_uid\n"
+                     "carol,2026-10-01T00:00:00Z,2026-10-01T02:00:00Z,4Gi,c1\n")  # fmt: skip
+    assert main(["import", str(first), "--db", loaded]) == 0
+    capsys.readouterr()
+    later = tmp_path / "two.csv"
+    later.write_text("username,started_at,ended_at,memory,pod_uid\n"
+                     "carol,2026-10-01T00:00:00Z,2026-10-01T05:00:00Z,4Gi,c1\n")  # fmt: skip
+    assert main(["import", str(later), "--db", loaded]) == 0
+    captured = capsys.readouterr()
+    assert "1 already recorded (1 of them differently)" in captured.out
+    assert f"warning: {later}:2: pod_uid c1 started_at 2026-10-01T00:00:00+00:00" in captured.err
+    assert "the ledger keeps its own; to change usage, use `quota-ledger credit`" in captured.err
+    code, out = run_json(capsys, "import", str(later), "--db", loaded)
+    assert code == 0 and out["differing"] == 1
+    assert out["differing_lines"][0]["line"] == 2
+
+
 def test_import_validates_before_it_reaches_the_database(capsys, tmp_path):
     # an unreachable database: the file's own errors are what the operator needs first
     url = f"postgresql+asyncpg://nobody@/x?host={tmp_path}&port=1"

@@ -236,3 +236,35 @@ async def test_a_row_after_the_ledgers_open_segment_imports_when_the_file_closes
     with pytest.raises(ImportError_, match="already has an open segment in the ledger, started "
                        "2026-10-01T20:00:00"):  # fmt: skip
         await import_file(engine, _write(tmp_path / "g.jsonl", [row(21, 22)]))
+
+
+async def test_a_row_the_ledger_holds_differently_is_kept_as_the_ledger_has_it_and_named(
+    engine, tmp_path
+):
+    """Same (pod_uid, started_at): the same segment, and the ledger is the record. A file
+    that says it ended later (or had another size) changes nothing, but says so by line,
+    instead of counting the row as 'already recorded' as if it agreed."""
+    await import_file(engine, _write(tmp_path / "one.jsonl", [row(10, 12), row(20, 21, pod="q")]))
+    rows = [row(20, 21, pod="q"), row(10, 14), row(30, None, pod="r")]
+    result = await import_file(engine, _write(tmp_path / "two.jsonl", rows))
+    assert (result.inserted, result.unchanged, result.differing) == (1, 2, 1)
+    assert result.differing_lines == [
+        (2, "pod_uid p started_at 2026-10-01T10:00:00+00:00 is in the ledger already, "
+            "differently (the ledger's then this file's: ended_at 2026-10-01 12:00:00+00:00 "
+            "then 2026-10-01 14:00:00+00:00); the ledger's was kept"),
+    ]  # fmt: skip
+    # an open row for a segment the ledger has closed, and another size
+    rows = [row(20, None, pod="q"), row(10, 12, memory="2Gi")]
+    result = await import_file(engine, _write(tmp_path / "three.jsonl", rows))
+    assert result.differing == 2
+    assert [line for line, _ in result.differing_lines] == [1, 2]
+    assert "ended_at 2026-10-01 21:00:00+00:00 then open" in result.differing_lines[0][1]
+    assert "memory_bytes 1073741824 then 2147483648" in result.differing_lines[1][1]
+    assert [s[1:] for s in await _segments(engine)] == [
+        (DAY + timedelta(hours=10), DAY + timedelta(hours=12)),
+        (DAY + timedelta(hours=20), DAY + timedelta(hours=21)),
+        (DAY + timedelta(hours=30), None),
+    ]
+    # the same file again agrees with the ledger: nothing differs
+    again = await import_file(engine, _write(tmp_path / "one.jsonl", [row(10, 12)]))
+    assert (again.unchanged, again.differing) == (1, 0)

@@ -152,13 +152,29 @@ async def run_import(args) -> int:
                 "inserted": result.inserted,
                 "closed": result.closed,
                 "unchanged": result.unchanged,
+                "differing": result.differing,
+                "differing_lines": [
+                    {"line": line, "message": message} for line, message in result.differing_lines
+                ],
             }
         )
     else:
+        differing = f" ({result.differing} of them differently)" if result.differing else ""
         print(
             f"{source}: {result.rows} rows, {result.inserted} new segments, "
             f"{result.closed} open segments closed, {result.unchanged} already recorded"
+            f"{differing}"
         )
+    if result.differing:
+        # the ledger is the record: a file that disagrees with it changes nothing, and
+        # saying so is the only way the operator learns the correction did not happen
+        for line, message in result.differing_lines:
+            print(f"warning: {source}:{line}: {message}", file=sys.stderr)
+        more = result.differing - len(result.differing_lines)
+        print(f"warning: {source}: {result.differing} row(s) differ from the ledger's segment "
+              f"of the same pod_uid and started_at{f' ({more} more not shown)' if more else ''}; "
+              "the ledger keeps its own; to change usage, use `quota-ledger credit`",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -418,7 +418,7 @@ def _add_span(pod_uid: str, known: tuple | list[tuple], span: tuple, pods: dict)
             # two different accounts of one segment (an open row and its closed one, other
             # sizes): keeping the first silently could charge a pod forever
             return (f"pod_uid {pod_uid} started_at {start.isoformat()} is on line {first[1]} "
-                    f"too, differently ({_difference(first[2:], span[2:])}); give each "
+                    f"too, differently ({difference(first[2:], span[2:])}); give each "
                     "segment once, as it ended (or open if it runs)")  # fmt: skip
     before = spans[at - 1] if at else None
     if before is not None and (before[2] is None or before[2] > start):
@@ -447,11 +447,13 @@ def interval(started_at: datetime, ended_at: datetime | None) -> str:
     return f"{started_at.isoformat()} to {'open' if ended_at is None else ended_at.isoformat()}"
 
 
-def _difference(first: tuple, then: tuple) -> str:
+def difference(first: tuple, then: tuple) -> str:
+    """What two accounts of one segment say differently: ``(ended_at, cpu_millicores,
+    memory_bytes, gpu_count, username, servername)``, or a prefix of it."""
     names = ("ended_at", "cpu_millicores", "memory_bytes", "gpu_count", "username", "servername")
     shown = [
         f"{n} {'open' if a is None else a} then {'open' if b is None else b}"
-        for n, a, b in zip(names, first, then, strict=True)
+        for n, a, b in zip(names, first, then, strict=False)
         if a != b
     ]
     return "; ".join(shown)
