@@ -2,15 +2,16 @@
 pod in the ledger (ledger/store/importer.py ``_OVERLAPS``), next to the writes it guards.
 
     .venv/bin/python benchmarks/import_overlap_check.py [--db URL] [--users 10000]
-        [--segments 1000000] [--import-segments 100000] [--repeat 3]
+        [--segments 1000000] [--days 90] [--import-segments 100000] [--repeat 3]
 
 Without ``--db`` it starts an embedded server (tuned as ``quota-ledger`` tunes its own) and
-loads ``--segments`` generated segments over 90 days (benchmarks/datagen.py); with ``--db``
+loads ``--segments`` generated segments over ``--days`` (benchmarks/datagen.py); with ``--db``
 the database must already be a loaded ledger. Then, in one transaction that is rolled back,
 it writes ``--import-segments`` new segments the way ``quota-ledger import`` does (the
 importer's chunked writes, as in benchmarks/ledger_bench.py's import: seed + 1, last 30
 days, every row new, so the check finds nothing and visits every row) and times the writes,
-then the check ``--repeat`` times. Prints wall times with the load average.
+then the check ``--repeat`` times, and c9b1aa2's check (every month's index probed per row)
+as many times. Prints wall times with the load average.
 """
 
 from __future__ import annotations
@@ -32,6 +33,29 @@ from benchmarks.common import load_average, machine  # noqa: E402
 from benchmarks.ledger_bench import database  # noqa: E402
 from ledger.store import db, importer, partitions  # noqa: E402
 
+# The check as c9b1aa2 had it: one backward probe of every month's index per row (no
+# month bound, no import_crossing). The same rows found; the reference for the cost.
+EVERY_MONTH = text(
+    """
+    SELECT i.line, i.pod_uid, i.started_at, i.ended_at, s.started_at, s.ended_at
+    FROM (SELECT line, pod_uid, started_at, ended_at FROM import_closed
+          UNION ALL SELECT line, pod_uid, started_at, ended_at FROM import_open) i
+    CROSS JOIN LATERAL (
+        SELECT started_at, ended_at FROM segments s
+        WHERE s.pod_uid = i.pod_uid AND s.started_at <> i.started_at
+          AND s.started_at < COALESCE(i.ended_at, 'infinity')
+        ORDER BY s.started_at DESC LIMIT 1
+    ) s
+    WHERE i.started_at < COALESCE(s.ended_at, 'infinity')
+    ORDER BY i.line LIMIT 200
+    """
+)
+
+
+async def _plan(conn, query, **params) -> str:
+    plan = await conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + query.text), params)
+    return "\n".join(r[0] for r in plan)
+
 
 async def _nothing(*_args) -> None:
     return None
@@ -43,10 +67,10 @@ async def run(url: str, args) -> None:
         # the data's month partitions first, as benchmarks/ledger_bench.py makes them
         # (else the history lands in the default partition)
         made = db.create_engine(url)
-        await partitions.ensure(made, datagen.EVAL_AT - timedelta(days=datagen.DAYS + 1),
+        await partitions.ensure(made, datagen.EVAL_AT - timedelta(days=args.days + 1),
                                 datagen.EVAL_AT + timedelta(days=31))  # fmt: skip
         await made.dispose()
-        await datagen.load_into(url, users=args.users, n_segments=args.segments)
+        await datagen.load_into(url, users=args.users, n_segments=args.segments, days=args.days)
     rows = [
         (
             s.pod_uid,
@@ -79,15 +103,22 @@ async def run(url: str, args) -> None:
             write_seconds = time.perf_counter() - started
             checks = []
             for _ in range(args.repeat):
+                await conn.execute(text("TRUNCATE import_crossing"))
                 started = time.perf_counter()
-                found = (await conn.execute(importer._OVERLAPS)).all()
-                if args.explain:
-                    plan = await conn.execute(
-                        text("EXPLAIN (ANALYZE, BUFFERS) " + importer._OVERLAPS.text)
-                    )
-                    print("\n".join(r[0] for r in plan))
+                found = await writer.overlaps()
                 checks.append(time.perf_counter() - started)
                 assert not found, found[:3]
+            reference = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                found = (await conn.execute(EVERY_MONTH)).all()
+                reference.append(time.perf_counter() - started)
+                assert not found, found[:3]
+            if args.explain:
+                await conn.execute(text("TRUNCATE import_crossing"))
+                for month_at in sorted(writer._row_months):
+                    print(await _plan(conn, importer._CROSSING, month_at=month_at))
+                print(await _plan(conn, importer._OVERLAPS))
             # the same rows again: the staging path (every row conflicts), with and without
             # the note of rows the ledger holds differently (importer._DIFFERING)
             again = {}
@@ -111,6 +142,11 @@ async def run(url: str, args) -> None:
         await engine.dispose()
     for name, seconds in again.items():
         print(f"  re-import, {name}: {seconds:.2f} s ({len(rows) / seconds:,.0f} /s)")
+    every = statistics.median(reference)
+    print(
+        f"  (c9b1aa2's check, every month probed per row: median {every * 1e3:.0f} ms, "
+        f"{every / len(rows) * 1e6:.1f} µs a row, {every / write_seconds:.1%} of the writes)"
+    )
     check = statistics.median(checks)
     print(f"ledger {segments:,} segments; import {len(rows):,} rows (load {load}):")
     print(f"  writes {write_seconds:.2f} s ({len(rows) / write_seconds:,.0f} /s)")
@@ -124,6 +160,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--segments", type=int, default=1_000_000)
     parser.add_argument("--import-segments", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=datagen.DAYS,
+                        help="the loaded history's span (the collector keeps 400 by default)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--explain", action="store_true", help="print the check's plan")
     args = parser.parse_args()

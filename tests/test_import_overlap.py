@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -268,3 +268,81 @@ async def test_a_row_the_ledger_holds_differently_is_kept_as_the_ledger_has_it_a
     # the same file again agrees with the ledger: nothing differs
     again = await import_file(engine, _write(tmp_path / "one.jsonl", [row(10, 12)]))
     assert (again.unchanged, again.differing) == (1, 0)
+
+
+async def test_a_segment_from_an_earlier_month_that_runs_into_the_row_is_found(engine, tmp_path):
+    """The check reads the months from a row's own on per row, and the segments running
+    across the first instant of its month once: a server started 20 September and still
+    running (or ended 5 October) overlaps a row of 3 October."""
+    sept = -11 * 24  # hours before 1 October
+    await import_file(engine, _write(tmp_path / "ledger.jsonl", [
+        row(sept, 4 * 24), row(sept, None, pod="open"), row(-40 * 24, -35 * 24, pod="old"),
+    ]))  # fmt: skip
+    for rows in ([row(2 * 24, 3 * 24)], [row(2 * 24, 3 * 24, pod="open")], [row(0, 0)]):
+        with pytest.raises(ImportError_) as info:
+            await import_file(engine, _write(tmp_path / "f.jsonl", rows))
+        assert "2026-09-20T00:00:00+00:00" in str(info.value), rows
+    # the old pod's segment ended in August: a row of its pod in October is fine
+    result = await import_file(engine, _write(tmp_path / "g.jsonl", [row(0, 1, pod="old")]))
+    assert result.inserted == 1
+
+
+# hours from 2026-08-20 to 2026-12-09: the rows and the ledger's segments cross four months
+_LEDGER_HOURS = st.integers(0, 111 * 24)
+_FROM = datetime(2026, 8, 20, tzinfo=UTC)
+
+
+@st.composite
+def _apart(draw, max_edges: int):
+    """Spans of one pod that follow one another (a zero-length one too); the last maybe open."""
+    edges = sorted(draw(st.lists(_LEDGER_HOURS, unique=True, min_size=0, max_size=max_edges)))
+    spans = [(edges[i], edges[i + 1]) for i in range(0, len(edges) - 1, 2)]
+    if draw(st.booleans()) and spans:
+        spans.append((spans[-1][1], spans[-1][1]))  # zero-length, touching
+    if spans and draw(st.booleans()):
+        spans[-1] = (spans[-1][0], None)
+    return spans
+
+
+def _ledger_row(pod: str, start: int, end: int | None) -> dict:
+    out = {"username": "alice", "started_at": (_FROM + timedelta(hours=start)).isoformat(),
+           "cpu": 1, "memory": "1Gi", "pod_uid": pod}  # fmt: skip
+    if end is not None:
+        out["ended_at"] = (_FROM + timedelta(hours=end)).isoformat()
+    return out
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+# few, long segments in the ledger (they cross months), more and shorter rows in the file
+@given(ledger=st.tuples(_apart(4), _apart(4)), file=st.tuples(_apart(10), _apart(10)))
+async def test_a_file_imports_iff_no_row_overlaps_its_pods_segments_in_the_ledger(
+    engine, tmp_path, ledger, file
+):
+    """Against the raw rule, over months: every pair of a row and a segment of its pod
+    already in the ledger (other starts; the same start is the same segment)."""
+    pods = ("a", "b")
+    starts = {(p, s) for p, spans in zip(pods, ledger, strict=True) for s, _ in spans}
+    file = tuple([sp for sp in spans if (p, sp[0]) not in starts]
+                 for p, spans in zip(pods, file, strict=True))  # fmt: skip
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE segments, usage_rollups"))
+    rows = [_ledger_row(p, s, e) for p, spans in zip(pods, ledger, strict=True) for s, e in spans]
+    if rows:
+        await import_file(engine, _write(tmp_path / "ledger.jsonl", rows))
+    lines = [(p, sp) for p, spans in zip(pods, file, strict=True) for sp in spans]
+    if not lines:
+        return
+
+    def clashes(pod: str, span: tuple) -> bool:
+        return any(_overlap(span, other) for other in ledger[pods.index(pod)])
+
+    path = _write(tmp_path / "file.jsonl", [_ledger_row(p, *sp) for p, sp in lines])
+    try:
+        await import_file(engine, path)
+    except ImportError_ as exc:
+        assert any(clashes(*line) for line in lines)
+        for number, message in exc.errors:  # each names a row that does overlap
+            assert clashes(*lines[number - 1]), message
+        return
+    assert not any(clashes(*line) for line in lines)

@@ -130,25 +130,68 @@ _CLEAR_STAGING = text("TRUNCATE import_segments")
 # Every row of the file, closed or open, against the segments of its pod in the ledger, once
 # the file's closed rows are written (they may close the ledger's open segment): a row whose
 # half-open span overlaps another segment of the pod would charge that time twice. Its own
-# (pod_uid, started_at) is the same segment, not an overlap. The file's rows are pairwise
-# apart (ledger/core/import_rows.py), and so are the ledger's, so if any segment overlaps a
-# row, the one starting last before the row ends does (or it is a file row that overlaps
-# one, found on that row's own line): one backward probe of each partition's (pod_uid,
-# started_at) index per row, whatever the pod's history, never a scan of the ledger (a plain
-# join over the unanalysed staging tables turned into one at a few thousand rows).
+# (pod_uid, started_at) is the same segment, not an overlap.
+#
+# Without a scan of the ledger, and without probing every month of raw history per row (400
+# days by default; probing each month's index per row cost 10.6 us a row at four months,
+# RESULTS.md), a segment that overlaps a row either
+# - starts in the row's month or later (before the row ends): the file's rows are pairwise
+#   apart (ledger/core/import_rows.py), and so are the ledger's, so the one of those starting
+#   last before the row ends overlaps it if any does (or it is a file row that overlaps one,
+#   found on that row's own line): one backward probe of the (pod_uid, started_at) index of
+#   the months from the row's on, per row (LATERAL … LIMIT 1: a plain join over the
+#   unanalysed staging tables hashed the whole ledger); or
+# - started before the row's month, and so runs across its first instant: the ledger's
+#   segments running at the start of each month the file's rows start in are few (the
+#   servers running at midnight on the 1st), copied once per month (_CROSSING) into
+#   import_crossing and joined by pod.
 _OVERLAPS = text(
     """
-    SELECT i.line, i.pod_uid, i.started_at, i.ended_at, s.started_at, s.ended_at
-    FROM (SELECT line, pod_uid, started_at, ended_at FROM import_closed
-          UNION ALL SELECT line, pod_uid, started_at, ended_at FROM import_open) i
-    CROSS JOIN LATERAL (
-        SELECT started_at, ended_at FROM segments s
-        WHERE s.pod_uid = i.pod_uid AND s.started_at <> i.started_at
-          AND s.started_at < COALESCE(i.ended_at, 'infinity')
-        ORDER BY s.started_at DESC LIMIT 1
-    ) s
-    WHERE i.started_at < COALESCE(s.ended_at, 'infinity')
-    ORDER BY i.line LIMIT 200
+    WITH rows AS (
+        SELECT line, pod_uid, started_at, ended_at,
+               date_trunc('month', started_at, 'UTC') AS month_at
+        FROM import_closed
+        UNION ALL
+        SELECT line, pod_uid, started_at, ended_at, date_trunc('month', started_at, 'UTC')
+        FROM import_open
+    ),
+    found AS (
+        SELECT i.line, i.pod_uid, i.started_at, i.ended_at,
+               s.started_at AS other_at, s.ended_at AS other_end
+        FROM rows i
+        CROSS JOIN LATERAL (
+            SELECT started_at, ended_at FROM segments s
+            WHERE s.pod_uid = i.pod_uid AND s.started_at <> i.started_at
+              AND s.started_at >= i.month_at AND s.started_at < COALESCE(i.ended_at, 'infinity')
+            ORDER BY s.started_at DESC LIMIT 1
+        ) s
+        WHERE i.started_at < COALESCE(s.ended_at, 'infinity')
+        UNION ALL
+        SELECT i.line, i.pod_uid, i.started_at, i.ended_at, c.started_at, c.ended_at
+        FROM rows i
+        JOIN import_crossing c ON c.pod_uid = i.pod_uid AND c.month_at = i.month_at
+        WHERE i.started_at < COALESCE(c.ended_at, 'infinity')
+    )
+    SELECT DISTINCT ON (line) line, pod_uid, started_at, ended_at, other_at, other_end
+    FROM found ORDER BY line, other_at LIMIT 200
+    """
+)
+# The ledger's segments running at the first instant of one month: started before it, and
+# ending after it or open. With the month as a value (a custom plan, see _Writer.begin) the
+# months from it on are pruned, and each earlier month is read through its ix_segments_end
+# (COALESCE(ended_at, 'infinity')): the few that end after the 1st, not the whole month.
+_CROSSING = text(
+    """
+    INSERT INTO import_crossing
+    SELECT :month_at, pod_uid, started_at, ended_at FROM segments
+    WHERE started_at < :month_at AND COALESCE(ended_at, 'infinity') > :month_at
+    """
+)
+_CREATE_CROSSING_STAGING = text(
+    """
+    CREATE TEMPORARY TABLE import_crossing (
+        month_at timestamptz, pod_uid text, started_at timestamptz, ended_at timestamptz
+    ) ON COMMIT DROP
     """
 )
 _CREATE_CLOSED_STAGING = text(
@@ -237,7 +280,8 @@ class _Writer:
     def __init__(self, conn: AsyncConnection, source: str):
         self.conn, self.source = conn, source
         self.rows = self.inserted = self.closed = 0
-        self._months: set[datetime] = set()
+        self._months: set[datetime] = set()  # the partitions made so far
+        self._row_months: set[datetime] = set()  # the months the rows start in (or more)
         self._has_open = False
         self._overlaps = False  # a chunk had rows the ledger holds: stage the rest
         self.differing = 0
@@ -248,6 +292,12 @@ class _Writer:
         await conn.execute(_CREATE_STAGING)
         await conn.execute(_CREATE_OPEN_STAGING)
         await conn.execute(_CREATE_CLOSED_STAGING)
+        await conn.execute(_CREATE_CROSSING_STAGING)
+        # _CROSSING runs once per month with the month as a bound value: after five runs
+        # PostgreSQL may switch a prepared statement to its generic plan, which cannot prune
+        # months or see that few segments end after the 1st. The import's other statements
+        # take no parameters. https://www.postgresql.org/docs/current/runtime-config-query.html#GUC-PLAN-CACHE-MODE
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         savepoint = await conn.begin_nested()
         try:
             await conn.execute(_WAL_COMPRESSION_OFF)
@@ -273,6 +323,9 @@ class _Writer:
     async def write(self, records: list[tuple]) -> None:
         """Write one chunk's closed segments; keep its open ones for :meth:`finish`."""
         self.rows += len(records)
+        if records:
+            starts = [r[8] for r in records]
+            self._row_months.update(partitions.month_starts(min(starts), max(starts)))
         closed = [r for r in records if r[9] is not None]
         if len(closed) < len(records):
             await self._copy("import_open", [r for r in records if r[9] is None])
@@ -325,9 +378,16 @@ class _Writer:
         await savepoint.commit()
         return True
 
+    async def overlaps(self) -> list:
+        """The file's rows that overlap another segment of their pod in the ledger (_OVERLAPS),
+        with the first such segment each, once every closed row is written."""
+        for month_at in sorted(self._row_months):
+            await self.conn.execute(_CROSSING, {"month_at": month_at})
+        return (await self.conn.execute(_OVERLAPS)).all()
+
     async def finish(self) -> ImportResult:
         conn = self.conn
-        overlaps = (await conn.execute(_OVERLAPS)).all()
+        overlaps = await self.overlaps()
         if overlaps:
             raise ImportError_(self.source, [_overlap(*o) for o in overlaps])
         if self._has_open:
