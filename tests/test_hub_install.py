@@ -18,13 +18,15 @@ from ledger.hub import ChainedHook, ChainedPostStop, QuotaHook, install_quota_ho
 from ledger.hub.request import request_from_traits, spawner_request
 
 
+def mine(spawner):
+    """An operator's own hook (on Spawner)."""
+
+
+def kube(spawner):
+    """An operator's own hook on the KubeSpawner section."""
+
+
 def test_wraps_hooks_on_spawner_class_sections_too(tmp_path):
-    def mine(spawner):
-        pass
-
-    def kube(spawner):
-        pass
-
     c = Config()
     c.Spawner.pre_spawn_hook = mine
     c.KubeSpawner.pre_spawn_hook = kube  # traitlets lets this one win for KubeSpawner
@@ -42,12 +44,6 @@ def test_a_post_stop_hook_releases_leases_after_the_operators_own(tmp_path):
     """Every install chains ``post_stop_hook`` (a stopped server's lease is released, the
     waiting line woken), after the operator's hook, on each section that sets one; a second
     install keeps one link."""
-
-    def mine(spawner):
-        pass
-
-    def kube(spawner):
-        pass
 
     c = Config()
     c.Spawner.post_stop_hook = mine
