@@ -260,6 +260,11 @@ async def test_a_row_the_ledger_holds_differently_is_kept_as_the_ledger_has_it_a
     assert [line for line, _ in result.differing_lines] == [1, 2]
     assert "ended_at 2026-10-01 21:00:00+00:00 then open" in result.differing_lines[0][1]
     assert "memory_bytes 1073741824 then 2147483648" in result.differing_lines[1][1]
+    # another user for the same pod
+    result = await import_file(
+        engine, _write(tmp_path / "four.jsonl", [row(10, 12, username="bob")])
+    )
+    assert "username alice then bob" in result.differing_lines[0][1]
     assert [s[1:] for s in await _segments(engine)] == [
         (DAY + timedelta(hours=10), DAY + timedelta(hours=12)),
         (DAY + timedelta(hours=20), DAY + timedelta(hours=21)),

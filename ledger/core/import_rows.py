@@ -449,11 +449,11 @@ def interval(started_at: datetime, ended_at: datetime | None) -> str:
 
 def difference(first: tuple, then: tuple) -> str:
     """What two accounts of one segment say differently: ``(ended_at, cpu_millicores,
-    memory_bytes, gpu_count, username, servername)``, or a prefix of it."""
+    memory_bytes, gpu_count, username, servername)`` each."""
     names = ("ended_at", "cpu_millicores", "memory_bytes", "gpu_count", "username", "servername")
     shown = [
         f"{n} {'open' if a is None else a} then {'open' if b is None else b}"
-        for n, a, b in zip(names, first, then, strict=False)
+        for n, a, b in zip(names, first, then, strict=True)
         if a != b
     ]
     return "; ".join(shown)

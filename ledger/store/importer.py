@@ -208,15 +208,17 @@ _CREATE_CLOSED_STAGING = text(
 # path (a chunk COPYed straight in held no row the ledger had).
 _DIFFERING = """
     SELECT i.line, i.pod_uid, i.started_at, count(*) OVER (),
-           s.ended_at, s.cpu_millicores, s.memory_bytes, s.gpu_count,
-           i.ended_at, i.cpu_millicores, i.memory_bytes, i.gpu_count
+           s.ended_at, s.cpu_millicores, s.memory_bytes, s.gpu_count, s.username, s.servername,
+           i.ended_at, i.cpu_millicores, i.memory_bytes, i.gpu_count, i.username, i.servername
     FROM {name} i
     CROSS JOIN LATERAL (
-        SELECT ended_at, cpu_millicores, memory_bytes, gpu_count FROM segments s
+        SELECT ended_at, cpu_millicores, memory_bytes, gpu_count, username, servername
+        FROM segments s
         WHERE s.pod_uid = i.pod_uid AND s.started_at = i.started_at LIMIT 1
     ) s
-    WHERE (s.ended_at, s.cpu_millicores, s.memory_bytes, s.gpu_count)
-          IS DISTINCT FROM (i.ended_at, i.cpu_millicores, i.memory_bytes, i.gpu_count)
+    WHERE (s.ended_at, s.cpu_millicores, s.memory_bytes, s.gpu_count, s.username, s.servername)
+          IS DISTINCT FROM
+          (i.ended_at, i.cpu_millicores, i.memory_bytes, i.gpu_count, i.username, i.servername)
     ORDER BY i.line LIMIT :shown
 """  # noqa: S608 - constant table names
 _CLOSE = text(
@@ -352,7 +354,7 @@ class _Writer:
             return
         self.differing += rows[0][3]
         for line, uid, started, _, *values in rows[: DIFFERING_SHOWN - len(self.differing_lines)]:
-            ledger, file = tuple(values[:4]), tuple(values[4:])
+            ledger, file = tuple(values[:6]), tuple(values[6:])
             self.differing_lines.append((line, f"pod_uid {uid} started_at {started.isoformat()} "
                                                f"is in the ledger already, differently (the ledger's then this "
                                                f"file's: {difference(ledger, file)}); the ledger's was kept"))  # fmt: skip
