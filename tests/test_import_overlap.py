@@ -346,8 +346,35 @@ async def test_a_file_imports_iff_no_row_overlaps_its_pods_segments_in_the_ledge
     try:
         await import_file(engine, path)
     except ImportError_ as exc:
-        assert any(clashes(*line) for line in lines)
-        for number, message in exc.errors:  # each names a row that does overlap
-            assert clashes(*lines[number - 1]), message
+        # every row that overlaps is named, and only those
+        assert [n for n, _ in exc.errors] == [
+            n for n, line in enumerate(lines, 1) if clashes(*line)
+        ], exc.errors
         return
     assert not any(clashes(*line) for line in lines)
+
+
+async def test_every_row_inside_a_ledger_segment_is_named(engine, tmp_path):
+    """Two rows inside one segment of the ledger: both lines, not the first alone (the
+    operator would fix one and be told of the next on the next run)."""
+    await import_file(engine, _write(tmp_path / "ledger.jsonl", [row(0, 10)]))
+    with pytest.raises(ImportError_) as info:
+        await import_file(engine, _write(tmp_path / "f.jsonl", [row(2, 3), row(5, 8)]))
+    assert [n for n, _ in info.value.errors] == [1, 2]
+
+
+async def test_a_row_of_another_size_does_not_close_the_ledgers_open_segment(engine, tmp_path):
+    """Same pod and start but another user or size: not this segment's end. The ledger's
+    open segment stays open and the row is named, rather than closed and said to be kept."""
+    await import_file(engine, _write(tmp_path / "open.jsonl", [row(10, None)]))
+    result = await import_file(
+        engine, _write(tmp_path / "f.jsonl", [row(10, 12, username="bob", cpu=2)])
+    )
+    assert (result.closed, result.differing) == (0, 1)
+    message = result.differing_lines[0][1]
+    assert "ended_at open then 2026-10-01 12:00:00+00:00" in message
+    assert "cpu_millicores 1000 then 2000" in message and "username alice then bob" in message
+    assert [s[2] for s in await _segments(engine)] == [None]
+    # the same row with the ledger's size and user closes it
+    result = await import_file(engine, _write(tmp_path / "g.jsonl", [row(10, 12)]))
+    assert (result.closed, result.differing) == (1, 0)

@@ -133,14 +133,14 @@ _CLEAR_STAGING = text("TRUNCATE import_segments")
 # (pod_uid, started_at) is the same segment, not an overlap.
 #
 # Without a scan of the ledger, and without probing every month of raw history per row (400
-# days by default; probing each month's index per row cost 10.6 us a row at four months,
+# days by default; c9b1aa2 probed each month's index per row: 42 us a row at 400 days,
 # RESULTS.md), a segment that overlaps a row either
-# - starts in the row's month or later (before the row ends): the file's rows are pairwise
-#   apart (ledger/core/import_rows.py), and so are the ledger's, so the one of those starting
-#   last before the row ends overlaps it if any does (or it is a file row that overlaps one,
-#   found on that row's own line): one backward probe of the (pod_uid, started_at) index of
-#   the months from the row's on, per row (LATERAL … LIMIT 1: a plain join over the
-#   unanalysed staging tables hashed the whole ledger); or
+# - starts in the row's month or later, before the row ends: a range of the pod's
+#   (pod_uid, started_at) index in the months from the row's on, per row (LATERAL … LIMIT 1:
+#   a plain join over the unanalysed staging tables hashed the whole ledger). The file's own
+#   rows in that range never match (the parser keeps them apart), so every overlapping row
+#   is named, also where the ledger held overlaps of its own; the range holds the pod's
+#   other segments of those months (one or a few: a pod's resizes); or
 # - started before the row's month, and so runs across its first instant: the ledger's
 #   segments running at the start of each month the file's rows start in are few (the
 #   servers running at midnight on the 1st), copied once per month (_CROSSING) into
@@ -163,9 +163,9 @@ _OVERLAPS = text(
             SELECT started_at, ended_at FROM segments s
             WHERE s.pod_uid = i.pod_uid AND s.started_at <> i.started_at
               AND s.started_at >= i.month_at AND s.started_at < COALESCE(i.ended_at, 'infinity')
-            ORDER BY s.started_at DESC LIMIT 1
+              AND i.started_at < COALESCE(s.ended_at, 'infinity')
+            ORDER BY s.started_at LIMIT 1
         ) s
-        WHERE i.started_at < COALESCE(s.ended_at, 'infinity')
         UNION ALL
         SELECT i.line, i.pod_uid, i.started_at, i.ended_at, c.started_at, c.ended_at
         FROM rows i
@@ -228,8 +228,13 @@ _CLOSE = text(
         end_reason = 'imported', updated_at = now()
     FROM import_segments i
     WHERE s.ended_at IS NULL AND s.pod_uid = i.pod_uid AND s.started_at = i.started_at
+      AND (s.cpu_millicores, s.memory_bytes, s.gpu_count, s.username, s.servername)
+          = (i.cpu_millicores, i.memory_bytes, i.gpu_count, i.username, i.servername)
     """
 )
+# Only a row that agrees with the open segment on everything but its end closes it: one that
+# names another size or user describes something else, and is reported (_DIFFERING) with the
+# segment left open, as the ledger has it.
 _INSERT_FROM = """
     INSERT INTO segments (pod_uid, namespace, pod_name, username, servername, workload,
                           cpu_millicores, memory_bytes, gpu_count, started_at, ended_at,
