@@ -61,6 +61,38 @@ def test_a_post_stop_hook_releases_leases_after_the_operators_own(tmp_path):
     assert (bare.Spawner.post_stop_hook.previous, bare.Spawner.post_stop_hook.hook) == (None, hook)
 
 
+async def test_a_spawner_class_s_own_default_hooks_still_run(tmp_path, monkeypatch):
+    """A spawner class may give itself a ``post_stop_hook`` or ``pre_spawn_hook`` with
+    ``@default``; the ``c.Spawner`` hooks install sets would replace it, so ours call it."""
+    from jupyterhub.spawner import LocalProcessSpawner
+    from traitlets import default
+
+    ran = []
+
+    class OwnHooks(LocalProcessSpawner):
+        @default("post_stop_hook")
+        def _own_post_stop(self):
+            return lambda spawner: ran.append("post_stop")
+
+        @default("pre_spawn_hook")
+        def _own_pre_spawn(self):
+            return lambda spawner: ran.append("pre_spawn")
+
+    c = Config()
+    hook = install_quota_hook(
+        c, db_url="postgresql://x@/y", policy_path=str(write_policy(tmp_path / "p.yaml"))
+    )
+
+    async def check(spawner):
+        ran.append("check")
+
+    monkeypatch.setattr(hook, "check", check)
+    spawner = OwnHooks()
+    await c.Spawner.pre_spawn_hook(spawner)
+    await c.Spawner.post_stop_hook(spawner)  # then the quota hook's release (no lease here)
+    assert ran == ["pre_spawn", "check", "post_stop"]
+
+
 def test_settings_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("QUOTA_LEDGER_CONFIG", str(write_policy(tmp_path / "p.yaml")))
     monkeypatch.setenv("QUOTA_LEDGER_DB_URL", "postgresql://env@/db")
@@ -350,3 +382,22 @@ def test_the_denial_page_extends_the_operators_error_page(tmp_path):
     assert "You have used your memory quota" in page
     other = env.get_template("403.html").render(exception=None, **ns)
     assert 'class="brand">ACME' in other and "403 : Forbidden" in other
+
+
+async def test_a_recording_hub_wakes_the_line_after_the_segment_is_closed(tmp_path, monkeypatch):
+    """On a hub whose recorder writes the segments (DockerSpawner, ...), the open segment is
+    what holds the capacity: a waiter woken before the recorder closed it was refused and
+    slept a whole poll. The line is woken again once the segment is closed."""
+    hook = install_quota_hook(
+        Config(), db_url="postgresql://x@/y", policy_path=str(write_policy(tmp_path / "p.yaml"))
+    )
+    events = []
+
+    class Recorder:
+        async def stopped(self, spawner):
+            events.append("segment closed")
+
+    hook.recorder = Recorder()
+    monkeypatch.setattr(hook.line, "wake_firsts", lambda: events.append("wake"))
+    await hook.stopped(SimpleNamespace(name="", _log_name="alice"))  # no lease held
+    assert events == ["wake", "segment closed", "wake"]

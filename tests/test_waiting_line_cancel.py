@@ -18,6 +18,7 @@ from ledger.hub.waiting_line import WaitingLine, wait_for_capacity
 
 class _Neck:
     resource = "gpu"
+    reason = "hub_running:gpu"
 
     def describe(self) -> str:
         return "1 of 1 GPU in use on this hub"
@@ -78,3 +79,33 @@ async def test_a_woken_waiter_that_is_not_cancelled_asks_and_starts(monkeypatch)
     assert decision.allowed and asked == ["now"]
     assert kept == ["waiting", "woke"]
     assert line.snapshot() == {}
+
+
+async def test_a_wake_that_lands_while_the_first_asks_is_not_lost(monkeypatch):
+    """The first in line asks; a server's release commits just after the ask read the
+    leases, and its wake lands while the ask runs. The ask is refused; the wake must still
+    count (before, the wait cleared it and slept a whole poll: 5.2 s with a 5 s poll)."""
+    monkeypatch.setattr(waiting_line, "POLL_SECONDS", 30.0)  # only a wake ends the wait
+    line = WaitingLine()
+    asks: list = []
+
+    async def ask(at):
+        asks.append(at)
+        if len(asks) == 1:
+            await asyncio.sleep(0.01)
+            line.wake_firsts()  # the release commits meanwhile
+            return _decision(False)
+        return _decision(True)
+
+    task = asyncio.create_task(
+        wait_for_capacity(
+            line, "hub_running:gpu", _decision(False), SimpleNamespace(start_timeout=60),
+            SimpleNamespace(update=lambda event: None), ask, lambda d, outcome, limit: None,
+            lambda: "now",
+        )
+    )  # fmt: skip
+    for _ in range(20):
+        await asyncio.sleep(0)
+    line.wake_firsts()  # a stop: the first in line asks
+    decision = await asyncio.wait_for(task, 5)  # not after a 30 s poll
+    assert decision.allowed and len(asks) == 2

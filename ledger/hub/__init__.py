@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import inspect
 
-from ledger.hub.hook import QuotaHook, attach_progress, quota_error
+from ledger.hub.hook import QuotaHook, attach_progress, class_default_hook, quota_error
 from ledger.hub.pages import TEMPLATE_DIR, add_template_dir
 from ledger.hub.services import install_quota_services
 
 __all__ = [
     "ChainedHook",
+    "ChainedPostStop",
     "QuotaHook",
     "add_template_dir",
     "attach_progress",
@@ -163,8 +164,9 @@ class ChainedPostStop:
 
     async def __call__(self, spawner) -> None:
         try:
-            if self.previous is not None:
-                result = self.previous(spawner)
+            previous = self.previous or class_default_hook(spawner, "post_stop_hook")
+            if previous is not None:
+                result = previous(spawner)
                 if inspect.isawaitable(result):
                     await result
         finally:

@@ -157,6 +157,17 @@ def attach_progress(spawner, events: list[dict]) -> None:
     spawner._quota_progress_events = list(events)
 
 
+def class_default_hook(spawner, trait: str):
+    """The hook a spawner class gives ``trait`` by itself (a ``@default``), which the config's
+    ``c.Spawner.<trait>`` that install_quota_hook sets would otherwise replace; None when the
+    class has none (traitlets ``trait_defaults``)."""
+    try:
+        hook = spawner.trait_defaults(trait)
+    except Exception:  # noqa: BLE001 - not a traitlets spawner, or its default fails: none
+        return None
+    return hook if callable(hook) else None
+
+
 class QuotaHook:
     """``c.Spawner.pre_spawn_hook``: the quota check, after any hook that was there before."""
 
@@ -223,8 +234,9 @@ class QuotaHook:
         return self._engine
 
     async def __call__(self, spawner) -> None:
-        if self.previous is not None:
-            result = self.previous(spawner)
+        previous = self.previous or class_default_hook(spawner, "pre_spawn_hook")
+        if previous is not None:
+            result = previous(spawner)
             if inspect.isawaitable(result):
                 await result
         await self.check(spawner)
@@ -425,8 +437,11 @@ class QuotaHook:
     async def stopped(self, spawner) -> None:
         """``post_stop_hook`` (ledger.hub.ChainedPostStop): release the server's lease and
         wake the waiting lines (capacity may be free now), then the recorder closes the
-        server's segment if it records this spawner. The stop never waits on the ledger for
-        the lease; nothing here raises into the hub."""
+        server's segment if it records this spawner, and wakes them again: on a hub whose
+        recorder writes the segments, the open segment is what held the capacity. The lease
+        is released in the background; the recorder's close is awaited (bounded by its
+        timeouts: recorder.py), so a stop with the ledger away waits up to those. Nothing
+        here raises into the hub."""
         try:
             capacity.release_when_stopped(self._engine, spawner, self.line.wake_firsts)
         except Exception as exc:  # noqa: BLE001 - the lease then expires at its TTL
@@ -435,6 +450,7 @@ class QuotaHook:
             )
         if self.recorder is not None:
             await self.recorder.stopped(spawner)
+            self.line.wake_firsts()
 
     async def drain(self, timeout_seconds: float | None = None) -> bool:
         """Wait until the decision log has every decision made so far (tests, shutdown)."""

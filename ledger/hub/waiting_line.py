@@ -172,12 +172,15 @@ async def wait_for_capacity(line: WaitingLine, key: str, decision, spawner, gate
                     fresh.message = gave_up_text(fresh.shared.bottleneck, waited)
                     keep(fresh, "gave_up", limit_seconds)
                 return fresh
-            waiter.woken.clear()
             # asyncio.timeout, not wait_for: a cancel landing with a wake must still cancel
             # (https://github.com/python/cpython/issues/86296)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(POLL_SECONDS, limit_seconds - waited)):
                     await waiter.woken.wait()
+            # cleared once woken, before the ask: a wake that lands while the ask reads the
+            # ledger (a server's release committing just after) stays set, and the next wait
+            # returns at once to ask again instead of sleeping a whole poll
+            waiter.woken.clear()
             if line.position(waiter) != 1:
                 continue  # FIFO: only the first in line asks
             try:
