@@ -109,3 +109,50 @@ def test_a_new_exhaustion_after_the_episode_ended_is_warned_with_a_fresh_grace()
     assert plan(61, history=[over, ended, again]) == []  # its own grace, not the first one's
     stops = plan(61, history=[over, ended, again], now=NOW + timedelta(minutes=6))
     assert [a.action for a in stops] == ["stop"]
+
+
+def test_a_round_where_a_stop_failed_does_not_end_the_episode():
+    """12:00 warned; 12:10 the default server stopped, ``big`` refused (400: stop_failed).
+    The next round retries ``big`` (docs/hub.md: "retried next round"); before, the one good
+    stop ended the episode and the user was warned anew with a fresh grace."""
+    warned = NOW - timedelta(minutes=11)
+    stop_round = NOW - timedelta(minutes=1)
+    history = [
+        Past("warn", "memory", 100, warned, {}),
+        Past("stop", "memory", None, stop_round, {}),
+        Past("stop_failed", "memory", None, stop_round, {}),
+    ]
+    actions = plan(61, history=history, servers=("big",))
+    assert [(a.action, a.servername) for a in actions] == [("stop", "big")]
+    # once a round stops every server, the episode is over: a later exhaustion warns anew
+    done = [*history, Past("stop", "memory", None, NOW, {})]
+    later = NOW + timedelta(minutes=5)
+    [warn] = plan(61, history=done, now=later)
+    assert (warn.action, warn.threshold_percent) == ("warn", 100)
+
+
+def test_a_zero_grace_episode_ends_with_its_stop():
+    """``grace: 0s``: the round that warns also stops, both at its time. That warning is the
+    ended episode's: it neither keeps an episode open (no spurious under_quota later, and
+    no stop without a warning at the next exhaustion) nor hides the next 80 / 95 % ones."""
+    policy = parse_policy(
+        "groups:\n  regular: {memory: 60 GiB-hours}\n"
+        "enforcement: {warn_at_percent: [80, 95], grace: 0s}\n"
+    )
+    stopped = NOW - timedelta(hours=1)
+    history = [Past("warn", "memory", 100, stopped, {}), Past("stop", "memory", None, stopped, {})]
+
+    def planned(gib_hours: float):
+        rate = int(gib_hours / 10 * GIB)
+        rows = [SegmentRow(to_us(NOW - timedelta(hours=10)), None, "", {"memory": rate})]
+        decision = evaluate(
+            "ann", policy.limits_for("ann", ["regular"]), rows, ServerRequest(), NOW
+        )
+        user = HubUser("ann", ["regular"], {"": HubServer("", True, None)})
+        running = [{"servername": "", "memory": rate / GIB}]
+        return [(a.action, a.threshold_percent) for a in
+                plan_user(decision, running, user, history, policy, NOW)]  # fmt: skip
+
+    assert planned(40) == []  # under again: no "has room again" for an ended episode
+    assert planned(58) == [("warn", 95)]  # the next 95 % is warned
+    assert planned(61) == [("warn", 100), ("stop", None)]  # warned, then stopped

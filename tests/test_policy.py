@@ -295,8 +295,9 @@ def test_running_caps_in_base_units():
     ],
 )
 def test_durations(written, seconds):
-    policy = parse(f"window: {written}\nenforcement: {{grace: {written}, interval: {written}}}\n")
-    assert policy.window_seconds == seconds
+    assert parse(f"window: {written}\n").window_seconds == seconds
+    # a grace must be shorter than every budget's window (test_a_grace_as_long_as_a_window…)
+    policy = parse(f"window: 400d\nenforcement: {{grace: {written}, interval: {written}}}\n")
     assert policy.enforcement.grace_seconds == seconds
     assert policy.enforcement.interval_seconds == seconds
 
@@ -928,3 +929,15 @@ def test_watcher_keeps_the_policy_through_an_edit_yaml_cannot_construct(tmp_path
         assert watcher.current() is policy  # not a ValueError out of the hub's spawn check
     assert "2026-02-30" in str(watcher.last_error)
     assert "keeping the previous one" in caplog.text
+
+
+def test_a_grace_as_long_as_a_window_is_refused_naming_the_window():
+    """Such a grace never stops anyone: once it has passed, the 100 % warning that began it
+    has left the window, and the user is warned anew (found in review, 2026-12-04)."""
+    text = ("window: 30d\ngroups:\n  regular: {memory: {limit: 5 GiB-hours, window: 1d}}\n"
+            "enforcement:\n  grace: 2d\n")  # fmt: skip
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    assert "policy.yaml:5: enforcement.grace: 2 days is not shorter than the shortest budget " \
+           "window (1 day)" in str(info.value)  # fmt: skip
+    assert parse_policy(text.replace("2d", "23h")).enforcement.grace_seconds == 23 * 3600

@@ -8,8 +8,10 @@ the ledger's decision and running servers, earlier actions — and carries the p
   repeated while a warning at that threshold or higher exists within the budget's window
   since the last stop for that resource: one warning per threshold per window.
 - Over-quota episode: opens with the 100 % warning (its time is over-quota-since, stored in
-  its ``detail.over_since``) and ends with a stop or when a round sees the user back under the
-  limit (a grant, or the window dropping old usage), which is recorded as ``under_quota``. The
+  its ``detail.over_since``) and ends with a round that stops every server it meant to (one
+  where a stop failed is retried by the next round, in the same episode; a warning of the
+  stop's own round, as with ``grace: 0s``, belongs to the episode it ended) or when a round
+  sees the user back under the limit (a grant, or the window dropping old usage), which is recorded as ``under_quota``. The
   next exhaustion then gets a new 100 % warning and a fresh grace period; an exhaustion that
   never ended keeps its first over-quota-since however many rounds see it. The enforcer's log
   is the only memory between rounds (and restarts), hence the ``under_quota`` row.
@@ -67,15 +69,31 @@ class Past:
     detail: dict
 
 
-def _over_since(history: list[Past], resource: str, since: datetime) -> datetime | None:
+def _stopped_at(history: list[Past], resource: str) -> datetime | None:
+    """When the last round that stopped servers for ``resource`` stopped them all (a round's
+    actions share its time): the end of that episode. A round where a stop failed does not
+    end it, so the next round retries rather than warning anew (docs/hub.md)."""
+    stops = {p.acted_at for p in history if p.resource == resource and p.action == "stop"}
+    failed = {p.acted_at for p in history if p.resource == resource and p.action == "stop_failed"}
+    return max(stops - failed, default=None)
+
+
+def _current(acted_at: datetime, window_start: datetime, stopped_at: datetime | None) -> bool:
+    """Inside the window, and after the stop that ended the last episode: a warning of the
+    stop's own round (grace 0s) belongs to the episode it ended."""
+    return acted_at >= window_start and (stopped_at is None or acted_at > stopped_at)
+
+
+def _over_since(history: list[Past], resource: str, window_start: datetime,
+                stopped_at: datetime | None) -> datetime | None:  # fmt: skip
     """When the episode still open for ``resource`` began (its first 100 % warning), or None.
 
-    ``since`` is after the last stop (a stop ends the episode) and inside the window; an
+    Only actions after the last episode's stop and inside the window count; an
     ``under_quota`` row after the warning ends it too.
     """
     over = None
     for p in sorted(history, key=lambda p: p.acted_at):
-        if p.resource != resource or p.acted_at < since:
+        if p.resource != resource or not _current(p.acted_at, window_start, stopped_at):
             continue
         if p.action == "warn" and p.threshold_percent == 100 and over is None:
             over = p.acted_at
@@ -109,17 +127,12 @@ def plan_user(
         exhausted = used >= limit and (limit > 0 or used > 0)
         percent = 100.0 if exhausted else budget.percent_used
         crossed = [t for t in thresholds if percent >= t and t < 100] + ([100] if exhausted else [])
-        last_stop = max(
-            (p.acted_at for p in history if p.action == "stop" and p.resource == name),
-            default=None,
-        )
-        since = now - timedelta(seconds=budget.window_seconds)
-        if last_stop is not None and last_stop > since:
-            since = last_stop
+        stopped_at = _stopped_at(history, name)
+        window_start = now - timedelta(seconds=budget.window_seconds)
         window = format_duration(budget.window_seconds)
         usage = f"{format_hours(name, used)} of {format_hours(name, limit)} in the last {window}"
         numbers = dict(used_hours=float(used), limit_hours=float(limit), resource=name)
-        over_since = _over_since(history, name, since)
+        over_since = _over_since(history, name, window_start, stopped_at)
         if not exhausted and over_since is not None:
             # Seen back under the limit: the episode ends here, durably, so that the next
             # exhaustion is warned anew with a fresh grace period rather than stopped at once.
@@ -140,7 +153,7 @@ def plan_user(
             # warning of an ended episode still counts, so a grant does not re-warn at 80 %).
             warned = over_since is not None if top == 100 else any(
                 p.action == "warn" and p.resource == name and (p.threshold_percent or 0) >= top
-                and p.acted_at >= since
+                and _current(p.acted_at, window_start, stopped_at)
                 for p in history
             )  # fmt: skip
             if not warned:
@@ -171,11 +184,9 @@ def plan_user(
         # No longer limited (the budget left the policy, or this user's override) while an
         # episode was open: it ends here, so a budget put back later warns anew with a fresh
         # grace rather than stopping at once on the old over-quota-since.
-        last_stop = max(
-            (p.acted_at for p in history if p.action == "stop" and p.resource == name),
-            default=None,
+        over_since = _over_since(
+            history, name, datetime.min.replace(tzinfo=UTC), _stopped_at(history, name)
         )
-        over_since = _over_since(history, name, last_stop or datetime.min.replace(tzinfo=UTC))
         if over_since is not None:
             actions.append(Action(
                 hub_user.name, "under_quota", name,

@@ -225,6 +225,14 @@ class Policy:
             windows += [s.window_seconds for s in limits.budgets.values() if s and s.window_seconds]
         return max(windows)
 
+    def min_user_window_seconds(self) -> int:
+        """The shortest window of a user's budgets (the policy's, the groups', the users'):
+        the enforcer's grace must fit in it (ledger/core/policy_yaml.py)."""
+        windows = [self.window_seconds]
+        for limits in (*self.groups.values(), *self.users.values()):
+            windows += [s.window_seconds for s in limits.budgets.values() if s and s.window_seconds]
+        return min(windows)
+
     def resource_names(self) -> list[str]:
         """cpu, memory, then the extended resources' short names (gpu first)."""
         return display_order(["cpu", "memory", *self.accounting.resources])

@@ -24,7 +24,7 @@ from ledger.core.policy import (
     Policy,
 )
 from ledger.core.policy_values import EXTENDED_HINT, budget_hours, running_caps, whole_seconds
-from ledger.core.quantities import device_count
+from ledger.core.quantities import device_count, format_duration
 from ledger.core.resources import SERVERS
 from ledger.core.shared_capacity import (
     DEFAULT_WAIT,
@@ -111,8 +111,22 @@ def parse_policy(text: str, source: str = "<string>") -> Policy:
         hub=SharedLimits() if hub is None else _shared(hub, "hub", extended, issues, budgets=False),
         source=source,
     )
+    _check_grace(policy, top.get("enforcement"), issues)
     issues.raise_if_any()
     return policy
+
+
+def _check_grace(policy: Policy, node: YNode | None, issues: Issues) -> None:
+    """A grace as long as a budget's window never stops anyone: by the time it has passed,
+    the 100 % warning that began it has left the window, and the user is warned anew."""
+    grace = node.value.get("grace") if node is not None and node.is_mapping() else None
+    shortest = policy.min_user_window_seconds()
+    if grace is not None and policy.enforcement.grace_seconds >= shortest:
+        issues.add(grace.line, "enforcement.grace",
+                   f"{format_duration(policy.enforcement.grace_seconds)} is not shorter than "
+                   f"the shortest budget window ({format_duration(shortest)}): a user over "
+                   "quota would be warned anew each window and never stopped; give a grace "
+                   "below it, e.g. 10m")  # fmt: skip
 
 
 def _report_moved_keys(root: YNode, issues: Issues) -> None:
