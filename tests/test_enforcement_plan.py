@@ -156,3 +156,32 @@ def test_a_zero_grace_episode_ends_with_its_stop():
     assert planned(40) == []  # under again: no "has room again" for an ended episode
     assert planned(58) == [("warn", 95)]  # the next 95 % is warned
     assert planned(61) == [("warn", 100), ("stop", None)]  # warned, then stopped
+
+
+def test_one_stop_for_two_used_up_budgets_ends_both_episodes():
+    """Memory and CPU both used up past the grace: the server is stopped once, and that stop
+    ends both episodes. Before, it was recorded for memory only, and the CPU episode stayed
+    open: the next CPU exhaustion was stopped at once, with no warning and no grace."""
+    policy = parse_policy(
+        "groups:\n  regular: {memory: 60 GiB-hours, cpu: 10 CPU-hours}\nenforcement: {grace: 10m}\n"
+    )
+
+    def planned(history, now):
+        rows = [SegmentRow(to_us(now - timedelta(hours=10)), None, "",
+                           {"memory": int(6.1 * GIB), "cpu": 1100})]  # fmt: skip
+        decision = evaluate(
+            "ann", policy.limits_for("ann", ["regular"]), rows, ServerRequest(), now
+        )
+        user = HubUser("ann", ["regular"], {"": HubServer("", True, None)})
+        running = [{"servername": "", "memory": 6.1, "cpu": 1.1}]
+        return plan_user(decision, running, user, history, policy, now)
+
+    warned = [Past("warn", r, 100, NOW - timedelta(minutes=11), {}) for r in ("cpu", "memory")]
+    [stop] = planned(warned, NOW)
+    assert stop.action == "stop" and sorted(stop.detail["resources"]) == ["cpu", "memory"]
+    stopped = Past("stop", stop.resource, None, NOW, stop.detail)
+    # an hour later both are used up again (a new server): both are warned anew, no stop
+    later = planned([*warned, stopped], NOW + timedelta(hours=1))
+    assert sorted((a.action, a.resource, a.threshold_percent) for a in later) == [
+        ("warn", "cpu", 100), ("warn", "memory", 100),
+    ]  # fmt: skip

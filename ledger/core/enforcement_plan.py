@@ -73,9 +73,15 @@ def _stopped_at(history: list[Past], resource: str) -> datetime | None:
     """When the last round that stopped servers for ``resource`` stopped them all (a round's
     actions share its time): the end of that episode. A round where a stop failed does not
     end it, so the next round retries rather than warning anew (docs/hub.md)."""
-    stops = {p.acted_at for p in history if p.resource == resource and p.action == "stop"}
-    failed = {p.acted_at for p in history if p.resource == resource and p.action == "stop_failed"}
+    stops = {p.acted_at for p in history if p.action == "stop" and _for(p, resource)}
+    failed = {p.acted_at for p in history if p.action == "stop_failed" and _for(p, resource)}
     return max(stops - failed, default=None)
+
+
+def _for(past: Past, resource: str) -> bool:
+    """A stop is for its resource and every other one used up past its grace in that round
+    (``detail.resources``): one stop per server ends each of their episodes."""
+    return past.resource == resource or resource in (past.detail.get("resources") or ())
 
 
 def _current(acted_at: datetime, window_start: datetime, stopped_at: datetime | None) -> bool:
@@ -121,7 +127,7 @@ def plan_user(
     thresholds = sorted(set(enforcement.warn_at_percent))
     actions: list[Action] = []
     holding = {s["servername"]: s for s in running_servers}
-    to_stop: dict[str, str] = {}  # servername -> resource
+    to_stop: dict[str, list[str]] = {}  # servername -> the resources it is stopped for
     for name, budget in decision.budgets.items():
         limit, used = budget.limit_hours, budget.used_hours
         exhausted = used >= limit and (limit > 0 or used > 0)
@@ -179,7 +185,7 @@ def plan_user(
             held = holding.get(server.name, {}).get(name, 0)
             if blocks != "any" and not held:
                 continue
-            to_stop.setdefault(server.name, name)
+            to_stop.setdefault(server.name, []).append(name)
     for name in sorted({p.resource for p in history if p.resource} - decision.budgets.keys()):
         # No longer limited (the budget left the policy, or this user's override) while an
         # episode was open: it ends here, so a budget put back later warns anew with a fresh
@@ -194,7 +200,8 @@ def plan_user(
                 f"for {name} usage.",
                 detail={"over_since": over_since.isoformat(), "no_longer_limited": True},
             ))  # fmt: skip
-    for servername, name in sorted(to_stop.items()):
+    for servername, names in sorted(to_stop.items()):
+        name = names[0]
         budget = decision.budgets[name]
         server = hub_user.servers[servername]
         numbers = dict(used_hours=float(budget.used_hours), limit_hours=float(budget.limit_hours))
@@ -207,6 +214,6 @@ def plan_user(
             hub_user.name, "stop", name, servername,
             message=f"Stopped {label}: the {name} quota is used up "
             f"({format_hours(name, budget.used_hours)} of {format_hours(name, budget.limit_hours)}).",
-            detail={"grace_seconds": enforcement.grace_seconds}, **numbers,
+            detail={"grace_seconds": enforcement.grace_seconds, "resources": names}, **numbers,
         ))  # fmt: skip
     return actions
