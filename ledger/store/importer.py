@@ -201,8 +201,8 @@ _CREATE_CLOSED_STAGING = text(
     ) ON COMMIT DROP
     """
 )
-# The staged rows whose (pod_uid, started_at) the ledger holds with another end or size
-# (ON CONFLICT DO NOTHING kept the ledger's), once the chunk is written: one probe of the
+# The staged rows whose (pod_uid, started_at) the ledger holds with another end, size, user
+# or server (ON CONFLICT DO NOTHING kept the ledger's), once the chunk is written: one probe of the
 # row's own month's unique index each (LATERAL … LIMIT 1: a plain join hashed the whole
 # ledger, 0.18 s a chunk at 300 k segments and growing with it), and only on the staging
 # path (a chunk COPYed straight in held no row the ledger had).
@@ -303,7 +303,8 @@ class _Writer:
         # _CROSSING runs once per month with the month as a bound value: after five runs
         # PostgreSQL may switch a prepared statement to its generic plan, which cannot prune
         # months or see that few segments end after the 1st. The import's other statements
-        # take no parameters. https://www.postgresql.org/docs/current/runtime-config-query.html#GUC-PLAN-CACHE-MODE
+        # take none but a LIMIT, for which a custom plan is as good.
+        # https://www.postgresql.org/docs/current/runtime-config-query.html#GUC-PLAN-CACHE-MODE
         await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         savepoint = await conn.begin_nested()
         try:
