@@ -375,6 +375,9 @@ async def test_a_row_of_another_size_does_not_close_the_ledgers_open_segment(eng
     assert "ended_at open then 2026-10-01 12:00:00+00:00" in message
     assert "cpu_millicores 1000 then 2000" in message and "username alice then bob" in message
     assert [s[2] for s in await _segments(engine)] == [None]
+    # a row after it then overlaps the open segment, and the error says what closes it
+    with pytest.raises(ImportError_, match="one that differs in any of them does not close it"):
+        await import_file(engine, _write(tmp_path / "h.jsonl", [row(10, 12, cpu=2), row(12, 13)]))
     # the same row with the ledger's size and user closes it
     result = await import_file(engine, _write(tmp_path / "g.jsonl", [row(10, 12)]))
     assert (result.closed, result.differing) == (1, 0)

@@ -413,7 +413,9 @@ def _overlap(line: int, uid: str, started: datetime, ended: datetime | None, oth
     if other_end is None:
         return (line, f"pod_uid {uid} already has an open segment in the ledger, started "
                       f"{other.isoformat()}, and this row ({row}) overlaps it; close it first "
-                      "(give it an ended_at, in this file or before), or leave this row out")  # fmt: skip
+                      "(a row with its start, user, server and sizes and an ended_at, in this file or "
+                      "before: one that differs in any of them does not close it), or leave "
+                      "this row out")  # fmt: skip
     return (line, f"pod_uid {uid}: {row} overlaps its segment in the ledger "
                   f"({interval(other, other_end)}), {OVERLAP_RULE}; leave out or trim "
                   "what the ledger already holds")  # fmt: skip
