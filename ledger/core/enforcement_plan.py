@@ -11,10 +11,11 @@ the ledger's decision and running servers, earlier actions — and carries the p
   its ``detail.over_since``) and ends with a round that stops every server it meant to (one
   where a stop failed is retried by the next round, in the same episode; a warning of the
   stop's own round, as with ``grace: 0s``, belongs to the episode it ended) or when a round
-  sees the user back under the limit (a grant, or the window dropping old usage), which is recorded as ``under_quota``. The
-  next exhaustion then gets a new 100 % warning and a fresh grace period; an exhaustion that
-  never ended keeps its first over-quota-since however many rounds see it. The enforcer's log
-  is the only memory between rounds (and restarts), hence the ``under_quota`` row.
+  sees the user back under the limit (a grant, or the window dropping old usage), which is
+  recorded as ``under_quota``. The next exhaustion then gets a new 100 % warning and a fresh
+  grace period; an exhaustion that never ended keeps its first over-quota-since however many
+  rounds see it. The enforcer's log is the only memory between rounds (and restarts), hence
+  the ``under_quota`` row.
 - Stop: once ``grace_seconds`` have passed since over-quota-since, every running server of
   the user is stopped (named servers included), or, with ``exhausted_budget_blocks:
   requested``, only servers the ledger shows holding the spent resource.

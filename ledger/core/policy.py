@@ -218,20 +218,21 @@ class Policy:
             combined[name] = pick(found)
         return combined
 
+    def _windows(self, *sections: dict) -> list[int]:
+        """The policy's window and every window a budget of ``sections`` names."""
+        windows = [self.window_seconds]
+        for limits in (limits for section in sections for limits in section.values()):
+            windows += [s.window_seconds for s in limits.budgets.values() if s and s.window_seconds]
+        return windows
+
     def max_window_seconds(self) -> int:
         """The longest window any budget uses: how far back the one usage query must read."""
-        windows = [self.window_seconds]
-        for limits in (*self.groups.values(), *self.users.values(), *self.pools.values()):
-            windows += [s.window_seconds for s in limits.budgets.values() if s and s.window_seconds]
-        return max(windows)
+        return max(self._windows(self.groups, self.users, self.pools))
 
     def min_user_window_seconds(self) -> int:
         """The shortest window of a user's budgets (the policy's, the groups', the users'):
         the enforcer's grace must fit in it (ledger/core/policy_yaml.py)."""
-        windows = [self.window_seconds]
-        for limits in (*self.groups.values(), *self.users.values()):
-            windows += [s.window_seconds for s in limits.budgets.values() if s and s.window_seconds]
-        return min(windows)
+        return min(self._windows(self.groups, self.users))
 
     def resource_names(self) -> list[str]:
         """cpu, memory, then the extended resources' short names (gpu first)."""
