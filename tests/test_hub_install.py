@@ -393,9 +393,10 @@ async def test_a_recording_hub_wakes_the_line_after_the_segment_is_closed(tmp_pa
     )
     events = []
 
-    class Recorder:
-        async def stopped(self, spawner):
+    class Recorder:  # the real one calls ``then`` once its close is written
+        def stopped(self, spawner, then):  # (tests/test_hub_recorder_writes.py)
             events.append("segment closed")
+            then()
 
     hook.recorder = Recorder()
     monkeypatch.setattr(hook.line, "wake_firsts", lambda: events.append("wake"))

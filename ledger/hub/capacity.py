@@ -19,6 +19,7 @@ import logging
 
 from ledger.core import shared_verdict
 from ledger.core.decision import Decision, ServerRequest
+from ledger.hub.background import run_in_background
 from ledger.store import leases, shared_reads
 
 log = logging.getLogger("ledger.hub")
@@ -29,16 +30,6 @@ LEASE_MARGIN_SECONDS = 120.0
 # keeps no pooled connection; the lease then expires at its TTL.
 RELEASE_TIMEOUT_SECONDS = 10.0
 
-# The releases running by themselves (after a failed or cancelled spawn): the event loop keeps
-# only a weak reference to a task, so one nobody holds can vanish before it has run
-# (https://docs.python.org/3/library/asyncio-task.html#asyncio.create_task).
-_releasing: set[asyncio.Task] = set()
-
-
-def _keep_until_done(task: asyncio.Future) -> None:
-    _releasing.add(task)
-    task.add_done_callback(_releasing.discard)
-
 
 def _release_later(engine, lease_id: int, why: str, then=None) -> None:
     async def run() -> None:
@@ -46,7 +37,7 @@ def _release_later(engine, lease_id: int, why: str, then=None) -> None:
         if then is not None:
             then()
 
-    _keep_until_done(asyncio.ensure_future(run()))
+    run_in_background(run())
 
 
 def lease_ttl_seconds(spawner) -> float:
@@ -80,7 +71,7 @@ async def hold(
         # so the take finishes and its lease is released
         result = await asyncio.shield(taking)
     except asyncio.CancelledError:
-        _keep_until_done(taking)  # like the release it may start
+        run_in_background(taking)  # like the release it may start
         taking.add_done_callback(lambda taken: _release_taken(engine, taken))
         raise
     if not result.granted:

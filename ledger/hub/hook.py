@@ -438,10 +438,10 @@ class QuotaHook:
         """``post_stop_hook`` (ledger.hub.ChainedPostStop): release the server's lease and
         wake the waiting lines (capacity may be free now), then the recorder closes the
         server's segment if it records this spawner, and wakes them again: on a hub whose
-        recorder writes the segments, the open segment is what held the capacity. The lease
-        is released in the background; the recorder's close is awaited (bounded by its
-        timeouts: recorder.py), so a stop with the ledger away waits up to those. Nothing
-        here raises into the hub."""
+        recorder writes the segments, the open segment is what held the capacity. Both the
+        release and the close run in the background, so a stop never waits on the ledger
+        (a close the ledger does not take is retried: recorder.py). Nothing here raises
+        into the hub."""
         try:
             capacity.release_when_stopped(self._engine, spawner, self.line.wake_firsts)
         except Exception as exc:  # noqa: BLE001 - the lease then expires at its TTL
@@ -449,8 +449,11 @@ class QuotaHook:
                 "quota: after the stop of %s: %s", getattr(spawner, "_log_name", spawner), exc
             )
         if self.recorder is not None:
-            await self.recorder.stopped(spawner)
-            self.line.wake_firsts()
+            try:
+                self.recorder.stopped(spawner, then=self.line.wake_firsts)
+            except Exception as exc:  # noqa: BLE001 - the start-up reconcile closes it later
+                log.warning("quota recorder: after the stop of %s: %s",
+                            getattr(spawner, "_log_name", spawner), exc)  # fmt: skip
 
     async def drain(self, timeout_seconds: float | None = None) -> bool:
         """Wait until the decision log has every decision made so far (tests, shutdown)."""
@@ -458,6 +461,8 @@ class QuotaHook:
 
     async def close(self) -> None:
         await self.drain(RECORD_TIMEOUT_SECONDS)
+        if self.recorder is not None:
+            await self.recorder.flush(RECORD_TIMEOUT_SECONDS)
         self.spool.close()
         if self._engine is not None:
             await self._engine.dispose()

@@ -32,6 +32,7 @@ from ledger.core.segment_plan import (
     VanishSegments,
 )
 from ledger.core.times import utcnow
+from ledger.hub.background import run_in_background
 from ledger.store import segment_writes
 
 log = logging.getLogger("ledger.hub.recorder")
@@ -60,6 +61,7 @@ class HubRecorder:
         self._clock = clock
         self._open: dict[tuple[str, str], str] = {}  # (user, server) → segment pod_uid
         self._pending: list = []  # writes not yet accepted by the ledger, retried
+        self._writing = asyncio.Lock()  # one batch at a time (_write)
         self._task: asyncio.Task | None = None
         self._hub_started = False
 
@@ -82,19 +84,19 @@ class HubRecorder:
             result = original()
             if inspect.isawaitable(result):
                 result = await result
-            await self._opened(spawner, request)
+            self._opened(spawner, request)
             return result
 
         spawner.start = start
 
-    async def _opened(self, spawner, request: ServerRequest) -> None:
+    def _opened(self, spawner, request: ServerRequest) -> None:
         now = self._clock()
         username, servername = _key(spawner)
         if (username, servername) in self._open:
             return  # reconcile already opened this server's segment: one segment per server
         uid = f"hub:{username}/{servername}@{now.isoformat()}"
         self._open[(username, servername)] = uid
-        await self._write([OpenSegment(self._row(uid, username, servername, request, now))])
+        self._write_later([OpenSegment(self._row(uid, username, servername, request, now))])
 
     def _row(self, uid, username, servername, request, started_at: datetime) -> SegmentRow:
         return SegmentRow(
@@ -110,9 +112,12 @@ class HubRecorder:
             source=SOURCE,
         )
 
-    async def stopped(self, spawner) -> None:
-        """``post_stop_hook``: close the server's segment now — or, if it stopped during the
-        hub's start-up check, at its last heartbeat (it stopped while the hub was down)."""
+    def stopped(self, spawner, then=None) -> None:
+        """``post_stop_hook``: close the server's segment at this instant — or, if it stopped
+        during the hub's start-up check, at its last heartbeat (it stopped while the hub was
+        down) — then call ``then()``. The write runs in the background, so the hub's stop
+        never waits on the ledger; a close the ledger does not take now stays pending and is
+        retried with the heartbeat, still at this instant."""
         if not self.covers(spawner):
             return
         self.ensure_running()
@@ -120,17 +125,22 @@ class HubRecorder:
         now = self._clock()
         uid = self._open.pop(key, None)
         if uid is not None:
-            await self._write([CloseSegment(uid, now, "terminated")])
-            return
+            self._write_later([CloseSegment(uid, now, "terminated")], then)
+        else:
+            run_in_background(self._vanish(key, now, then))
+
+    async def _vanish(self, key, now: datetime, then) -> None:
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
                 rows = await segment_writes.load_open_server_segments(self.hook.engine, SOURCE)
         except Exception as exc:  # noqa: BLE001 - the start-up reconcile catches it later
             log.warning("quota recorder: cannot look up %s's segment: %s", key, exc)
-            return
-        uids = tuple(r.pod_uid for r in rows if (r.username, r.servername) == key)
-        if uids:
-            await self._write([VanishSegments(uids, now)])
+        else:
+            uids = tuple(r.pod_uid for r in rows if (r.username, r.servername) == key)
+            if uids:
+                await self._write([VanishSegments(uids, now)])
+        if then is not None:
+            then()
 
     # --- heartbeat and start-up reconcile --------------------------------------------------
 
@@ -216,15 +226,40 @@ class HubRecorder:
         except Exception as exc:  # noqa: BLE001
             log.warning("quota recorder: heartbeat failed: %s", exc)
 
-    async def _write(self, ops: list) -> None:
+    def _write_later(self, ops: list, then=None) -> None:
+        """Queue ``ops`` now (their order is the calls' order) and write them in the
+        background, then call ``then()``: a spawn or a stop never waits on the ledger."""
         self._pending.extend(ops)
-        if not self._pending:
-            return
-        batch = list(self._pending)
+
+        async def write() -> None:
+            await self._write([])
+            if then is not None:
+                then()
+
+        run_in_background(write())
+
+    async def _write(self, ops: list) -> None:
+        """Queue ``ops`` and write everything pending, one writer at a time: a batch is
+        removed from the queue only by the writer that wrote it, so a write that fails while
+        another succeeds loses nothing (both are idempotent: ON CONFLICT, LEAST)."""
+        self._pending.extend(ops)
+        async with self._writing:
+            if not self._pending:
+                return
+            batch = list(self._pending)
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                    await segment_writes.apply_ops(self.hook.engine, batch)
+            except Exception as exc:  # noqa: BLE001 - kept and retried with the next heartbeat
+                log.warning("quota recorder: %d writes pending: %s", len(self._pending), exc)
+                return
+            del self._pending[: len(batch)]
+
+    async def flush(self, timeout_seconds: float) -> bool:
+        """Write what is pending (the hook's shutdown): True if nothing is left."""
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-                await segment_writes.apply_ops(self.hook.engine, batch)
-        except Exception as exc:  # noqa: BLE001 - kept and retried with the next heartbeat
-            log.warning("quota recorder: %d writes pending: %s", len(self._pending), exc)
-            return
-        del self._pending[: len(batch)]
+            async with asyncio.timeout(timeout_seconds):
+                await self._write([])
+        except TimeoutError:
+            pass
+        return not self._pending
