@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def pg_server_url():
     info = server.get_postmaster_info()
     yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
     server.cleanup()
+    shutil.rmtree(parent, ignore_errors=True)  # cleanup() removes only the data dir
 
 
 async def _admin(url: str) -> asyncpg.Connection:

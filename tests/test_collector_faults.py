@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -233,6 +234,7 @@ async def own_postgres():
 
     yield url, control
     server.cleanup()
+    shutil.rmtree(parent, ignore_errors=True)  # cleanup() removes only the data dir
 
 
 async def test_postgres_stopped_and_restarted_during_ingest_loses_nothing(server, own_postgres):
