@@ -130,10 +130,11 @@ async def test_unknown_api_paths_and_methods_answer_in_json_with_what_exists(bas
         r = await c.post("api/v1/nope", json={})
         assert r.status_code == 404 and r.json()["status"] == 404
         for method, path, allow in (
-            ("PUT", "api/v1/me", "GET"),
-            ("DELETE", "api/v1/report", "GET"),
-            ("POST", "api/v1/me", "GET"),
-            ("PATCH", "api/v1/requests", "GET, POST"),
+            ("PUT", "api/v1/me", "GET, HEAD"),
+            ("DELETE", "api/v1/report", "GET, HEAD"),
+            ("POST", "api/v1/me", "GET, HEAD"),
+            ("PATCH", "api/v1/requests", "GET, HEAD, POST"),
+            ("GET", "api/v1/requests/1/approve", "POST"),
         ):
             r = await c.request(method, path, json={})
             assert r.status_code == 405, (method, path, r.text)
@@ -143,9 +144,26 @@ async def test_unknown_api_paths_and_methods_answer_in_json_with_what_exists(bas
         assert r.status_code == 404 and "no such page" in r.text
         # pages too: 405 with Allow, not an xsrf 403
         r = await c.put("admin/", content=b"")
-        assert r.status_code == 405 and r.headers["allow"] == "GET"
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
         assert "text/html" in r.headers["content-type"]
         r = await c.put("healthz", content=b"")
-        assert r.status_code == 405 and r.headers["allow"] == "GET"
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
         # and what exists still works
         assert (await c.get("api/v1/me")).status_code == 200
+
+
+async def test_head_answers_as_get_without_the_body(base_url):
+    """HEAD is GET without the body (RFC 9110 §9.3.2): uptime checks and ``curl -I`` get the
+    GET's status and headers; a route that takes no GET takes no HEAD either."""
+    async with client(base_url, "dana") as c:
+        for path in ("healthz", "api/v1/me", "api/v1/report", "admin/", ""):
+            got, head = await c.get(path), await c.head(path)
+            assert head.status_code == got.status_code, (path, head.status_code, got.text)
+            assert head.content == b"", path
+            assert head.headers["content-type"] == got.headers["content-type"], path
+            assert head.headers["cache-control"] == "no-store", path
+        head = await c.head("api/v1/users/someone-else")  # dana is no admin: same refusal
+        assert head.status_code == (await c.get("api/v1/users/someone-else")).status_code
+        assert head.status_code == 403
+        r = await c.head("api/v1/requests/1/approve")
+        assert r.status_code == 405 and r.headers["allow"] == "POST"

@@ -49,6 +49,20 @@ class NotFoundHandler(QuotaHandler):
         raise web.HTTPError(404, "There is no such page here.")
 
 
+# The JSON API under api/v1/, as docs/openapi.yaml names its paths ({x}: one path segment),
+# and whether the handler shares the report cache: the routes and the 404's list of them.
+API_ROUTES = (
+    ("me", api.MeApiHandler, False),
+    ("me/summary", api.SummaryApiHandler, False),
+    ("me/choices", api.ChoicesApiHandler, False),
+    ("users/{name}", api.UserApiHandler, False),
+    ("report", api.ReportApiHandler, True),
+    ("shared", api.SharedApiHandler, False),
+    ("requests", api.RequestsApiHandler, False),
+    ("requests/{id}/{action}", api.AnswerApiHandler, False),
+)
+
+
 class ApiNotFoundHandler(ApiHandler):
     """Unknown ``api/…`` paths: a JSON 404 a client can read, not the HTML page."""
 
@@ -57,9 +71,9 @@ class ApiNotFoundHandler(ApiHandler):
     def prepare(self) -> None:
         raise web.HTTPError(
             404,
-            "no such API route: %s; the routes are under api/v1/ (docs/openapi.yaml): "
-            "me, me/summary, me/choices, users/{name}, report, requests, shared",
+            "no such API route: %s; the routes are under api/v1/ (docs/openapi.yaml): %s",
             self.request.path,
+            ", ".join(path for path, _, _ in API_ROUTES),
         )
 
 
@@ -122,16 +136,13 @@ def make_app(
         (route("admin/users/([^/]+)"), h(user_pages.AdminUserPageHandler), plain),
         (route("request"), h(request_pages.RequestFormHandler), plain),
         (route("admin/requests(?:/([0-9]+))?"), h(request_pages.AdminRequestsHandler), plain),
-        (route("api/v1/requests"), h(api.RequestsApiHandler), plain),
-        (route("api/v1/requests/([^/]+)/([^/]+)"), h(api.AnswerApiHandler), plain),
-        (route("api/v1/me"), h(api.MeApiHandler), plain),
-        (route("api/v1/me/summary"), h(api.SummaryApiHandler), plain),
-        (route("api/v1/me/choices"), h(api.ChoicesApiHandler), plain),
-        (route("api/v1/users/([^/]+)"), h(api.UserApiHandler), plain),
-        (route("api/v1/report"), h(api.ReportApiHandler), with_cache),
-        (route("api/v1/shared"), h(api.SharedApiHandler), plain),
-        (route("api/.*"), h(ApiNotFoundHandler), plain),
     ]
+    routes += [
+        (route("api/v1/" + re.sub(r"\{[^}]+\}", "([^/]+)", path)), h(handler),
+         with_cache if cached else plain)
+        for path, handler, cached in API_ROUTES
+    ]  # fmt: skip
+    routes.append((route("api/.*"), h(ApiNotFoundHandler), plain))
     if prefix != "/":
         routes.append((re.escape(prefix.rstrip("/")), AddSlashHandler))
         routes.append((r"/healthz", HealthHandler))

@@ -61,6 +61,10 @@ def implemented_methods(cls: type) -> tuple[str, ...]:
     )
 
 
+def _head_as_get(self, *args, **kwargs):
+    return self.get(*args, **kwargs)  # a coroutine or None: tornado awaits either
+
+
 class SecureHeaders:
     """Headers on every response, including errors and /healthz; and 405, not an xsrf 403,
     for a method the handler does not define."""
@@ -72,6 +76,12 @@ class SecureHeaders:
         # token; SUPPORTED_METHODS is checked first. A handler defining none (the 404
         # handlers) keeps every method.
         methods = implemented_methods(cls)
+        if "GET" in methods and "HEAD" not in methods:
+            # HEAD is GET without the body (RFC 9110 §9.3.2), which tornado drops for HEAD
+            # (RequestHandler.flush): uptime checks and ``curl -I`` get the GET's status
+            # and headers, not a 405
+            cls.head = _head_as_get
+            methods = implemented_methods(cls)
         if methods:
             cls.SUPPORTED_METHODS = methods
 
