@@ -99,6 +99,23 @@ async def test_admin_pages_render(base_url):
         assert "dana" in r.text and "4 GiB" in r.text and "1 hour" in r.text
 
 
+async def test_the_logs_at_a_past_instant_show_what_had_happened_by_then(engine):
+    """``serve --at``: the rejection and enforcement logs as they stood at that instant (the
+    seed denies at NOW - 4 h and warns at NOW - 3 h)."""
+    from datetime import timedelta
+
+    from web_support import NOW
+
+    await seed(engine)
+    for hours_before, denial, warning in ((0, True, True), (3.5, True, False), (5, False, False)):
+        config = web_config(engine, now=NOW - timedelta(hours=hours_before))
+        async with serve(config) as url, client(url, "admin") as c:
+            rejections = (await c.get("admin/rejections")).text
+            actions = (await c.get("admin/enforcement")).text
+        assert ("secret-denial-of-bob" in rejections) is denial, hours_before
+        assert ("secret-warning-of-bob" in actions) is warning, hours_before
+
+
 async def test_healthz_needs_no_login(base_url):
     async with client(base_url) as c:
         r = await c.get("healthz")

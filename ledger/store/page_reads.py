@@ -105,41 +105,55 @@ async def running_servers(
     return int(total or 0), [dict(r._mapping) for r in result]
 
 
-async def rejections(conn: AsyncConnection, limit: int, offset: int) -> tuple[int, list[dict]]:
-    """The decision log without the allowed decisions, newest first."""
-    total = await conn.scalar(text("SELECT count(*) FROM decisions WHERE outcome <> 'allowed'"))
-    result = await conn.execute(
-        text(
-            """
-            SELECT decided_at, username, servername, source, outcome, reason, message,
-                   request, groups, retry_at
-            FROM decisions WHERE outcome <> 'allowed'
-            ORDER BY decided_at DESC, id DESC
-            LIMIT :limit OFFSET :offset
-            """
-        ),
-        {"limit": limit, "offset": offset},
-    )
+# Up to ``until`` (``serve --at``: the logs as they stood then), or everything when None.
+_REJECTIONS_COUNT = text(
+    "SELECT count(*) FROM decisions WHERE outcome <> 'allowed' "
+    "AND (CAST(:until AS timestamptz) IS NULL OR decided_at <= :until)"
+)
+_REJECTIONS = text(
+    """
+    SELECT decided_at, username, servername, source, outcome, reason, message, request,
+           groups, retry_at
+    FROM decisions
+    WHERE outcome <> 'allowed' AND (CAST(:until AS timestamptz) IS NULL OR decided_at <= :until)
+    ORDER BY decided_at DESC, id DESC
+    LIMIT :limit OFFSET :offset
+    """
+)
+_ACTIONS_COUNT = text(
+    "SELECT count(*) FROM enforcement_actions "
+    "WHERE CAST(:until AS timestamptz) IS NULL OR acted_at <= :until"
+)
+_ACTIONS = text(
+    """
+    SELECT acted_at, username, servername, action, resource, threshold_percent, used_hours,
+           limit_hours, message, dry_run
+    FROM enforcement_actions
+    WHERE CAST(:until AS timestamptz) IS NULL OR acted_at <= :until
+    ORDER BY acted_at DESC, id DESC
+    LIMIT :limit OFFSET :offset
+    """
+)
+
+
+async def _page(conn, count, rows, limit: int, offset: int, until) -> tuple[int, list[dict]]:
+    total = await conn.scalar(count, {"until": until})
+    result = await conn.execute(rows, {"until": until, "limit": limit, "offset": offset})
     return int(total or 0), [dict(r._mapping) for r in result]
+
+
+async def rejections(
+    conn: AsyncConnection, limit: int, offset: int, until: datetime | None = None
+) -> tuple[int, list[dict]]:
+    """The decision log without the allowed decisions, newest first, up to ``until``."""
+    return await _page(conn, _REJECTIONS_COUNT, _REJECTIONS, limit, offset, until)
 
 
 async def enforcement_actions(
-    conn: AsyncConnection, limit: int, offset: int
+    conn: AsyncConnection, limit: int, offset: int, until: datetime | None = None
 ) -> tuple[int, list[dict]]:
-    total = await conn.scalar(text("SELECT count(*) FROM enforcement_actions"))
-    result = await conn.execute(
-        text(
-            """
-            SELECT acted_at, username, servername, action, resource, threshold_percent,
-                   used_hours, limit_hours, message, dry_run
-            FROM enforcement_actions
-            ORDER BY acted_at DESC, id DESC
-            LIMIT :limit OFFSET :offset
-            """
-        ),
-        {"limit": limit, "offset": offset},
-    )
-    return int(total or 0), [dict(r._mapping) for r in result]
+    """The enforcer's log, newest first, up to ``until``."""
+    return await _page(conn, _ACTIONS_COUNT, _ACTIONS, limit, offset, until)
 
 
 async def collector_health(conn: AsyncConnection) -> list[dict]:

@@ -121,7 +121,9 @@ class RejectionsPageHandler(AdminHandler):
         self.require_admin()
         page, per_page = self.paging()
         async with self.config.engine.connect() as conn:
-            total, rows = await reads.rejections(conn, per_page, (page - 1) * per_page)
+            total, rows = await reads.rejections(
+                conn, per_page, (page - 1) * per_page, self.config.frozen_at
+            )
             line = await shared_reads.waiting_line(conn, self.config.now())
         ahead: dict[str, int] = {}
         for row in line:  # ordered by bottleneck, then arrival
@@ -146,7 +148,9 @@ class EnforcementPageHandler(AdminHandler):
         self.require_admin()
         page, per_page = self.paging()
         async with self.config.engine.connect() as conn:
-            total, rows = await reads.enforcement_actions(conn, per_page, (page - 1) * per_page)
+            total, rows = await reads.enforcement_actions(
+                conn, per_page, (page - 1) * per_page, self.config.frozen_at
+            )
         self.render_page(
             "admin_enforcement.html", section="enforcement", rows=rows, total=total, page=page,
             pages=max(1, -(-total // per_page)),
