@@ -143,6 +143,46 @@ async def test_back_under_quota_ends_the_episode_next_exhaustion_warns_anew(engi
     ]  # fmt: skip
 
 
+async def test_an_episode_ends_while_its_user_runs_nothing(engine, policy):
+    """A user who stops their own server in the grace, then gets room (a grant), is seen
+    back under the limit by a round although the hub lists them as inactive; so their next
+    exhaustion gets a new warning and a fresh grace, not an immediate stop on the old
+    over-quota-since."""
+    # 4 GiB from NOW - 15 h to NOW + 2 min, when she stops it herself
+    await insert(engine, [segment("ada", NOW - timedelta(hours=15), 15 + 2 / 60, memory_gib=4)])
+    hub = FakeHubApi({"ada": {"groups": ["regular"], "servers": [""]}})
+    client = hub.client()
+    await enforce_round(engine, client, policy, NOW)  # 60 of 60 GiB-hours: used up
+    hub.users["ada"]["servers"] = []  # she stopped it herself at NOW + 2 min
+    async with engine.begin() as conn:
+        await grants.add_grant(
+            conn, username="ada", resource="memory", amount_hours=Decimal(8), starts_at=NOW,
+            ends_at=NOW + timedelta(days=30), reason="r", granted_by="admin",
+            created_at=NOW + timedelta(minutes=4),
+        )  # fmt: skip
+    await enforce_round(engine, client, policy, NOW + timedelta(minutes=20))
+    # she starts a 32 GiB server at NOW + 1 h: ~7.9 GiB-hours of room last ~15 minutes, and
+    # the first round that sees it running finds the grant used up
+    start = NOW + timedelta(hours=1)
+    await insert(engine, [segment("ada", start, None, memory_gib=32)])
+    hub.users["ada"]["servers"] = [""]
+    await enforce_round(engine, client, policy, start + timedelta(minutes=20))
+    assert hub.deleted == [], "stopped with no new warning and no grace"
+    await enforce_round(engine, client, policy, start + timedelta(minutes=30))
+    assert hub.deleted == [("ada", "")]
+    assert [a[0:5] for a in await actions(engine)] == [
+        ("warn", "ada", "", "memory", 100),
+        ("under_quota", "ada", "", "memory", None),  # seen by the round with nothing running
+        ("warn", "ada", "", "memory", 100),
+        ("stop", "ada", "", "memory", None),
+    ]  # fmt: skip
+    # an ended episode is not planned again while she runs nothing
+    hub.users["ada"]["servers"] = []
+    before = len(await actions(engine))
+    await enforce_round(engine, client, policy, start + timedelta(hours=2))
+    assert len(await actions(engine)) == before
+
+
 async def test_named_servers_all_stopped_and_groups_refreshed(engine, policy):
     start = NOW - timedelta(days=2)
     await insert(

@@ -15,7 +15,8 @@ the ledger's decision and running servers, earlier actions — and carries the p
   recorded as ``under_quota``. The next exhaustion then gets a new 100 % warning and a fresh
   grace period; an exhaustion that never ended keeps its first over-quota-since however many
   rounds see it. The enforcer's log is the only memory between rounds (and restarts), hence
-  the ``under_quota`` row.
+  the ``under_quota`` row; a user whose episode is open is planned even with nothing
+  running (``open_episode``), so stopping one's own servers does not hide the episode's end.
 - Stop: once ``grace_seconds`` have passed since over-quota-since, every running server of
   the user is stopped (named servers included), or, with ``exhausted_budget_blocks:
   requested``, only servers the ledger shows holding the spent resource.
@@ -107,6 +108,19 @@ def _over_since(history: list[Past], resource: str, window_start: datetime,
         elif p.action == "under_quota":
             over = None
     return over
+
+
+def open_episode(history: list[Past], window_seconds: int, now: datetime) -> bool:
+    """Whether some resource's over-quota episode is still open in ``history`` (its 100 %
+    warning inside the last ``window_seconds``, not ended by a stop or an ``under_quota``
+    row since). The enforcer plans such a user even with no server running: a round must
+    see them back under the limit, or their next exhaustion would be stopped at once on the
+    old over-quota-since, with no new warning and no grace."""
+    window_start = now - timedelta(seconds=window_seconds)
+    return any(
+        _over_since(history, name, window_start, _stopped_at(history, name)) is not None
+        for name in {p.resource for p in history if p.resource}
+    )
 
 
 def plan_user(

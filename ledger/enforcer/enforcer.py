@@ -16,10 +16,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ledger.core.enforcement_plan import HubUser, plan_user
+from ledger.core.enforcement_plan import HubUser, open_episode, plan_user
 from ledger.enforcer.hub_api import HubClient, HubError
-from ledger.store import queries
-from ledger.store.enforcement import action_history, record_action
+from ledger.store import page_reads, queries
+from ledger.store.enforcement import action_history, record_action, warned_at_limit
 from ledger.store.status import user_status
 
 log = logging.getLogger("ledger.enforcer.enforcer")
@@ -36,9 +36,10 @@ class RoundStats:
 
 
 async def _enforce_user(engine, hub: HubClient, policy, hub_user: HubUser, history, now,
-                        dry_run: bool, stats: RoundStats) -> None:  # fmt: skip
-    async with engine.begin() as conn:
-        await queries.record_groups(conn, hub_user.name, hub_user.groups, now)
+                        dry_run: bool, stats: RoundStats, *, from_hub: bool = True) -> None:  # fmt: skip
+    if from_hub:  # the hub's groups, fresh: kept for the hook, the pages and the pools
+        async with engine.begin() as conn:
+            await queries.record_groups(conn, hub_user.name, hub_user.groups, now)
     if not policy.enforcement.enabled:
         return
     status = await user_status(engine, policy, hub_user.name, hub_user.groups, now)
@@ -67,15 +68,27 @@ async def enforce_round(engine, hub: HubClient, policy, now: datetime, *, dry_ru
     """One pass over the hub's active users. Raises HubError only if listing them failed."""
     stats = RoundStats()
     users = [u async for u in hub.active_users() if u.servers]
+    window_seconds = policy.max_window_seconds()
+    since = now - timedelta(seconds=window_seconds)
+    # Users running nothing whose over-quota episode is open (they stopped their servers
+    # during the grace): planned too, with the groups the hub last reported, so a round sees
+    # them back under the limit (plan_user records it) and their next exhaustion is warned.
+    listed = {u.name for u in users}
+    idle = [n for n in await warned_at_limit(engine, since, now, dry_run) if n not in listed]
     stats.users = len(users)
-    if not users:
+    if not users and not idle:
         return stats
-    since = now - timedelta(seconds=policy.max_window_seconds())
-    history = await action_history(engine, [u.name for u in users], since, now, dry_run)
-    for hub_user in users:
+    history = await action_history(engine, [u.name for u in users] + idle, since, now, dry_run)
+    idle = [n for n in idle if open_episode(history[n], window_seconds, now)]
+    if idle:
+        async with engine.connect() as conn:
+            idle_users = [HubUser(n, await page_reads.groups_of(conn, n)) for n in idle]
+    else:
+        idle_users = []
+    for hub_user, from_hub in [(u, True) for u in users] + [(u, False) for u in idle_users]:
         try:
             await _enforce_user(engine, hub, policy, hub_user, history[hub_user.name], now,
-                                dry_run, stats)  # fmt: skip
+                                dry_run, stats, from_hub=from_hub)  # fmt: skip
         except Exception:  # noqa: BLE001 - one user's problem must not stop the others
             stats.user_errors += 1
             log.exception("enforcer: skipped %s this round", hub_user.name)

@@ -24,6 +24,15 @@ HISTORY_SQL = text(
     """
 )
 
+# Who may have an open over-quota episode: a 100 % warning in the window (the plan decides).
+WARNED_AT_LIMIT_SQL = text(
+    """
+    SELECT DISTINCT username FROM enforcement_actions
+    WHERE acted_at > :since AND acted_at <= :until AND dry_run = :dry_run
+      AND action = 'warn' AND threshold_percent = 100
+    """
+)
+
 INSERT_ACTION_SQL = text(
     """
     INSERT INTO enforcement_actions (acted_at, username, servername, action, resource,
@@ -46,6 +55,17 @@ async def action_history(
         for username, action, resource, threshold, acted_at, detail in rows:
             out[username].append(Past(action, resource, threshold, acted_at, detail or {}))
     return out
+
+
+async def warned_at_limit(
+    engine: AsyncEngine, since: datetime, until: datetime, dry_run: bool
+) -> list[str]:
+    """Users warned at 100 % in (since, until]: those whose over-quota episode may be open."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            WARNED_AT_LIMIT_SQL, {"since": since, "until": until, "dry_run": dry_run}
+        )
+        return sorted(u for (u,) in rows)
 
 
 async def record_action(engine: AsyncEngine, action: Action, at: datetime, dry_run: bool) -> None:
