@@ -525,7 +525,7 @@ async def test_open_totals_alone_answer_when_nothing_needs_correcting_and_each_g
     assert await rollups.verify(engine, None) == []
 
 
-async def test_migrations_0017_and_0018_downgrade_to_0016s_reads_and_up_again(empty_db_url):
+async def test_migrations_0017_to_0019_downgrade_to_0016s_reads_and_up_again(empty_db_url):
     from alembic import command
 
     from ledger.store import db
@@ -540,7 +540,13 @@ async def test_migrations_0017_and_0018_downgrade_to_0016s_reads_and_up_again(em
         await _open(engine, "a1", "ann", "", T0 - timedelta(hours=1))
         async with engine.connect() as conn:
             assert "ELSIF" in await conn.scalar(text(source))
+            assert (await conn.scalar(text(source))).count("OFFSET 0) s") == 2  # 0019
             assert (await conn.scalar(text(pool_source))).count("LIMIT 1) member") == 3
+        await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0018")
+        async with engine.connect() as conn:
+            assert "ELSIF" in await conn.scalar(text(source))
+            assert "OFFSET 0) s" not in await conn.scalar(text(source))
+        await _compare(engine, T0, "ann", "", [], True, GROUPS)  # ann runs one: touched
         await asyncio.to_thread(command.downgrade, db.alembic_config(empty_db_url), "0016")
         async with engine.connect() as conn:
             assert "ELSIF" not in await conn.scalar(text(source))
@@ -548,6 +554,7 @@ async def test_migrations_0017_and_0018_downgrade_to_0016s_reads_and_up_again(em
         await _compare(engine, T0, "bob", "", [], True, GROUPS)
         await db.migrate(empty_db_url)
         await _compare(engine, T0, "bob", "", [], True, GROUPS)
+        await _compare(engine, T0, "ann", "", [], True, GROUPS)
         assert (await _hub(engine, T0))[("sum", "g1", "servers")] == 1
     finally:
         await engine.dispose()
