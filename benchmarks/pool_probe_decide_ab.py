@@ -1,17 +1,20 @@
-"""The whole decide with pools, 0016's ``quota_pool_used`` installed against head's (migration
-0018: membership probed per edge event), in alternating blocks on one loaded ledger.
+"""The whole decide with pools, a shared-read function as a migration found it against as it
+left it, in alternating blocks on one loaded ledger: ``--migration 0018`` (0016's
+``quota_pool_used`` against 0018's, membership probed per edge event) or ``0019`` (0018's
+``quota_shared_open`` against 0019's, the touched servers' segments probed per server).
 
-    .venv/bin/python benchmarks/pool_probe_decide_ab.py --db URL [--users 300] [--rounds 2] \
-        [--after-seconds 49401.5]
+    .venv/bin/python benchmarks/pool_probe_decide_ab.py --db URL [--migration 0019] \
+        [--users 300] [--rounds 2] [--after-seconds 49401.5]
 
 benchmarks/shared_open_ab.py times the shared read alone; this times what a spawn pays,
 ``decide`` with and without the pools and hub caps of benchmarks/shared_capacity_bench.py,
 for the same random users in every block. A function cannot differ per call, so each block
 installs one version (``CREATE OR REPLACE``) and opens new connections (new generic plans),
-warms them up on 30 users, then times every user; the blocks alternate 0016, head, 0016,
-head… and head's function is installed again at the end, also on failure. It rewrites a
-function of the database it is given: run it on a benchmark ledger (ledger_bench.py or
-shared_capacity_bench.py loaded, which fill ``user_groups``), never on a hub's.
+warms them up on 30 users, then times every user; the blocks alternate before, head,
+before, head… and head's function is installed again at the end, also on failure. It
+rewrites a function of the database it is given: run it on a benchmark ledger
+(ledger_bench.py or shared_capacity_bench.py loaded, which fill ``user_groups``), never on a
+hub's.
 """
 
 from __future__ import annotations
@@ -47,19 +50,25 @@ from ledger.store.decide import decide  # noqa: E402
 WARM_UP_USERS = 30
 
 
-def _0018_functions() -> dict[str, str]:
-    """``quota_pool_used`` as 0016 and 0018 create it (0018's downgrade and upgrade)."""
-    path = REPO / "migrations" / "versions" / "0018_pool_edge_member_probes.py"
-    spec = importlib.util.spec_from_file_location("quota_ledger_0018", path)
+MIGRATIONS = {
+    "0018": "0018_pool_edge_member_probes.py",
+    "0019": "0019_shared_open_touched_probes.py",
+}
+
+
+def _functions(migration: str) -> dict[str, str]:
+    """The function as ``migration`` found it (its downgrade) and left it (its upgrade)."""
+    path = REPO / "migrations" / "versions" / MIGRATIONS[migration]
+    spec = importlib.util.spec_from_file_location(f"quota_ledger_{migration}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     (before,) = module.DOWNGRADE
     (after,) = module.UPGRADE
-    return {"0016": before, "head": after}
+    return {"before": before, "head": after}
 
 
 async def _main(args) -> None:
-    functions = _0018_functions()
+    functions = _functions(args.migration)
     base = (REPO / "examples" / "policy.yaml").read_text()
     plain = parse_policy(base, "examples/policy.yaml")
     shared = parse_policy(shared_policy(base), "shared")
@@ -77,7 +86,7 @@ async def _main(args) -> None:
     rows = []
     try:
         for round_number in range(args.rounds):
-            for version in ("0016", "head"):
+            for version in ("before", "head"):
                 await install(version)
                 for username in users[:WARM_UP_USERS]:
                     await decide(engine, shared, username, groups[username], REQUEST, at)
@@ -99,17 +108,19 @@ async def _main(args) -> None:
     m = machine()
     print(
         f"Machine: {m['cpu']}, {m['cores']} cores; 1-minute load {' → '.join(loads)}; "
-        f"{len(users)} users, decide at {at.isoformat()}"
+        f"{len(users)} users, decide at {at.isoformat()}; migration {args.migration}'s function"
     )
     print(
-        "| round | quota_pool_used | without pools p50 / p99 | with pools p50 / p99 | p50 difference |"
+        "| round | function | without pools p50 / p99 | with pools p50 / p99 "
+        "| difference p50 / p99 |"
     )
     print("|---|---|---|---|---|")
     for round_number, version, without, with_pools in rows:
         w0, w1 = percentile(without, 50), percentile(with_pools, 50)
+        q0, q1 = percentile(without, 99), percentile(with_pools, 99)
         print(
-            f"| {round_number} | {version} | {w0:.2f} / {percentile(without, 99):.2f} ms | "
-            f"{w1:.2f} / {percentile(with_pools, 99):.2f} ms | +{w1 - w0:.2f} ms |"
+            f"| {round_number} | {version} | {w0:.2f} / {q0:.2f} ms | {w1:.2f} / {q1:.2f} ms "
+            f"| +{w1 - w0:.2f} / +{q1 - q0:.2f} ms |"
         )
 
 
@@ -117,6 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_loaded_ab_options(parser, users=300, rounds=2)
     add_after_seconds_option(parser)
+    parser.add_argument("--migration", choices=sorted(MIGRATIONS), default="0019",
+                        help="whose before and after to compare (default: 0019)")  # fmt: skip
     asyncio.run(_main(parser.parse_args()))
 
 
