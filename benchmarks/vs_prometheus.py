@@ -153,16 +153,26 @@ def close_enough(measured: dict, truth: dict[str, Fraction]) -> bool:
     )
 
 
+# The second one-user round: each method answers this many users in a row, the methods
+# taking turns, so a method's calls follow its own (as a hub's checks follow each other)
+# rather than another process's query, and load still falls on all methods alike.
+BLOCK_CALLS = 20
+
+
+ONE_USER_BLOCKS = f"one user, {BLOCK_CALLS} in a row"
+
+
 async def timed(methods: dict, args: list, *, min_reps: int, max_reps: int, budget_seconds: float,
-                failed: dict, on_error=None):  # fmt: skip
+                failed: dict, on_error=None, block: int = 1):  # fmt: skip
     """Latencies (ms) of each method, called round-robin — method A, B, C on argument i, then
-    on i + 1 … — so load from anything else on the machine falls on all methods alike. A
-    method stops after ``max_reps`` calls, or once it has used ``budget_seconds`` and made
-    at least ``min_reps``. A method whose call fails is dropped; ``failed[method]`` says why
-    (a query over its limit: "timed out after N s")."""
+    on i + 1 … (with ``block`` > 1: A on ``block`` arguments in a row, then B on the same …)
+    — so load from anything else on the machine falls on all methods alike. A method stops
+    after ``max_reps`` calls, or once it has used ``budget_seconds`` and made at least
+    ``min_reps``. A method whose call fails is dropped; ``failed[method]`` says why (a query
+    over its limit: "timed out after N s")."""
     latencies_ms: dict[str, list[float]] = {m: [] for m in methods}
     spent = dict.fromkeys(methods, 0.0)
-    for i in range(max_reps):
+    for i in range(0, max_reps, block):
         active = [
             m
             for m in methods
@@ -171,15 +181,16 @@ async def timed(methods: dict, args: list, *, min_reps: int, max_reps: int, budg
         if not active:
             break
         for m in active:
-            started = time.perf_counter()
-            try:
-                await methods[m](*args[i % len(args)])
-            except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
-                failed[m] = failure_text(exc, on_error() if on_error else None)
-                continue
-            seconds = time.perf_counter() - started
-            spent[m] += seconds
-            latencies_ms[m].append(seconds * 1000)
+            for j in range(i, min(i + block, max_reps)):
+                started = time.perf_counter()
+                try:
+                    await methods[m](*args[j % len(args)])
+                except Exception as exc:  # noqa: BLE001 - a failing method is a result, not a crash
+                    failed[m] = failure_text(exc, on_error() if on_error else None)
+                    break
+                seconds = time.perf_counter() - started
+                spent[m] += seconds
+                latencies_ms[m].append(seconds * 1000)
     return latencies_ms
 
 
@@ -307,7 +318,9 @@ def render(res: Results, markdown: bool = False) -> str:
         rows.append([question, method, f"{p50:.2f}", f"{p99:.2f}", reps, *ratios])
     header = ["question", "method", "p50 ms", "p99 ms", "reps", "p50 ÷ ours", "p99 ÷ ours"]
     parts.append(
-        "Latency in this run — one user: all methods called round-robin; all users: each method "
+        "Latency in this run — one user: all methods called round-robin; "
+        f"{ONE_USER_BLOCKS}: the same users, each method on {BLOCK_CALLS} of them in a row, "
+        "the methods taking turns; all users: each method "
         "in turn, Prometheus restarted before each of its methods (p99 of fewer than 100 reps "
         "is the slowest one):\n\n" + _table(header, rows, markdown)
     )
@@ -349,7 +362,7 @@ def summary(res: Results) -> str:
         out.append(f"Any Prometheus method missed {missed} of the {len(res.short)} short pods and was "
                    f"off by {stats['memory'].mean_abs_percent:.2f} % of memory on average, "
                    f"{stats['memory'].worst_abs_hours:.1f} GiB-hours at worst.")  # fmt: skip
-    for question in ("one user", "all users"):
+    for question in ("one user", ONE_USER_BLOCKS, "all users"):
         ours, peer = lat.get((question, "quota-ledger")), lat.get((question, "peer"))
         if ours and peer:
             best = min(v for (q, m), v in lat.items() if q == question and m != "quota-ledger")
@@ -437,15 +450,17 @@ async def time_all(opts, results: Results, one_user: dict, all_users: dict, serv
     before it: its heap after one method's report must not fail or slow down the next."""
     sample = [(u,) for u in random.Random(opts.seed).sample(results.users, len(results.users))]
     on_error = server.recover if server else None
-    rounds = [("one user", one_user, sample, 50, opts.reps, 60)]
+    rounds = [("one user", one_user, sample, 50, opts.reps, 60, 1),
+              (ONE_USER_BLOCKS, one_user, sample, 50, opts.reps, 60, BLOCK_CALLS)]  # fmt: skip
     for method, fn in all_users.items():
-        rounds.append(("all users", {method: fn}, [()], 3, max(5, opts.reps // 10), 120))
-    for question, methods, args, min_reps, max_reps, budget in rounds:
+        rounds.append(("all users", {method: fn}, [()], 3, max(5, opts.reps // 10), 120, 1))
+    for question, methods, args, min_reps, max_reps, budget, block in rounds:
         if server and question == "all users" and "quota-ledger" not in methods:
             server.restart()
         failed: dict[str, str] = {}
         latencies = await timed(methods, args, min_reps=min_reps, max_reps=max_reps,
-                                budget_seconds=budget, failed=failed, on_error=on_error)  # fmt: skip
+                                budget_seconds=budget, failed=failed, on_error=on_error,
+                                block=block)  # fmt: skip
         for method, values in latencies.items():
             results.latency[question, method] = values
             if method in failed:
