@@ -167,3 +167,6 @@ async def test_head_answers_as_get_without_the_body(base_url):
         assert head.status_code == 403
         r = await c.head("api/v1/requests/1/approve")
         assert r.status_code == 405 and r.headers["allow"] == "POST"
+        # the OAuth callback's GET redeems a one-time code: a link scanner's HEAD must not
+        r = await c.head("oauth_callback?code=x&state=y")
+        assert r.status_code == 405 and r.headers["allow"] == "GET"

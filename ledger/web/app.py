@@ -36,6 +36,8 @@ COOKIE_SECRET_ENV = "QUOTA_LEDGER_COOKIE_SECRET"
 class OAuthCallbackHandler(SecureHeaders, HubOAuthCallbackHandler):
     """JupyterHub's callback: trades the code for a token and stores it in a cookie."""
 
+    HEAD_AS_GET = False  # its GET uses up the one-time code: no HEAD
+
 
 class StaticHandler(SecureHeaders, web.StaticFileHandler):
     """CSS with the same headers as the pages (tornado's own caching headers still apply)."""

@@ -69,6 +69,10 @@ class SecureHeaders:
     """Headers on every response, including errors and /healthz; and 405, not an xsrf 403,
     for a method the handler does not define."""
 
+    # A handler whose GET acts (the OAuth callback redeems a one-time code) sets this False:
+    # a HEAD from a link scanner must not use the code up before the browser's GET.
+    HEAD_AS_GET = True
+
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         # tornado answers a method a handler does not define with 405 only after its xsrf
@@ -76,7 +80,7 @@ class SecureHeaders:
         # token; SUPPORTED_METHODS is checked first. A handler defining none (the 404
         # handlers) keeps every method.
         methods = implemented_methods(cls)
-        if "GET" in methods and "HEAD" not in methods:
+        if "GET" in methods and "HEAD" not in methods and cls.HEAD_AS_GET:
             # HEAD is GET without the body (RFC 9110 §9.3.2), which tornado drops for HEAD
             # (RequestHandler.flush): uptime checks and ``curl -I`` get the GET's status
             # and headers, not a 405
