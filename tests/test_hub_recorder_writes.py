@@ -113,3 +113,47 @@ async def test_the_waiting_line_is_woken_after_the_close_is_written(engine):
     assert seen_when_woken == [[]]
     (row,) = await segments(engine)
     assert (row["servername"], row["ended_at"]) == ("gpu", T + timedelta(minutes=30))
+
+
+async def test_a_restart_while_a_stopped_servers_segment_is_looked_up_keeps_the_new_one(
+    engine, monkeypatch
+):
+    """A server this recorder never saw open (it stopped during the hub's start-up check)
+    is looked up to be closed; a restart of it meanwhile opens a new segment, which the
+    lookup's close must leave running."""
+    from ledger.store import segment_writes
+
+    clock = Clock(T)
+    before_restart = HubRecorder(SimpleNamespace(engine=engine), clock=clock)
+    first = spawner_of("alice")
+    before_restart.track(first, ServerRequest({"memory": GIB}))
+    await first.start()
+    assert await before_restart.flush(5)
+    before_restart._task.cancel()
+
+    recorder = HubRecorder(SimpleNamespace(engine=engine), clock=clock)
+    answer, real = asyncio.Event(), segment_writes.load_open_server_segments
+
+    async def slow_ledger(*args, **kwargs):  # the lookup answers after the restart's write
+        await answer.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder_module.segment_writes, "load_open_server_segments", slow_ledger)
+    spawner = spawner_of("alice")
+    woken = asyncio.Event()
+    try:
+        clock.now = T + timedelta(hours=1)
+        recorder.stopped(spawner, then=woken.set)
+        clock.now = T + timedelta(hours=1, minutes=1)
+        recorder.track(spawner, ServerRequest({"memory": 2 * GIB}))
+        await spawner.start()
+        assert await recorder.flush(5)
+        answer.set()
+        await woken.wait()
+    finally:
+        recorder._task.cancel()
+    old, new = await segments(engine)
+    assert (old["memory_bytes"], old["ended_at"], old["end_reason"]) == (GIB, T, "vanished")
+    assert (new["memory_bytes"], new["started_at"], new["ended_at"]) == (
+        2 * GIB, T + timedelta(hours=1, minutes=1), None
+    )  # fmt: skip

@@ -136,7 +136,13 @@ class HubRecorder:
         except Exception as exc:  # noqa: BLE001 - the start-up reconcile catches it later
             log.warning("quota recorder: cannot look up %s's segment: %s", key, exc)
         else:
-            uids = tuple(r.pod_uid for r in rows if (r.username, r.servername) == key)
+            # not a segment opened since (a restart while the lookup ran): that one runs
+            tracked = set(self._open.values())
+            uids = tuple(
+                r.pod_uid
+                for r in rows
+                if (r.username, r.servername) == key and r.pod_uid not in tracked
+            )
             if uids:
                 await self._write([VanishSegments(uids, now)])
         if then is not None:
@@ -182,11 +188,13 @@ class HubRecorder:
         from ledger.hub.request import spawner_request
 
         app = self._app
+        rows = await segment_writes.load_open_server_segments(self.hook.engine, SOURCE)
+        # what runs, read after the await: a server that stopped while the ledger answered
+        # (its post_stop_hook found nothing to close) is not reopened here
         running = {}
         for orm_spawner in app.db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None)):
             running[(orm_spawner.user.name, orm_spawner.name or "")] = orm_spawner
         now = self._clock()
-        rows = await segment_writes.load_open_server_segments(self.hook.engine, SOURCE)
         gone = []
         for row in rows:
             key = (row.username, row.servername)
