@@ -185,3 +185,30 @@ def test_one_stop_for_two_used_up_budgets_ends_both_episodes():
     assert sorted((a.action, a.resource, a.threshold_percent) for a in later) == [
         ("warn", "cpu", 100), ("warn", "memory", 100),
     ]  # fmt: skip
+
+
+def test_an_episode_may_be_open_only_inside_its_resources_longest_window():
+    """What the enforcer plans for users running nothing (ledger/enforcer/enforcer.py): a
+    100 % warning older than every window its resource's budgets have ends nothing to wait
+    for; one inside the longest, not ended by a stop or ``under_quota``, may be open."""
+    from ledger.core.enforcement_plan import open_episode
+
+    policy = parse_policy(
+        "window: 30d\ngroups:\n"
+        "  a: {memory: 60 GiB-hours, gpu: {limit: 5 GPU-hours, window: 1d}}\n"
+        "  b: {gpu: {limit: 5 GPU-hours, window: 2d}}\n"
+    )
+    assert policy.longest_window_seconds("gpu") == 2 * 86400
+    assert policy.longest_window_seconds("memory") == 30 * 86400
+    assert policy.longest_window_seconds("cpu") == policy.max_window_seconds()  # no budget
+
+    def warned(resource, days_ago, action="warn"):
+        at = NOW - timedelta(days=days_ago)
+        return Past(action, resource, 100 if action == "warn" else None, at, {})
+
+    assert not open_episode([warned("gpu", 3)], policy, NOW)
+    assert open_episode([warned("gpu", 1.5)], policy, NOW)
+    assert open_episode([warned("memory", 20)], policy, NOW)
+    assert not open_episode([warned("memory", 20), warned("memory", 19, "under_quota")],
+                            policy, NOW)  # fmt: skip
+    assert not open_episode([warned("memory", 20), warned("memory", 19, "stop")], policy, NOW)

@@ -110,17 +110,17 @@ def _over_since(history: list[Past], resource: str, window_start: datetime,
     return over
 
 
-def open_episode(history: list[Past], window_seconds: int, now: datetime) -> bool:
-    """Whether some resource's over-quota episode is still open in ``history`` (its 100 %
-    warning inside the last ``window_seconds``, not ended by a stop or an ``under_quota``
-    row since). The enforcer plans such a user even with no server running: a round must
-    see them back under the limit, or their next exhaustion would be stopped at once on the
-    old over-quota-since, with no new warning and no grace."""
-    window_start = now - timedelta(seconds=window_seconds)
-    return any(
-        _over_since(history, name, window_start, _stopped_at(history, name)) is not None
-        for name in {p.resource for p in history if p.resource}
-    )
+def open_episode(history: list[Past], policy, now: datetime) -> bool:
+    """Whether some resource's over-quota episode may still be open in ``history`` (its 100 %
+    warning inside the longest window a budget of that resource has, not ended by a stop or
+    an ``under_quota`` row since). The enforcer plans such a user even with no server
+    running: a round must see them back under the limit, or their next exhaustion would be
+    stopped at once on the old over-quota-since, with no new warning and no grace."""
+    for name in {p.resource for p in history if p.resource}:
+        window_start = now - timedelta(seconds=policy.longest_window_seconds(name))
+        if _over_since(history, name, window_start, _stopped_at(history, name)) is not None:
+            return True
+    return False
 
 
 def plan_user(

@@ -229,6 +229,18 @@ class Policy:
         """The longest window any budget uses: how far back the one usage query must read."""
         return max(self._windows(self.groups, self.users, self.pools))
 
+    def longest_window_seconds(self, resource: str) -> int:
+        """The longest window of a user budget of ``resource`` (a group's or a user's), or
+        :meth:`max_window_seconds` if none has one (it left the policy): how long the
+        enforcer's warning for it can still belong to an open episode."""
+        windows = [
+            limits.budgets[resource].window_seconds or self.window_seconds
+            for section in (self.groups, self.users)
+            for limits in section.values()
+            if limits.budgets.get(resource)
+        ]
+        return max(windows, default=self.max_window_seconds())
+
     def min_user_window_seconds(self) -> int:
         """The shortest window of a user's budgets (the policy's, the groups', the users'):
         the enforcer's grace must fit in it (ledger/core/policy_yaml.py)."""

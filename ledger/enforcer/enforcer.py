@@ -68,8 +68,7 @@ async def enforce_round(engine, hub: HubClient, policy, now: datetime, *, dry_ru
     """One pass over the hub's active users. Raises HubError only if listing them failed."""
     stats = RoundStats()
     users = [u async for u in hub.active_users() if u.servers]
-    window_seconds = policy.max_window_seconds()
-    since = now - timedelta(seconds=window_seconds)
+    since = now - timedelta(seconds=policy.max_window_seconds())
     # Users running nothing whose over-quota episode is open (they stopped their servers
     # during the grace): planned too, with the groups the hub last reported, so a round sees
     # them back under the limit (plan_user records it) and their next exhaustion is warned.
@@ -79,7 +78,7 @@ async def enforce_round(engine, hub: HubClient, policy, now: datetime, *, dry_ru
     if not users and not idle:
         return stats
     history = await action_history(engine, [u.name for u in users] + idle, since, now, dry_run)
-    idle = [n for n in idle if open_episode(history[n], window_seconds, now)]
+    idle = [n for n in idle if open_episode(history[n], policy, now)]
     if idle:
         async with engine.connect() as conn:
             idle_users = [HubUser(n, await page_reads.groups_of(conn, n)) for n in idle]
